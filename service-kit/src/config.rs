@@ -1,0 +1,131 @@
+//! Environment variables, read once at start (SPEC §2). Unset means the default; set but
+//! malformed is an error naming the variable, the value and what was expected, which the binary
+//! prints as one line before exiting with status 2.
+
+use std::{env, fmt, path::PathBuf, time::Duration};
+
+/// A variable that is set but malformed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub value: String,
+    pub expected: &'static str,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid {}={:?}: expected {}",
+            self.var, self.value, self.expected
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Exit status for a malformed variable or argument.
+pub const EXIT_USAGE: i32 = 2;
+
+/// Reads `var` through `lookup` (the environment in production, a map in tests) and parses it;
+/// unset or empty means `None`.
+pub fn parse_var<T>(
+    lookup: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+    expected: &'static str,
+    parse: impl FnOnce(&str) -> Option<T>,
+) -> Result<Option<T>, ConfigError> {
+    match lookup(var) {
+        None => Ok(None),
+        Some(value) if value.is_empty() => Ok(None),
+        Some(value) => parse(&value).map(Some).ok_or(ConfigError {
+            var,
+            value,
+            expected,
+        }),
+    }
+}
+
+/// The process environment as a lookup; a value that is not UTF-8 reads as `"\u{FFFD}"`, which
+/// no variable accepts, so it is reported rather than ignored.
+pub fn process_env(var: &str) -> Option<String> {
+    env::var_os(var).map(|v| v.to_string_lossy().into_owned())
+}
+
+/// `PORT`: a TCP port.
+pub fn port(lookup: &impl Fn(&str) -> Option<String>, default: u16) -> Result<u16, ConfigError> {
+    Ok(parse_var(lookup, "PORT", "a TCP port number from 0 to 65535", |v| {
+        v.parse().ok()
+    })?
+    .unwrap_or(default))
+}
+
+/// `DATA_DIR`: the shared volume, default `files` relative to the working directory.
+pub fn data_dir(lookup: &impl Fn(&str) -> Option<String>) -> PathBuf {
+    lookup("DATA_DIR")
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| PathBuf::from("files"), PathBuf::from)
+}
+
+/// A duration such as `250ms`, `5s` or `1m`; zero is refused.
+pub fn duration(
+    lookup: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    Ok(parse_var(
+        lookup,
+        var,
+        "a positive duration such as 250ms, 5s or 1m",
+        |v| humantime::parse_duration(v).ok().filter(|d| !d.is_zero()),
+    )?
+    .unwrap_or(default))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |var| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == var)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    }
+
+    #[test]
+    fn unset_and_empty_mean_the_default() {
+        assert_eq!(port(&env_of(&[]), 3000), Ok(3000));
+        assert_eq!(port(&env_of(&[("PORT", "")]), 3000), Ok(3000));
+        assert_eq!(data_dir(&env_of(&[])), PathBuf::from("files"));
+    }
+
+    #[test]
+    fn valid_values_are_used() {
+        assert_eq!(port(&env_of(&[("PORT", "8080")]), 3000), Ok(8080));
+        assert_eq!(data_dir(&env_of(&[("DATA_DIR", "/v")])), PathBuf::from("/v"));
+        let d = |v| duration(&env_of(v), "LOG_INTERVAL", Duration::from_secs(5));
+        assert_eq!(d(&[("LOG_INTERVAL", "250ms")]), Ok(Duration::from_millis(250)));
+        assert_eq!(d(&[("LOG_INTERVAL", "5s")]), Ok(Duration::from_secs(5)));
+        assert_eq!(d(&[("LOG_INTERVAL", "1m")]), Ok(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn malformed_values_name_variable_value_and_expectation() {
+        let err = port(&env_of(&[("PORT", "abc")]), 3000).expect_err("abc is no port");
+        assert_eq!(
+            err.to_string(),
+            r#"invalid PORT="abc": expected a TCP port number from 0 to 65535"#
+        );
+        assert!(port(&env_of(&[("PORT", "70000")]), 3000).is_err());
+        let err = duration(&env_of(&[("LOG_INTERVAL", "0s")]), "LOG_INTERVAL", Duration::ZERO)
+            .expect_err("zero interval");
+        assert_eq!(
+            err.to_string(),
+            r#"invalid LOG_INTERVAL="0s": expected a positive duration such as 250ms, 5s or 1m"#
+        );
+        assert!(duration(&env_of(&[("LOG_INTERVAL", "5")]), "LOG_INTERVAL", Duration::ZERO).is_err());
+    }
+}

@@ -1,0 +1,18 @@
+//! What the two HTTP services (pingpong and log-reader) and log-writer share, so each binary
+//! only wires its own routes:
+//!
+//! - [`config`]: environment variables read once at start; a malformed one is a [`config::ConfigError`]
+//!   that the binary turns into one line and exit status 2 (SPEC §2).
+//! - [`cli`]: `--help` and `--version`.
+//! - [`telemetry`]: `tracing` to stderr, filtered by `RUST_LOG`.
+//! - [`metrics`]: the Prometheus registry and the per-route request counter.
+//! - [`http`]: `/healthz`, `/readyz`, `/metrics`, the request log, the request timeout, and
+//!   serving with graceful shutdown (SPEC §6).
+//! - [`shutdown`]: SIGTERM and SIGINT as one future, and the draining flag `/readyz` reads.
+
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod shutdown;
+pub mod telemetry;

@@ -1,0 +1,99 @@
+//! The errors of the shared volume. Every variant names the path it is about, because the
+//! operator reading a log line or a 503 body needs to know which file to look at.
+
+use std::{fmt, io, path::PathBuf, sync::Arc};
+
+/// A `Result` whose error is this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong on the volume.
+///
+/// `Clone` because one failed durable write fails every caller of its batch: each receives a
+/// copy (the I/O error itself is shared behind an `Arc`).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// An operating-system call failed.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        /// What was being done, e.g. `"fsync"`.
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: Arc<io::Error>,
+    },
+    /// The counter file holds something other than a decimal `u64` with optional whitespace.
+    /// The service never reads this as 0 and never overwrites it; an operator repairs it.
+    #[error(
+        "corrupt counter file {}: expected a decimal number from 0 to {}, found \"{content}\"",
+        path.display(),
+        u64::MAX
+    )]
+    Corrupt {
+        path: PathBuf,
+        /// The content, escaped and cut at 64 bytes.
+        content: Escaped,
+    },
+    /// The counter would pass `u64::MAX`.
+    #[error("counter file {}: {value} + {add} does not fit in a u64", path.display())]
+    Overflow { path: PathBuf, value: u64, add: u64 },
+    /// The group-commit writer thread is gone (it panicked or the process is exiting).
+    #[error("the writer of {} has stopped", path.display())]
+    WriterStopped { path: PathBuf },
+}
+
+impl Error {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            source: Arc::new(source),
+        }
+    }
+
+    /// True when the error is about the content of the counter file, which only an operator can
+    /// repair, rather than about the volume, which may heal by itself.
+    pub fn is_corrupt(&self) -> bool {
+        matches!(self, Error::Corrupt { .. })
+    }
+}
+
+/// File content shown in an error: ASCII escaped (`\n`, `\xff`), at most the first 64 bytes,
+/// and a trailing `...` when cut, so a binary or huge file cannot flood a log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Escaped(String);
+
+impl Escaped {
+    pub const MAX_BYTES: usize = 64;
+
+    pub fn new(bytes: &[u8]) -> Self {
+        let cut = &bytes[..bytes.len().min(Self::MAX_BYTES)];
+        let mut shown = cut.escape_ascii().to_string();
+        if bytes.len() > Self::MAX_BYTES {
+            shown.push_str("...");
+        }
+        Escaped(shown)
+    }
+}
+
+impl fmt::Display for Escaped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaped_shows_control_and_binary_bytes() {
+        assert_eq!(Escaped::new(b"12\n\xff\0a").to_string(), r"12\n\xff\x00a");
+    }
+
+    #[test]
+    fn escaped_cuts_at_64_bytes() {
+        let long = [b'7'; 100];
+        assert_eq!(Escaped::new(&long).to_string(), format!("{}...", "7".repeat(64)));
+        assert_eq!(Escaped::new(&long[..64]).to_string(), "7".repeat(64));
+    }
+}
