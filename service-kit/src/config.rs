@@ -54,10 +54,12 @@ pub fn process_env(var: &str) -> Option<String> {
 
 /// `PORT`: a TCP port.
 pub fn port(lookup: &impl Fn(&str) -> Option<String>, default: u16) -> Result<u16, ConfigError> {
-    Ok(parse_var(lookup, "PORT", "a TCP port number from 0 to 65535", |v| {
-        v.parse().ok()
-    })?
-    .unwrap_or(default))
+    Ok(
+        parse_var(lookup, "PORT", "a TCP port number from 0 to 65535", |v| {
+            v.parse().ok()
+        })?
+        .unwrap_or(default),
+    )
 }
 
 /// `DATA_DIR`: the shared volume, default `files` relative to the working directory.
@@ -105,9 +107,15 @@ mod tests {
     #[test]
     fn valid_values_are_used() {
         assert_eq!(port(&env_of(&[("PORT", "8080")]), 3000), Ok(8080));
-        assert_eq!(data_dir(&env_of(&[("DATA_DIR", "/v")])), PathBuf::from("/v"));
+        assert_eq!(
+            data_dir(&env_of(&[("DATA_DIR", "/v")])),
+            PathBuf::from("/v")
+        );
         let d = |v| duration(&env_of(v), "LOG_INTERVAL", Duration::from_secs(5));
-        assert_eq!(d(&[("LOG_INTERVAL", "250ms")]), Ok(Duration::from_millis(250)));
+        assert_eq!(
+            d(&[("LOG_INTERVAL", "250ms")]),
+            Ok(Duration::from_millis(250))
+        );
         assert_eq!(d(&[("LOG_INTERVAL", "5s")]), Ok(Duration::from_secs(5)));
         assert_eq!(d(&[("LOG_INTERVAL", "1m")]), Ok(Duration::from_secs(60)));
     }
@@ -120,12 +128,23 @@ mod tests {
             r#"invalid PORT="abc": expected a TCP port number from 0 to 65535"#
         );
         assert!(port(&env_of(&[("PORT", "70000")]), 3000).is_err());
-        let err = duration(&env_of(&[("LOG_INTERVAL", "0s")]), "LOG_INTERVAL", Duration::ZERO)
-            .expect_err("zero interval");
+        let err = duration(
+            &env_of(&[("LOG_INTERVAL", "0s")]),
+            "LOG_INTERVAL",
+            Duration::ZERO,
+        )
+        .expect_err("zero interval");
         assert_eq!(
             err.to_string(),
             r#"invalid LOG_INTERVAL="0s": expected a positive duration such as 250ms, 5s or 1m"#
         );
-        assert!(duration(&env_of(&[("LOG_INTERVAL", "5")]), "LOG_INTERVAL", Duration::ZERO).is_err());
+        assert!(
+            duration(
+                &env_of(&[("LOG_INTERVAL", "5")]),
+                "LOG_INTERVAL",
+                Duration::ZERO
+            )
+            .is_err()
+        );
     }
 }

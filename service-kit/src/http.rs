@@ -37,7 +37,12 @@ pub type ReadyCheck =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
 
 /// Adds the shared endpoints and layers to the service's own routes.
-pub fn finish(app: Router, mut registry: Registry, draining: Draining, ready: ReadyCheck) -> Router {
+pub fn finish(
+    app: Router,
+    mut registry: Registry,
+    draining: Draining,
+    ready: ReadyCheck,
+) -> Router {
     let http_metrics = HttpMetrics::register(&mut registry);
     let registry = Arc::new(registry);
     app.route("/healthz", get(|| async { "ok" }))
@@ -45,7 +50,10 @@ pub fn finish(app: Router, mut registry: Registry, draining: Draining, ready: Re
             "/readyz",
             get(move || readyz(draining.clone(), ready.clone())),
         )
-        .route("/metrics", get(move || async move { metrics::render(&registry) }))
+        .route(
+            "/metrics",
+            get(move || async move { metrics::render(&registry) }),
+        )
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             REQUEST_TIMEOUT,
@@ -73,7 +81,10 @@ pub fn finish(app: Router, mut registry: Registry, draining: Draining, ready: Re
 
 async fn readyz(draining: Draining, ready: ReadyCheck) -> impl IntoResponse {
     if draining.is_draining() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "draining: shutting down".to_owned());
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining: shutting down".to_owned(),
+        );
     }
     match ready().await {
         Ok(()) => (StatusCode::OK, "ready".to_owned()),

@@ -93,7 +93,10 @@ mod tests {
     #[test]
     fn escaped_cuts_at_64_bytes() {
         let long = [b'7'; 100];
-        assert_eq!(Escaped::new(&long).to_string(), format!("{}...", "7".repeat(64)));
+        assert_eq!(
+            Escaped::new(&long).to_string(),
+            format!("{}...", "7".repeat(64))
+        );
         assert_eq!(Escaped::new(&long[..64]).to_string(), "7".repeat(64));
     }
 }

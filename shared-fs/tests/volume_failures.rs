@@ -1,0 +1,129 @@
+//! A volume that refuses writes (read-only, or full) makes the write fail cleanly: an error,
+//! the old file intact, no temporary file left; and the next write after the volume heals
+//! succeeds with the right number.
+//!
+//! A read-only directory cannot be simulated with permissions for root (root ignores them) and
+//! a full disk cannot be simulated at all without a filesystem of its own, so these tests mount
+//! a tiny tmpfs. That needs root (CAP_SYS_ADMIN); elsewhere they print why they skip.
+
+use std::{
+    fs,
+    io::Write,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use shared_fs::{Counter, CounterFile, read_counter};
+
+/// A tmpfs mounted on a temp directory, unmounted on drop.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            Some(Tmpfs { dir })
+        } else {
+            println!("SKIPPED: cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN)");
+            None
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn remount(&self, mode: &str) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,{mode}")])
+            .arg(self.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "remount {mode}");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+fn temp_files(dir: &Path) -> Vec<PathBuf> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "tmp"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_read_only_volume_fails_the_batch_then_recovers_when_writable() {
+    let Some(volume) = Tmpfs::mount("1m") else {
+        return;
+    };
+    let file = CounterFile::in_dir(volume.path());
+    file.set(5).unwrap();
+    let counter = Counter::spawn(file.clone(), |_| {});
+
+    volume.remount("ro");
+    let err = counter.increment().await.expect_err("read-only volume");
+    assert!(
+        err.to_string()
+            .contains(&volume.path().display().to_string()),
+        "{err}"
+    );
+    assert!(err.to_string().contains("Read-only file system"), "{err}");
+    assert_eq!(fs::read(file.path()).unwrap(), b"5\n");
+    assert_eq!(file.probe().unwrap_err().to_string(), err.to_string());
+
+    volume.remount("rw");
+    assert_eq!(counter.increment().await.unwrap(), 5);
+    assert_eq!(fs::read(file.path()).unwrap(), b"6\n");
+    assert_eq!(temp_files(volume.path()), Vec::<PathBuf>::new());
+}
+
+#[tokio::test]
+async fn a_full_volume_fails_cleanly_keeps_the_old_file_and_leaves_no_temp_file() {
+    let Some(volume) = Tmpfs::mount("64k") else {
+        return;
+    };
+    let file = CounterFile::in_dir(volume.path());
+    file.set(41).unwrap();
+    let counter = Counter::spawn(file.clone(), |_| {});
+
+    // Fill every remaining block.
+    let filler_path = volume.path().join("filler");
+    let mut filler = fs::File::create(&filler_path).unwrap();
+    let block = [0u8; 4096];
+    while filler.write_all(&block).is_ok() {}
+    drop(filler);
+
+    let err = counter.increment().await.expect_err("full volume");
+    assert!(err.to_string().contains("No space left on device"), "{err}");
+    assert_eq!(fs::read(file.path()).unwrap(), b"41\n");
+    assert_eq!(temp_files(volume.path()), Vec::<PathBuf>::new());
+
+    fs::remove_file(&filler_path).unwrap();
+    assert_eq!(counter.increment().await.unwrap(), 41);
+    assert_eq!(read_counter(file.path()).unwrap(), 42);
+}
+
+#[test]
+fn replace_into_a_missing_directory_fails_with_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("gone").join("output.log");
+    let err = shared_fs::replace(&target, b"x").unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(&dir.path().join("gone").display().to_string()),
+        "{err}"
+    );
+}
