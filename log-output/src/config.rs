@@ -1,0 +1,153 @@
+//! The environment of each binary (SPEC §2), read once at start, and the `--help` text that
+//! documents it. Unset or empty means the default; a malformed value is a
+//! [`ConfigError`] that the binary prints as one line before exiting with status 2.
+
+use std::{path::PathBuf, time::Duration};
+
+use service_kit::config::{self, ConfigError};
+
+/// `PORT` when unset: pingpong has 3000.
+pub const DEFAULT_READER_PORT: u16 = 3001;
+
+/// `LOG_INTERVAL` when unset.
+pub const DEFAULT_LOG_INTERVAL: Duration = Duration::from_secs(5);
+
+/// log-writer's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriterConfig {
+    pub data_dir: PathBuf,
+    pub interval: Duration,
+}
+
+impl WriterConfig {
+    /// Reads `DATA_DIR` and `LOG_INTERVAL` through `lookup` (the process environment in the
+    /// binary, a map in tests).
+    pub fn from_env(lookup: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        Ok(WriterConfig {
+            data_dir: config::data_dir(lookup),
+            interval: config::duration(lookup, "LOG_INTERVAL", DEFAULT_LOG_INTERVAL)?,
+        })
+    }
+}
+
+/// log-reader's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReaderConfig {
+    pub port: u16,
+    pub data_dir: PathBuf,
+}
+
+impl ReaderConfig {
+    /// Reads `PORT` and `DATA_DIR` through `lookup`.
+    pub fn from_env(lookup: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        Ok(ReaderConfig {
+            port: config::port(lookup, DEFAULT_READER_PORT)?,
+            data_dir: config::data_dir(lookup),
+        })
+    }
+}
+
+/// `log-writer --help`.
+pub const WRITER_HELP: &str = "\
+log-writer: every LOG_INTERVAL, writes the time, this process's UUID and the ping-pong count
+to DATA_DIR/output.log (replaced atomically) and prints the same entry to stdout.
+
+Usage: log-writer [--help | --version]
+
+Environment:
+  DATA_DIR      the shared volume, created if missing       [default: files]
+  LOG_INTERVAL  time between entries: 250ms, 5s, 1m         [default: 5s]
+  RUST_LOG      log filter; logs go to stderr               [default: info]
+
+Reads DATA_DIR/pingpong_counter.txt (missing = 0); a corrupt counter is logged and the entry
+skipped, so the last good entry stays. Exits 0 on SIGTERM or SIGINT, 2 on a malformed variable.
+";
+
+/// `log-reader --help`.
+pub const READER_HELP: &str = "\
+log-reader: serves DATA_DIR/output.log, the latest entry of log-writer, over HTTP.
+
+Usage: log-reader [--help | --version]
+
+Environment:
+  PORT          TCP port, on all interfaces                 [default: 3001]
+  DATA_DIR      the shared volume, created if missing       [default: files]
+  RUST_LOG      log filter; logs go to stderr               [default: info]
+
+Endpoints:
+  GET /         200 text/plain: output.log byte for byte; 503 before the first entry
+  GET /healthz  200 while the process runs
+  GET /readyz   200 when DATA_DIR is a readable directory and not draining; else 503 and why
+  GET /metrics  Prometheus text
+
+Exits 0 after draining on SIGTERM or SIGINT, 2 on a malformed variable.
+";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |var| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == var)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    }
+
+    #[test]
+    fn defaults_when_unset() {
+        assert_eq!(
+            WriterConfig::from_env(&env_of(&[])),
+            Ok(WriterConfig {
+                data_dir: PathBuf::from("files"),
+                interval: Duration::from_secs(5),
+            })
+        );
+        assert_eq!(
+            ReaderConfig::from_env(&env_of(&[])),
+            Ok(ReaderConfig {
+                port: 3001,
+                data_dir: PathBuf::from("files"),
+            })
+        );
+    }
+
+    #[test]
+    fn reads_the_variables() {
+        let env = env_of(&[
+            ("DATA_DIR", "/usr/src/app/files"),
+            ("LOG_INTERVAL", "250ms"),
+            ("PORT", "8080"),
+        ]);
+        assert_eq!(
+            WriterConfig::from_env(&env),
+            Ok(WriterConfig {
+                data_dir: PathBuf::from("/usr/src/app/files"),
+                interval: Duration::from_millis(250),
+            })
+        );
+        assert_eq!(
+            ReaderConfig::from_env(&env),
+            Ok(ReaderConfig {
+                port: 8080,
+                data_dir: PathBuf::from("/usr/src/app/files"),
+            })
+        );
+    }
+
+    #[test]
+    fn malformed_values_are_errors_naming_the_variable() {
+        let err = WriterConfig::from_env(&env_of(&[("LOG_INTERVAL", "abc")])).expect_err("abc");
+        assert_eq!(
+            err.to_string(),
+            r#"invalid LOG_INTERVAL="abc": expected a positive duration such as 250ms, 5s or 1m"#
+        );
+        let err = ReaderConfig::from_env(&env_of(&[("PORT", "abc")])).expect_err("abc");
+        assert_eq!(
+            err.to_string(),
+            r#"invalid PORT="abc": expected a TCP port number from 0 to 65535"#
+        );
+    }
+}
