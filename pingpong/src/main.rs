@@ -1,1 +1,125 @@
-fn main() {}
+//! The pingpong binary: parses the command line and the environment, then serves. Everything
+//! else lives in the library so tests reach it.
+
+use std::{env, process::ExitCode};
+
+use anyhow::Context;
+use pingpong::{config::Config, operator, routes};
+use service_kit::{
+    cli::{Flag, standard_flag},
+    config::{EXIT_USAGE, process_env},
+    http,
+    shutdown::Draining,
+};
+use shared_fs::CounterFile;
+
+const HELP: &str = "\
+pingpong: GET /pingpong answers `pong N` and durably increments a counter on the shared volume.
+
+USAGE:
+    pingpong                     serve HTTP
+    pingpong counter get         print the count
+    pingpong counter set N       set the count (repairs a corrupt file), under the same lock
+    pingpong --help | --version
+
+ENVIRONMENT (unset means the default; a malformed value exits with status 2):
+    PORT       TCP port, bound on all interfaces          [default: 3000]
+    DATA_DIR   the shared volume, created if missing      [default: files]
+    RUST_LOG   tracing filter                             [default: info]
+
+ENDPOINTS:
+    GET /pingpong   `pong N`: N requests were answered before this one; sent once durable
+    GET /pings      the current count, no increment
+    GET /healthz    200 while the process runs
+    GET /readyz     200 when the counter is valid and the volume writable, else 503 + reason
+    GET /metrics    Prometheus text
+
+FILES in DATA_DIR:
+    pingpong_counter.txt        the count and a newline, replaced atomically
+    pingpong_counter.txt.lock   the cross-process lock; never delete it
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    if args.first().is_some_and(|a| a == "counter") {
+        return counter_command(&args[1..]);
+    }
+    match standard_flag(&args) {
+        Ok(Flag::Run) => {}
+        Ok(Flag::Help) => {
+            print!("{HELP}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(Flag::Version) => {
+            println!("pingpong {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Err(message) => return usage_error(&message),
+    }
+    let config = match Config::from_env(&process_env) {
+        Ok(config) => config,
+        Err(e) => return usage_error(&e.to_string()),
+    };
+    match serve(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "pingpong stopped");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    service_kit::telemetry::init(config.log_filter);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let file = CounterFile::in_dir(&config.data_dir);
+        // A volume problem at start is not fatal: the server answers 503 with the reason and
+        // recovers once the volume or the file is repaired, rather than crash-looping.
+        if let Err(e) = std::fs::create_dir_all(&config.data_dir) {
+            tracing::error!(path = %config.data_dir.display(), error = %e, "cannot create DATA_DIR");
+        }
+        match file.probe() {
+            Ok(count) => tracing::info!(path = %file.path().display(), count, "counter ready"),
+            Err(error) => tracing::error!(%error, "counter unusable; answering 503 until repaired"),
+        }
+        let draining = Draining::default();
+        let app = routes::app_for(file, draining.clone());
+        let listener = http::bind(config.port)
+            .await
+            .with_context(|| format!("binding port {}", config.port))?;
+        let addr = listener.local_addr().context("reading the bound address")?;
+        // The bound port, not the configured one: with PORT=0 the tests learn it from here.
+        tracing::info!(port = addr.port(), data_dir = %config.data_dir.display(), "pingpong listening");
+        http::serve(listener, app, draining).await.context("serving HTTP")?;
+        tracing::info!("pingpong stopped cleanly");
+        Ok(())
+    })
+}
+
+fn counter_command(args: &[String]) -> ExitCode {
+    let command = match operator::parse(args) {
+        Ok(command) => command,
+        Err(message) => return usage_error(&message),
+    };
+    let data_dir = service_kit::config::data_dir(&process_env);
+    match operator::run(&command, &data_dir) {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn usage_error(message: &str) -> ExitCode {
+    eprintln!("pingpong: {message}");
+    ExitCode::from(EXIT_USAGE as u8)
+}

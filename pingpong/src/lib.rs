@@ -1,0 +1,18 @@
+//! pingpong: `GET /pingpong` answers `pong N` and durably increments a counter on the shared
+//! volume (SPEC §4).
+//!
+//! - [`config`]: the environment variables (SPEC §2).
+//! - [`routes`]: the HTTP API; every increment goes through the shared-fs group commit, so the
+//!   answer is sent only once the increment is on disk.
+//! - [`error`]: volume errors as `503` with the reason.
+//! - [`metrics`]: increments, batch sizes and durable-write latency.
+//! - [`operator`]: `pingpong counter get|set`, the repair commands for a container with no
+//!   shell, using the same lock and atomic write as the server.
+
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod operator;
+pub mod routes;
+
+pub use routes::{AppState, app};

@@ -1,0 +1,63 @@
+//! pingpong's own metrics, fed by the counter writer after every durable write. Together they
+//! show whether group commit works: the batch-size histogram grows with load while the
+//! durable-write latency stays flat.
+
+use prometheus_client::{
+    metrics::{
+        counter::Counter,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+use shared_fs::BatchReport;
+
+#[derive(Debug, Clone)]
+pub struct CounterMetrics {
+    increments: Counter,
+    failed_writes: Counter,
+    batch_size: Histogram,
+    write_seconds: Histogram,
+}
+
+impl CounterMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = CounterMetrics {
+            increments: Counter::default(),
+            failed_writes: Counter::default(),
+            batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
+            write_seconds: Histogram::new(exponential_buckets(0.000_125, 2.0, 14)),
+        };
+        registry.register(
+            "pingpong_increments",
+            "Increments made durable (numbers handed out)",
+            metrics.increments.clone(),
+        );
+        registry.register(
+            "pingpong_failed_writes",
+            "Durable writes that failed; each failed every request of its batch",
+            metrics.failed_writes.clone(),
+        );
+        registry.register(
+            "pingpong_batch_size",
+            "Increments carried by one durable write (group commit)",
+            metrics.batch_size.clone(),
+        );
+        registry.register(
+            "pingpong_durable_write_seconds",
+            "Lock, read, write, fsync, rename and directory fsync of one batch",
+            metrics.write_seconds.clone(),
+        );
+        metrics
+    }
+
+    /// Records one durable write; runs on the writer thread.
+    pub fn observe(&self, batch: &BatchReport) {
+        if batch.ok {
+            self.increments.inc_by(batch.size);
+        } else {
+            self.failed_writes.inc();
+        }
+        self.batch_size.observe(batch.size as f64);
+        self.write_seconds.observe(batch.elapsed.as_secs_f64());
+    }
+}

@@ -1,0 +1,78 @@
+//! `pingpong counter get|set N`: the operator's repair and reset, run in the server's own
+//! container (which has no shell) with `kubectl exec`. It uses the same lock and atomic write
+//! as the server, so it is safe while the server runs, and the server picks the new value up
+//! at its next increment because every batch re-reads the file under the lock.
+
+use std::path::Path;
+
+use shared_fs::CounterFile;
+
+/// What the operator asked for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command {
+    Get,
+    Set(u64),
+}
+
+/// Parses the words after `counter`.
+pub fn parse(args: &[String]) -> Result<Command, String> {
+    match args {
+        [get] if get == "get" => Ok(Command::Get),
+        [set, n] if set == "set" => {
+            if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(format!(
+                    "invalid count {n:?}: expected a decimal number from 0 to {}",
+                    u64::MAX
+                ));
+            }
+            n.parse().map(Command::Set).map_err(|_| {
+                format!(
+                    "invalid count {n:?}: expected a decimal number from 0 to {}",
+                    u64::MAX
+                )
+            })
+        }
+        _ => Err("usage: pingpong counter get | pingpong counter set N".to_owned()),
+    }
+}
+
+/// Runs the command against the counter in `data_dir`; returns the line to print.
+pub fn run(command: &Command, data_dir: &Path) -> shared_fs::Result<String> {
+    let file = CounterFile::in_dir(data_dir);
+    match *command {
+        Command::Get => file.read().map(|n| n.to_string()),
+        Command::Set(n) => {
+            std::fs::create_dir_all(data_dir).map_err(|e| shared_fs::Error::Io {
+                op: "create directory",
+                path: data_dir.to_owned(),
+                source: e.into(),
+            })?;
+            file.set(n)?;
+            Ok(format!("{} set to {n}", file.path().display()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn parses_get_and_set() {
+        assert_eq!(parse(&args(&["get"])), Ok(Command::Get));
+        assert_eq!(parse(&args(&["set", "42"])), Ok(Command::Set(42)));
+    }
+
+    #[test]
+    fn refuses_anything_but_a_plain_u64() {
+        for bad in ["-1", "+1", "abc", "", "18446744073709551616", " 1"] {
+            assert!(parse(&args(&["set", bad])).is_err(), "{bad:?}");
+        }
+        assert!(parse(&args(&["reset"])).is_err());
+        assert!(parse(&args(&[])).is_err());
+    }
+}
