@@ -82,7 +82,11 @@ async fn first_entry_at_once_then_one_per_interval_until_stopped() {
         let entry = common::entry(&text);
         assert_eq!((entry.id, entry.pongs), (id, 0), "missing counter is 0");
         assert!(entry.at >= before - Duration::from_millis(1), "{text}");
-        assert_eq!(output(dir.path()), text, "output.log holds the entry printed");
+        assert_eq!(
+            output(dir.path()),
+            text,
+            "output.log holds the entry printed"
+        );
     }
     // Stopping does not wait for the next tick: the paused clock would have jumped to it.
     writer.stop().await;
@@ -137,7 +141,9 @@ async fn creates_a_missing_data_dir() {
 async fn sweeps_only_its_own_stale_temp_files_at_start() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ours = dir.path().join(".output.log.0123456789abcdef.tmp");
-    let pingpongs = dir.path().join(".pingpong_counter.txt.0123456789abcdef.tmp");
+    let pingpongs = dir
+        .path()
+        .join(".pingpong_counter.txt.0123456789abcdef.tmp");
     fs::write(&ours, "2020-03-30T12:15:17.705Z: half an ent").expect("planting");
     fs::write(&pingpongs, "4").expect("planting");
 

@@ -100,7 +100,11 @@ impl Proc {
         match entries.recv_timeout(DEADLINE) {
             Ok(entry) => entry,
             Err(RecvTimeoutError::Timeout) => {
-                panic!("{}: no entry within {DEADLINE:?}; stderr:\n{}", self.name, self.stderr())
+                panic!(
+                    "{}: no entry within {DEADLINE:?}; stderr:\n{}",
+                    self.name,
+                    self.stderr()
+                )
             }
             Err(RecvTimeoutError::Disconnected) => {
                 panic!("{}: stdout closed; stderr:\n{}", self.name, self.stderr())
@@ -111,7 +115,11 @@ impl Proc {
     /// Panics with the process's stderr if it has exited.
     pub fn assert_running(&mut self) {
         if let Some(status) = self.child.try_wait().expect("try_wait") {
-            panic!("{} exited with {status}; stderr:\n{}", self.name, self.stderr());
+            panic!(
+                "{} exited with {status}; stderr:\n{}",
+                self.name,
+                self.stderr()
+            );
         }
     }
 
@@ -243,7 +251,12 @@ pub fn request(port: u16, method: &str, path: &str) -> std::io::Result<Response>
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| bad(format!("no end of head in {:?}", raw.escape_ascii().to_string())))?;
+        .ok_or_else(|| {
+            bad(format!(
+                "no end of head in {:?}",
+                raw.escape_ascii().to_string()
+            ))
+        })?;
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let body = raw[split + 4..].to_vec();
     let mut lines = head.lines();
@@ -297,7 +310,9 @@ pub fn parse_entry(text: &str) -> Result<Entry, String> {
         .ok()
         .filter(|id| id.get_version_num() == 4 && id.hyphenated().to_string() == id_text)
         .ok_or_else(malformed)?;
-    let count = second.strip_prefix("Ping / Pongs: ").ok_or_else(malformed)?;
+    let count = second
+        .strip_prefix("Ping / Pongs: ")
+        .ok_or_else(malformed)?;
     let pongs: u64 = count.parse().map_err(|_| malformed())?;
     // `parse` alone accepts `+3` and `03`.
     if pongs.to_string() != count {
