@@ -2,7 +2,7 @@
 //! filtered by `RUST_LOG` (default `info`). A malformed filter is a configuration error, not a
 //! silently ignored one.
 
-use tracing_subscriber::EnvFilter;
+pub use tracing_subscriber::EnvFilter;
 
 use crate::config::{ConfigError, parse_var};
 

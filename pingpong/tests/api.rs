@@ -1,0 +1,156 @@
+//! The HTTP contract of SPEC §4, through the public API with `oneshot` on a temp directory: no
+//! socket, no process.
+
+use std::fs;
+
+use axum::{
+    Router,
+    body::Body,
+    http::{Request, StatusCode},
+};
+use http_body_util::BodyExt;
+use pingpong::routes::app_for;
+use service_kit::shutdown::Draining;
+use shared_fs::CounterFile;
+use tower::ServiceExt;
+
+async fn call(app: &Router, method: &str, path: &str) -> (StatusCode, String, String) {
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .body(Body::empty())
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        String::from_utf8(body.to_vec()).unwrap(),
+        content_type,
+    )
+}
+
+async fn get(app: &Router, path: &str) -> (StatusCode, String) {
+    let (status, body, _) = call(app, "GET", path).await;
+    (status, body)
+}
+
+#[tokio::test]
+async fn pong_counts_from_zero_and_pings_only_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_for(CounterFile::in_dir(dir.path()), Draining::default());
+
+    let (status, body, content_type) = call(&app, "GET", "/pingpong").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "pong 0"));
+    assert!(content_type.starts_with("text/plain"), "{content_type}");
+    assert_eq!(
+        get(&app, "/pingpong").await,
+        (StatusCode::OK, "pong 1".into())
+    );
+    assert_eq!(get(&app, "/pings").await, (StatusCode::OK, "2".into()));
+    assert_eq!(get(&app, "/pings").await, (StatusCode::OK, "2".into()));
+    assert_eq!(
+        get(&app, "/pingpong").await,
+        (StatusCode::OK, "pong 2".into())
+    );
+    assert_eq!(
+        fs::read(dir.path().join("pingpong_counter.txt")).unwrap(),
+        b"3\n"
+    );
+}
+
+#[tokio::test]
+async fn unknown_paths_are_404_and_other_methods_405() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_for(CounterFile::in_dir(dir.path()), Draining::default());
+    assert_eq!(get(&app, "/nope").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        call(&app, "POST", "/pingpong").await.0,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+    assert_eq!(
+        call(&app, "DELETE", "/pings").await.0,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+    assert!(
+        !dir.path().join("pingpong_counter.txt").exists(),
+        "a 405 must not increment"
+    );
+}
+
+#[tokio::test]
+async fn a_corrupt_file_answers_503_naming_it_and_stays_untouched_until_repaired() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = CounterFile::in_dir(dir.path());
+    fs::write(file.path(), b"12abc").unwrap();
+    let app = app_for(file.clone(), Draining::default());
+    let path = file.path().display().to_string();
+
+    for route in ["/pingpong", "/readyz", "/pings"] {
+        let (status, body) = get(&app, route).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{route}");
+        assert!(
+            body.contains(&path) && body.contains("12abc"),
+            "{route}: {body}"
+        );
+    }
+    assert_eq!(get(&app, "/healthz").await.0, StatusCode::OK);
+    assert_eq!(fs::read(file.path()).unwrap(), b"12abc");
+
+    // The operator's repair, as `pingpong counter set 5` does it; no restart.
+    file.set(5).unwrap();
+    assert_eq!(get(&app, "/readyz").await.0, StatusCode::OK);
+    assert_eq!(
+        get(&app, "/pingpong").await,
+        (StatusCode::OK, "pong 5".into())
+    );
+}
+
+#[tokio::test]
+async fn readyz_turns_503_while_draining() {
+    let dir = tempfile::tempdir().unwrap();
+    let draining = Draining::default();
+    let app = app_for(CounterFile::in_dir(dir.path()), draining.clone());
+    assert_eq!(get(&app, "/readyz").await, (StatusCode::OK, "ready".into()));
+    draining.start();
+    assert_eq!(
+        get(&app, "/readyz").await,
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining: shutting down".into()
+        )
+    );
+}
+
+#[tokio::test]
+async fn metrics_count_requests_increments_and_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_for(CounterFile::in_dir(dir.path()), Draining::default());
+    get(&app, "/pingpong").await;
+    get(&app, "/pingpong").await;
+    get(&app, "/nope").await;
+
+    let (status, body, content_type) = call(&app, "GET", "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    for line in [
+        "pingpong_increments_total 2",
+        "pingpong_batch_size_count 2",
+        "pingpong_durable_write_seconds_count 2",
+        r#"http_requests_total{route="/pingpong",method="GET",status="200"} 2"#,
+        r#"http_requests_total{route="unmatched",method="GET",status="404"} 1"#,
+    ] {
+        assert!(
+            body.lines().any(|l| l == line),
+            "missing {line:?} in\n{body}"
+        );
+    }
+}

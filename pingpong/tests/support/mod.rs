@@ -1,0 +1,162 @@
+//! Real pingpong processes for the tests: started with `PORT=0` on a temp `DATA_DIR`, their
+//! stderr collected (and drained, so a chatty server never blocks on a full pipe), killed when
+//! dropped so a failing test leaves none behind.
+
+#![allow(dead_code)] // each test file uses a different part
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::TcpStream,
+    path::Path,
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{Arc, Mutex, mpsc},
+    thread,
+    time::{Duration, Instant},
+};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_pingpong");
+
+pub struct Server {
+    child: Child,
+    pub port: u16,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    /// Starts pingpong on `data_dir` and waits until it listens.
+    pub fn start(data_dir: &Path) -> Server {
+        let mut child = Command::new(BIN)
+            .env("PORT", "0")
+            .env("DATA_DIR", data_dir)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting pingpong");
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let (port_tx, port_rx) = mpsc::channel();
+        let lines = BufReader::new(child.stderr.take().expect("stderr"));
+        let collected = stderr.clone();
+        thread::spawn(move || {
+            for line in lines.lines() {
+                let Ok(line) = line else { break };
+                if line.contains("pingpong listening")
+                    && let Some(port) = field(&line, "port=")
+                {
+                    let _ = port_tx.send(port.parse::<u16>().expect("port"));
+                }
+                collected.lock().expect("stderr lock").push(line);
+            }
+        });
+        let port = match port_rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(port) => port,
+            Err(_) => panic!(
+                "pingpong did not start listening: {:?}",
+                stderr.lock().expect("stderr lock")
+            ),
+        };
+        Server {
+            child,
+            port,
+            stderr,
+        }
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        get(self.port, path)
+    }
+
+    pub fn stderr(&self) -> Vec<String> {
+        self.stderr.lock().expect("stderr lock").clone()
+    }
+
+    pub fn signal(&self, signal: i32) {
+        let pid = i32::try_from(self.child.id()).expect("pid");
+        // The workspace forbids unsafe code, so no libc::kill: the kill command does the same.
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// SIGTERM, then the exit status, waiting at most `within`.
+    pub fn terminate(mut self, within: Duration) -> ExitStatus {
+        self.signal(15);
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no exit within {within:?} of SIGTERM"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGKILL: no chance to finish anything.
+    pub fn kill9(mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("wait");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value after `key` in a log line, up to the next space.
+fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let start = line.find(key)? + key.len();
+    line[start..].split_whitespace().next()
+}
+
+/// One HTTP/1.1 GET on a fresh connection: (status, body).
+pub fn get(port: u16, path: &str) -> (u16, String) {
+    try_get(port, path).unwrap_or_else(|e| panic!("GET {path} on port {port}: {e}"))
+}
+
+pub fn try_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other(format!("no header end in {response:?}")))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("no status in {head:?}")))?;
+    Ok((status, body.to_owned()))
+}
+
+/// `pong N` -> N.
+pub fn pong_number(body: &str) -> u64 {
+    body.strip_prefix("pong ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("not a pong: {body:?}"))
+}
+
+/// Polls `check` until it returns `Some`, failing after `within`.
+pub fn eventually<T>(within: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
