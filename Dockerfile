@@ -1,0 +1,75 @@
+# syntax=docker/dockerfile:1
+#
+# One Dockerfile, two images, two ways to get the binaries.
+#
+#   docker build --target pingpong   -t pingpong:0.1.0   .
+#   docker build --target log-output -t log-output:0.1.0 .
+#
+# By default the binaries are compiled in the `builder` stage (needs the rust image from a
+# registry). Offline, deploy/build-images.sh compiles them on the host and passes
+# `--build-arg BINARIES=prebuilt`, so the same final stages pack the host's binaries instead;
+# the builder stage is then never run.
+#
+# Both images are FROM scratch: one static binary each (two for log-output), no shell, no libc,
+# a numeric non-root user. Kubernetes can check `runAsNonRoot` only against a numeric UID.
+
+ARG RUST_VERSION=1.95
+# `builder` or `prebuilt`: which stage provides /out/{pingpong,log-writer,log-reader}.
+ARG BINARIES=builder
+
+FROM rust:${RUST_VERSION} AS builder
+WORKDIR /src
+COPY . .
+# crt-static links glibc statically (static-pie), so the binaries run on scratch. The target is
+# named explicitly because RUSTFLAGS then does not reach build scripts and proc macros.
+RUN target="$(rustc -vV | sed -n 's/^host: //p')" \
+ && RUSTFLAGS='-C target-feature=+crt-static' \
+    cargo build --release --locked --target "$target" \
+      --bin pingpong --bin log-writer --bin log-reader \
+ && mkdir -p /out \
+ && cp "target/$target/release/pingpong" \
+       "target/$target/release/log-writer" \
+       "target/$target/release/log-reader" /out/
+
+# Binaries built on the host (deploy/build-images.sh); .dockerignore lets only these three
+# out of target/.
+FROM scratch AS prebuilt
+ARG PREBUILT_DIR=target/x86_64-unknown-linux-gnu/release
+COPY ${PREBUILT_DIR}/pingpong ${PREBUILT_DIR}/log-writer ${PREBUILT_DIR}/log-reader /out/
+
+# The extra instruction gives this stage an image of its own: podman 4.3.1 with --layers=false
+# otherwise deletes the same intermediate image twice and fails the build.
+FROM ${BINARIES} AS binaries
+WORKDIR /out
+
+# What both images share. DATA_DIR matches the manifests' mountPath (SPEC §2). The data
+# directory is created after USER, so it belongs to 10001: a fresh named volume mounted there
+# by docker or podman takes that owner. On Kubernetes fsGroup (or the PV's owner) does that.
+FROM scratch AS runtime
+WORKDIR /usr/src/app
+USER 10001:10001
+WORKDIR /usr/src/app/files
+WORKDIR /usr/src/app
+ENV PATH=/usr/local/bin \
+    DATA_DIR=/usr/src/app/files \
+    RUST_LOG=info
+ARG VERSION=0.1.0
+LABEL org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.licenses="MIT"
+
+FROM runtime AS log-output
+COPY --from=binaries /out/log-writer /out/log-reader /usr/local/bin/
+ENV PORT=3001
+EXPOSE 3001
+LABEL org.opencontainers.image.title="log-output" \
+      org.opencontainers.image.description="log-writer and log-reader; pick one with the container's command"
+# The Deployment chooses the binary with `command`; the default serves the log.
+CMD ["/usr/local/bin/log-reader"]
+
+FROM runtime AS pingpong
+COPY --from=binaries /out/pingpong /usr/local/bin/
+ENV PORT=3000
+EXPOSE 3000
+LABEL org.opencontainers.image.title="pingpong" \
+      org.opencontainers.image.description="GET /pingpong answers pong N from a durable counter"
+ENTRYPOINT ["/usr/local/bin/pingpong"]
