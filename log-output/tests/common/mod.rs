@@ -112,6 +112,14 @@ impl Proc {
         }
     }
 
+    /// An entry already printed, if any, without waiting.
+    pub fn try_next_entry(&self) -> Result<String, mpsc::TryRecvError> {
+        self.entries
+            .as_ref()
+            .expect("started with entries = true")
+            .try_recv()
+    }
+
     /// Panics with the process's stderr if it has exited.
     pub fn assert_running(&mut self) {
         if let Some(status) = self.child.try_wait().expect("try_wait") {
@@ -123,13 +131,14 @@ impl Proc {
         }
     }
 
-    /// Sends SIGTERM (through kill(1): the workspace forbids `unsafe`, so no `libc::kill`).
-    pub fn signal_term(&self) {
+    /// Sends `signal` (`"TERM"`, `"INT"`) through kill(1): the workspace forbids `unsafe`, so
+    /// no `libc::kill`.
+    pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
+            .args([&format!("-{signal}"), &self.pid().to_string()])
             .status()
             .expect("running kill");
-        assert!(status.success(), "kill -TERM {} failed", self.pid());
+        assert!(status.success(), "kill -{signal} {} failed", self.pid());
     }
 
     /// Waits for the process to exit, within `timeout`.
@@ -156,6 +165,42 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs `bin` with `args` and `env` to its end (within [`DEADLINE`]): status, stdout, stderr.
+pub fn run_to_end(bin: &str, args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, String) {
+    let mut child = Command::new(bin)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {bin}: {e}"));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if started.elapsed() > DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{bin} {args:?} still running after {DEADLINE:?}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    // The outputs are a few lines, well inside a pipe's buffer, so the child never blocked.
+    let read = |pipe: Option<&mut dyn Read>| {
+        let mut text = String::new();
+        if let Some(pipe) = pipe {
+            pipe.read_to_string(&mut text).expect("reading output");
+        }
+        text
+    };
+    let stdout = read(child.stdout.as_mut().map(|p| p as &mut dyn Read));
+    let stderr = read(child.stderr.as_mut().map(|p| p as &mut dyn Read));
+    (status, stdout, stderr)
 }
 
 /// log-writer on `data_dir`, entries every `interval` (e.g. `"100ms"`).
@@ -271,13 +316,13 @@ pub fn request(port: u16, method: &str, path: &str) -> std::io::Result<Response>
             k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
         })
     };
-    if let Some(length) = header("content-length") {
-        if length != body.len().to_string() {
-            return Err(bad(format!(
-                "content-length {length} but {} body bytes",
-                body.len()
-            )));
-        }
+    if let Some(length) = header("content-length")
+        && length != body.len().to_string()
+    {
+        return Err(bad(format!(
+            "content-length {length} but {} body bytes",
+            body.len()
+        )));
     }
     Ok(Response {
         status,
