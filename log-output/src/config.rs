@@ -47,40 +47,44 @@ impl ReaderConfig {
     }
 }
 
-/// `log-writer --help`.
+/// `log-writer --help`, laid out like pingpong's.
 pub const WRITER_HELP: &str = "\
-log-writer: every LOG_INTERVAL, writes the time, this process's UUID and the ping-pong count
-to DATA_DIR/output.log (replaced atomically) and prints the same entry to stdout.
+log-writer: every LOG_INTERVAL, writes the time, its UUID and the ping-pong count to
+DATA_DIR/output.log and prints the same entry to stdout.
 
-Usage: log-writer [--help | --version]
+USAGE:
+    log-writer                   write entries until SIGTERM or SIGINT, then exit 0
+    log-writer --help | --version
 
-Environment:
-  DATA_DIR      the shared volume, created if missing       [default: files]
-  LOG_INTERVAL  time between entries: 250ms, 5s, 1m         [default: 5s]
-  RUST_LOG      log filter; logs go to stderr               [default: info]
+ENVIRONMENT (unset means the default; a malformed value exits with status 2):
+    DATA_DIR       the shared volume, created if missing      [default: files]
+    LOG_INTERVAL   time between entries: 250ms, 5s, 1m        [default: 5s]
+    RUST_LOG       tracing filter; logs go to stderr          [default: info]
 
-Reads DATA_DIR/pingpong_counter.txt (missing = 0); a corrupt counter is logged and the entry
-skipped, so the last good entry stays. Exits 0 on SIGTERM or SIGINT, 2 on a malformed variable.
+FILES in DATA_DIR:
+    output.log             the latest entry, replaced atomically
+    pingpong_counter.txt   read without a lock; missing means 0; when corrupt, the error is
+                           logged and the entry skipped, so the last good entry stays
 ";
 
-/// `log-reader --help`.
+/// `log-reader --help`, laid out like pingpong's.
 pub const READER_HELP: &str = "\
 log-reader: serves DATA_DIR/output.log, the latest entry of log-writer, over HTTP.
 
-Usage: log-reader [--help | --version]
+USAGE:
+    log-reader                   serve HTTP; on SIGTERM or SIGINT drain, then exit 0
+    log-reader --help | --version
 
-Environment:
-  PORT          TCP port, on all interfaces                 [default: 3001]
-  DATA_DIR      the shared volume, created if missing       [default: files]
-  RUST_LOG      log filter; logs go to stderr               [default: info]
+ENVIRONMENT (unset means the default; a malformed value exits with status 2):
+    PORT       TCP port, bound on all interfaces          [default: 3001]
+    DATA_DIR   the shared volume, created if missing      [default: files]
+    RUST_LOG   tracing filter; logs go to stderr          [default: info]
 
-Endpoints:
-  GET /         200 text/plain: output.log byte for byte; 503 before the first entry
-  GET /healthz  200 while the process runs
-  GET /readyz   200 when DATA_DIR is a readable directory and not draining; else 503 and why
-  GET /metrics  Prometheus text
-
-Exits 0 after draining on SIGTERM or SIGINT, 2 on a malformed variable.
+ENDPOINTS:
+    GET /          output.log byte for byte (text/plain); 503 + reason before the first entry
+    GET /healthz   200 while the process runs
+    GET /readyz    200 when DATA_DIR is a readable directory and not draining, else 503 + reason
+    GET /metrics   Prometheus text
 ";
 
 #[cfg(test)]

@@ -248,15 +248,20 @@ pub fn free_port() -> u16 {
 }
 
 /// Calls `check` every few milliseconds until it returns `Some`, or panics after [`DEADLINE`].
-pub fn poll_until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+pub fn poll_until<T>(what: &str, check: impl FnMut() -> Option<T>) -> T {
+    poll_within(DEADLINE, what, check)
+}
+
+/// Calls `check` every few milliseconds until it returns `Some`, or panics after `timeout`.
+pub fn poll_within<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     let started = Instant::now();
     loop {
         if let Some(value) = check() {
             return value;
         }
         assert!(
-            started.elapsed() < DEADLINE,
-            "timed out after {DEADLINE:?} waiting for {what}"
+            started.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
         );
         thread::sleep(Duration::from_millis(5));
     }
