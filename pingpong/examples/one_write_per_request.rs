@@ -1,0 +1,33 @@
+//! For contrast in `bench/http-bench.py`: pingpong without group commit. Each request does its own
+//! locked, durable read-modify-write on the blocking pool: correct, but one fsync pair per
+//! request. At one connection this is the bound for pingpong; under concurrency it shows what
+//! group commit buys. `PORT` (default 3998) and `DATA_DIR` as pingpong.
+
+use axum::{Router, extract::State, http::StatusCode, routing::get};
+use prometheus_client::registry::Registry;
+use service_kit::{config, http, shutdown::Draining, telemetry};
+use shared_fs::CounterFile;
+
+async fn pingpong(State(file): State<CounterFile>) -> Result<String, (StatusCode, String)> {
+    tokio::task::spawn_blocking(move || file.add(1))
+        .await
+        .expect("join")
+        .map(|n| format!("pong {n}"))
+        .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let lookup = config::process_env;
+    let port = config::port(&lookup, 3998).map_err(std::io::Error::other)?;
+    telemetry::init(telemetry::filter(&lookup).map_err(std::io::Error::other)?);
+    let data_dir = config::data_dir(&lookup);
+    std::fs::create_dir_all(&data_dir)?;
+    let routes = Router::new()
+        .route("/pingpong", get(pingpong))
+        .with_state(CounterFile::in_dir(&data_dir));
+    let draining = Draining::default();
+    let ready: http::ReadyCheck = std::sync::Arc::new(|| Box::pin(async { Ok(()) }));
+    let app = http::finish(routes, Registry::default(), draining.clone(), ready);
+    http::serve(http::bind(port).await?, app, draining).await
+}
