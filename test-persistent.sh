@@ -68,7 +68,20 @@ writer_id=""   # the UUID in the last entry seen on `/`
 step() { printf '\n==> %s\n' "$*"; }
 info() { printf '    %s\n' "$*"; }
 pass() { passed=$((passed + 1)); printf '  ok     %s\n' "$*"; }
-fail() { failed=$((failed + 1)); printf '  FAILED %s\n' "$*"; }
+
+# Records a failure. The first one also prints pod states and logs at once, while the pods that
+# failed are still there (a later step replaces them).
+diagnosed=false
+fail() {
+  failed=$((failed + 1))
+  printf '  FAILED %s\n' "$*"
+  if [[ "$diagnosed" == false ]]; then
+    diagnosed=true
+    printf '\n==> diagnostics (%s)\n' "$engine"
+    "${engine}_diagnostics" 2>&1 | sed 's/^/    /' || true
+    printf '==> end of diagnostics\n\n'
+  fi
+}
 
 # Reports a failure and ends the run (the EXIT trap prints diagnostics and the summary).
 die() {
@@ -277,6 +290,7 @@ local_delete_pingpong() { local_kill9 pingpong; local_wait_ready; }
 local_delete_log_output() { local_kill9 log-writer log-reader; local_wait_ready; }
 local_delete_both() { local_kill9 pingpong log-writer log-reader; local_wait_ready; }
 local_recreate_app() {
+  info "SIGTERM pingpong, log-writer, log-reader; start them again"
   local_stop_all
   local_start pingpong
   local_start log-writer
@@ -437,7 +451,12 @@ k3d_wait_new_pod() {
   die "$app: no new Ready pod within ${ready_timeout}s"
 }
 
+k3d_reachable() { kubectl get --raw /readyz --request-timeout=5s >/dev/null 2>&1; }
+
 k3d_setup() {
+  k3d_reachable ||
+    die "kubectl cannot reach a cluster (context '$(kubectl config current-context 2>/dev/null)'); create it with deploy/k3d-up.sh"
+  info "kubectl context: $(kubectl config current-context)"
   pingpong_url="${BASE_URL:-http://localhost:8081}/pingpong"
   log_url="${BASE_URL:-http://localhost:8081}/"
   kubectl rollout status deployment/pingpong --timeout="${ready_timeout}s" ||
@@ -489,6 +508,10 @@ k3d_recreate_app() {
 }
 
 k3d_diagnostics() {
+  if ! k3d_reachable; then
+    echo "--- no cluster reachable: nothing to show"
+    return 0
+  fi
   echo "--- kubectl get pods,pvc,pv,ingress -o wide"
   kubectl get pods,pvc,pv,ingress -o wide 2>&1 || true
   echo "--- kubectl describe pods (events)"
@@ -512,10 +535,6 @@ on_exit() {
   if ((status != 0 && failed == 0)); then
     fail "aborted (exit status $status)"
   fi
-  if ((failed > 0)); then
-    printf '\n==> diagnostics (%s)\n' "$engine"
-    "${engine}_diagnostics"
-  fi
   "${engine}_cleanup" >/dev/null 2>&1
   rm -rf "$work"
   echo
@@ -536,6 +555,8 @@ fi
 interval_ms=5000
 pingpong_url=""
 log_url=""
+bin_dir=""
+data_dir=""
 
 step "0. set up ($engine)"
 "${engine}_setup"

@@ -1,0 +1,241 @@
+#!/usr/bin/env bash
+# CI, engine part (called by .ci/run): the manifests, the images and the persistence test on a
+# real engine (podman kube play) and on local processes.
+#
+#   1. install podman, runc, shellcheck (apt) and kubernetes-validate (pip, .venv) when missing
+#   2. validate the rendered manifests/ and storage/ for Kubernetes 1.31 and 1.37: any output fails
+#   3. check that `kubectl apply -k manifests` and `-f manifests` would create the same objects
+#   4. shellcheck every *.sh in the repository
+#   5. build both images offline (deploy/build-images.sh): at most 10 MB, numeric non-root user,
+#      nothing in them but the binaries
+#   6. ./test-persistent.sh --engine podman
+#   7. ./test-persistent.sh --engine local
+#
+# Runs from a fresh clone as root with no stdin. Everything it creates (pods, the volume, the
+# images it built) is removed at the end, also on failure; what existed before is left alone.
+# Last line: `engine: N passed, M failed`.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+export TAG=0.1.0
+readonly MAX_IMAGE_BYTES=$((10 * 1000 * 1000))
+readonly VALIDATE_VERSIONS=(1.31 1.37)
+readonly claim=shared-files-claim
+export CONTAINERS_CONF="$PWD/deploy/podman/containers.conf"
+export DEBIAN_FRONTEND=noninteractive
+
+passed=0
+failed=0
+step() { printf '\n==== engine %s\n' "$*"; }
+pass() { passed=$((passed + 1)); printf '  ok     %s\n' "$*"; }
+fail() { failed=$((failed + 1)); printf '  FAILED %s\n' "$*"; }
+
+# Adds a test-persistent.sh run's closing `N passed, M failed` to the totals.
+count_run() {
+  local line="$1" name="$2"
+  if [[ "$line" =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
+    passed=$((passed + BASH_REMATCH[1]))
+    failed=$((failed + BASH_REMATCH[2]))
+  else
+    fail "$name: no closing 'N passed, M failed' line"
+  fi
+}
+
+# --- cleanup: only what this run created --------------------------------------------------------
+
+# Until the snapshot below is taken, assume everything existed: remove nothing.
+volume_existed=true
+declare -A image_existed=()
+
+cleanup() {
+  local status=$?
+  trap - EXIT
+  set +e
+  if command -v podman >/dev/null; then
+    local pod image
+    for pod in pingpong-pod-0 log-output-pod-0; do
+      if podman pod exists "$pod"; then
+        podman pod rm -f "$pod" >/dev/null 2>&1
+      fi
+    done
+    if [[ "$volume_existed" == false ]] && podman volume exists "$claim"; then
+      podman volume rm -f "$claim" >/dev/null
+      echo "removed volume $claim"
+    fi
+    for image in pingpong log-output podman-pause; do
+      if [[ "${image_existed[$image]:-true}" == false ]]; then
+        podman image rm -f "$(image_ref "$image")" >/dev/null 2>&1 &&
+          echo "removed image $(image_ref "$image")"
+      fi
+    done
+  fi
+  if ((status != 0 && failed == 0)); then
+    failed=$((failed + 1))
+    echo "  FAILED aborted (exit status $status)"
+  fi
+  echo
+  echo "engine: $passed passed, $failed failed"
+  ((failed == 0)) || exit 1
+  exit 0
+}
+trap cleanup EXIT
+
+image_ref() {
+  case "$1" in
+    podman-pause) echo "localhost/podman-pause:$(podman version --format '{{.Client.Version}}')-0" ;;
+    *) echo "localhost/$1:$TAG" ;;
+  esac
+}
+
+started=$SECONDS
+
+# --- 1 -----------------------------------------------------------------------------------------
+
+step "1. install what is missing"
+missing=()
+for tool in podman runc shellcheck curl; do
+  command -v "$tool" >/dev/null || missing+=("$tool")
+done
+if ((${#missing[@]})); then
+  echo "apt-get install ${missing[*]}"
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}" </dev/null >/dev/null
+fi
+# Debian's kubernetes-client collides with the preinstalled kubectl: never install it.
+command -v kubectl >/dev/null || { fail "kubectl (with kustomize) is not installed"; exit 1; }
+if [[ ! -x .venv/bin/kubernetes-validate ]]; then
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check kubernetes-validate </dev/null
+fi
+podman --version
+runc --version | sed -n 1p
+shellcheck --version | sed -n 2p
+kubectl version --client | sed -n 1p
+.venv/bin/kubernetes-validate --version
+
+# Snapshot what exists before this run, so cleanup removes only what the run made.
+if podman volume exists "$claim"; then volume_existed=true; else volume_existed=false; fi
+for image in pingpong log-output podman-pause; do
+  if podman image exists "$(image_ref "$image")"; then
+    image_existed[$image]=true
+  else
+    image_existed[$image]=false
+  fi
+done
+
+# --- 2 -----------------------------------------------------------------------------------------
+
+step "2. kubernetes-validate --strict on manifests/ and storage/"
+# validate NAME: the YAML on stdin must validate for every version with no output at all
+# (unknown apiVersions are only warnings).
+validate() {
+  local name="$1" input output version
+  input="$(cat)"
+  for version in "${VALIDATE_VERSIONS[@]}"; do
+    if output="$(.venv/bin/kubernetes-validate --strict -k "$version" --quiet - <<<"$input" 2>&1)" &&
+      [[ -z "$output" ]]; then
+      pass "$name valid for Kubernetes $version"
+    else
+      fail "$name for Kubernetes $version: ${output:-non-zero exit}"
+    fi
+  done
+}
+kubectl kustomize manifests | validate "kubectl kustomize manifests"
+for file in storage/*.yaml; do
+  validate "$file" < "./$file"
+done
+for overlay in deploy/podman/pingpong deploy/podman/log-output; do
+  kubectl kustomize --load-restrictor LoadRestrictionsNone "$overlay" | validate "$overlay (podman overlay)"
+done
+
+# --- 3 -----------------------------------------------------------------------------------------
+
+step "3. apply -k and apply -f see the same objects; one image tag everywhere"
+# `annotate --local` reads a directory exactly as `apply -f` does, without a cluster.
+from_k="$(kubectl kustomize manifests | kubectl annotate --local -f - ci=1 -o name | sort)"
+from_f="$(kubectl annotate --local -f manifests ci=1 -o name | sort)"
+if [[ "$from_k" == "$from_f" ]]; then
+  pass "-k and -f: $(echo "$from_f" | tr '\n' ' ')"
+else
+  fail "-k gives '$(echo "$from_k" | tr '\n' ' ')', -f gives '$(echo "$from_f" | tr '\n' ' ')'"
+fi
+images="$(kubectl kustomize manifests | sed -n 's/^ *image: *//p' | sort -u | tr '\n' ' ')"
+if [[ "$images" == "log-output:$TAG pingpong:$TAG " ]]; then
+  pass "manifests use pinned images: $images"
+else
+  fail "manifests use '$images', expected log-output:$TAG and pingpong:$TAG"
+fi
+if ! kubectl kustomize manifests | grep -q 'imagePullPolicy: Always' &&
+  [[ "$(kubectl kustomize manifests | grep -c 'imagePullPolicy: IfNotPresent')" == 3 ]]; then
+  pass "every container has imagePullPolicy: IfNotPresent"
+else
+  fail "imagePullPolicy must be IfNotPresent for all three containers"
+fi
+
+# --- 4 -----------------------------------------------------------------------------------------
+
+step "4. shellcheck"
+mapfile -t scripts < <(git ls-files '*.sh')
+if ((${#scripts[@]} == 0)); then
+  fail "no *.sh files tracked by git"
+elif shellcheck "${scripts[@]}"; then
+  pass "shellcheck: ${scripts[*]}"
+else
+  fail "shellcheck found problems"
+fi
+
+# --- 5 -----------------------------------------------------------------------------------------
+
+step "5. images, built offline"
+deploy/build-images.sh
+for image in pingpong log-output; do
+  ref="$image:$TAG"
+  size="$(podman image inspect "$ref" --format '{{.Size}}')"
+  if ((size <= MAX_IMAGE_BYTES)); then
+    pass "$ref is $size bytes (at most $MAX_IMAGE_BYTES)"
+  else
+    fail "$ref is $size bytes, more than $MAX_IMAGE_BYTES"
+  fi
+  user="$(podman image inspect "$ref" --format '{{.Config.User}}')"
+  if [[ "$user" =~ ^[1-9][0-9]*:[1-9][0-9]*$ ]]; then
+    pass "$ref runs as numeric non-root $user"
+  else
+    fail "$ref runs as '$user', expected a numeric non-root UID:GID"
+  fi
+  # Every regular file in the image: the binaries and nothing else (no shell, no libc).
+  mnt="$(podman image mount "$ref")"
+  files="$(cd "$mnt" && find . -type f -o -type l | sort | tr '\n' ' ')"
+  podman image unmount "$ref" >/dev/null
+  case "$image" in
+    pingpong) want="./usr/local/bin/pingpong " ;;
+    log-output) want="./usr/local/bin/log-reader ./usr/local/bin/log-writer " ;;
+  esac
+  if [[ "$files" == "$want" ]]; then
+    pass "$ref holds only $want"
+  else
+    fail "$ref holds '$files', expected '$want'"
+  fi
+done
+
+# --- 6, 7 --------------------------------------------------------------------------------------
+
+run_log="$(mktemp)"
+# run_persistent NAME ARGS...: runs the test, shows its output, adds its counts to the totals.
+run_persistent() {
+  local name="$1" status=0
+  shift
+  "$@" 2>&1 | tee "$run_log" || status=$?
+  count_run "$(tail -n 1 "$run_log")" "$name"
+  ((status == 0)) || echo "  ($name exited $status)"
+}
+
+step "6. ./test-persistent.sh --engine podman"
+run_persistent "test-persistent.sh --engine podman" ./test-persistent.sh --engine podman
+
+step "7. ./test-persistent.sh --engine local (the same static binaries)"
+run_persistent "test-persistent.sh --engine local" \
+  env BIN_DIR="$PWD/target/x86_64-unknown-linux-gnu/release" ./test-persistent.sh --engine local
+rm -f "$run_log"
+
+echo
+echo "engine: $((SECONDS - started)) s"
