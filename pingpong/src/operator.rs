@@ -45,7 +45,7 @@ pub fn run(command: &Command, data_dir: &Path) -> shared_fs::Result<String> {
             std::fs::create_dir_all(data_dir).map_err(|e| shared_fs::Error::Io {
                 op: "create directory",
                 path: data_dir.to_owned(),
-                source: e.into(),
+                error: e.into(),
             })?;
             file.set(n)?;
             Ok(format!("{} set to {n}", file.path().display()))

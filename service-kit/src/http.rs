@@ -103,8 +103,9 @@ pub async fn serve(listener: TcpListener, app: Router, draining: Draining) -> io
     let signalled = Arc::new(Notify::new());
     let on_signal = {
         let signalled = signalled.clone();
+        let signal = shutdown::signal_received();
         async move {
-            shutdown::signal_received().await;
+            signal.await;
             draining.start();
             signalled.notify_one();
         }

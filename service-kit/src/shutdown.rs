@@ -9,15 +9,19 @@ use std::sync::{
 
 use tokio::signal::unix::{SignalKind, signal};
 
-/// Resolves at the first SIGTERM or SIGINT.
-pub async fn signal_received() {
+/// Resolves at the first SIGTERM or SIGINT. The handlers are installed when this is called,
+/// not when the future is first polled, so a signal that arrives in between is not lost (nor
+/// does it kill the process with the default action). Call it inside the runtime.
+pub fn signal_received() -> impl Future<Output = ()> + Send + 'static {
     let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("installing the SIGINT handler");
-    let name = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
-    tracing::info!(signal = name, "shutting down");
+    async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(signal = name, "shutting down");
+    }
 }
 
 /// Set once shutdown starts; `/readyz` answers 503 from then on.

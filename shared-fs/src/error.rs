@@ -12,14 +12,15 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// copy (the I/O error itself is shared behind an `Arc`).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
-    /// An operating-system call failed.
-    #[error("{op} {}: {source}", path.display())]
+    /// An operating-system call failed. The OS error is part of the message (a 503 body shows
+    /// only the message), so it is not also reported as the `source`, which would print it twice
+    /// in an error chain.
+    #[error("{op} {}: {error}", path.display())]
     Io {
         /// What was being done, e.g. `"fsync"`.
         op: &'static str,
         path: PathBuf,
-        #[source]
-        source: Arc<io::Error>,
+        error: Arc<io::Error>,
     },
     /// The counter file holds something other than a decimal `u64` with optional whitespace.
     /// The service never reads this as 0 and never overwrites it; an operator repairs it.
@@ -46,7 +47,7 @@ impl Error {
         Error::Io {
             op,
             path: path.into(),
-            source: Arc::new(source),
+            error: Arc::new(source),
         }
     }
 
