@@ -1,17 +1,22 @@
 //! log-reader's HTTP surface (SPEC §5): `GET /` answers `output.log` byte for byte, plus the
 //! shared `/healthz`, `/readyz` and `/metrics` from [`service_kit::http::finish`].
 //!
-//! The file is read whole on every request, off the async workers. log-writer replaces it by an
-//! atomic rename, so each read sees one complete entry, old or new, never a mix.
+//! The file is read whole, off the async workers, by one background task every [`REFRESH`];
+//! requests are answered from that snapshot in memory. Reading per request would cost a hop to
+//! the blocking pool and three syscalls each, for a file that changes every few seconds; the
+//! snapshot costs at most [`REFRESH`] of staleness. log-writer replaces the file by an atomic
+//! rename, so every read sees one complete entry, old or new, never a mix.
 
 use std::{
     io::ErrorKind,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, RwLock, Weak},
+    time::Duration,
 };
 
 use axum::{
     Router,
+    body::Bytes,
     extract::State,
     http::{StatusCode, header},
     response::{IntoResponse, Response},
@@ -25,36 +30,82 @@ use service_kit::{
 
 use crate::volume::{self, blocking};
 
-/// The whole router: `/` and the shared endpoints, layers included.
+/// How often the background task re-reads `output.log`: the most a reader lags the writer.
+pub const REFRESH: Duration = Duration::from_millis(50);
+
+/// What `GET /` answers: the entry, or 503 and why there is none.
+#[derive(Debug, Clone)]
+enum Snapshot {
+    Entry(Bytes),
+    Unavailable(String),
+}
+
+type Latest = Arc<RwLock<Snapshot>>;
+
+/// The whole router: `/` and the shared endpoints, layers included. Reads `output.log` once
+/// now, then starts the refresh task, which ends when the router is dropped.
 pub fn app(data_dir: PathBuf, draining: Draining) -> Router {
-    let output = Arc::new(volume::output_path(&data_dir));
+    let output = volume::output_path(&data_dir);
+    let latest: Latest = Arc::new(RwLock::new(read_snapshot(&output)));
+    tokio::spawn(refresh(output, Arc::downgrade(&latest)));
     let routes = Router::new()
         .route("/", get(latest_entry))
-        .with_state(output);
+        .with_state(latest);
     finish(routes, Registry::default(), draining, ready_check(data_dir))
 }
 
 /// `GET /`: the latest entry, or 503 and why there is none.
-async fn latest_entry(State(output): State<Arc<PathBuf>>) -> Response {
-    let path = output.clone();
-    match blocking(move || std::fs::read(&*path)).await {
-        Ok(bytes) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], bytes).into_response(),
-        Err(error) if error.kind() == ErrorKind::NotFound => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "no entry yet: {} does not exist until log-writer writes its first entry\n",
-                output.display()
-            ),
-        )
-            .into_response(),
-        Err(error) => {
-            tracing::error!(path = %output.display(), %error, "cannot read the latest entry");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("cannot read {}: {error}\n", output.display()),
-            )
-                .into_response()
+async fn latest_entry(State(latest): State<Latest>) -> Response {
+    let snapshot = latest.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let status = match snapshot {
+        Snapshot::Entry(_) => StatusCode::OK,
+        Snapshot::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    let body = match snapshot {
+        Snapshot::Entry(bytes) => bytes,
+        Snapshot::Unavailable(reason) => Bytes::from(reason),
+    };
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+/// Re-reads `output.log` every [`REFRESH`] until the router is gone; logs read errors once
+/// each time they start, not once per refresh.
+async fn refresh(output: PathBuf, latest: Weak<RwLock<Snapshot>>) {
+    let mut ticks = tokio::time::interval(REFRESH);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        ticks.tick().await;
+        let path = output.clone();
+        let snapshot = blocking(move || read_snapshot(&path)).await;
+        let Some(latest) = latest.upgrade() else {
+            return;
+        };
+        match &snapshot {
+            Snapshot::Unavailable(reason) if !failing && !reason.starts_with("no entry yet") => {
+                tracing::error!(path = %output.display(), reason = reason.trim_end(), "cannot read the latest entry");
+                failing = true;
+            }
+            Snapshot::Entry(_) => failing = false,
+            Snapshot::Unavailable(_) => {}
         }
+        *latest.write().unwrap_or_else(|e| e.into_inner()) = snapshot;
+    }
+}
+
+fn read_snapshot(output: &Path) -> Snapshot {
+    match std::fs::read(output) {
+        Ok(bytes) => Snapshot::Entry(Bytes::from(bytes)),
+        Err(error) if error.kind() == ErrorKind::NotFound => Snapshot::Unavailable(format!(
+            "no entry yet: {} does not exist until log-writer writes its first entry\n",
+            output.display()
+        )),
+        Err(error) => Snapshot::Unavailable(format!("cannot read {}: {error}\n", output.display())),
     }
 }
 

@@ -196,10 +196,14 @@ fn reader_answers_503_until_the_first_entry_and_exits_0_on_sigterm() {
 
     let writer = start_writer(dir.path(), "1h");
     let first = writer.next_entry();
-    let after = get(port, "/").expect("GET /");
+    // The reader re-reads the file every REFRESH (50 ms).
+    let after = poll_until("the first entry on /", || {
+        let answer = get(port, "/").expect("GET /");
+        (answer.status == 200).then_some(answer)
+    });
     assert_eq!(
-        (after.status, after.content_type.as_deref(), after.text()),
-        (200, Some("text/plain; charset=utf-8"), first)
+        (after.content_type.as_deref(), after.text()),
+        (Some("text/plain; charset=utf-8"), first)
     );
 
     reader.signal("TERM");
@@ -214,6 +218,9 @@ fn thousands_of_reads_during_constant_replacement_are_all_whole_entries() {
     // A new entry every millisecond (or as fast as fsync allows).
     let writer = start_writer(dir.path(), "1ms");
     let id = entry(&writer.next_entry()).id;
+    poll_until("the reader to serve the first entry", || {
+        (get(port, "/").expect("GET /").status == 200).then_some(())
+    });
 
     // Counts of different lengths, so a body cut or mixed from two entries cannot parse.
     let counts = [0, 7, 1234, 99_999_999, u64::MAX];

@@ -72,8 +72,8 @@ async fn root_is_503_with_the_reason_before_the_first_entry() {
 #[tokio::test]
 async fn root_serves_output_log_byte_for_byte() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let app = app(dir.path());
     shared_fs::replace(&dir.path().join("output.log"), ENTRY.as_bytes()).expect("writing");
+    let app = app(dir.path());
     let answer = call(&app, Method::GET, "/").await;
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(
@@ -82,9 +82,10 @@ async fn root_serves_output_log_byte_for_byte() {
     );
     assert_eq!(answer.body, ENTRY);
 
-    // Every request reads the file anew: no caching of an old entry.
+    // A new entry is served within one refresh period.
     let next = ENTRY.replace("Pongs: 3", "Pongs: 4");
     shared_fs::replace(&dir.path().join("output.log"), next.as_bytes()).expect("writing");
+    tokio::time::sleep(reader::REFRESH * 2).await;
     assert_eq!(call(&app, Method::GET, "/").await.body, next);
 }
 
