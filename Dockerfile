@@ -10,6 +10,9 @@
 # `--build-arg BINARIES=prebuilt`, so the same final stages pack the host's binaries instead;
 # the builder stage is then never run.
 #
+# With podman/buildah pass `--build-arg BINARIES=builder` explicitly: buildah decides which
+# stages to skip before it applies ARG defaults, so it skips `builder` and then cannot find it.
+#
 # Both images are FROM scratch: one static binary each (two for log-output), no shell, no libc,
 # a numeric non-root user. Kubernetes can check `runAsNonRoot` only against a numeric UID.
 

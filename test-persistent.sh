@@ -4,7 +4,8 @@
 #   ./test-persistent.sh [--engine k3d|podman|local] [--requests K] [--keep]
 #
 #   k3d     (default) the app as deployed by deploy/k3d-up.sh, through the Traefik ingress at
-#           BASE_URL (default http://localhost:8081); pods are deleted with kubectl.
+#           BASE_URL (default http://localhost:8081); pods are deleted with kubectl, in the
+#           context KUBE_CONTEXT (default k3d-k3s-default).
 #   podman  plays storage/persistentvolumeclaim.yaml once and each Deployment through its overlay
 #           in deploy/podman/ (ports 127.0.0.1:18080 and :18081, LOG_INTERVAL=1s); a pod is
 #           deleted with `podman pod rm -f` and its Deployment played again. Builds the images
@@ -426,8 +427,12 @@ podman_cleanup() {
 
 # --- engine: k3d ------------------------------------------------------------------------------
 
+# The k3d cluster's context (k3d names it k3d-<cluster>), whatever the current context is.
+readonly kube_context="${KUBE_CONTEXT:-k3d-k3s-default}"
+kc() { kubectl --context "$kube_context" "$@"; }
+
 k3d_pods() {
-  kubectl get pods -l "app.kubernetes.io/name=$1" \
+  kc get pods -l "app.kubernetes.io/name=$1" \
     -o jsonpath='{range .items[*]}{.metadata.name}{"\n"}{end}'
 }
 
@@ -444,26 +449,26 @@ k3d_wait_new_pod() {
         info "$app: pod $name is Ready"
         return 0
       fi
-    done < <(kubectl get pods -l "app.kubernetes.io/name=$app" \
+    done < <(kc get pods -l "app.kubernetes.io/name=$app" \
       -o jsonpath='{range .items[*]}{.metadata.name}{" "}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}')
     sleep 1
   done
   die "$app: no new Ready pod within ${ready_timeout}s"
 }
 
-k3d_reachable() { kubectl get --raw /readyz --request-timeout=5s >/dev/null 2>&1; }
+k3d_reachable() { kc get --raw /readyz --request-timeout=5s >/dev/null 2>&1; }
 
 k3d_setup() {
   k3d_reachable ||
-    die "kubectl cannot reach a cluster (context '$(kubectl config current-context 2>/dev/null)'); create it with deploy/k3d-up.sh"
-  info "kubectl context: $(kubectl config current-context)"
+    die "kubectl cannot reach the cluster of context '$kube_context' (KUBE_CONTEXT); create it with deploy/k3d-up.sh"
+  info "kubectl context: $kube_context"
   pingpong_url="${BASE_URL:-http://localhost:8081}/pingpong"
   log_url="${BASE_URL:-http://localhost:8081}/"
-  kubectl rollout status deployment/pingpong --timeout="${ready_timeout}s" ||
+  kc rollout status deployment/pingpong --timeout="${ready_timeout}s" ||
     die "deployment/pingpong is not rolled out (deploy it with deploy/k3d-up.sh)"
-  kubectl rollout status deployment/log-output --timeout="${ready_timeout}s" ||
+  kc rollout status deployment/log-output --timeout="${ready_timeout}s" ||
     die "deployment/log-output is not rolled out (deploy it with deploy/k3d-up.sh)"
-  interval_ms="$(interval_to_ms "$(kubectl get deployment log-output -o \
+  interval_ms="$(interval_to_ms "$(kc get deployment log-output -o \
     jsonpath='{.spec.template.spec.containers[?(@.name=="log-writer")].env[?(@.name=="LOG_INTERVAL")].value}')")"
   wait_http_ok "$log_url" "$ready_timeout" || die "GET $log_url through the ingress: $code $body"
 }
@@ -472,8 +477,8 @@ k3d_delete_pods() {
   local app old
   for app in "$@"; do
     mapfile -t old < <(k3d_pods "$app")
-    info "kubectl delete pod -l app.kubernetes.io/name=$app (${old[*]})"
-    kubectl delete pod -l "app.kubernetes.io/name=$app" --wait=true >/dev/null
+    info "kc delete pod -l app.kubernetes.io/name=$app (${old[*]})"
+    kc delete pod -l "app.kubernetes.io/name=$app" --wait=true >/dev/null
     k3d_wait_new_pod "$app" "${old[@]}"
   done
 }
@@ -487,22 +492,22 @@ k3d_delete_both() {
   local old_pp old_lo
   mapfile -t old_pp < <(k3d_pods pingpong)
   mapfile -t old_lo < <(k3d_pods log-output)
-  info "kubectl delete pod -l 'app.kubernetes.io/name in (pingpong,log-output)'"
-  kubectl delete pod -l 'app.kubernetes.io/name in (pingpong,log-output)' --wait=true >/dev/null
+  info "kc delete pod -l 'app.kubernetes.io/name in (pingpong,log-output)'"
+  kc delete pod -l 'app.kubernetes.io/name in (pingpong,log-output)' --wait=true >/dev/null
   k3d_wait_new_pod pingpong "${old_pp[@]}"
   k3d_wait_new_pod log-output "${old_lo[@]}"
   wait_http_ok "$log_url" "$ready_timeout" || die "GET $log_url: $code $body"
 }
 k3d_recreate_app() {
-  info "kubectl delete -k manifests (storage/ stays)"
-  kubectl delete -k "$repo/manifests" --cascade=foreground --wait=true >/dev/null
-  kubectl wait --for=delete pod -l app.kubernetes.io/part-of=log-pingpong --timeout="${ready_timeout}s" \
+  info "kc delete -k manifests (storage/ stays)"
+  kc delete -k "$repo/manifests" --cascade=foreground --wait=true >/dev/null
+  kc wait --for=delete pod -l app.kubernetes.io/part-of=log-pingpong --timeout="${ready_timeout}s" \
     >/dev/null 2>&1 || true
-  info "kubectl apply -k manifests"
-  kubectl apply -k "$repo/manifests" >/dev/null
-  kubectl rollout status deployment/pingpong --timeout="${ready_timeout}s" >/dev/null ||
+  info "kc apply -k manifests"
+  kc apply -k "$repo/manifests" >/dev/null
+  kc rollout status deployment/pingpong --timeout="${ready_timeout}s" >/dev/null ||
     die "deployment/pingpong did not roll out again"
-  kubectl rollout status deployment/log-output --timeout="${ready_timeout}s" >/dev/null ||
+  kc rollout status deployment/log-output --timeout="${ready_timeout}s" >/dev/null ||
     die "deployment/log-output did not roll out again"
   wait_http_ok "$log_url" "$ready_timeout" || die "GET $log_url: $code $body"
 }
@@ -512,15 +517,15 @@ k3d_diagnostics() {
     echo "--- no cluster reachable: nothing to show"
     return 0
   fi
-  echo "--- kubectl get pods,pvc,pv,ingress -o wide"
-  kubectl get pods,pvc,pv,ingress -o wide 2>&1 || true
-  echo "--- kubectl describe pods (events)"
-  kubectl describe pods -l 'app.kubernetes.io/name in (pingpong,log-output)' 2>&1 |
+  echo "--- kc get pods,pvc,pv,ingress -o wide"
+  kc get pods,pvc,pv,ingress -o wide 2>&1 || true
+  echo "--- kc describe pods (events)"
+  kc describe pods -l 'app.kubernetes.io/name in (pingpong,log-output)' 2>&1 |
     sed -n '/^Name:/p; /^Events:/,/^$/p' || true
   local app
   for app in pingpong log-output; do
-    echo "--- kubectl logs -l app.kubernetes.io/name=$app --all-containers --tail=30"
-    kubectl logs -l "app.kubernetes.io/name=$app" --all-containers --prefix --tail=30 2>&1 || true
+    echo "--- kc logs -l app.kubernetes.io/name=$app --all-containers --tail=30"
+    kc logs -l "app.kubernetes.io/name=$app" --all-containers --prefix --tail=30 2>&1 || true
   done
 }
 

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Tears down what deploy/k3d-up.sh set up.
+#
+#   deploy/k3d-down.sh          # delete the k3d cluster k3s-default: nodes, volume data and all
+#   deploy/k3d-down.sh --app    # delete only manifests/ (Deployments, Services, Ingress); the
+#                               # cluster, storage/ and the counter on the volume stay, and
+#                               # `kubectl apply -k manifests` brings the app back where it was
+set -euo pipefail
+
+readonly CLUSTER=k3s-default
+readonly CONTEXT="k3d-$CLUSTER"
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+readonly repo
+
+case "${1:-}" in
+  "")
+    command -v k3d >/dev/null || { echo "k3d is required but not installed" >&2; exit 1; }
+    echo "==> 1. k3d cluster delete $CLUSTER"
+    k3d cluster delete "$CLUSTER"
+    ;;
+  --app)
+    command -v kubectl >/dev/null || { echo "kubectl is required but not installed" >&2; exit 1; }
+    echo "==> 1. kubectl delete -k manifests/ (storage/ stays)"
+    kubectl --context "$CONTEXT" delete -k "$repo/manifests" --ignore-not-found --wait=true
+    ;;
+  -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' ;;
+  *) echo "unknown argument: $1 (try --help)" >&2; exit 2 ;;
+esac
