@@ -175,6 +175,7 @@ async fn metrics_count_requests_by_route_and_status() {
     let app = app(dir.path());
     call(&app, Method::GET, "/").await;
     shared_fs::replace(&dir.path().join("output.log"), ENTRY.as_bytes()).expect("writing");
+    tokio::time::sleep(reader::REFRESH * 2).await;
     call(&app, Method::GET, "/").await;
     call(&app, Method::GET, "/").await;
     let metrics = call(&app, Method::GET, "/metrics").await;
