@@ -91,14 +91,7 @@ ENDPOINTS:
 mod tests {
     use super::*;
 
-    fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |var| {
-            pairs
-                .iter()
-                .find(|(k, _)| *k == var)
-                .map(|(_, v)| (*v).to_owned())
-        }
-    }
+    use service_kit::config::fixed_env as env_of;
 
     #[test]
     fn defaults_when_unset() {

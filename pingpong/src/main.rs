@@ -6,8 +6,8 @@ use std::{env, process::ExitCode};
 use anyhow::Context;
 use pingpong::{config::Config, operator, routes};
 use service_kit::{
-    cli::{Flag, standard_flag},
-    config::{EXIT_USAGE, process_env},
+    cli::{Binary, run_main, usage_error},
+    config::process_env,
     http,
     shutdown::Draining,
 };
@@ -44,34 +44,15 @@ fn main() -> ExitCode {
     if args.first().is_some_and(|a| a == "counter") {
         return counter_command(&args[1..]);
     }
-    match standard_flag(&args) {
-        Ok(Flag::Run) => {}
-        Ok(Flag::Help) => {
-            print!("{HELP}");
-            return ExitCode::SUCCESS;
-        }
-        Ok(Flag::Version) => {
-            println!("pingpong {}", env!("CARGO_PKG_VERSION"));
-            return ExitCode::SUCCESS;
-        }
-        Err(message) => return usage_error(&message),
-    }
-    let config = match Config::from_env(&process_env) {
-        Ok(config) => config,
-        Err(e) => return usage_error(&e.to_string()),
+    let binary = Binary {
+        name: "pingpong",
+        version: env!("CARGO_PKG_VERSION"),
+        help: HELP,
     };
-    match serve(config) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "pingpong stopped");
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    run_main(binary, &args, |env| Config::from_env(&env), serve)
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
-    service_kit::telemetry::init(config.log_filter);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -104,7 +85,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
 fn counter_command(args: &[String]) -> ExitCode {
     let command = match operator::parse(args) {
         Ok(command) => command,
-        Err(message) => return usage_error(&message),
+        Err(message) => return usage_error("pingpong", &message),
     };
     let data_dir = service_kit::config::data_dir(&process_env);
     match operator::run(&command, &data_dir) {
@@ -117,9 +98,4 @@ fn counter_command(args: &[String]) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn usage_error(message: &str) -> ExitCode {
-    eprintln!("pingpong: {message}");
-    ExitCode::from(EXIT_USAGE as u8)
 }

@@ -52,6 +52,18 @@ pub fn process_env(var: &str) -> Option<String> {
     env::var_os(var).map(|v| v.to_string_lossy().into_owned())
 }
 
+/// A fixed environment, for tests: `lookup` over `pairs` instead of the process's variables.
+pub fn fixed_env(
+    pairs: &'static [(&'static str, &'static str)],
+) -> impl Fn(&str) -> Option<String> {
+    move |var| {
+        pairs
+            .iter()
+            .find(|(k, _)| *k == var)
+            .map(|(_, v)| (*v).to_owned())
+    }
+}
+
 /// `PORT`: a TCP port.
 pub fn port(lookup: &impl Fn(&str) -> Option<String>, default: u16) -> Result<u16, ConfigError> {
     Ok(
@@ -88,14 +100,7 @@ pub fn duration(
 mod tests {
     use super::*;
 
-    fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |var| {
-            pairs
-                .iter()
-                .find(|(k, _)| *k == var)
-                .map(|(_, v)| (*v).to_owned())
-        }
-    }
+    use super::fixed_env as env_of;
 
     #[test]
     fn unset_and_empty_mean_the_default() {

@@ -6,47 +6,19 @@ use std::process::ExitCode;
 use anyhow::Context;
 use log_output::{config::ReaderConfig, reader, volume};
 use service_kit::{
-    cli::{Flag, standard_flag},
-    config::{EXIT_USAGE, process_env},
+    cli::{Binary, run_main},
     http,
     shutdown::Draining,
-    telemetry,
 };
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match standard_flag(&args) {
-        Ok(Flag::Run) => {}
-        Ok(Flag::Help) => {
-            print!("{}", log_output::config::READER_HELP);
-            return ExitCode::SUCCESS;
-        }
-        Ok(Flag::Version) => {
-            println!("log-reader {}", env!("CARGO_PKG_VERSION"));
-            return ExitCode::SUCCESS;
-        }
-        Err(message) => return usage_error(&message),
-    }
-    let (config, filter) = match (
-        ReaderConfig::from_env(&process_env),
-        telemetry::filter(&process_env),
-    ) {
-        (Ok(config), Ok(filter)) => (config, filter),
-        (Err(error), _) | (_, Err(error)) => return usage_error(&error.to_string()),
+    let binary = Binary {
+        name: "log-reader",
+        version: env!("CARGO_PKG_VERSION"),
+        help: log_output::config::READER_HELP,
     };
-    telemetry::init(filter);
-    match run(config) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("log-reader: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn usage_error(message: &str) -> ExitCode {
-    eprintln!("log-reader: {message}");
-    ExitCode::from(EXIT_USAGE as u8)
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    run_main(binary, &args, |env| ReaderConfig::from_env(&env), run)
 }
 
 #[tokio::main]
