@@ -15,12 +15,15 @@
 #           temporary DATA_DIR and free ports; a pod deletion is kill -9 and a restart.
 #
 # Steps (exact equality throughout, never "at least"):
+#   0. set up; podman: each container runs as 10001 with a read-only root, no capabilities
 #   1. a baseline /pingpong, K more, each exactly one more; `/` shows the count within two
-#      log intervals, in the exact entry format
+#      log intervals, in the exact entry format; `pingpong counter get` run inside the app
+#      (no shell there) prints the same count
 #   2. delete the pingpong pod: the next answer is exactly the last acknowledged + 1
 #   3. delete the log-output pod: `/` shows the current count again, from a new writer
 #   4. delete both: the count continues exactly, and `/` follows
-#   5. delete and re-create the whole app (not the storage): the count continues exactly
+#   5. delete and re-create the whole app (not the storage): the count continues exactly;
+#      podman and local: every process exits 0 on SIGTERM
 #
 # On failure it prints pod states and logs. The last line is `N passed, M failed`; the exit
 # status is non-zero if anything failed.
@@ -55,7 +58,7 @@ fi
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 readonly repo engine requests keep
-readonly TAG="${TAG:-0.1.0}"
+export TAG="${TAG:-0.1.0}"
 work="$(mktemp -d "${TMPDIR:-/tmp}/test-persistent.XXXXXX")"
 readonly work
 
@@ -200,6 +203,18 @@ expect_entry_format() {
   fi
 }
 
+# The operator command inside the running app (no shell in the image: exec the binary itself)
+# must print the count the counter file holds, `last + 1`.
+expect_counter_get() {
+  local want=$((last + 1)) out
+  out="$("${engine}_counter_get" 2>&1)" || true
+  if [[ "$out" == "$want" ]]; then
+    pass "pingpong counter get: $out"
+  else
+    fail "pingpong counter get printed '$out', expected $want"
+  fi
+}
+
 # --- engine: local ----------------------------------------------------------------------------
 
 declare -A pids=()
@@ -299,6 +314,8 @@ local_recreate_app() {
   local_wait_ready
 }
 
+local_counter_get() { DATA_DIR="$data_dir" "$bin_dir/pingpong" counter get; }
+
 local_diagnostics() {
   local name
   for name in pingpong log-writer log-reader; do
@@ -343,7 +360,7 @@ podman_setup() {
   for image in pingpong log-output; do
     if ! podman image exists "$image:$TAG"; then
       info "image $image:$TAG missing: deploy/build-images.sh"
-      TAG="$TAG" "$repo/deploy/build-images.sh"
+      "$repo/deploy/build-images.sh"
       break
     fi
   done
@@ -366,6 +383,7 @@ podman_setup() {
   podman_play pingpong
   podman_play log-output
   podman_wait_ready
+  podman_expect_hardening
 }
 
 # podman ignores readinessProbe: poll /readyz on the published ports instead.
@@ -374,6 +392,22 @@ podman_wait_ready() {
     die "pingpong not ready within ${ready_timeout}s: $code $body"
   wait_http_ok "http://127.0.0.1:18081/readyz" "$ready_timeout" ||
     die "log-reader not ready within ${ready_timeout}s: $code $body"
+}
+
+podman_counter_get() { podman exec pingpong-pod-0-pingpong pingpong counter get; }
+
+# What the manifests ask of each container, as podman applied it.
+podman_expect_hardening() {
+  local container got want='10001:10001 true [] [no-new-privileges]'
+  for container in pingpong-pod-0-pingpong log-output-pod-0-log-writer log-output-pod-0-log-reader; do
+    got="$(podman inspect "$container" \
+      --format '{{.Config.User}} {{.HostConfig.ReadonlyRootfs}} {{.EffectiveCaps}} {{.HostConfig.SecurityOpt}}')"
+    if [[ "$got" == "$want" ]]; then
+      pass "$container: user 10001:10001, read-only root, no capabilities, no-new-privileges"
+    else
+      fail "$container: user, read-only root, capabilities, security options are '$got', expected '$want'"
+    fi
+  done
 }
 
 podman_delete_pod() {
@@ -392,6 +426,20 @@ podman_delete_pingpong() { podman_delete_pod pingpong; }
 podman_delete_log_output() { podman_delete_pod log-output; }
 podman_delete_both() { podman_delete_pod pingpong log-output; }
 podman_recreate_app() {
+  # Stop first, to see how each container ended: as PID 1 it must exit 0 on SIGTERM (SPEC §6);
+  # 137 would mean podman had to kill it after the 10 s grace period.
+  podman pod stop -t 10 pingpong-pod-0 log-output-pod-0 >>"$work/podman.log" 2>&1 ||
+    die "podman pod stop failed"
+  info "podman pod stop (SIGTERM) pingpong-pod-0, log-output-pod-0"
+  local container status
+  for container in pingpong-pod-0-pingpong log-output-pod-0-log-writer log-output-pod-0-log-reader; do
+    status="$(podman inspect "$container" --format '{{.State.ExitCode}}')"
+    if [[ "$status" == 0 ]]; then
+      pass "$container exits 0 on SIGTERM"
+    else
+      fail "$container exited $status on SIGTERM, expected 0"
+    fi
+  done
   podman_down pingpong
   podman_down log-output
   info "podman kube down pingpong, log-output (the volume stays)"
@@ -473,6 +521,8 @@ k3d_setup() {
   wait_http_ok "$log_url" "$ready_timeout" || die "GET $log_url through the ingress: $code $body"
 }
 
+k3d_counter_get() { kc exec deploy/pingpong -c pingpong -- pingpong counter get; }
+
 k3d_delete_pods() {
   local app old
   for app in "$@"; do
@@ -540,7 +590,7 @@ on_exit() {
   if ((status != 0 && failed == 0)); then
     fail "aborted (exit status $status)"
   fi
-  "${engine}_cleanup" >/dev/null 2>&1
+  "${engine}_cleanup" 2>/dev/null
   rm -rf "$work"
   echo
   echo "$passed passed, $failed failed"
@@ -576,6 +626,7 @@ for i in $(seq "$requests"); do
 done
 expect_log "after $requests requests"
 expect_entry_format
+expect_counter_get
 
 step "2. delete the pingpong pod"
 "${engine}_delete_pingpong"

@@ -15,7 +15,7 @@ readonly CLUSTER=k3s-default   # storage/persistentvolume.yaml pins the PV to th
 readonly AGENT="k3d-$CLUSTER-agent-0"
 readonly CONTEXT="k3d-$CLUSTER"
 readonly HOST_PORT=8081
-readonly TAG=0.1.0
+export TAG=0.1.0
 readonly APP_UID=10001
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly repo
@@ -67,7 +67,7 @@ docker exec "$AGENT" chown "$APP_UID:$APP_UID" /tmp/kube
 
 step "3. images pingpong:$TAG and log-output:$TAG"
 if [[ "$prebuilt" == true ]]; then
-  ENGINE=docker TAG="$TAG" deploy/build-images.sh
+  ENGINE=docker deploy/build-images.sh
 else
   # BINARIES=builder is the default; spelled out so the same lines work with podman's buildah.
   docker build --target pingpong --build-arg BINARIES=builder --build-arg VERSION="$TAG" \
