@@ -93,6 +93,39 @@ fn kill_9_under_concurrent_load_never_loses_an_acknowledged_increment() {
 }
 
 #[test]
+fn sigterm_under_load_finishes_in_flight_requests_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let port = server.port;
+    let clients = load(port, 8);
+    eventually(Duration::from_secs(20), "answers under load", || {
+        let now: u64 = server.get("/pings").1.parse().unwrap();
+        (now >= 50).then_some(())
+    });
+    let status = server.terminate(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "SIGTERM under load must exit 0");
+
+    // Every answer sent before the exit is on disk, and the restart continues right after it.
+    let acknowledged: Vec<u64> = clients
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
+    let largest = *acknowledged.iter().max().expect("some answers");
+    let on_disk: u64 = fs::read_to_string(dir.path().join(COUNTER))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        on_disk,
+        largest + 1,
+        "a drained shutdown leaves no increment unanswered"
+    );
+    let server = Server::start(dir.path());
+    assert_eq!(server.get("/pingpong"), (200, format!("pong {on_disk}")));
+}
+
+#[test]
 fn two_processes_on_one_volume_hand_out_distinct_numbers_and_the_exact_total() {
     const THREADS_EACH: usize = 4;
     const REQUESTS: u64 = 60;
