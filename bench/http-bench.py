@@ -79,6 +79,13 @@ def wait_ready(port, path, deadline=30):
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
+def cpu_seconds(proc):
+    """User + system CPU time of a process (all its threads) so far."""
+    with open(f"/proc/{proc.pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wrk(port, path, connections, seconds):
     threads = min(2, connections)
     out = subprocess.run(
@@ -89,7 +96,8 @@ def wrk(port, path, connections, seconds):
         sys.exit(f"errors under load on {path}:\n{out}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     value, unit = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()
-    return rps, float(value) * UNITS[unit]
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    return rps, float(value) * UNITS[unit], requests
 
 
 def peak_rss_mib(proc):
@@ -136,21 +144,26 @@ def main():
         for run in range(args.runs):
             for c in connection_counts:
                 for name, (_, path, _) in targets.items():
-                    results[(name, c)].append(wrk(ports[name], path, c, args.seconds))
+                    before = cpu_seconds(servers[name])
+                    rps, p99, requests = wrk(ports[name], path, c, args.seconds)
+                    cpu_us = (cpu_seconds(servers[name]) - before) / requests * 1e6
+                    results[(name, c)].append((rps, p99, cpu_us))
             print(f"run {run + 1}/{args.runs} done", file=sys.stderr)
 
         print(f"{args.runs} runs of {args.seconds} s, medians; wrk on loopback; data in {data}")
         print()
-        print("| server | connections | requests/s | ratio to ceiling | p99 latency (ms) |")
-        print("|---|---:|---:|---:|---:|")
+        print("| server | connections | requests/s | ratio to ceiling | p99 latency (ms)"
+              " | server CPU per request (µs) |")
+        print("|---|---:|---:|---:|---:|---:|")
         for c in connection_counts:
-            ceiling = [rps for rps, _ in results[("ceiling", c)]]
+            ceiling = [rps for rps, _, _ in results[("ceiling", c)]]
             for name in targets:
                 rows = results[(name, c)]
-                rps = statistics.median(r for r, _ in rows)
-                ratio = statistics.median(r / cl for (r, _), cl in zip(rows, ceiling))
-                p99 = statistics.median(p for _, p in rows)
-                print(f"| {name} | {c} | {rps:.0f} | {ratio:.2f}x | {p99:.2f} |")
+                rps = statistics.median(r for r, _, _ in rows)
+                ratio = statistics.median(r / cl for (r, _, _), cl in zip(rows, ceiling))
+                p99 = statistics.median(p for _, p, _ in rows)
+                cpu = statistics.median(u for _, _, u in rows)
+                print(f"| {name} | {c} | {rps:.0f} | {ratio:.2f}x | {p99:.2f} | {cpu:.1f} |")
         print()
         print("| server | peak RSS (MiB) |")
         print("|---|---:|")
