@@ -18,20 +18,17 @@ pub enum Command {
 pub fn parse(args: &[String]) -> Result<Command, String> {
     match args {
         [get] if get == "get" => Ok(Command::Get),
-        [set, n] if set == "set" => {
-            if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(format!(
-                    "invalid count {n:?}: expected a decimal number from 0 to {}",
-                    u64::MAX
-                ));
-            }
-            n.parse().map(Command::Set).map_err(|_| {
+        // Digits only: `u64::from_str` alone would accept `+5`.
+        [set, n] if set == "set" => Some(n)
+            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|n| n.parse().ok())
+            .map(Command::Set)
+            .ok_or_else(|| {
                 format!(
                     "invalid count {n:?}: expected a decimal number from 0 to {}",
                     u64::MAX
                 )
-            })
-        }
+            }),
         _ => Err("usage: pingpong counter get | pingpong counter set N".to_owned()),
     }
 }
