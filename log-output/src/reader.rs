@@ -76,7 +76,8 @@ async fn latest_entry(State(latest): State<Latest>) -> Response {
 /// Re-reads `output.log` every [`REFRESH`] until the router is gone; logs read errors once
 /// each time they start, not once per refresh.
 async fn refresh(output: PathBuf, latest: Weak<RwLock<Snapshot>>) {
-    let mut ticks = tokio::time::interval(REFRESH);
+    // `app` has just read the file: the first re-read is due one period later, not at once.
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + REFRESH, REFRESH);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
     loop {
