@@ -27,6 +27,15 @@
 #   4. delete both: the count continues exactly, and `/` follows
 #   5. delete and re-create the whole app (not the storage): the count continues exactly;
 #      podman and local: every process exits 0 on SIGTERM
+# Zero downtime (SPEC §7 guarantee 5), each under constant load from a client that records every
+# answer, through the load balancer (k3d: the Service behind the ingress; podman and local:
+# HAProxy over two replicas, test/haproxy.sh). After each: every acknowledged number is
+# distinct and the counter is exactly the baseline + the acknowledged answers, except for
+# requests that failed after their increment was written (the gap is printed, never a
+# duplicate); the next answer is exactly the counter.
+#   6. graceful deletion of one pingpong replica: 0 failed requests
+#   7. a rolling update of pingpong, replica by replica, new before old: 0 failed requests
+#   8. kill -9 of one replica: failed requests are reported, not asserted
 #
 # Each engine's operations live in test/engines/<engine>.sh, the shared checks in
 # test/common.sh. On failure it prints pod states and logs. The last line is
@@ -79,6 +88,7 @@ on_exit() {
   if ((status != 0 && failed == 0)); then
     fail "aborted (exit status $status)"
   fi
+  load_stop
   engine_cleanup 2>/dev/null
   rm -rf "$work"
   echo
@@ -129,3 +139,12 @@ step "5. delete and re-create the whole app (not the storage)"
 engine_recreate_app
 expect_next_pong "after the app was re-created"
 expect_log "'/' follows" yes
+
+step "6. graceful deletion of one pingpong replica, under load"
+under_load "graceful deletion" none-fail engine_delete_replica
+
+step "7. rolling update of pingpong, under load"
+under_load "rolling update" none-fail engine_roll_pingpong
+
+step "8. kill -9 of one pingpong replica, under load"
+under_load "kill -9" report engine_kill_replica

@@ -68,6 +68,23 @@ interval_to_ms() {
   esac
 }
 
+# A TCP port on 127.0.0.1 that nothing listens on now (bash's /dev/tcp: no other tool) and
+# that is not in `taken_ports` (space-separated: ports handed out before, maybe not yet bound).
+taken_ports=""
+free_port() {
+  local port i
+  for i in $(seq 100); do
+    port=$((20000 + RANDOM % 40000))
+    case " $taken_ports " in *" $port "*) continue ;; esac
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "$port"
+      return 0
+    fi
+  done
+  echo "no free port found after $i tries" >&2
+  return 1
+}
+
 # --- HTTP -------------------------------------------------------------------------------------
 
 # http_get URL: sets code and body (the exact bytes are in $work/body). Never fails.
@@ -206,7 +223,7 @@ load_start() {
   rm -f "$work/load.stop"
   (
     local out status
-    while [[ ! -e "$work/load.stop" ]]; do
+    while [[ -d "$work" && ! -e "$work/load.stop" ]]; do
       out="$(curl -s --max-time 10 -w "${nl}%{http_code}" "$pingpong_url" 2>/dev/null)" || true
       status="${out##*"$nl"}"
       out="${out%"$nl"*}"
@@ -230,6 +247,7 @@ load_wait_answers() {
 load_answers() { echo $(($(wc -l <"$load_log"))); }
 
 load_stop() {
+  [[ -n "$load_pid" ]] || return 0
   : >"$work/load.stop"
   wait "$load_pid" 2>/dev/null || true
   load_pid=""
@@ -288,4 +306,21 @@ load_check() {
       "(difference $gap, $load_failed failed)"
   fi
   last=$((count - 1))
+}
+
+# under_load NAME MODE OPERATION...: runs OPERATION while the load client runs, with at least 20
+# answers before it and 20 after it, then checks the answers (load_check NAME BASELINE MODE) and
+# that the next answer is exactly the counter.
+under_load() {
+  local name="$1" mode="$2" baseline
+  shift 2
+  counter_get
+  baseline="$count"
+  load_start "$(echo "$name" | tr -c 'a-z0-9\n' '-')"
+  load_wait_answers 20
+  "$@"
+  load_wait_answers 20
+  load_stop
+  load_check "$name" "$baseline" "$mode"
+  expect_next_pong "after the load"
 }
