@@ -65,7 +65,19 @@ engine_setup() {
   wait_http_ok "$log_url" "$ready_timeout" || die "GET $log_url through the ingress: $code $body"
 }
 
-engine_counter_get() { kc exec deploy/pingpong -c pingpong -- pingpong counter get; }
+# In a Ready pingpong pod that is not terminating: `exec deploy/pingpong` could pick one that
+# is still serving out its SHUTDOWN_DELAY and exits under the exec.
+engine_counter_get() {
+  local name ready deleting pod=""
+  while read -r name ready deleting; do
+    if [[ -n "$name" && "$ready" == True && -z "$deleting" ]]; then
+      pod="$name"
+      break
+    fi
+  done < <(kc get pods -l app.kubernetes.io/name=pingpong -o jsonpath='{range .items[*]}{.metadata.name}{" "}{.status.conditions[?(@.type=="Ready")].status}{" "}{.metadata.deletionTimestamp}{"\n"}{end}')
+  [[ -n "$pod" ]] || { echo "no Ready pingpong pod"; return 1; }
+  kc exec "$pod" -c pingpong -- pingpong counter get
+}
 
 # Deletes every pod of each app given (as `kubectl delete pod -l`), then waits for a new Ready
 # pod of each.
