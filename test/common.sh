@@ -48,7 +48,7 @@ die() {
 # bash 5's EPOCHREALTIME, else perl (every macOS has it), else whole seconds.
 if [[ -n "${EPOCHREALTIME:-}" ]]; then
   now_ms() {
-    local t="${EPOCHREALTIME/[.,]/}"
+    local t="${EPOCHREALTIME/[.,]/}" # portable-ok: reached only where EPOCHREALTIME is set (bash 5)
     echo "${t%???}"
   }
 elif command -v perl >/dev/null 2>&1; then
