@@ -65,17 +65,27 @@ engine_setup() {
   wait_http_ok "$log_url" "$ready_timeout" || die "GET $log_url through the ingress: $code $body"
 }
 
-# In a Ready pingpong pod that is not terminating: `exec deploy/pingpong` could pick one that
-# is still serving out its SHUTDOWN_DELAY and exits under the exec.
-engine_counter_get() {
+# The first pingpong pod (by name) that is Ready and not terminating: after a rollout, pods
+# still serving out their SHUTDOWN_DELAY are listed too, and one of those must not be the
+# replica a step deletes, nor where `counter get` runs (it exits under the exec).
+k3d_ready_pingpong_pod() {
   local name ready deleting pod=""
   while read -r name ready deleting; do
     if [[ -n "$name" && "$ready" == True && -z "$deleting" ]]; then
       pod="$name"
       break
     fi
-  done < <(kc get pods -l app.kubernetes.io/name=pingpong -o jsonpath='{range .items[*]}{.metadata.name}{" "}{.status.conditions[?(@.type=="Ready")].status}{" "}{.metadata.deletionTimestamp}{"\n"}{end}')
-  [[ -n "$pod" ]] || { echo "no Ready pingpong pod"; return 1; }
+  done < <(kc get pods -l app.kubernetes.io/name=pingpong -o jsonpath='{range .items[*]}{.metadata.name}{" "}{.status.conditions[?(@.type=="Ready")].status}{" "}{.metadata.deletionTimestamp}{"\n"}{end}' | sort)
+  if [[ -z "$pod" ]]; then
+    echo "no Ready pingpong pod" >&2
+    return 1
+  fi
+  echo "$pod"
+}
+
+engine_counter_get() {
+  local pod
+  pod="$(k3d_ready_pingpong_pod 2>&1)" || { echo "$pod"; return 1; }
   kc exec "$pod" -c pingpong -- pingpong counter get
 }
 
@@ -118,20 +128,12 @@ engine_recreate_app() {
   wait_http_ok "$log_url" "$ready_timeout" || die "GET $log_url: $code $body"
 }
 
-# The first pingpong pod by name: the one the zero-downtime steps delete.
-k3d_one_pingpong_pod() {
-  local pods
-  pods="$(k3d_pods pingpong | sort)"
-  [[ -n "$pods" ]] || die "no pingpong pod"
-  echo "${pods%%"$nl"*}"
-}
-
 # Graceful deletion of one replica: SIGTERM, the endpoint goes, the pod serves out its
 # SHUTDOWN_DELAY and drains; the Deployment starts a replacement.
 engine_delete_replica() {
   local pod old
   old="$(k3d_pods pingpong)"
-  pod="$(k3d_one_pingpong_pod)"
+  pod="$(k3d_ready_pingpong_pod)" || die "no Ready pingpong pod to delete"
   info "kubectl delete pod $pod (waits until it is gone)"
   kc delete pod "$pod" --wait=true >/dev/null
   k3d_wait_new_pod pingpong "$old"
@@ -150,7 +152,7 @@ engine_roll_pingpong() {
 engine_kill_replica() {
   local pod old
   old="$(k3d_pods pingpong)"
-  pod="$(k3d_one_pingpong_pod)"
+  pod="$(k3d_ready_pingpong_pod)" || die "no Ready pingpong pod to delete"
   info "kubectl delete pod $pod --grace-period=0 --force (kubectl's nearest to kill -9)"
   kc delete pod "$pod" --grace-period=0 --force >/dev/null 2>&1
   k3d_wait_new_pod pingpong "$old"

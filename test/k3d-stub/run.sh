@@ -47,13 +47,21 @@ free_port() {
 command -v haproxy >/dev/null || { echo "haproxy is not installed (apt-get install haproxy)" >&2; exit 1; }
 host_port="$(free_port)"
 taken_ports="$host_port"
-for i in 1 2 3 4 5 6; do
-  port="$(free_port)"
-  taken_ports+=" $port"
-  echo "$port" >>"$stub_dir/slot-ports"
+for app in pingpong log-output; do
+  for i in 1 2 3 4 5 6; do
+    port="$(free_port)"
+    taken_ports+=" $port"
+    echo "$port" >>"$stub_dir/$app-ports"
+  done
 done
-port="$(free_port)"
-echo "$port" >"$stub_dir/log-port"
+# servers APP: one HAProxy server line per slot of APP.
+servers() {
+  local i=0 port
+  while read -r port; do
+    i=$((i + 1))
+    echo "  server r$i 127.0.0.1:$port check"
+  done <"$stub_dir/$1-ports"
+}
 {
   cat <<CFG
 defaults
@@ -66,21 +74,17 @@ defaults
 frontend ingress
   bind 127.0.0.1:$host_port
   use_backend pingpong if { path_beg /pingpong }
-  default_backend log
-backend log
+  default_backend log-output
+backend log-output
   option httpchk GET /readyz
   default-server inter 1s fall 2 rise 1
-  server log 127.0.0.1:$(cat "$stub_dir/log-port") check
+$(servers log-output)
 backend pingpong
   balance roundrobin
   option httpchk GET /readyz
   default-server inter 1s fall 2 rise 1
+$(servers pingpong)
 CFG
-  i=0
-  while read -r port; do
-    i=$((i + 1))
-    echo "  server r$i 127.0.0.1:$port check"
-  done <"$stub_dir/slot-ports"
 } >"$stub_dir/haproxy.cfg"
 haproxy -db -f "$stub_dir/haproxy.cfg" >"$stub_dir/haproxy.log" 2>&1 &
 haproxy_pid=$!
