@@ -11,6 +11,8 @@
 #      nothing in them but the binaries
 #   6. ./test-persistent.sh --engine podman
 #   7. ./test-persistent.sh --engine local
+#   8. ./test-persistent.sh --engine k3d against a cluster played by local processes
+#      (test/k3d-stub/run.sh; TEST_BASH picks the bash, e.g. a 3.2)
 #
 # Runs from a fresh clone as root with no stdin. Everything it creates (pods, the volume, the
 # images it built) is removed at the end, also on failure; what existed before is left alone.
@@ -237,6 +239,10 @@ run_persistent "test-persistent.sh --engine podman" ./test-persistent.sh --engin
 step "7. ./test-persistent.sh --engine local (the same static binaries)"
 run_persistent "test-persistent.sh --engine local" \
   env BIN_DIR="$PWD/target/x86_64-unknown-linux-gnu/release" ./test-persistent.sh --engine local
+
+step "8. ./test-persistent.sh --engine k3d against the stub cluster (test/k3d-stub)"
+run_persistent "test/k3d-stub/run.sh" \
+  env BIN_DIR="$PWD/target/x86_64-unknown-linux-gnu/release" test/k3d-stub/run.sh
 rm -f "$run_log"
 
 echo
