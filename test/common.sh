@@ -70,11 +70,14 @@ interval_to_ms() {
 
 # A TCP port on 127.0.0.1 that nothing listens on now (bash's /dev/tcp: no other tool) and
 # that is not in `taken_ports` (space-separated: ports handed out before, maybe not yet bound).
+# Below 32000: outgoing connections (HAProxy's health checks, curl) take their local ports from
+# the ephemeral range (Linux 32768-60999, macOS 49152-65535) and could take ours before it is
+# bound.
 taken_ports=""
 free_port() {
   local port i
   for i in $(seq 100); do
-    port=$((20000 + RANDOM % 40000))
+    port=$((20000 + RANDOM % 12000))
     case " $taken_ports " in *" $port "*) continue ;; esac
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
       echo "$port"
@@ -91,6 +94,7 @@ free_port() {
 code=""
 body=""
 http_get() {
+  rm -f "$work/body"
   code="$(curl -sS --max-time 5 -o "$work/body" -w '%{http_code}' "$1" 2>"$work/curl.err")" || code="000"
   body="$(cat "$work/body" 2>/dev/null || true)"
 }
