@@ -5,7 +5,7 @@
 # pingpong-1 and pingpong-2 (127.0.0.1:18091, :18092; podman breaks replicas > 1 with a
 # hostPort), with HAProxy (test/haproxy.sh) on 127.0.0.1:18080 in the Service's place. A pod is
 # deleted with `podman pod rm -f` and its Deployment played again; a graceful deletion is
-# `podman pod stop` (SIGTERM) then `podman pod rm`. Builds the images with
+# `podman stop` of its containers (SIGTERM) then `podman pod rm`. Builds the images with
 # deploy/build-images.sh if they are missing. Removes its pods at the end (unless --keep); the
 # volume, like a PV, stays. bash 4 (CI only).
 #
@@ -150,16 +150,19 @@ podman_expect_hardening() {
   done
 }
 
-# podman_stop APP...: `podman pod stop` (SIGTERM, SIGKILL after 20 s like the manifests'
-# terminationGracePeriodSeconds); as PID 1 each container must exit 0 (SPEC §6): 137 would mean
-# podman had to kill it. Then the pods are removed.
+# podman_stop APP...: the kubelet's way: SIGTERM to the app containers (`podman stop`, SIGKILL
+# after 20 s like the manifests' terminationGracePeriodSeconds) while the pod's infra container
+# keeps its network up, then the pod goes. Not `podman pod stop`: podman 4.3 tears the pod's
+# published port down at once, so the SHUTDOWN_DELAY the app still serves is unreachable
+# (measured: /readyz answered 000 from the first request after `pod stop`, while the process
+# logged 5 s more of serving). As PID 1 each container must exit 0 (SPEC §6): 137 would mean
+# podman had to kill it.
 podman_stop() {
-  local app pods=() container status
-  for app in "$@"; do
-    pods+=("$app-pod-0")
-  done
-  podman pod stop -t 20 "${pods[@]}" >>"$work/podman.log" 2>&1 || die "podman pod stop ${pods[*]} failed"
-  info "podman pod stop (SIGTERM) ${pods[*]}"
+  local containers
+  containers="$(podman_containers "$@")"
+  # shellcheck disable=SC2086 # one container name a word
+  podman stop -t 20 $containers >>"$work/podman.log" 2>&1 || die "podman stop $containers failed"
+  info "podman stop (SIGTERM) $containers"
   podman_reap "$@"
 }
 
@@ -198,24 +201,25 @@ engine_recreate_app() {
   podman_wait_ready "${live[@]}" log-output
 }
 
-# Graceful deletion of one replica, as Kubernetes does it: SIGTERM (podman pod stop), and at the
-# same moment the replacement is played in the spare slot (a new pod is a new endpoint).
+# Graceful deletion of one replica, as Kubernetes does it: SIGTERM (podman stop, see
+# podman_stop), and at the same moment the replacement is played in the spare slot (a new pod is
+# a new endpoint).
 engine_delete_replica() {
   local victim="${live[0]}" new="$spare" stopper status=0
-  podman pod stop -t 20 "$victim-pod-0" >>"$work/podman.log" 2>&1 &
+  podman stop -t 20 "$victim-pod-0-pingpong" >>"$work/podman.log" 2>&1 &
   stopper=$!
-  info "podman pod stop $victim-pod-0 (SIGTERM); its replacement is played as $new"
+  info "podman stop $victim-pod-0-pingpong (SIGTERM); its replacement is played as $new"
   podman_play "$new"
   podman_wait_ready "$new"
   wait "$stopper" || status=$?
-  ((status == 0)) || die "podman pod stop $victim-pod-0 failed"
+  ((status == 0)) || die "podman stop $victim-pod-0-pingpong failed"
   podman_reap "$victim"
   live[0]="$new"
   spare="$victim"
 }
 
 # maxSurge 1, maxUnavailable 0, replica by replica: the new one in the spare slot, ready and UP
-# in HAProxy, then `podman pod stop` of an old one, whose slot becomes the spare.
+# in HAProxy, then `podman stop` of an old one, whose slot becomes the spare.
 engine_roll_pingpong() {
   local old new i
   for i in "${!live[@]}"; do
