@@ -162,20 +162,41 @@ fn variables_that_are_not_utf8_or_not_plain_digits_exit_2() {
     let data_dir = OsStr::from_bytes(&name);
     fs::create_dir(data_dir).unwrap();
     for args in [&[][..], &["counter", "get"]] {
-        let out = Command::new(BIN)
-            .args(args)
-            .env("DATA_DIR", data_dir)
-            .env("PORT", "0")
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let mut command = Command::new(BIN);
+        command.args(args).env("DATA_DIR", data_dir).env("PORT", "0");
+        let (code, stderr) = run_briefly(command);
+        assert_eq!(code, Some(2), "{args:?}");
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
         assert!(stderr.contains("invalid DATA_DIR="), "{stderr}");
         assert!(stderr.contains("expected valid UTF-8"), "{stderr}");
     }
     for port in ["+3000", " 3000"] {
-        let out = Command::new(BIN).env("PORT", port).output().unwrap();
-        assert_eq!(out.status.code(), Some(2), "PORT={port:?}");
+        let mut command = Command::new(BIN);
+        command.env("PORT", port);
+        assert_eq!(run_briefly(command).0, Some(2), "PORT={port:?}");
     }
+}
+
+/// Runs `command` to its end, or kills it after 5 s (a server that accepted what it should
+/// have refused would otherwise serve for ever): its exit code (`None` if killed) and stderr.
+fn run_briefly(mut command: Command) -> (Option<i32>, String) {
+    let mut child = command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (status.code(), stderr)
 }
