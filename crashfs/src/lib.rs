@@ -1,0 +1,153 @@
+//! crashfs: a dev-only, in-memory FUSE filesystem that models what survives a power cut, so that
+//! a test can cut the power under real processes and check what an fsync recipe really keeps.
+//!
+//! `kill -9` keeps the page cache, so it cannot tell a missing fsync from a present one; a power
+//! cut can. The layout:
+//!
+//! - [`model`]: the tree, with volatile and durable data per file and volatile and durable
+//!   entries per directory; [`Model`] says which names survive a cut; the model's limits.
+//! - `fs`: the FUSE adapter (zero timeouts, direct I/O, real `fsync`/`fsyncdir`, locks left to
+//!   the kernel).
+//! - [`env`]: whether this machine can mount (root, `/dev/fuse`), the skip-or-fail rule of
+//!   `CRASHFS_REQUIRED`, and the private mount namespace that keeps a mount from ever leaking.
+//!
+//! [`CrashFs`] is the handle a test holds: [`CrashFs::cut_power`] (refused with
+//! [`Error::Busy`] while any process still uses the mount), [`CrashFs::crash_after`] to freeze
+//! the durable state after the k-th mutating operation, and an unmount when dropped.
+
+pub mod env;
+mod fs;
+pub mod model;
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+pub use model::Model;
+use model::Tree;
+
+/// What can go wrong with the mount itself.
+#[derive(Debug)]
+pub enum Error {
+    /// Some process still has a file, a directory or its working directory on the mount: a cut
+    /// now would pretend its requests never happened while it carries on.
+    Busy,
+    /// Mounting or unmounting failed.
+    Io(std::io::Error),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Busy => write!(f, "the mount is busy: kill and reap every process using it"),
+            Error::Io(e) => write!(f, "mount: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// A mounted crashfs. Dropping it unmounts it (lazily if still busy, as in a panicking test).
+#[derive(Debug)]
+pub struct CrashFs {
+    tree: Arc<Mutex<Tree>>,
+    session: Option<fuser::BackgroundSession>,
+    mountpoint: PathBuf,
+    /// The (empty) directory the filesystem is mounted on; removed after the unmount.
+    _dir: tempfile::TempDir,
+}
+
+impl CrashFs {
+    /// Mounts an empty crashfs on a fresh temporary directory, in this thread's private mount
+    /// namespace ([`env::private_mount_namespace`] is called first). Use [`env::mount_or_skip`]
+    /// in tests.
+    pub fn mount() -> Result<CrashFs, Error> {
+        env::private_mount_namespace().map_err(Error::Io)?;
+        let dir = tempfile::Builder::new()
+            .prefix("crashfs.")
+            .tempdir()
+            .map_err(Error::Io)?;
+        let tree = Arc::new(Mutex::new(Tree::default()));
+        let mountpoint = dir.path().to_path_buf();
+        let session = spawn(&tree, &mountpoint)?;
+        Ok(CrashFs {
+            tree,
+            session: Some(session),
+            mountpoint,
+            _dir: dir,
+        })
+    }
+
+    /// Where the filesystem is mounted.
+    pub fn path(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    fn tree(&self) -> MutexGuard<'_, Tree> {
+        self.tree.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Mutating operations (creates, writes, truncations, name changes, fsyncs) so far.
+    pub fn mutating_ops(&self) -> u64 {
+        self.tree().mutating_ops()
+    }
+
+    /// Freezes the durable state after `k` more mutating operations: from then on, as if the
+    /// power had failed, nothing more becomes durable, while processes carry on seeing their
+    /// writes. `crash_after(0)` is "the power fails now". The next [`CrashFs::cut_power`]
+    /// applies it.
+    pub fn crash_after(&self, k: u64) {
+        self.tree().crash_after(k);
+    }
+
+    /// Whether the durable state is frozen (the simulated power failure has happened). An
+    /// answer a client received while this was still false was sent before the failure.
+    pub fn frozen(&self) -> bool {
+        self.tree().frozen()
+    }
+
+    /// The power cut: unmounts (refusing with [`Error::Busy`] while any process uses the
+    /// mount), keeps only what is durable under `model`, and mounts again, so the kernel has
+    /// forgotten every cached name, attribute, page and lock.
+    pub fn cut_power(&mut self, model: Model) -> Result<(), Error> {
+        // umount(2) without MNT_DETACH: EBUSY while anything is open or is a working directory.
+        match nix::mount::umount(&self.mountpoint) {
+            Ok(()) => {}
+            Err(nix::errno::Errno::EBUSY) => return Err(Error::Busy),
+            Err(e) => return Err(Error::Io(e.into())),
+        }
+        if let Some(session) = self.session.take() {
+            // The session thread sees ENODEV and ends; fuser skips its own unmount.
+            session.join().map_err(Error::Io)?;
+        }
+        self.tree().cut(model);
+        self.session = Some(spawn(&self.tree, &self.mountpoint)?);
+        Ok(())
+    }
+}
+
+impl Drop for CrashFs {
+    fn drop(&mut self) {
+        if let Some(session) = self.session.take() {
+            if nix::mount::umount(&self.mountpoint).is_ok() {
+                let _ = session.join();
+            } else {
+                // Still busy (a panicking test with children alive): detach it, and leave the
+                // session thread to end when they do; the namespace dies with the process.
+                let _ = nix::mount::umount2(&self.mountpoint, nix::mount::MntFlags::MNT_DETACH);
+                drop(session);
+            }
+        }
+    }
+}
+
+fn spawn(tree: &Arc<Mutex<Tree>>, mountpoint: &Path) -> Result<fuser::BackgroundSession, Error> {
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        fuser::MountOption::FSName("crashfs".into()),
+        fuser::MountOption::Subtype("crashfs".into()),
+        fuser::MountOption::DefaultPermissions,
+    ];
+    fuser::spawn_mount(fs::Adapter { tree: tree.clone() }, mountpoint, &config).map_err(Error::Io)
+}
