@@ -107,6 +107,13 @@ impl CrashFs {
         self.tree().frozen()
     }
 
+    /// A handle other threads (load clients) can ask whether the power has failed yet.
+    pub fn probe(&self) -> Probe {
+        Probe {
+            tree: self.tree.clone(),
+        }
+    }
+
     /// The power cut: unmounts (refusing with [`Error::Busy`] while any process uses the
     /// mount), keeps only what is durable under `model`, and mounts again, so the kernel has
     /// forgotten every cached name, attribute, page and lock.
@@ -124,6 +131,28 @@ impl CrashFs {
         self.tree().cut(model);
         self.session = Some(spawn(&self.tree, &self.mountpoint)?);
         Ok(())
+    }
+}
+
+/// Asks a [`CrashFs`] from any thread whether the simulated power failure has happened.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    tree: Arc<Mutex<Tree>>,
+}
+
+impl Probe {
+    /// See [`CrashFs::frozen`]. Ask it *after* an answer arrived: if it is still false, the
+    /// answer was sent before the power failed, so its promise must hold after the cut.
+    pub fn frozen(&self) -> bool {
+        self.tree.lock().unwrap_or_else(|e| e.into_inner()).frozen()
+    }
+
+    /// See [`CrashFs::mutating_ops`].
+    pub fn mutating_ops(&self) -> u64 {
+        self.tree
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .mutating_ops()
     }
 }
 
