@@ -28,25 +28,16 @@ pub use model::Model;
 use model::Tree;
 
 /// What can go wrong with the mount itself.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Some process still has a file, a directory or its working directory on the mount: a cut
     /// now would pretend its requests never happened while it carries on.
+    #[error("the mount is busy: kill and reap every process using it first")]
     Busy,
     /// Mounting or unmounting failed.
-    Io(std::io::Error),
+    #[error("mount: {0}")]
+    Io(#[from] std::io::Error),
 }
-
-impl std::fmt::Display for Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Error::Busy => write!(f, "the mount is busy: kill and reap every process using it"),
-            Error::Io(e) => write!(f, "mount: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for Error {}
 
 /// A mounted crashfs. Dropping it unmounts it (lazily if still busy, as in a panicking test).
 #[derive(Debug)]
