@@ -3,8 +3,8 @@
 //! instant the file holds one complete entry, the last one printed or a later one, never an
 //! empty or partial file.
 //!
-//! - Random instants: a writer at a 5 ms interval, the power failing after a seeded random
-//!   number of mutating operations, `POWER_LOSS_ROUNDS` rounds (default 200), each crashfs
+//! - Random instants: a writer at a 100 ms interval, the power failing after a seeded random
+//!   number of mutating operations, `POWER_LOSS_ROUNDS` rounds (default 100), each crashfs
 //!   model chosen at random per round; the `POWER_LOSS_SEED` is printed for a replay.
 //! - Every crash point of one entry's write, in both models, with the exact entry each leaves.
 //!
@@ -54,7 +54,7 @@ fn power_cuts_at_random_instants_leave_output_log_one_complete_entry() {
     let Some(mut fs) = mount_or_skip("log-writer power cuts at random instants") else {
         return;
     };
-    let rounds = env_u64("POWER_LOSS_ROUNDS").unwrap_or(200);
+    let rounds = env_u64("POWER_LOSS_ROUNDS").unwrap_or(100);
     let seed = env_u64("POWER_LOSS_SEED").unwrap_or_else(|| fastrand::u64(..));
     // Captured by the test harness and shown when the test fails.
     println!("POWER_LOSS_SEED={seed} rounds={rounds}");
@@ -75,10 +75,11 @@ fn power_cuts_at_random_instants_leave_output_log_one_complete_entry() {
         } else {
             Model::NamesDurable
         };
-        // 5 operations per entry: up to about 8 entries into the round.
-        let k = rng.u64(0..40);
+        // 5 operations per entry, an entry at once and then every 100 ms (the shortest interval
+        // allowed): up to 3 entries into the round.
+        let k = rng.u64(0..15);
         fs.crash_after(k);
-        let writer: Proc = start_writer(&dir, "5ms");
+        let writer: Proc = start_writer(&dir, "100ms");
         let power = fs.probe();
         poll_within(Duration::from_secs(30), "the power failure", || {
             loop {
