@@ -385,22 +385,8 @@ impl Tree {
                 reachable.extend(entries.values().copied());
             }
         }
-        // A name may survive while the node it names was created after the freeze: impossible,
-        // since a create and its name are one operation; still, drop dangling names defensively.
+        // Every kept name points into `seen`: nodes are only ever forgotten here.
         self.nodes.retain(|ino, _| seen.contains(ino));
-        let live: std::collections::HashSet<u64> = self.nodes.keys().copied().collect();
-        for node in self.nodes.values_mut() {
-            if let Content::Dir {
-                entries,
-                synced,
-                names,
-            } = &mut node.content
-            {
-                entries.retain(|_, ino| live.contains(ino));
-                synced.retain(|_, ino| live.contains(ino));
-                names.retain(|_, ino| live.contains(ino));
-            }
-        }
         self.freeze_at = None;
     }
 }
