@@ -8,7 +8,10 @@
 
 use std::{
     ffi::OsStr,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, UNIX_EPOCH},
 };
 
@@ -27,6 +30,9 @@ const TTL: Duration = Duration::ZERO;
 #[derive(Debug)]
 pub(crate) struct Adapter {
     pub(crate) tree: Arc<Mutex<Tree>>,
+    /// Files and directories opened and not yet released in this mount. A close(2) sends its
+    /// RELEASE asynchronously, so a cut waits for this to reach zero before it unmounts.
+    pub(crate) handles: Arc<AtomicU64>,
 }
 
 impl Adapter {
@@ -218,7 +224,10 @@ impl Filesystem for Adapter {
 
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.tree().attr(ino.0) {
-            Ok(_) => reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO),
+            Ok(_) => {
+                self.handles.fetch_add(1, Ordering::SeqCst);
+                reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO);
+            }
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -270,6 +279,32 @@ impl Filesystem for Adapter {
         reply.ok();
     }
 
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.handles.fetch_sub(1, Ordering::SeqCst);
+        reply.ok();
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.handles.fetch_sub(1, Ordering::SeqCst);
+        reply.ok();
+    }
+
     fn fsync(
         &self,
         _req: &Request,
@@ -284,7 +319,10 @@ impl Filesystem for Adapter {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.tree().list(ino.0) {
-            Ok(_) => reply.opened(FileHandle(0), FopenFlags::empty()),
+            Ok(_) => {
+                self.handles.fetch_add(1, Ordering::SeqCst);
+                reply.opened(FileHandle(0), FopenFlags::empty());
+            }
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -348,13 +386,16 @@ impl Filesystem for Adapter {
             req.gid(),
         );
         match result {
-            Ok(a) => reply.created(
-                &TTL,
-                &file_attr(a),
-                Generation(0),
-                FileHandle(0),
-                FopenFlags::FOPEN_DIRECT_IO,
-            ),
+            Ok(a) => {
+                self.handles.fetch_add(1, Ordering::SeqCst);
+                reply.created(
+                    &TTL,
+                    &file_attr(a),
+                    Generation(0),
+                    FileHandle(0),
+                    FopenFlags::FOPEN_DIRECT_IO,
+                );
+            }
             Err(e) => reply.error(errno(e)),
         }
     }
