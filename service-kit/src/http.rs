@@ -97,9 +97,16 @@ pub async fn bind(port: u16) -> io::Result<TcpListener> {
     TcpListener::bind(("0.0.0.0", port)).await
 }
 
-/// Serves `app` until SIGTERM or SIGINT, then: `/readyz` turns 503, the listener stops
-/// accepting, in-flight requests finish; returns after at most [`DRAIN_TIMEOUT`] more.
-pub async fn serve(listener: TcpListener, app: Router, draining: Draining) -> io::Result<()> {
+/// Serves `app` until SIGTERM or SIGINT, then (SPEC §6): `/readyz` turns 503 at once, the
+/// server keeps accepting and answering for `shutdown_delay` (so that a load balancer notices
+/// the 503 and stops routing here before anything is refused), then the listener stops
+/// accepting and in-flight requests finish; returns after at most [`DRAIN_TIMEOUT`] more.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    draining: Draining,
+    shutdown_delay: Duration,
+) -> io::Result<()> {
     let signalled = Arc::new(Notify::new());
     let on_signal = {
         let signalled = signalled.clone();
@@ -107,6 +114,11 @@ pub async fn serve(listener: TcpListener, app: Router, draining: Draining) -> io
         async move {
             signal.await;
             draining.start();
+            if !shutdown_delay.is_zero() {
+                tracing::info!(delay = ?shutdown_delay, "readiness 503; still serving until the delay ends");
+                tokio::time::sleep(shutdown_delay).await;
+            }
+            tracing::info!("no longer accepting; draining in-flight requests");
             signalled.notify_one();
         }
     };

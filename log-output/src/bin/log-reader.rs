@@ -37,6 +37,7 @@ async fn run(config: ReaderConfig) -> anyhow::Result<()> {
         listener,
         reader::app(config.data_dir, draining.clone()),
         draining,
+        config.shutdown_delay,
     )
     .await?;
     tracing::info!("drained; exiting");

@@ -25,10 +25,16 @@ pub struct Server {
 impl Server {
     /// Starts pingpong on `data_dir` and waits until it listens.
     pub fn start(data_dir: &Path) -> Server {
+        Server::start_with(data_dir, &[])
+    }
+
+    /// Starts pingpong on `data_dir` with more variables (`env`) and waits until it listens.
+    pub fn start_with(data_dir: &Path, env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(BIN)
             .env("PORT", "0")
             .env("DATA_DIR", data_dir)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -82,8 +88,13 @@ impl Server {
     }
 
     /// SIGTERM, then the exit status, waiting at most `within`.
-    pub fn terminate(mut self, within: Duration) -> ExitStatus {
+    pub fn terminate(self, within: Duration) -> ExitStatus {
         self.signal(15);
+        self.wait_exit(within)
+    }
+
+    /// The exit status, waiting at most `within` (after a signal sent with [`Server::signal`]).
+    pub fn wait_exit(mut self, within: Duration) -> ExitStatus {
         let deadline = Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
