@@ -21,6 +21,7 @@ use tower_http::{
 use tracing::Level;
 
 use crate::{
+    connections,
     metrics::{self, HttpMetrics},
     shutdown::{self, Draining},
 };
@@ -108,7 +109,7 @@ pub async fn serve(
     shutdown_delay: Duration,
 ) -> io::Result<()> {
     let signalled = Arc::new(Notify::new());
-    let on_signal = {
+    let stop = {
         let signalled = signalled.clone();
         let signal = shutdown::signal_received();
         async move {
@@ -122,13 +123,13 @@ pub async fn serve(
             signalled.notify_one();
         }
     };
-    let server = axum::serve(listener, app).with_graceful_shutdown(on_signal);
+    let server = connections::serve(listener, app, stop);
     let drain_deadline = async {
         signalled.notified().await;
         tokio::time::sleep(DRAIN_TIMEOUT).await;
     };
     tokio::select! {
-        result = server => result,
+        () = server => Ok(()),
         () = drain_deadline => {
             tracing::warn!(after = ?DRAIN_TIMEOUT, "drain timed out; closing the remaining connections");
             Ok(())
