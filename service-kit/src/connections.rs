@@ -82,6 +82,11 @@ pub const MAX_BODY_BYTES: u64 = 16 * 1024;
 /// Pause before retrying `accept` after a resource error such as `EMFILE`.
 pub const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
+/// How long a connection is safe from eviction after its accept or its last answer: a real
+/// client's head arrives well within it; at the bound a newcomer waits in the backlog until the
+/// longest-waiting connection is this old.
+pub const EVICTION_PROTECT: Duration = Duration::from_millis(50);
+
 /// After an eviction, how long a connection without a request in flight may take to close by
 /// itself (flushing a response) before it is dropped; a half-sent head never completes.
 const EVICTION_GRACE: Duration = Duration::from_millis(100);
@@ -107,7 +112,7 @@ pub fn process_connection_bound() -> usize {
 /// connection finish its request in flight, and returns once all are closed.
 pub async fn serve(listener: TcpListener, app: Router, stop: impl Future<Output = ()>) {
     let bound = process_connection_bound();
-    let table = Arc::new(Table::new(bound));
+    let table = Arc::new(Table::new(bound, EVICTION_PROTECT));
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
@@ -121,21 +126,43 @@ pub async fn serve(listener: TcpListener, app: Router, stop: impl Future<Output 
     );
 
     tokio::pin!(stop);
+    // Accept errors and refusals are logged once per episode, not once per connection.
     let mut failing: Option<(io::Error, u64)> = None;
+    let mut refusing: Option<u64> = None;
     loop {
         // While EVICTION_SLACK evicted connections are still closing, new ones wait in the
         // kernel's backlog rather than being refused.
+        if !table.has_eviction_room() {
+            tokio::select! {
+                () = &mut stop => break,
+                () = table.eviction_room() => continue,
+            }
+        }
         let accepted = tokio::select! {
             () = &mut stop => break,
-            () = table.until_eviction_room() => continue,
-            accepted = listener.accept(), if table.has_eviction_room() => accepted,
+            accepted = listener.accept() => accepted,
         };
         match accepted {
             Ok((stream, _peer)) => {
                 if let Some((error, failures)) = failing.take() {
                     tracing::info!(%error, failures, "accepting again");
                 }
-                admit(stream, &table, &app, &http);
+                let refused = admit(stream, &table, &app, &http).await;
+                match (refused, &mut refusing) {
+                    (true, Some(count)) => *count += 1,
+                    (true, None) => {
+                        tracing::warn!(
+                            connections = table.len(),
+                            "every connection busy; refusing new ones with 503"
+                        );
+                        refusing = Some(1);
+                    }
+                    (false, Some(count)) => {
+                        tracing::info!(refused = *count, "admitting connections again");
+                        refusing = None;
+                    }
+                    (false, None) => {}
+                }
             }
             // The client gave up before we accepted: nothing to do for anyone else.
             Err(e) if is_per_connection(&e) => {
@@ -171,22 +198,41 @@ fn is_per_connection(e: &io::Error) -> bool {
     )
 }
 
+/// What [`Table::register`] decided for a new connection.
+#[derive(Debug)]
+enum Admission {
+    Admitted(Arc<Conn>),
+    /// At the bound, and every evictable connection is still protected for this long.
+    Wait(Duration),
+    /// At the bound, and every connection has a request in flight.
+    Refused,
+}
+
 /// Registers `stream` and spawns its connection, evicting one to make room at the bound, or
-/// refuses it with a `503` when every connection has a request in flight.
-fn admit(stream: TcpStream, table: &Arc<Table>, app: &Router, http: &Arc<http1::Builder>) {
-    let Some(conn) = table.register() else {
-        tracing::warn!(
-            connections = table.len(),
-            "every connection busy; refusing a new one with 503"
-        );
-        refuse(stream);
-        return;
+/// refuses it with a `503` when every connection has a request in flight; returns whether it
+/// was refused.
+async fn admit(
+    stream: TcpStream,
+    table: &Arc<Table>,
+    app: &Router,
+    http: &Arc<http1::Builder>,
+) -> bool {
+    let conn = loop {
+        match table.register() {
+            Admission::Admitted(conn) => break conn,
+            Admission::Wait(protected) => tokio::time::sleep(protected).await,
+            Admission::Refused => {
+                refuse(stream);
+                return true;
+            }
+        }
     };
     let (app, http, table) = (app.clone(), http.clone(), table.clone());
     tokio::spawn(async move {
         serve_connection(stream, app, &http, &conn).await;
         table.remove(conn.id);
     });
+    false
 }
 
 const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 34\r\nconnection: close\r\n\r\ntoo many connections; retry later\n";
@@ -313,6 +359,9 @@ fn millis_since_start() -> u64 {
 #[derive(Debug)]
 struct Table {
     bound: usize,
+    /// How long a connection may wait for its first (or next) head before it can be evicted:
+    /// time for a real client's request to arrive, however fast an attacker reconnects.
+    protect: Duration,
     inner: Mutex<Inner>,
     emptied: Notify,
     evicted_gone: Notify,
@@ -327,9 +376,10 @@ struct Inner {
 }
 
 impl Table {
-    fn new(bound: usize) -> Table {
+    fn new(bound: usize, protect: Duration) -> Table {
         Table {
             bound,
+            protect,
             inner: Mutex::new(Inner::default()),
             emptied: Notify::new(),
             evicted_gone: Notify::new(),
@@ -346,15 +396,22 @@ impl Table {
     }
 
     /// A slot for a new connection: free below the bound; at the bound, one made by evicting
-    /// the longest-waiting connection; none if every connection is busy or too many are still
-    /// closing.
-    fn register(&self) -> Option<Arc<Conn>> {
+    /// the longest-waiting connection once it has waited [`Table::protect`]; refused if every
+    /// connection is busy or too many are still closing.
+    fn register(&self) -> Admission {
         let mut inner = self.lock();
         let counted = inner.live.len() - inner.evicting;
-        if counted >= self.bound
-            && (inner.evicting >= EVICTION_SLACK || !Self::evict_one(&mut inner))
-        {
-            return None;
+        if counted >= self.bound {
+            if inner.evicting >= EVICTION_SLACK {
+                return Admission::Refused;
+            }
+            match Self::longest_waiting(&inner) {
+                None => return Admission::Refused,
+                Some((_, waited)) if waited < self.protect => {
+                    return Admission::Wait(self.protect - waited);
+                }
+                Some((victim, _)) => Self::evict(&mut inner, &victim),
+            }
         }
         inner.next_id += 1;
         let conn = Arc::new(Conn {
@@ -365,24 +422,20 @@ impl Table {
             evicted: Notify::new(),
         });
         inner.live.insert(conn.id, conn.clone());
-        Some(conn)
+        Admission::Admitted(conn)
     }
 
-    /// Asks the connection that has waited longest without a request in flight to close.
-    fn evict_one(inner: &mut Inner) -> bool {
+    /// The connection that has waited longest without a request in flight, and how long.
+    fn longest_waiting(inner: &Inner) -> Option<(Arc<Conn>, Duration)> {
         let victim = inner
             .live
             .values()
             .filter(|c| !c.evicting.load(Ordering::SeqCst) && !c.busy.load(Ordering::SeqCst))
-            .min_by_key(|c| c.waiting_since.load(Ordering::SeqCst))
-            .cloned();
-        match victim {
-            Some(victim) => {
-                Self::evict(inner, &victim);
-                true
-            }
-            None => false,
-        }
+            .min_by_key(|c| c.waiting_since.load(Ordering::SeqCst))?
+            .clone();
+        let since = victim.waiting_since.load(Ordering::SeqCst);
+        let waited = Duration::from_millis(millis_since_start().saturating_sub(since));
+        Some((victim, waited))
     }
 
     fn evict(inner: &mut Inner, conn: &Conn) {
@@ -394,7 +447,10 @@ impl Table {
     }
 
     fn evict_longest_waiting(&self) {
-        Self::evict_one(&mut self.lock());
+        let mut inner = self.lock();
+        if let Some((victim, _)) = Self::longest_waiting(&inner) {
+            Self::evict(&mut inner, &victim);
+        }
     }
 
     fn evict_all(&self) {
@@ -423,20 +479,17 @@ impl Table {
         self.lock().evicting < EVICTION_SLACK
     }
 
-    /// Resolves once there is eviction room; pending forever while there is (so that it can
-    /// sit in a `select!` next to `accept`).
-    async fn until_eviction_room(&self) {
+    /// Resolves once fewer than [`EVICTION_SLACK`] evicted connections are still closing.
+    async fn eviction_room(&self) {
         loop {
             let gone = self.evicted_gone.notified();
             tokio::pin!(gone);
+            // Registered before checking, so a removal in between is not missed.
             gone.as_mut().enable();
-            if self.has_eviction_room() {
-                std::future::pending::<()>().await;
-            }
-            gone.await;
             if self.has_eviction_room() {
                 return;
             }
+            gone.await;
         }
     }
 
@@ -477,22 +530,31 @@ mod tests {
 
     #[test]
     fn at_the_bound_the_longest_waiting_idle_connection_is_evicted() {
-        let table = Table::new(2);
-        let first = table.register().expect("below the bound");
-        let second = table.register().expect("below the bound");
+        let admitted = |table: &Table| match table.register() {
+            Admission::Admitted(conn) => conn,
+            other => panic!("not admitted: {other:?}"),
+        };
+        let protected = Table::new(1, Duration::from_secs(60));
+        admitted(&protected);
+        assert!(matches!(protected.register(), Admission::Wait(d) if d > Duration::from_secs(50)));
+
+        let table = Table::new(2, Duration::ZERO);
+        let first = admitted(&table);
+        let second = admitted(&table);
         second.busy.store(true, Ordering::SeqCst);
-        let third = table.register().expect("evicts the idle one");
+        let third = admitted(&table);
         assert!(first.evicting.load(Ordering::SeqCst));
         assert!(!second.evicting.load(Ordering::SeqCst));
         assert_eq!(table.len(), 3);
         third.busy.store(true, Ordering::SeqCst);
-        assert!(table.register().is_none(), "every counted connection busy");
+        assert!(
+            matches!(table.register(), Admission::Refused),
+            "every counted connection busy"
+        );
         table.remove(first.id);
         assert_eq!((table.len(), table.lock().evicting), (2, 0));
         second.busy.store(false, Ordering::SeqCst);
-        table
-            .register()
-            .expect("evicts the one whose request finished");
+        admitted(&table);
         assert!(second.evicting.load(Ordering::SeqCst));
     }
 }

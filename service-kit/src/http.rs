@@ -123,13 +123,15 @@ pub async fn serve(
             signalled.notify_one();
         }
     };
-    let server = connections::serve(listener, app, stop);
+    // On a worker thread, not the thread blocking on the runtime: the connection tasks it
+    // spawns then start on the worker's own queue, at once, even under load.
+    let server = tokio::spawn(connections::serve(listener, app, stop));
     let drain_deadline = async {
         signalled.notified().await;
         tokio::time::sleep(DRAIN_TIMEOUT).await;
     };
     tokio::select! {
-        () = server => Ok(()),
+        joined = server => joined.map_err(io::Error::other),
         () = drain_deadline => {
             tracing::warn!(after = ?DRAIN_TIMEOUT, "drain timed out; closing the remaining connections");
             Ok(())
