@@ -49,14 +49,17 @@ impl WriterConfig {
 pub struct ReaderConfig {
     pub port: u16,
     pub data_dir: PathBuf,
+    /// `SHUTDOWN_DELAY`: how long to keep serving after SIGTERM (SPEC §6).
+    pub shutdown_delay: Duration,
 }
 
 impl ReaderConfig {
-    /// Reads `PORT` and `DATA_DIR` through `lookup`.
+    /// Reads `PORT`, `DATA_DIR` and `SHUTDOWN_DELAY` through `lookup`.
     pub fn from_env(lookup: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         Ok(ReaderConfig {
             port: config::port(lookup, DEFAULT_READER_PORT)?,
             data_dir: config::data_dir(lookup),
+            shutdown_delay: config::shutdown_delay(lookup)?,
         })
     }
 }
@@ -94,6 +97,9 @@ ENVIRONMENT (unset means the default; a malformed value exits with status 2):
     PORT       TCP port, bound on all interfaces          [default: 3001]
     DATA_DIR   the shared volume, created if missing      [default: files]
     RUST_LOG   tracing filter; logs go to stderr          [default: info]
+    SHUTDOWN_DELAY
+               after SIGTERM, keep serving this long with /readyz already 503, then
+               drain; 0s to 60s, e.g. 5s behind a load balancer  [default: 0s]
 
 ENDPOINTS:
     GET /          output.log byte for byte (text/plain); 503 + reason before the first entry
@@ -122,6 +128,7 @@ mod tests {
             Ok(ReaderConfig {
                 port: 3001,
                 data_dir: PathBuf::from("files"),
+                shutdown_delay: Duration::ZERO,
             })
         );
     }
@@ -132,6 +139,7 @@ mod tests {
             ("DATA_DIR", "/usr/src/app/files"),
             ("LOG_INTERVAL", "250ms"),
             ("PORT", "8080"),
+            ("SHUTDOWN_DELAY", "5s"),
         ]);
         assert_eq!(
             WriterConfig::from_env(&env),
@@ -145,6 +153,7 @@ mod tests {
             Ok(ReaderConfig {
                 port: 8080,
                 data_dir: PathBuf::from("/usr/src/app/files"),
+                shutdown_delay: Duration::from_secs(5),
             })
         );
     }
@@ -160,6 +169,11 @@ mod tests {
         assert_eq!(
             err.to_string(),
             r#"invalid PORT="abc": expected a TCP port number from 0 to 65535"#
+        );
+        let err = ReaderConfig::from_env(&env_of(&[("SHUTDOWN_DELAY", "5")])).expect_err("no unit");
+        assert_eq!(
+            err.to_string(),
+            r#"invalid SHUTDOWN_DELAY="5": expected a duration from 0s to 60s such as 0s, 500ms or 5s"#
         );
     }
 }

@@ -147,6 +147,17 @@ fn malformed_variables_and_arguments_exit_2_with_one_line() {
         "log-reader: invalid PORT=\"abc\": expected a TCP port number from 0 to 65535\n"
     );
 
+    let (status, stdout, stderr) = run_to_end(
+        READER,
+        &[],
+        &[("DATA_DIR", data_dir), ("SHUTDOWN_DELAY", "5m")],
+    );
+    assert_eq!((status.code(), stdout.as_str()), (Some(2), ""));
+    assert_eq!(
+        stderr,
+        "log-reader: invalid SHUTDOWN_DELAY=\"5m\": expected a duration from 0s to 60s such as 0s, 500ms or 5s\n"
+    );
+
     let (status, _, stderr) = run_to_end(WRITER, &["--verbose"], &[("DATA_DIR", data_dir)]);
     assert_eq!(status.code(), Some(2));
     assert_eq!(
@@ -177,7 +188,14 @@ fn help_and_version() {
     for variable in ["DATA_DIR", "LOG_INTERVAL", "RUST_LOG", "[default: 5s]"] {
         assert!(WRITER_HELP.contains(variable), "{variable}");
     }
-    for variable in ["PORT", "[default: 3001]", "GET /readyz", "GET /metrics"] {
+    for variable in [
+        "PORT",
+        "[default: 3001]",
+        "SHUTDOWN_DELAY",
+        "[default: 0s]",
+        "GET /readyz",
+        "GET /metrics",
+    ] {
         assert!(READER_HELP.contains(variable), "{variable}");
     }
 }

@@ -26,6 +26,9 @@ ENVIRONMENT (unset means the default; a malformed value exits with status 2):
     PORT       TCP port, bound on all interfaces          [default: 3000]
     DATA_DIR   the shared volume, created if missing      [default: files]
     RUST_LOG   tracing filter                             [default: info]
+    SHUTDOWN_DELAY
+               after SIGTERM, keep serving this long with /readyz already 503, then
+               drain; 0s to 60s, e.g. 5s behind a load balancer  [default: 0s]
 
 ENDPOINTS:
     GET /pingpong   `pong N`: N requests were answered before this one; sent once durable
@@ -74,7 +77,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
         let app = routes::app_for(file, draining.clone());
         // The bound port, not the configured one: with PORT=0 the tests learn it from here.
         tracing::info!(port = addr.port(), data_dir = %config.data_dir.display(), "pingpong listening");
-        http::serve(listener, app, draining)
+        http::serve(listener, app, draining, config.shutdown_delay)
             .await
             .context("serving HTTP")?;
         tracing::info!("pingpong stopped cleanly");

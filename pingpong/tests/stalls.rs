@@ -163,7 +163,10 @@ fn variables_that_are_not_utf8_or_not_plain_digits_exit_2() {
     fs::create_dir(data_dir).unwrap();
     for args in [&[][..], &["counter", "get"]] {
         let mut command = Command::new(BIN);
-        command.args(args).env("DATA_DIR", data_dir).env("PORT", "0");
+        command
+            .args(args)
+            .env("DATA_DIR", data_dir)
+            .env("PORT", "0");
         let (code, stderr) = run_briefly(command);
         assert_eq!(code, Some(2), "{args:?}");
         assert_eq!(stderr.lines().count(), 1, "{stderr}");

@@ -127,6 +127,28 @@ pub fn duration(
     .unwrap_or(default))
 }
 
+/// The longest `SHUTDOWN_DELAY` accepted: longer than any load balancer needs to notice a 503
+/// readiness probe, short enough that a typo (`5m` for `5s`) is refused rather than stalling
+/// every rollout; the pod's `terminationGracePeriodSeconds` must cover it plus the drain.
+pub const MAX_SHUTDOWN_DELAY: Duration = Duration::from_secs(60);
+
+/// `SHUTDOWN_DELAY` (SPEC §2, §6): after SIGTERM, how long to keep serving (with `/readyz`
+/// already 503) before draining. Unlike an interval, zero is valid and is the default: a
+/// local Ctrl-C stays instant.
+pub fn shutdown_delay(lookup: &impl Fn(&str) -> Option<String>) -> Result<Duration, ConfigError> {
+    Ok(parse_var(
+        lookup,
+        "SHUTDOWN_DELAY",
+        "a duration from 0s to 60s such as 0s, 500ms or 5s",
+        |v| {
+            humantime::parse_duration(v)
+                .ok()
+                .filter(|d| *d <= MAX_SHUTDOWN_DELAY)
+        },
+    )?
+    .unwrap_or(Duration::ZERO))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,5 +230,28 @@ mod tests {
             "invalid DATA_DIR=\"/tmp/caf\u{fffd}\": expected valid UTF-8"
         );
         assert_eq!(check_utf8(|_: &str| Some(OsString::from("ok"))), Ok(()));
+    }
+
+    #[test]
+    fn shutdown_delay_accepts_zero_up_to_the_maximum_and_defaults_to_zero() {
+        let d = |v| shutdown_delay(&env_of(v));
+        assert_eq!(d(&[]), Ok(Duration::ZERO));
+        assert_eq!(d(&[("SHUTDOWN_DELAY", "")]), Ok(Duration::ZERO));
+        assert_eq!(d(&[("SHUTDOWN_DELAY", "0s")]), Ok(Duration::ZERO));
+        assert_eq!(
+            d(&[("SHUTDOWN_DELAY", "500ms")]),
+            Ok(Duration::from_millis(500))
+        );
+        assert_eq!(d(&[("SHUTDOWN_DELAY", "5s")]), Ok(Duration::from_secs(5)));
+        assert_eq!(d(&[("SHUTDOWN_DELAY", "1m")]), Ok(MAX_SHUTDOWN_DELAY));
+        for bad in ["5", "abc", "-1s", "61s", "5m"] {
+            let pairs: &'static [(&str, &str)] = Box::leak(Box::new([("SHUTDOWN_DELAY", bad)]));
+            assert_eq!(
+                d(pairs).expect_err(bad).to_string(),
+                format!(
+                    "invalid SHUTDOWN_DELAY={bad:?}: expected a duration from 0s to 60s such as 0s, 500ms or 5s"
+                )
+            );
+        }
     }
 }
