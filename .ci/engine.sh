@@ -2,7 +2,8 @@
 # CI, engine part (called by .ci/run): the manifests, the images and the persistence test on a
 # real engine (podman kube play) and on local processes.
 #
-#   1. install podman, runc, shellcheck (apt) and kubernetes-validate (pip, .venv) when missing
+#   1. install podman, runc, shellcheck, haproxy (apt) and kubernetes-validate (pip, .venv) when
+#      missing
 #   2. validate the rendered manifests/ and storage/ for Kubernetes 1.31 and 1.37: any output fails
 #   3. check that `kubectl apply -k manifests` and `-f manifests` would create the same objects
 #   4. shellcheck every *.sh in the repository
@@ -10,6 +11,8 @@
 #      nothing in them but the binaries
 #   6. ./test-persistent.sh --engine podman
 #   7. ./test-persistent.sh --engine local
+#   8. ./test-persistent.sh --engine k3d against a cluster played by local processes
+#      (test/k3d-stub/run.sh; TEST_BASH picks the bash, e.g. a 3.2)
 #
 # Runs from a fresh clone as root with no stdin. Everything it creates (pods, the volume, the
 # images it built) is removed at the end, also on failure; what existed before is left alone.
@@ -53,7 +56,7 @@ cleanup() {
   set +e
   if command -v podman >/dev/null; then
     local pod image
-    for pod in pingpong-pod-0 log-output-pod-0; do
+    for pod in pingpong-pod-0 pingpong-1-pod-0 pingpong-2-pod-0 pingpong-3-pod-0 log-output-pod-0; do
       if podman pod exists "$pod"; then
         podman pod rm -f "$pod" >/dev/null 2>&1
       fi
@@ -93,7 +96,7 @@ started=$SECONDS
 
 step "1. install what is missing"
 missing=()
-for tool in podman runc shellcheck curl; do
+for tool in podman runc shellcheck curl haproxy; do
   command -v "$tool" >/dev/null || missing+=("$tool")
 done
 if ((${#missing[@]})); then
@@ -110,6 +113,7 @@ fi
 podman --version
 runc --version | sed -n 1p
 shellcheck --version | sed -n 2p
+haproxy -v | sed -n 1p
 kubectl version --client | sed -n 1p
 .venv/bin/kubernetes-validate --version
 
@@ -235,6 +239,10 @@ run_persistent "test-persistent.sh --engine podman" ./test-persistent.sh --engin
 step "7. ./test-persistent.sh --engine local (the same static binaries)"
 run_persistent "test-persistent.sh --engine local" \
   env BIN_DIR="$PWD/target/x86_64-unknown-linux-gnu/release" ./test-persistent.sh --engine local
+
+step "8. ./test-persistent.sh --engine k3d against the stub cluster (test/k3d-stub)"
+run_persistent "test/k3d-stub/run.sh" \
+  env BIN_DIR="$PWD/target/x86_64-unknown-linux-gnu/release" test/k3d-stub/run.sh
 rm -f "$run_log"
 
 echo
