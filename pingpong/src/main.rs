@@ -1,7 +1,7 @@
 //! The pingpong binary: parses the command line and the environment, then serves. Everything
 //! else lives in the library so tests reach it.
 
-use std::{env, process::ExitCode};
+use std::{env, path::Path, process::ExitCode};
 
 use anyhow::Context;
 use pingpong::{config::Config, operator, routes};
@@ -9,7 +9,7 @@ use service_kit::{
     cli::{Binary, run_main, usage_error},
     config::process_env,
     http,
-    shutdown::Draining,
+    shutdown::{self, Draining, Flavor},
 };
 use shared_fs::CounterFile;
 
@@ -53,33 +53,44 @@ fn main() -> ExitCode {
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(async {
-        let file = CounterFile::in_dir(&config.data_dir);
-        // A volume problem at start is not fatal: the server answers 503 with the reason and
-        // recovers once the volume or the file is repaired, rather than crash-looping.
-        if let Err(e) = std::fs::create_dir_all(&config.data_dir) {
-            tracing::error!(path = %config.data_dir.display(), error = %e, "cannot create DATA_DIR");
-        }
-        match file.probe() {
-            Ok(count) => tracing::info!(path = %file.path().display(), count, "counter ready"),
-            Err(error) => tracing::error!(%error, "counter unusable; answering 503 until repaired"),
-        }
+    shutdown::block_on(Flavor::MultiThread, async {
+        // First, before anything touches the volume: a SIGTERM from here on is never lost.
         let draining = Draining::default();
-        let app = routes::app_for(file, draining.clone());
+        shutdown::install(&draining)?;
+        let file = CounterFile::in_dir(&config.data_dir);
         let listener = http::bind(config.port)
             .await
             .with_context(|| format!("binding port {}", config.port))?;
         let addr = listener.local_addr().context("reading the bound address")?;
+        // The volume is checked in the background: a volume that hangs must not keep the server
+        // from answering /healthz, /readyz (503) or SIGTERM. A problem is not fatal either: the
+        // server answers 503 with the reason and recovers once the volume or file is repaired,
+        // rather than crash-looping.
+        tokio::task::spawn_blocking({
+            let file = file.clone();
+            let data_dir = config.data_dir.clone();
+            move || check_volume(&data_dir, &file)
+        });
+        let app = routes::app_for(file, draining.clone());
         // The bound port, not the configured one: with PORT=0 the tests learn it from here.
         tracing::info!(port = addr.port(), data_dir = %config.data_dir.display(), "pingpong listening");
-        http::serve(listener, app, draining).await.context("serving HTTP")?;
+        http::serve(listener, app, draining)
+            .await
+            .context("serving HTTP")?;
         tracing::info!("pingpong stopped cleanly");
         Ok(())
     })
+}
+
+/// Creates `DATA_DIR` if missing and logs whether the counter is usable.
+fn check_volume(data_dir: &Path, file: &CounterFile) {
+    if let Err(e) = std::fs::create_dir_all(data_dir) {
+        tracing::error!(path = %data_dir.display(), error = %e, "cannot create DATA_DIR");
+    }
+    match file.probe() {
+        Ok(count) => tracing::info!(path = %file.path().display(), count, "counter ready"),
+        Err(error) => tracing::error!(%error, "counter unusable; answering 503 until repaired"),
+    }
 }
 
 fn counter_command(args: &[String]) -> ExitCode {
