@@ -105,6 +105,12 @@ good() {
   bad 'grep -P (GNU grep)' "grep -P '\\d' file"
   bad 'stat -c/--format (GNU stat)' 'stat -c %s file'
   bad 'find -printf (GNU find)' "find . -type f -printf '%p'"
+  bad 'mapfile/readarray (bash 4)' 'mask=$(( 1 << bits ))
+mapfile -t lines < <(ls)'
+  bad 'mapfile/readarray (bash 4)' 'cat <<EOF
+text
+EOF
+mapfile -t lines < <(ls)'
   bad '"${layers[@]}" of an array that can be empty (unbound under set -u before bash 4.4)' \
     "layers=()
 docker build \"\${layers[@]}\" ."

@@ -78,8 +78,8 @@ check_file() {
       code = raw
       if (code ~ /^[[:space:]]*#/) next
       sub(/[[:space:]]#.*$/, "", code)
-      # A here-document starts: skip its body from the next line on.
-      if (match(code, /<<-?[[:space:]]*["\047]?[A-Za-z_][A-Za-z0-9_]*/) && substr(code, RSTART, 3) != "<<<") {
+      # A here-document starts: skip its body from the next line on. (Not a shift in $(( )).)
+      if (code !~ /\(\(/ && match(code, /<<-?[[:space:]]*["\047]?[A-Za-z_][A-Za-z0-9_]*/) && substr(code, RSTART, 3) != "<<<") {
         d = substr(code, RSTART, RLENGTH)
         dash = (substr(d, 3, 1) == "-")
         sub(/^<<-?[[:space:]]*["\047]?/, "", d)
