@@ -92,6 +92,8 @@ good() {
   bad '[[ -v ]] (bash 4.2)' 'if [[ -v HOME ]]; then :; fi'
   bad 'wait -n/-f/-p (bash 4.3+)' 'wait -n'
   bad 'EPOCHREALTIME/EPOCHSECONDS/BASHPID (bash 4+)' 'start=$EPOCHREALTIME'
+  bad 'EPOCHREALTIME/EPOCHSECONDS/BASHPID (bash 4+)' 't="${EPOCHREALTIME/[.,]/}"'
+  bad 'EPOCHREALTIME/EPOCHSECONDS/BASHPID (bash 4+)' 'echo "${BASHPID}"'
   bad "printf '%(...)T' (bash 4.2)" "printf '%(%s)T' -1"
   bad 'shopt option newer than bash 3.2' 'shopt -s inherit_errexit'
   bad 'date %N (GNU date)' 'now=$(date +%s%3N)'
@@ -133,6 +135,7 @@ for t in "${tools[@]}"; do command -v "$t"; done'
   good "sed -i.bak 's/a/b/' file && rm file.bak"
   good 'kubectl wait --timeout=180s node --all'
   good 'now=$(date +%s)'
+  good 'if [[ -n "${EPOCHREALTIME:-}" || -n "${EPOCHSECONDS+set}" ]]; then :; fi'
   good 'lower=$(printf %s "$x" | tr "[:upper:]" "[:lower:]")'
   good 'echo "${x:-a,b}" "${x#*,}" "${#x}" 2>&1 | cat'
   good '# mapfile and declare -A in a comment; date +%s%3N too

@@ -38,7 +38,9 @@ rules() {
   rule '{fd}> named descriptor (bash 4.1)' '(^|[^$])\{[A-Za-z_][A-Za-z0-9_]*\}[<>]' 'a fixed descriptor number'
   rule '[[ -v ]] (bash 4.2)' '(\[\[|\[|test)[[:space:]]+(![[:space:]]+)?-v[[:space:]]' '[[ -n "${x+set}" ]]'
   rule 'wait -n/-f/-p (bash 4.3+)' "${cmd}wait[[:space:]]+-" 'wait PID'
-  rule 'EPOCHREALTIME/EPOCHSECONDS/BASHPID (bash 4+)' '\$\{?(EPOCHREALTIME|EPOCHSECONDS|BASHPID)' 'date +%s, $$'
+  # Testing whether one is set (${EPOCHREALTIME:-}, ${EPOCHREALTIME+x}) is the portable way to
+  # detect it, so only the other expansions count.
+  rule 'EPOCHREALTIME/EPOCHSECONDS/BASHPID (bash 4+)' '\$(EPOCHREALTIME|EPOCHSECONDS|BASHPID)|\$\{(EPOCHREALTIME|EPOCHSECONDS|BASHPID)([^-:+]|:[^-+]|$)' 'date +%s, $$'
   rule "printf '%(...)T' (bash 4.2)" '%\([^)]*\)T' 'date'
   rule 'shopt option newer than bash 3.2' 'shopt[[:space:]]+-[a-z]*[[:space:]]+.*(globstar|lastpipe|autocd|checkjobs|direxpand|globasciiranges|inherit_errexit|localvar_inherit|assoc_expand_once|compat3|progcomp_alias)' 'do without it'
   rule 'date %N (GNU date)' '(^|[^A-Za-z0-9_-])date[[:space:]][^;|&]*%[0-9]*N' 'a millisecond clock that does not need GNU date'
