@@ -27,9 +27,13 @@ rules() {
   rule 'declare -A (bash 4)' "${decl}A" 'an indexed array or a case statement'
   rule 'declare -n (bash 4.3)' "${decl}n" 'pass the name and use eval or printf -v'
   rule 'declare -g (bash 4.2)' "${decl}g" 'assign without declare at the top level'
+  rule 'declare -l/-u case attribute (bash 4)' "${decl}[lu]" "tr '[:upper:]' '[:lower:]'"
   rule 'mapfile/readarray (bash 4)' "${cmd}(mapfile|readarray)${end}" 'while IFS= read -r line; do arr+=("$line"); done'
   rule '${x,,} ${x^^} case change (bash 4)' '\$\{[A-Za-z_][A-Za-z0-9_]*(\[[^]]*\])?(\^|,)' "tr '[:upper:]' '[:lower:]'"
   rule '${x@Q} transformation (bash 4.4)' '\$\{[A-Za-z_][A-Za-z0-9_]*(\[[^]]*\])?@[QEPAaKkULu]\}' 'printf %q'
+  rule 'negative substring length ${x:1:-1} (bash 4.2)' '\$\{[A-Za-z_][A-Za-z0-9_]*:[^}:-][^}:]*:[[:space:]]*-' '${x:1:${#x}-2}'
+  rule 'brace sequence with a step or zero padding (bash 4)' '\{-?[0-9]+\.\.-?[0-9]+\.\.|\{-?0[0-9]+\.\.' 'seq, or printf %02d'
+  rule 'read -t with a fraction (bash 4)' '(^|[^A-Za-z0-9_-])read[[:space:]]([^|;&]*[[:space:]])?-t[[:space:]]*[0-9]*\.' 'read -t 1'
   rule 'negative subscript (bash 4.3)' '\$\{[A-Za-z_][A-Za-z0-9_]*\[-[0-9]' '${arr[${#arr[@]}-1]}'
   rule 'coproc (bash 4)' "${cmd}coproc${end}" 'a named pipe (mkfifo)'
   rule '|& (bash 4)' '\|&' '2>&1 |'
