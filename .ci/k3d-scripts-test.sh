@@ -15,7 +15,9 @@
 #   6. k3d-down.sh
 #
 # The PATH holds only the stubs and the few system tools the scripts use, so a script that
-# calls anything else fails here. Last line: `N passed, M failed`.
+# calls anything else fails here. TEST_BASH names the bash that runs the scripts (default: the
+# one on PATH); with a bash 3.2 this is the macOS check CI cannot make. Last line:
+# `N passed, M failed`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo="$PWD"
@@ -46,9 +48,11 @@ trap on_exit EXIT
 # --- the stubs ----------------------------------------------------------------------------------
 
 mkdir -p "$work/bin" "$work/sys"
-for tool in bash env sed grep seq sleep cat tr dirname tail head; do
+for tool in env sed grep seq sleep cat tr dirname tail head; do
   ln -s "$(command -v "$tool")" "$work/sys/$tool"
 done
+# TEST_BASH=/path/to/bash-3.2 runs the scripts (and the stubs) with that bash, as on macOS.
+ln -s "${TEST_BASH:-$(command -v bash)}" "$work/sys/bash"
 cat >"$work/bin/stub" <<'STUB'
 #!/usr/bin/env bash
 # One stub for every tool; the scenario is in S_* variables, the cluster's state in $S_STATE.
