@@ -12,6 +12,14 @@ pub const DEFAULT_READER_PORT: u16 = 3001;
 /// `LOG_INTERVAL` when unset.
 pub const DEFAULT_LOG_INTERVAL: Duration = Duration::from_secs(5);
 
+/// The shortest and longest `LOG_INTERVAL`: each entry is a durable write (two fsyncs), so a
+/// nanosecond interval would turn the writer into a disk-grinding loop; a day is the longest
+/// wait anyone means.
+pub const LOG_INTERVAL_RANGE: (Duration, Duration) = (
+    Duration::from_millis(100),
+    Duration::from_secs(24 * 60 * 60),
+);
+
 /// log-writer's configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriterConfig {
@@ -25,7 +33,13 @@ impl WriterConfig {
     pub fn from_env(lookup: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         Ok(WriterConfig {
             data_dir: config::data_dir(lookup),
-            interval: config::duration(lookup, "LOG_INTERVAL", DEFAULT_LOG_INTERVAL)?,
+            interval: config::duration(
+                lookup,
+                "LOG_INTERVAL",
+                DEFAULT_LOG_INTERVAL,
+                LOG_INTERVAL_RANGE,
+                "a duration from 100ms to 24h, such as 250ms, 5s or 1m",
+            )?,
         })
     }
 }
@@ -58,7 +72,8 @@ USAGE:
 
 ENVIRONMENT (unset means the default; a malformed value exits with status 2):
     DATA_DIR       the shared volume, created if missing      [default: files]
-    LOG_INTERVAL   time between entries: 250ms, 5s, 1m        [default: 5s]
+    LOG_INTERVAL   time between entries, 100ms to 24h,        [default: 5s]
+                   such as 250ms, 5s or 1m
     RUST_LOG       tracing filter; logs go to stderr          [default: info]
 
 FILES in DATA_DIR:
@@ -139,7 +154,7 @@ mod tests {
         let err = WriterConfig::from_env(&env_of(&[("LOG_INTERVAL", "abc")])).expect_err("abc");
         assert_eq!(
             err.to_string(),
-            r#"invalid LOG_INTERVAL="abc": expected a positive duration such as 250ms, 5s or 1m"#
+            r#"invalid LOG_INTERVAL="abc": expected a duration from 100ms to 24h, such as 250ms, 5s or 1m"#
         );
         let err = ReaderConfig::from_env(&env_of(&[("PORT", "abc")])).expect_err("abc");
         assert_eq!(

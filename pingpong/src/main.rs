@@ -7,7 +7,7 @@ use anyhow::Context;
 use pingpong::{config::Config, operator, routes};
 use service_kit::{
     cli::{Binary, run_main, usage_error},
-    config::process_env,
+    config::{check_utf8, process_env},
     http,
     shutdown::{self, Draining, Flavor},
 };
@@ -98,6 +98,9 @@ fn counter_command(args: &[String]) -> ExitCode {
         Ok(command) => command,
         Err(message) => return usage_error("pingpong", &message),
     };
+    if let Err(error) = check_utf8(|var| env::var_os(var)) {
+        return usage_error("pingpong", &error.to_string());
+    }
     let data_dir = service_kit::config::data_dir(&process_env);
     match operator::run(&command, &data_dir) {
         Ok(line) => {
