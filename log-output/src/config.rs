@@ -80,9 +80,14 @@ ENVIRONMENT (unset means the default; a malformed value exits with status 2):
     RUST_LOG       tracing filter; logs go to stderr          [default: info]
 
 FILES in DATA_DIR:
-    output.log             the latest entry, replaced atomically
-    pingpong_counter.txt   read without a lock; missing means 0; when corrupt, the error is
-                           logged and the entry skipped, so the last good entry stays
+    output.log             the latest entry, replaced atomically under output.log.lock (so
+                           two writers overlapping in a rollout are safe); never delete the lock
+    pingpong_counter.txt   read without a lock, at most 64 bytes; missing means 0; when corrupt
+                           or too large, the error is logged and the entry skipped, so the last
+                           good entry stays
+
+SIGTERM or SIGINT: an entry in flight may finish for at most 3s, then exit 0; a second signal
+exits at once with status 1.
 ";
 
 /// `log-reader --help`, laid out like pingpong's.
@@ -103,9 +108,14 @@ ENVIRONMENT (unset means the default; a malformed value exits with status 2):
 
 ENDPOINTS:
     GET /          output.log byte for byte (text/plain); 503 + reason before the first entry
+                   and when output.log is longer than 1024 bytes (never loaded whole)
     GET /healthz   200 while the process runs
     GET /readyz    200 when DATA_DIR is a readable directory and not draining, else 503 + reason
     GET /metrics   Prometheus text
+    HEAD works like GET without a body; other methods are 405, unknown paths 404.
+
+LIMITS (fixed): every request answered within 5s, else 503 + reason. SIGTERM: /readyz 503 at
+once, exit within SHUTDOWN_DELAY + 10s even if the volume hangs; a second signal exits at once.
 ";
 
 #[cfg(test)]

@@ -31,15 +31,23 @@ ENVIRONMENT (unset means the default; a malformed value exits with status 2):
                drain; 0s to 60s, e.g. 5s behind a load balancer  [default: 0s]
 
 ENDPOINTS:
-    GET /pingpong   `pong N`: N requests were answered before this one; sent once durable
-    GET /pings      the current count, no increment
+    GET /pingpong   `pong N`: N requests were answered before this one; sent once durable.
+                    Only GET: HEAD and every other method are 405 and hand out nothing
+    GET /pings      the current count, no increment (HEAD too, as on the routes below)
     GET /healthz    200 while the process runs
-    GET /readyz     200 when the counter is valid and the volume writable, else 503 + reason
+    GET /readyz     200 when the counter is valid, below u64::MAX and the volume writable,
+                    else 503 + reason
     GET /metrics    Prometheus text
 
 FILES in DATA_DIR:
-    pingpong_counter.txt        the count and a newline, replaced atomically
+    pingpong_counter.txt        the count and a newline, replaced atomically; at most 64 bytes
+                                are read: a longer file is corrupt (too large), never loaded
     pingpong_counter.txt.lock   the cross-process lock; never delete it
+
+LIMITS (fixed):
+    every request answered within 5s, else 503 + reason; a /pingpong still queued then
+    hands out no number. SIGTERM: /readyz 503 at once, exit within SHUTDOWN_DELAY + 10s even
+    if the volume hangs; a second SIGTERM or SIGINT exits at once with status 1.
 ";
 
 fn main() -> ExitCode {
