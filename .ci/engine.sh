@@ -6,7 +6,8 @@
 #      missing
 #   2. validate the rendered manifests/ and storage/ for Kubernetes 1.31 and 1.37: any output fails
 #   3. check that `kubectl apply -k manifests` and `-f manifests` would create the same objects
-#   4. shellcheck every *.sh in the repository
+#   4. shellcheck every *.sh in the repository; .ci/portable-shell-test.sh (the guard's rules, then
+#      every script marked as macOS-portable); .ci/k3d-scripts-test.sh (deploy/ on stubs)
 #   5. build both images offline (deploy/build-images.sh): at most 10 MB, numeric non-root user,
 #      nothing in them but the binaries
 #   6. ./test-persistent.sh --engine podman
@@ -178,7 +179,7 @@ fi
 
 # --- 4 -----------------------------------------------------------------------------------------
 
-step "4. shellcheck"
+step "4. shellcheck; the portable-shell guard; the k3d scripts on stubs"
 mapfile -t scripts < <(git ls-files '*.sh')
 if ((${#scripts[@]} == 0)); then
   fail "no *.sh files tracked by git"
@@ -187,6 +188,17 @@ elif shellcheck "${scripts[@]}"; then
 else
   fail "shellcheck found problems"
 fi
+# Scripts marked as running on macOS use no bash-4-only construct and no GNU-only option; the
+# guard's self-test first proves that each of its rules still fires.
+check_log="$(mktemp)"
+for check in .ci/portable-shell-test.sh .ci/k3d-scripts-test.sh; do
+  status=0
+  "$check" >"$check_log" 2>&1 || status=$?
+  grep -v '^  ok ' "$check_log" || true
+  count_run "$(tail -n 1 "$check_log")" "$check"
+  ((status == 0)) || echo "  ($check exited $status)"
+done
+rm -f "$check_log"
 
 # --- 5 -----------------------------------------------------------------------------------------
 

@@ -12,6 +12,14 @@ pub const DEFAULT_READER_PORT: u16 = 3001;
 /// `LOG_INTERVAL` when unset.
 pub const DEFAULT_LOG_INTERVAL: Duration = Duration::from_secs(5);
 
+/// The shortest and longest `LOG_INTERVAL`: each entry is a durable write (two fsyncs), so a
+/// nanosecond interval would turn the writer into a disk-grinding loop; a day is the longest
+/// wait anyone means.
+pub const LOG_INTERVAL_RANGE: (Duration, Duration) = (
+    Duration::from_millis(100),
+    Duration::from_secs(24 * 60 * 60),
+);
+
 /// log-writer's configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriterConfig {
@@ -25,7 +33,13 @@ impl WriterConfig {
     pub fn from_env(lookup: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         Ok(WriterConfig {
             data_dir: config::data_dir(lookup),
-            interval: config::duration(lookup, "LOG_INTERVAL", DEFAULT_LOG_INTERVAL)?,
+            interval: config::duration(
+                lookup,
+                "LOG_INTERVAL",
+                DEFAULT_LOG_INTERVAL,
+                LOG_INTERVAL_RANGE,
+                "a duration from 100ms to 24h, such as 250ms, 5s or 1m",
+            )?,
         })
     }
 }
@@ -35,14 +49,17 @@ impl WriterConfig {
 pub struct ReaderConfig {
     pub port: u16,
     pub data_dir: PathBuf,
+    /// `SHUTDOWN_DELAY`: how long to keep serving after SIGTERM (SPEC §6).
+    pub shutdown_delay: Duration,
 }
 
 impl ReaderConfig {
-    /// Reads `PORT` and `DATA_DIR` through `lookup`.
+    /// Reads `PORT`, `DATA_DIR` and `SHUTDOWN_DELAY` through `lookup`.
     pub fn from_env(lookup: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         Ok(ReaderConfig {
             port: config::port(lookup, DEFAULT_READER_PORT)?,
             data_dir: config::data_dir(lookup),
+            shutdown_delay: config::shutdown_delay(lookup)?,
         })
     }
 }
@@ -58,13 +75,19 @@ USAGE:
 
 ENVIRONMENT (unset means the default; a malformed value exits with status 2):
     DATA_DIR       the shared volume, created if missing      [default: files]
-    LOG_INTERVAL   time between entries: 250ms, 5s, 1m        [default: 5s]
+    LOG_INTERVAL   time between entries, 100ms to 24h,        [default: 5s]
+                   such as 250ms, 5s or 1m
     RUST_LOG       tracing filter; logs go to stderr          [default: info]
 
 FILES in DATA_DIR:
-    output.log             the latest entry, replaced atomically
-    pingpong_counter.txt   read without a lock; missing means 0; when corrupt, the error is
-                           logged and the entry skipped, so the last good entry stays
+    output.log             the latest entry, replaced atomically under output.log.lock (so
+                           two writers overlapping in a rollout are safe); never delete the lock
+    pingpong_counter.txt   read without a lock, at most 64 bytes; missing means 0; when corrupt
+                           or too large, the error is logged and the entry skipped, so the last
+                           good entry stays
+
+SIGTERM or SIGINT: an entry in flight may finish for at most 3s, then exit 0; a second signal
+exits at once with status 1.
 ";
 
 /// `log-reader --help`, laid out like pingpong's.
@@ -79,12 +102,20 @@ ENVIRONMENT (unset means the default; a malformed value exits with status 2):
     PORT       TCP port, bound on all interfaces          [default: 3001]
     DATA_DIR   the shared volume, created if missing      [default: files]
     RUST_LOG   tracing filter; logs go to stderr          [default: info]
+    SHUTDOWN_DELAY
+               after SIGTERM, keep serving this long with /readyz already 503, then
+               drain; 0s to 60s, e.g. 5s behind a load balancer  [default: 0s]
 
 ENDPOINTS:
     GET /          output.log byte for byte (text/plain); 503 + reason before the first entry
+                   and when output.log is longer than 1024 bytes (never loaded whole)
     GET /healthz   200 while the process runs
     GET /readyz    200 when DATA_DIR is a readable directory and not draining, else 503 + reason
     GET /metrics   Prometheus text
+    HEAD works like GET without a body; other methods are 405, unknown paths 404.
+
+LIMITS (fixed): every request answered within 5s, else 503 + reason. SIGTERM: /readyz 503 at
+once, exit within SHUTDOWN_DELAY + 10s even if the volume hangs; a second signal exits at once.
 ";
 
 #[cfg(test)]
@@ -107,6 +138,7 @@ mod tests {
             Ok(ReaderConfig {
                 port: 3001,
                 data_dir: PathBuf::from("files"),
+                shutdown_delay: Duration::ZERO,
             })
         );
     }
@@ -117,6 +149,7 @@ mod tests {
             ("DATA_DIR", "/usr/src/app/files"),
             ("LOG_INTERVAL", "250ms"),
             ("PORT", "8080"),
+            ("SHUTDOWN_DELAY", "5s"),
         ]);
         assert_eq!(
             WriterConfig::from_env(&env),
@@ -130,6 +163,7 @@ mod tests {
             Ok(ReaderConfig {
                 port: 8080,
                 data_dir: PathBuf::from("/usr/src/app/files"),
+                shutdown_delay: Duration::from_secs(5),
             })
         );
     }
@@ -139,12 +173,17 @@ mod tests {
         let err = WriterConfig::from_env(&env_of(&[("LOG_INTERVAL", "abc")])).expect_err("abc");
         assert_eq!(
             err.to_string(),
-            r#"invalid LOG_INTERVAL="abc": expected a positive duration such as 250ms, 5s or 1m"#
+            r#"invalid LOG_INTERVAL="abc": expected a duration from 100ms to 24h, such as 250ms, 5s or 1m"#
         );
         let err = ReaderConfig::from_env(&env_of(&[("PORT", "abc")])).expect_err("abc");
         assert_eq!(
             err.to_string(),
             r#"invalid PORT="abc": expected a TCP port number from 0 to 65535"#
+        );
+        let err = ReaderConfig::from_env(&env_of(&[("SHUTDOWN_DELAY", "5")])).expect_err("no unit");
+        assert_eq!(
+            err.to_string(),
+            r#"invalid SHUTDOWN_DELAY="5": expected a duration from 0s to 60s such as 0s, 500ms or 5s"#
         );
     }
 }

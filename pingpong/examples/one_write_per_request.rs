@@ -29,5 +29,11 @@ async fn main() -> std::io::Result<()> {
     let draining = Draining::default();
     let ready: http::ReadyCheck = std::sync::Arc::new(|| Box::pin(async { Ok(()) }));
     let app = http::finish(routes, Registry::default(), draining.clone(), ready);
-    http::serve(http::bind(port).await?, app, draining).await
+    http::serve(
+        http::bind(port).await?,
+        app,
+        draining,
+        std::time::Duration::ZERO,
+    )
+    .await
 }

@@ -1,8 +1,8 @@
 //! pingpong's configuration (SPEC §2), read once at start.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
-use service_kit::config::{ConfigError, data_dir, port};
+use service_kit::config::{ConfigError, data_dir, port, shutdown_delay};
 
 pub const DEFAULT_PORT: u16 = 3000;
 
@@ -12,14 +12,17 @@ pub const DEFAULT_PORT: u16 = 3000;
 pub struct Config {
     pub port: u16,
     pub data_dir: PathBuf,
+    /// `SHUTDOWN_DELAY`: how long to keep serving after SIGTERM (SPEC §6).
+    pub shutdown_delay: Duration,
 }
 
 impl Config {
-    /// Reads `PORT` and `DATA_DIR` through `lookup`.
+    /// Reads `PORT`, `DATA_DIR` and `SHUTDOWN_DELAY` through `lookup`.
     pub fn from_env(lookup: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         Ok(Config {
             port: port(lookup, DEFAULT_PORT)?,
             data_dir: data_dir(lookup),
+            shutdown_delay: shutdown_delay(lookup)?,
         })
     }
 }

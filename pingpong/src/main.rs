@@ -7,7 +7,7 @@ use anyhow::Context;
 use pingpong::{config::Config, operator, routes};
 use service_kit::{
     cli::{Binary, run_main, usage_error},
-    config::process_env,
+    config::{check_utf8, process_env},
     http,
     shutdown::{self, Draining, Flavor},
 };
@@ -26,17 +26,28 @@ ENVIRONMENT (unset means the default; a malformed value exits with status 2):
     PORT       TCP port, bound on all interfaces          [default: 3000]
     DATA_DIR   the shared volume, created if missing      [default: files]
     RUST_LOG   tracing filter                             [default: info]
+    SHUTDOWN_DELAY
+               after SIGTERM, keep serving this long with /readyz already 503, then
+               drain; 0s to 60s, e.g. 5s behind a load balancer  [default: 0s]
 
 ENDPOINTS:
-    GET /pingpong   `pong N`: N requests were answered before this one; sent once durable
-    GET /pings      the current count, no increment
+    GET /pingpong   `pong N`: N requests were answered before this one; sent once durable.
+                    Only GET: HEAD and every other method are 405 and hand out nothing
+    GET /pings      the current count, no increment (HEAD too, as on the routes below)
     GET /healthz    200 while the process runs
-    GET /readyz     200 when the counter is valid and the volume writable, else 503 + reason
+    GET /readyz     200 when the counter is valid, below u64::MAX and the volume writable,
+                    else 503 + reason
     GET /metrics    Prometheus text
 
 FILES in DATA_DIR:
-    pingpong_counter.txt        the count and a newline, replaced atomically
+    pingpong_counter.txt        the count and a newline, replaced atomically; at most 64 bytes
+                                are read: a longer file is corrupt (too large), never loaded
     pingpong_counter.txt.lock   the cross-process lock; never delete it
+
+LIMITS (fixed):
+    every request answered within 5s, else 503 + reason; a /pingpong still queued then
+    hands out no number. SIGTERM: /readyz 503 at once, exit within SHUTDOWN_DELAY + 10s even
+    if the volume hangs; a second SIGTERM or SIGINT exits at once with status 1.
 ";
 
 fn main() -> ExitCode {
@@ -74,7 +85,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
         let app = routes::app_for(file, draining.clone());
         // The bound port, not the configured one: with PORT=0 the tests learn it from here.
         tracing::info!(port = addr.port(), data_dir = %config.data_dir.display(), "pingpong listening");
-        http::serve(listener, app, draining)
+        http::serve(listener, app, draining, config.shutdown_delay)
             .await
             .context("serving HTTP")?;
         tracing::info!("pingpong stopped cleanly");
@@ -98,6 +109,9 @@ fn counter_command(args: &[String]) -> ExitCode {
         Ok(command) => command,
         Err(message) => return usage_error("pingpong", &message),
     };
+    if let Err(error) = check_utf8(|var| env::var_os(var)) {
+        return usage_error("pingpong", &error.to_string());
+    }
     let data_dir = service_kit::config::data_dir(&process_env);
     match operator::run(&command, &data_dir) {
         Ok(line) => {

@@ -208,7 +208,14 @@ fn a_corrupt_file_keeps_the_server_up_until_counter_set_repairs_it_without_resta
 
 #[test]
 fn a_malformed_variable_exits_2_with_one_line_naming_it() {
-    for (var, value) in [("PORT", "abc"), ("PORT", "-1"), ("RUST_LOG", "[[[")] {
+    for (var, value) in [
+        ("PORT", "abc"),
+        ("PORT", "-1"),
+        ("RUST_LOG", "[[["),
+        ("SHUTDOWN_DELAY", "5"),
+        ("SHUTDOWN_DELAY", "-1s"),
+        ("SHUTDOWN_DELAY", "61s"),
+    ] {
         let out = Command::new(BIN).env(var, value).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{var}={value}");
         let stderr = String::from_utf8(out.stderr).unwrap();
@@ -226,6 +233,8 @@ fn help_version_and_bad_operator_input() {
         "PORT",
         "DATA_DIR",
         "RUST_LOG",
+        "SHUTDOWN_DELAY",
+        "[default: 0s]",
         "/pingpong",
         "/readyz",
         "counter set N",

@@ -14,11 +14,12 @@ use axum::{
     routing::{MethodRouter, get},
 };
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::Notify};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::{
+    connections,
     metrics::{self, HttpMetrics, method_label},
     shutdown::Draining,
 };
@@ -146,16 +147,39 @@ pub async fn bind(port: u16) -> io::Result<TcpListener> {
 }
 
 /// Serves `app` until draining starts (the first SIGTERM or SIGINT, see
-/// [`shutdown::install`]), then: the listener stops accepting, in-flight requests finish;
-/// returns after at most [`DRAIN_TIMEOUT`] more.
-pub async fn serve(listener: TcpListener, app: Router, draining: Draining) -> io::Result<()> {
-    let server = axum::serve(listener, app).with_graceful_shutdown(draining.started());
+/// [`crate::shutdown::install`]), then (SPEC §6): `/readyz` is already 503, the server keeps
+/// accepting and answering for `shutdown_delay` (so that a load balancer notices the 503 and
+/// stops routing here before anything is refused), then the listener stops accepting and
+/// in-flight requests finish; returns after at most [`DRAIN_TIMEOUT`] more.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    draining: Draining,
+    shutdown_delay: Duration,
+) -> io::Result<()> {
+    let stopped_accepting = Arc::new(Notify::new());
+    let stop = {
+        let stopped_accepting = stopped_accepting.clone();
+        let started = draining.started();
+        async move {
+            started.await;
+            if !shutdown_delay.is_zero() {
+                tracing::info!(delay = ?shutdown_delay, "readiness 503; still serving until the delay ends");
+                tokio::time::sleep(shutdown_delay).await;
+            }
+            tracing::info!("no longer accepting; draining in-flight requests");
+            stopped_accepting.notify_one();
+        }
+    };
+    // On a worker thread, not the thread blocking on the runtime: the connection tasks it
+    // spawns then start on the worker's own queue, at once, even under load.
+    let server = tokio::spawn(connections::serve(listener, app, stop));
     let drain_deadline = async {
-        draining.started().await;
+        stopped_accepting.notified().await;
         tokio::time::sleep(DRAIN_TIMEOUT).await;
     };
     tokio::select! {
-        result = server => result,
+        joined = server => joined.map_err(io::Error::other),
         () = drain_deadline => {
             tracing::warn!(after = ?DRAIN_TIMEOUT, "drain timed out; closing the remaining connections");
             Ok(())

@@ -8,10 +8,13 @@
 //! - [`metrics`]: the Prometheus registry and the per-route request counter.
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`, the request log, the request timeout, and
 //!   serving with graceful shutdown (SPEC §6).
+//! - [`connections`]: the accept loop: header timeout, the connection bound with eviction,
+//!   accept errors, request size limits, and the drain.
 //! - [`shutdown`]: SIGTERM and SIGINT as one future, and the draining flag `/readyz` reads.
 
 pub mod cli;
 pub mod config;
+pub mod connections;
 pub mod http;
 pub mod metrics;
 pub mod shutdown;

@@ -20,7 +20,7 @@
 //! A caller that gives up (its request timed out, its client left) before its batch is written
 //! gets no number: each caller is *claimed* under the lock, just before the write, and a caller
 //! dropped before that is skipped. One dropped after its claim had its number written; that
-//! number is counted in [`BatchReport::abandoned`] and logged, never silently lost. A failed
+//! number is reported to [`Observe::abandoned`] and logged, never silently lost. A failed
 //! write fails every caller of its batch and hands out no number; the next batch tries again,
 //! so the service heals by itself when the volume does.
 //!
@@ -73,14 +73,35 @@ impl Waiter {
     }
 }
 
-/// Cancels the caller's claim if its future is dropped before the writer claimed it.
-struct CancelOnDrop(Arc<AtomicU8>);
+/// What callers send the writer.
+enum Message {
+    Increment(Waiter),
+    /// A number that reached its caller's channel after the caller had stopped listening.
+    Gone(u64),
+}
 
-impl Drop for CancelOnDrop {
+/// A caller's side while it waits. Dropped before the writer claimed it, it cancels; dropped
+/// after, with its number already in the channel, it sends the number back as [`Message::Gone`]
+/// (a number sent after the drop fails to send, and the writer counts it itself).
+struct Pending {
+    state: Arc<AtomicU8>,
+    answer: oneshot::Receiver<Result<u64>>,
+    queue: mpsc::Sender<Message>,
+}
+
+impl Drop for Pending {
     fn drop(&mut self) {
-        let _ = self
-            .0
-            .compare_exchange(PENDING, CANCELLED, Ordering::AcqRel, Ordering::Acquire);
+        let cancelled =
+            self.state
+                .compare_exchange(PENDING, CANCELLED, Ordering::AcqRel, Ordering::Acquire);
+        if cancelled.is_ok() {
+            return;
+        }
+        // Claimed. From `close` on the writer's send fails; a number sent before is still here.
+        self.answer.close();
+        if let Ok(Ok(number)) = self.answer.try_recv() {
+            let _ = self.queue.send(Message::Gone(number));
+        }
     }
 }
 
@@ -93,26 +114,49 @@ pub struct BatchReport {
     pub elapsed: Duration,
     /// Whether the write became durable.
     pub ok: bool,
-    /// Numbers written durably whose caller had gone by the time they were answered.
-    pub abandoned: u64,
+}
+
+/// What the writer thread reports, for metrics; runs on that thread, so keep it cheap.
+pub trait Observe: Send + 'static {
+    /// After every durable write, successful or not, before its callers are answered (so a
+    /// scrape after an answer already counts it).
+    fn batch(&mut self, report: &BatchReport);
+
+    /// After the answers, the numbers written durably whose callers had gone: skipped, never
+    /// handed out.
+    fn abandoned(&mut self, _numbers: &[u64]) {}
+}
+
+/// A closure as an observer of batches alone.
+struct OnBatch<F>(F);
+
+impl<F: FnMut(&BatchReport) + Send + 'static> Observe for OnBatch<F> {
+    fn batch(&mut self, report: &BatchReport) {
+        (self.0)(report);
+    }
 }
 
 /// An async handle to the counter; cheap to clone, all clones feed one writer thread.
 #[derive(Debug, Clone)]
 pub struct Counter {
-    queue: mpsc::Sender<Waiter>,
+    queue: mpsc::Sender<Message>,
     file: CounterFile,
 }
 
 impl Counter {
-    /// Starts the writer thread for `file`. `on_batch` runs on that thread after every durable
-    /// write, successful or not; keep it cheap (a metrics update).
+    /// Starts the writer thread for `file`; `on_batch` runs on it after every durable write
+    /// (see [`Observe::batch`]).
     pub fn spawn(file: CounterFile, on_batch: impl FnMut(&BatchReport) + Send + 'static) -> Self {
+        Self::spawn_observed(file, OnBatch(on_batch))
+    }
+
+    /// Starts the writer thread for `file`, reporting to `observer`.
+    pub fn spawn_observed(file: CounterFile, observer: impl Observe) -> Self {
         let (queue, rx) = mpsc::channel();
         let writer_file = file.clone();
         thread::Builder::new()
             .name("counter-writer".into())
-            .spawn(move || run_writer(writer_file, rx, on_batch))
+            .spawn(move || run_writer(writer_file, rx, observer))
             .expect("spawning the counter writer thread");
         Counter { queue, file }
     }
@@ -123,7 +167,7 @@ impl Counter {
     ///
     /// Dropping the future (a request timeout) before the writer has claimed it for a write
     /// hands out no number. Dropped later, its number is written, skipped, and reported in
-    /// [`BatchReport::abandoned`]; never handed out twice.
+    /// [`Observe::abandoned`]; never handed out twice.
     pub async fn increment(&self) -> Result<u64> {
         let stopped = || Error::WriterStopped {
             path: self.file.path().to_owned(),
@@ -131,13 +175,17 @@ impl Counter {
         let state = Arc::new(AtomicU8::new(PENDING));
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send(Waiter {
+            .send(Message::Increment(Waiter {
                 state: state.clone(),
                 reply,
-            })
+            }))
             .map_err(|_| stopped())?;
-        let _cancel = CancelOnDrop(state);
-        answer.await.map_err(|_| stopped())?
+        let mut pending = Pending {
+            state,
+            answer,
+            queue: self.queue.clone(),
+        };
+        (&mut pending.answer).await.map_err(|_| stopped())?
     }
 
     /// The file this counter writes.
@@ -146,34 +194,37 @@ impl Counter {
     }
 }
 
-fn run_writer(
-    file: CounterFile,
-    queue: mpsc::Receiver<Waiter>,
-    mut on_batch: impl FnMut(&BatchReport),
-) {
+fn run_writer(file: CounterFile, queue: mpsc::Receiver<Message>, mut observer: impl Observe) {
     if let Err(error) = file.create_dir().and_then(|()| file.sweep_temp_files()) {
         tracing::warn!(%error, "could not prepare the data directory");
     }
     let mut healthy = true;
     let mut batch: Vec<Waiter> = Vec::new();
+    let mut gone: Vec<u64> = Vec::new();
     let mut last = Last::default();
     loop {
         // Whoever queued up during the last write.
-        batch.extend(queue.try_iter());
+        for message in queue.try_iter() {
+            sort(message, &mut batch, &mut gone);
+        }
         let waiting = batch.len();
         if batch.is_empty() {
+            report_abandoned(&file, &mut gone, &mut observer);
             match queue.recv() {
-                Ok(first) => batch.push(first),
+                Ok(message) => sort(message, &mut batch, &mut gone),
                 Err(_) => return, // every handle dropped and nothing queued: done
+            }
+            if batch.is_empty() {
+                continue;
             }
         }
         // Wait briefly for the callers just answered (see the module docs).
         if last.size > 1 {
             let expected = last.size + waiting;
-            let deadline = Instant::now() + (last.write / 2).min(MAX_FILL_WAIT);
+            let deadline = Instant::now() + last.fill_wait();
             while batch.len() < expected {
                 match queue.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                    Ok(next) => batch.push(next),
+                    Ok(message) => sort(message, &mut batch, &mut gone),
                     Err(_) => break,
                 }
             }
@@ -207,13 +258,16 @@ fn run_writer(
             _ => {}
         }
 
-        let size = batch.len() as u64;
-        let mut abandoned = Vec::new();
+        observer.batch(&BatchReport {
+            size: batch.len() as u64,
+            elapsed,
+            ok: result.is_ok(),
+        });
         match &result {
             Ok(first_value) => {
                 for (waiter, value) in batch.drain(..).zip(*first_value..) {
                     if waiter.reply.send(Ok(value)).is_err() {
-                        abandoned.push(value);
+                        gone.push(value);
                     }
                 }
             }
@@ -223,21 +277,32 @@ fn run_writer(
                 }
             }
         }
-        if !abandoned.is_empty() {
-            tracing::warn!(
-                path = %file.path().display(),
-                count = abandoned.len(),
-                numbers = ?abandoned,
-                "numbers written durably but not delivered: their requests timed out or their clients left; they are skipped, never handed out"
-            );
-        }
-        on_batch(&BatchReport {
-            size,
-            elapsed,
-            ok: result.is_ok(),
-            abandoned: abandoned.len() as u64,
-        });
+        report_abandoned(&file, &mut gone, &mut observer);
     }
+}
+
+/// Increments into the batch, numbers whose callers left into `gone`.
+fn sort(message: Message, batch: &mut Vec<Waiter>, gone: &mut Vec<u64>) {
+    match message {
+        Message::Increment(waiter) => batch.push(waiter),
+        Message::Gone(number) => gone.push(number),
+    }
+}
+
+/// Logs and reports the numbers written durably whose callers had gone, then forgets them.
+fn report_abandoned(file: &CounterFile, gone: &mut Vec<u64>, observer: &mut impl Observe) {
+    if gone.is_empty() {
+        return;
+    }
+    gone.sort_unstable();
+    tracing::warn!(
+        path = %file.path().display(),
+        count = gone.len(),
+        numbers = ?gone,
+        "numbers written durably but not delivered: their requests timed out or their clients left; they are skipped, never handed out"
+    );
+    observer.abandoned(gone);
+    gone.clear();
 }
 
 /// Takes the lock, reads the value, claims the callers still waiting, and writes once for
@@ -271,4 +336,26 @@ fn write_batch(file: &CounterFile, batch: &mut Vec<Waiter>) -> Option<(Result<u6
 struct Last {
     size: usize,
     write: Duration,
+}
+
+impl Last {
+    /// Half the last write, capped: see the module docs.
+    fn fill_wait(&self) -> Duration {
+        (self.write / 2).min(MAX_FILL_WAIT)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fill_wait_is_half_the_last_write_and_never_more_than_the_cap() {
+        let last = |ms| Last {
+            size: 16,
+            write: Duration::from_millis(ms),
+        };
+        assert_eq!(last(2).fill_wait(), Duration::from_millis(1));
+        assert_eq!(last(12_000).fill_wait(), MAX_FILL_WAIT);
+    }
 }

@@ -30,6 +30,6 @@ pub use counter::{
     COUNTER_FILE, CounterFile, Locked, MAX_COUNTER_BYTES, parse_counter, read_counter,
 };
 pub use error::{Error, Result};
-pub use group_commit::{BatchReport, Counter};
+pub use group_commit::{BatchReport, Counter, Observe};
 pub use lock::{FileLock, LockedFile};
 pub use read::read_bounded;

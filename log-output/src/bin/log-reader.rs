@@ -44,7 +44,7 @@ fn run(config: ReaderConfig) -> anyhow::Result<()> {
             data_dir = %config.data_dir.display(),
             "log-reader listening"
         );
-        http::serve(listener, app, draining).await?;
+        http::serve(listener, app, draining, config.shutdown_delay).await?;
         tracing::info!("drained; exiting");
         Ok(())
     })

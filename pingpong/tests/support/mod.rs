@@ -25,10 +25,31 @@ pub struct Server {
 impl Server {
     /// Starts pingpong on `data_dir` and waits until it listens.
     pub fn start(data_dir: &Path) -> Server {
-        let mut child = Command::new(BIN)
+        Server::start_with(data_dir, &[])
+    }
+
+    /// Starts pingpong on `data_dir` with more variables (`env`) and waits until it listens.
+    pub fn start_with(data_dir: &Path, env: &[(&str, &str)]) -> Server {
+        Server::spawn(Command::new(BIN), data_dir, env)
+    }
+
+    /// Starts pingpong with its open-file limit set to `nofile` (a container's limit: podman
+    /// runs with 1024), through `sh -c 'ulimit -n'` and `exec`, so the pid is pingpong's.
+    pub fn start_with_nofile(data_dir: &Path, nofile: u64) -> Server {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!("ulimit -n {nofile} && exec \"$0\""))
+            .arg(BIN);
+        Server::spawn(command, data_dir, &[])
+    }
+
+    fn spawn(mut command: Command, data_dir: &Path, env: &[(&str, &str)]) -> Server {
+        let mut child = command
             .env("PORT", "0")
             .env("DATA_DIR", data_dir)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -62,8 +83,87 @@ impl Server {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// How many descriptors the process has open now.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .expect("listing /proc/PID/fd")
+            .count()
+    }
+
+    /// The number of open descriptors once it has stopped changing (the server side of the
+    /// last connection closes a moment after the client has read its answer).
+    pub fn settled_fds(&self) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (mut last, mut same) = (self.open_fds(), 0);
+        while same < 20 {
+            assert!(Instant::now() < deadline, "descriptors never settled");
+            thread::sleep(Duration::from_millis(10));
+            let now = self.open_fds();
+            if now == last {
+                same += 1;
+            } else {
+                (last, same) = (now, 0);
+            }
+        }
+        last
+    }
+
+    /// What each open descriptor is (`socket:[…]`, a path), for failure messages.
+    pub fn fd_targets(&self) -> Vec<String> {
+        let mut targets: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .expect("listing /proc/PID/fd")
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .map(|t| t.display().to_string())
+            .collect();
+        targets.sort();
+        targets
+    }
+
+    /// Waits until the process has exactly `baseline` descriptors open.
+    pub fn fds_return_to(&self, baseline: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.open_fds() != baseline {
+            assert!(
+                Instant::now() < deadline,
+                "{} descriptors open {within:?} after the flood, baseline {baseline}: {:?}",
+                self.open_fds(),
+                self.fd_targets()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     pub fn get(&self, path: &str) -> (u16, String) {
         get(self.port, path)
+    }
+
+    /// The process's peak resident memory (`VmHWM`), in bytes.
+    pub fn peak_rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("reading /proc/PID/status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().strip_suffix("kB"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("VmHWM in /proc/PID/status");
+        kib * 1024
+    }
+
+    /// The exit status, waiting at most `within` (after a signal the test sent itself).
+    pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "no exit within {within:?}");
+            thread::sleep(Duration::from_millis(10));
+        }
     }
 
     pub fn stderr(&self) -> Vec<String> {
@@ -84,17 +184,7 @@ impl Server {
     /// SIGTERM, then the exit status, waiting at most `within`.
     pub fn terminate(mut self, within: Duration) -> ExitStatus {
         self.signal(15);
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no exit within {within:?} of SIGTERM"
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
+        self.wait_exit(within)
     }
 
     /// SIGKILL: no chance to finish anything.
@@ -147,6 +237,29 @@ pub fn pong_number(body: &str) -> u64 {
     body.strip_prefix("pong ")
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("not a pong: {body:?}"))
+}
+
+/// Holds the counter's lock in `data_dir` from another thread, as another replica or a
+/// `pingpong counter set` would, until the returned guard is dropped; returns once it is held.
+pub fn hold_counter_lock(data_dir: &Path) -> mpsc::Sender<()> {
+    let (held_tx, held_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let path = data_dir.join("pingpong_counter.txt.lock");
+    thread::spawn(move || {
+        let file = std::fs::File::create(&path).expect("creating the lock file");
+        file.lock().expect("taking the counter lock");
+        held_tx.send(()).expect("test gone");
+        let _ = release_rx.recv();
+    });
+    held_rx.recv().expect("lock thread died");
+    release_tx
+}
+
+/// Plants a named pipe at `path`: opening it for reading blocks until a writer comes, which
+/// none does, so it stands for a volume that stops answering.
+pub fn plant_fifo(path: &Path) {
+    let status = Command::new("mkfifo").arg(path).status().expect("mkfifo");
+    assert!(status.success(), "mkfifo {}", path.display());
 }
 
 /// Polls `check` until it returns `Some`, failing after `within`.

@@ -1,0 +1,560 @@
+//! The accept loop and the life of every connection (issue 10, SPEC §6): what keeps one client,
+//! or a thousand idle or slow ones, from taking the service away from everyone else.
+//!
+//! Promises:
+//! - **Header timeout** ([`HEADER_READ_TIMEOUT`]): a connection that has not sent a complete
+//!   request head within it is closed, counted from the connection's start or from the end of
+//!   the previous response. So it is also the keep-alive idle timeout. (hyper's own timer.)
+//! - **A bound on connections** ([`connection_bound`], from [`MAX_CONNECTIONS`] and the open-file
+//!   limit, leaving [`FD_RESERVE`] descriptors for the volume and the runtime). At the bound a
+//!   new connection evicts the one that has waited longest without a request in flight (an idle
+//!   or a slowly-sending one): a fresh client is served at once even while the bound is held by
+//!   idle connections. Eviction is hyper's graceful shutdown, so a request in flight always
+//!   finishes. Only when every connection is busy is a new one refused with a `503` and
+//!   closed. At most [`EVICTION_SLACK`] evicted connections may still be closing, so the
+//!   process never holds more than `bound + EVICTION_SLACK` connections.
+//! - **Accept errors**: per-connection ones (reset, aborted) are skipped; resource ones
+//!   (`EMFILE`, `ENFILE`, `ENOBUFS`) are logged once per episode, free a descriptor by evicting,
+//!   and are retried after [`ACCEPT_ERROR_PAUSE`]: never a busy loop, never an exit.
+//! - **Request hygiene**: a head over [`MAX_HEAD_BYTES`] (or more than [`MAX_HEADERS`] fields)
+//!   is answered `431` by hyper; a `Content-Length` over [`MAX_BODY_BYTES`] is answered `413`
+//!   without reading the body; no route reads a body, and hyper gives up on an unread one after
+//!   the response (closing the connection) instead of waiting for it.
+//! - **Shutdown**: when `stop` resolves the listener is closed (new connections are refused),
+//!   every connection is asked to finish its request in flight and close; [`serve`] returns
+//!   once all are gone.
+
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    future::Future,
+    io,
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use axum::{
+    Router,
+    body::Body,
+    http::{HeaderValue, Request, Response, StatusCode, header},
+};
+use hyper::{body::Incoming, server::conn::http1, service::service_fn};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::Notify,
+};
+use tower::ServiceExt;
+
+/// Longest a client may take to send a complete request head, counted from the connection's
+/// start or the end of the previous response (so also the keep-alive idle timeout). Long
+/// enough for any real client on a slow link; short enough that idle or slowloris
+/// connections free their slot quickly.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Most connections served at once, before the open-file limit lowers it.
+pub const MAX_CONNECTIONS: usize = 512;
+
+/// Descriptors kept free for everything but connections: stdio, the runtime, the listener,
+/// the counter file, its lock, temporary files and directory handles for fsync.
+pub const FD_RESERVE: usize = 256;
+
+/// How many evicted connections may still be closing (finishing a request in flight) while
+/// their replacements are served; the hard ceiling is the bound plus this.
+pub const EVICTION_SLACK: usize = 64;
+
+/// The bound never drops below this, however low the open-file limit (a limit that low ends
+/// in `EMFILE`, which is handled).
+pub const MIN_CONNECTIONS: usize = 16;
+
+/// The largest request head (request line and headers) accepted; larger is `431`.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+/// The most header fields accepted; more is `431`.
+pub const MAX_HEADERS: usize = 64;
+
+/// The largest declared request body accepted; larger is `413`. No route takes a body.
+pub const MAX_BODY_BYTES: u64 = 16 * 1024;
+
+/// Pause before retrying `accept` after a resource error such as `EMFILE`.
+pub const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+
+/// How long a connection is safe from eviction after its accept or its last answer: a real
+/// client's head arrives well within it; at the bound a newcomer waits in the backlog until the
+/// longest-waiting connection is this old.
+pub const EVICTION_PROTECT: Duration = Duration::from_millis(50);
+
+/// After an eviction, how long a connection without a request in flight may take to close by
+/// itself (flushing a response) before it is dropped; a half-sent head never completes.
+const EVICTION_GRACE: Duration = Duration::from_millis(100);
+
+/// Connections served at once when the soft open-file limit is `nofile`: [`MAX_CONNECTIONS`],
+/// lowered so that the bound, the eviction slack and [`FD_RESERVE`] fit in the limit.
+pub fn connection_bound(nofile: Option<u64>) -> usize {
+    let fit = nofile
+        .and_then(|n| usize::try_from(n).ok())
+        .map_or(usize::MAX, |n| {
+            n.saturating_sub(FD_RESERVE + EVICTION_SLACK)
+        });
+    MAX_CONNECTIONS.min(fit).max(MIN_CONNECTIONS)
+}
+
+/// The bound for this process, from its soft `RLIMIT_NOFILE`.
+pub fn process_connection_bound() -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    connection_bound(limit.current)
+}
+
+/// Serves `app` on `listener` until `stop` resolves, then closes the listener, lets every
+/// connection finish its request in flight, and returns once all are closed.
+pub async fn serve(listener: TcpListener, app: Router, stop: impl Future<Output = ()>) {
+    let bound = process_connection_bound();
+    let table = Arc::new(Table::new(bound, EVICTION_PROTECT));
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_header_size(MAX_HEAD_BYTES)
+        .max_headers(MAX_HEADERS);
+    let http = Arc::new(http);
+    tracing::info!(
+        max_connections = bound,
+        header_read_timeout = ?HEADER_READ_TIMEOUT,
+        "accepting connections"
+    );
+
+    tokio::pin!(stop);
+    // Accept errors and refusals are logged once per episode, not once per connection.
+    let mut failing: Option<(io::Error, u64)> = None;
+    let mut refusing: Option<u64> = None;
+    loop {
+        // While EVICTION_SLACK evicted connections are still closing, new ones wait in the
+        // kernel's backlog rather than being refused.
+        if !table.has_eviction_room() {
+            tokio::select! {
+                () = &mut stop => break,
+                () = table.eviction_room() => continue,
+            }
+        }
+        let accepted = tokio::select! {
+            () = &mut stop => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, _peer)) => {
+                if let Some((error, failures)) = failing.take() {
+                    tracing::info!(%error, failures, "accepting again");
+                }
+                let refused = admit(stream, &table, &app, &http).await;
+                match (refused, &mut refusing) {
+                    (true, Some(count)) => *count += 1,
+                    (true, None) => {
+                        tracing::warn!(
+                            connections = table.len(),
+                            "every connection busy; refusing new ones with 503"
+                        );
+                        refusing = Some(1);
+                    }
+                    (false, Some(count)) => {
+                        tracing::info!(refused = *count, "admitting connections again");
+                        refusing = None;
+                    }
+                    (false, None) => {}
+                }
+            }
+            // The client gave up before we accepted: nothing to do for anyone else.
+            Err(e) if is_per_connection(&e) => {
+                tracing::debug!(error = %e, "accept: connection gone");
+            }
+            Err(e) => {
+                match &mut failing {
+                    Some((_, failures)) => *failures += 1,
+                    None => {
+                        tracing::warn!(error = %e, connections = table.len(), "accept failing; evicting the longest-waiting connection and retrying");
+                        failing = Some((e, 1));
+                    }
+                }
+                table.evict_longest_waiting();
+                tokio::select! {
+                    () = &mut stop => break,
+                    () = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => {}
+                }
+            }
+        }
+    }
+    drop(listener);
+    table.evict_all();
+    table.until_empty().await;
+}
+
+fn is_per_connection(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+    )
+}
+
+/// What [`Table::register`] decided for a new connection.
+#[derive(Debug)]
+enum Admission {
+    Admitted(Arc<Conn>),
+    /// At the bound, and every evictable connection is still protected for this long.
+    Wait(Duration),
+    /// At the bound, and every connection has a request in flight.
+    Refused,
+}
+
+/// Registers `stream` and spawns its connection, evicting one to make room at the bound, or
+/// refuses it with a `503` when every connection has a request in flight; returns whether it
+/// was refused.
+async fn admit(
+    stream: TcpStream,
+    table: &Arc<Table>,
+    app: &Router,
+    http: &Arc<http1::Builder>,
+) -> bool {
+    let conn = loop {
+        match table.register() {
+            Admission::Admitted(conn) => break conn,
+            Admission::Wait(protected) => tokio::time::sleep(protected).await,
+            Admission::Refused => {
+                refuse(stream);
+                return true;
+            }
+        }
+    };
+    let (app, http, table) = (app.clone(), http.clone(), table.clone());
+    tokio::spawn(async move {
+        serve_connection(stream, app, &http, &conn).await;
+        table.remove(conn.id);
+    });
+    false
+}
+
+const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 34\r\nconnection: close\r\n\r\ntoo many connections; retry later\n";
+
+/// Answers `503` if the socket takes it without waiting, then closes: nothing here can wait
+/// on the client.
+fn refuse(stream: TcpStream) {
+    let _ = stream.try_write(REFUSAL);
+    if let Ok(stream) = stream.into_std() {
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+    }
+}
+
+async fn serve_connection(stream: TcpStream, app: Router, http: &http1::Builder, conn: &Arc<Conn>) {
+    let service = {
+        let conn = conn.clone();
+        service_fn(move |request: Request<Incoming>| {
+            let in_flight = InFlight::begin(&conn);
+            let app = app.clone();
+            async move {
+                let _in_flight = in_flight;
+                Ok::<_, Infallible>(handle(app, request).await)
+            }
+        })
+    };
+    let connection = http.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            return;
+        }
+        () = conn.evicted.notified() => {}
+    }
+    // hyper closes an idle connection at once and finishes a request in flight first.
+    connection.as_mut().graceful_shutdown();
+    let grace = tokio::time::sleep(EVICTION_GRACE);
+    tokio::pin!(grace);
+    tokio::select! {
+        _ = connection.as_mut() => return,
+        () = &mut grace => {}
+    }
+    if conn.busy.load(Ordering::SeqCst) {
+        // Bounded by the request timeout: the answer goes out, then hyper closes.
+        let _ = connection.as_mut().await;
+    }
+    // Otherwise a half-sent head: dropping the connection closes it.
+}
+
+/// The request's answer, or `413` at once when the declared body is over the limit.
+async fn handle(app: Router, request: Request<Incoming>) -> Response<Body> {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+        tracing::info!(
+            method = %request.method(),
+            path = request.uri().path(),
+            content_length = declared,
+            "request body too large; answering 413"
+        );
+        let mut response = Response::new(Body::from(format!(
+            "request body over {MAX_BODY_BYTES} bytes\n"
+        )));
+        *response.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return response;
+    }
+    match app.oneshot(request.map(Body::new)).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
+}
+
+/// One live connection as the table sees it.
+#[derive(Debug)]
+struct Conn {
+    id: u64,
+    /// A request is in the service: eviction lets it finish.
+    busy: AtomicBool,
+    /// When the connection last started waiting for a request head (accepted, or its last
+    /// answer finished), in milliseconds since the table's epoch: the longest-waiting is evicted.
+    waiting_since: AtomicU64,
+    /// Eviction requested; the connection no longer counts against the bound.
+    evicting: AtomicBool,
+    evicted: Notify,
+}
+
+/// Marks a connection busy for as long as a request is in the service.
+struct InFlight(Arc<Conn>);
+
+impl InFlight {
+    fn begin(conn: &Arc<Conn>) -> InFlight {
+        conn.busy.store(true, Ordering::SeqCst);
+        InFlight(conn.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let Self(conn) = self;
+        conn.busy.store(false, Ordering::SeqCst);
+        conn.waiting_since
+            .store(millis_since_start(), Ordering::SeqCst);
+    }
+}
+
+fn millis_since_start() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(Instant::now);
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Every live connection, for the bound, eviction and the drain.
+#[derive(Debug)]
+struct Table {
+    bound: usize,
+    /// How long a connection may wait for its first (or next) head before it can be evicted:
+    /// time for a real client's request to arrive, however fast an attacker reconnects.
+    protect: Duration,
+    inner: Mutex<Inner>,
+    emptied: Notify,
+    evicted_gone: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    next_id: u64,
+    live: HashMap<u64, Arc<Conn>>,
+    /// Live connections asked to close and not yet gone.
+    evicting: usize,
+}
+
+impl Table {
+    fn new(bound: usize, protect: Duration) -> Table {
+        Table {
+            bound,
+            protect,
+            inner: Mutex::new(Inner::default()),
+            emptied: Notify::new(),
+            evicted_gone: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding this lock leaves plain counters behind: still consistent.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn len(&self) -> usize {
+        self.lock().live.len()
+    }
+
+    /// A slot for a new connection: free below the bound; at the bound, one made by evicting
+    /// the longest-waiting connection once it has waited [`Table::protect`]; refused if every
+    /// connection is busy or too many are still closing.
+    fn register(&self) -> Admission {
+        let mut inner = self.lock();
+        let counted = inner.live.len() - inner.evicting;
+        if counted >= self.bound {
+            if inner.evicting >= EVICTION_SLACK {
+                return Admission::Refused;
+            }
+            match Self::longest_waiting(&inner) {
+                None => return Admission::Refused,
+                Some((_, waited)) if waited < self.protect => {
+                    return Admission::Wait(self.protect - waited);
+                }
+                Some((victim, _)) => Self::evict(&mut inner, &victim),
+            }
+        }
+        inner.next_id += 1;
+        let conn = Arc::new(Conn {
+            id: inner.next_id,
+            busy: AtomicBool::new(false),
+            waiting_since: AtomicU64::new(millis_since_start()),
+            evicting: AtomicBool::new(false),
+            evicted: Notify::new(),
+        });
+        inner.live.insert(conn.id, conn.clone());
+        Admission::Admitted(conn)
+    }
+
+    /// The connection that has waited longest without a request in flight, and how long.
+    fn longest_waiting(inner: &Inner) -> Option<(Arc<Conn>, Duration)> {
+        let victim = inner
+            .live
+            .values()
+            .filter(|c| !c.evicting.load(Ordering::SeqCst) && !c.busy.load(Ordering::SeqCst))
+            .min_by_key(|c| c.waiting_since.load(Ordering::SeqCst))?
+            .clone();
+        let since = victim.waiting_since.load(Ordering::SeqCst);
+        let waited = Duration::from_millis(millis_since_start().saturating_sub(since));
+        Some((victim, waited))
+    }
+
+    fn evict(inner: &mut Inner, conn: &Conn) {
+        if !conn.evicting.swap(true, Ordering::SeqCst) {
+            inner.evicting += 1;
+            // notify_one keeps the wake-up if the task is not waiting yet.
+            conn.evicted.notify_one();
+        }
+    }
+
+    fn evict_longest_waiting(&self) {
+        let mut inner = self.lock();
+        if let Some((victim, _)) = Self::longest_waiting(&inner) {
+            Self::evict(&mut inner, &victim);
+        }
+    }
+
+    fn evict_all(&self) {
+        let mut inner = self.lock();
+        let all: Vec<_> = inner.live.values().cloned().collect();
+        for conn in all {
+            Self::evict(&mut inner, &conn);
+        }
+    }
+
+    fn remove(&self, id: u64) {
+        let mut inner = self.lock();
+        if let Some(conn) = inner.live.remove(&id)
+            && conn.evicting.load(Ordering::SeqCst)
+        {
+            inner.evicting -= 1;
+            self.evicted_gone.notify_waiters();
+        }
+        if inner.live.is_empty() {
+            self.emptied.notify_waiters();
+        }
+    }
+
+    /// Whether fewer than [`EVICTION_SLACK`] evicted connections are still closing.
+    fn has_eviction_room(&self) -> bool {
+        self.lock().evicting < EVICTION_SLACK
+    }
+
+    /// Resolves once fewer than [`EVICTION_SLACK`] evicted connections are still closing.
+    async fn eviction_room(&self) {
+        loop {
+            let gone = self.evicted_gone.notified();
+            tokio::pin!(gone);
+            // Registered before checking, so a removal in between is not missed.
+            gone.as_mut().enable();
+            if self.has_eviction_room() {
+                return;
+            }
+            gone.await;
+        }
+    }
+
+    async fn until_empty(&self) {
+        loop {
+            let emptied = self.emptied.notified();
+            tokio::pin!(emptied);
+            // Registered before checking, so a removal in between is not missed.
+            emptied.as_mut().enable();
+            if self.lock().live.is_empty() {
+                return;
+            }
+            emptied.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_refusal_is_a_well_formed_response() {
+        let text = std::str::from_utf8(REFUSAL).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains(&format!("content-length: {}", body.len())));
+    }
+
+    #[test]
+    fn the_bound_fits_the_open_file_limit() {
+        assert_eq!(connection_bound(None), MAX_CONNECTIONS);
+        assert_eq!(connection_bound(Some(1_048_576)), MAX_CONNECTIONS);
+        // podman's default nofile=1024: 512 + 64 + 256 = 832 fit.
+        assert_eq!(connection_bound(Some(1024)), 512);
+        assert_eq!(connection_bound(Some(640)), 640 - 256 - 64);
+        assert_eq!(connection_bound(Some(64)), MIN_CONNECTIONS);
+    }
+
+    #[test]
+    fn at_the_bound_the_longest_waiting_idle_connection_is_evicted() {
+        let admitted = |table: &Table| match table.register() {
+            Admission::Admitted(conn) => conn,
+            other => panic!("not admitted: {other:?}"),
+        };
+        let protected = Table::new(1, Duration::from_secs(60));
+        admitted(&protected);
+        assert!(matches!(protected.register(), Admission::Wait(d) if d > Duration::from_secs(50)));
+
+        let table = Table::new(2, Duration::ZERO);
+        let first = admitted(&table);
+        let second = admitted(&table);
+        second.busy.store(true, Ordering::SeqCst);
+        let third = admitted(&table);
+        assert!(first.evicting.load(Ordering::SeqCst));
+        assert!(!second.evicting.load(Ordering::SeqCst));
+        assert_eq!(table.len(), 3);
+        third.busy.store(true, Ordering::SeqCst);
+        assert!(
+            matches!(table.register(), Admission::Refused),
+            "every counted connection busy"
+        );
+        table.remove(first.id);
+        assert_eq!((table.len(), table.lock().evicting), (2, 0));
+        second.busy.store(false, Ordering::SeqCst);
+        admitted(&table);
+        assert!(second.evicting.load(Ordering::SeqCst));
+    }
+}
