@@ -86,6 +86,12 @@ ENVIRONMENT (unset means the default; a malformed value exits with status 2):
                after SIGTERM, keep serving this long with /readyz already 503, then
                drain; 0s to 60s, e.g. 5s behind a load balancer  [default: 0s]
 
+LIMITS (fixed; README, under attack):
+    a request head must be complete within 10 s of the connection or of the previous answer
+    heads over 16 KiB: 431; bodies over 16 KiB: 413; a request still running after 5 s: 503
+    at most 512 connections (fewer under a low open-file limit): past it the longest-waiting
+    idle connection is closed, or a new one gets 503 when every connection is busy
+
 ENDPOINTS:
     GET /          output.log byte for byte (text/plain); 503 + reason before the first entry
     GET /healthz   200 while the process runs
@@ -141,6 +147,25 @@ mod tests {
                 shutdown_delay: Duration::from_secs(5),
             })
         );
+    }
+
+    #[test]
+    fn reader_help_states_the_connection_limits() {
+        use service_kit::connections::{
+            HEADER_READ_TIMEOUT, MAX_BODY_BYTES, MAX_CONNECTIONS, MAX_HEAD_BYTES,
+        };
+        for needle in [
+            format!("within {} s", HEADER_READ_TIMEOUT.as_secs()),
+            format!("heads over {} KiB: 431", MAX_HEAD_BYTES / 1024),
+            format!("bodies over {} KiB: 413", MAX_BODY_BYTES / 1024),
+            format!(
+                "after {} s: 503",
+                service_kit::http::REQUEST_TIMEOUT.as_secs()
+            ),
+            format!("at most {MAX_CONNECTIONS} connections"),
+        ] {
+            assert!(READER_HELP.contains(&needle), "--help lacks {needle:?}");
+        }
     }
 
     #[test]

@@ -30,6 +30,12 @@ ENVIRONMENT (unset means the default; a malformed value exits with status 2):
                after SIGTERM, keep serving this long with /readyz already 503, then
                drain; 0s to 60s, e.g. 5s behind a load balancer  [default: 0s]
 
+LIMITS (fixed; README, under attack):
+    a request head must be complete within 10 s of the connection or of the previous answer
+    heads over 16 KiB: 431; bodies over 16 KiB: 413; a request still running after 5 s: 503
+    at most 512 connections (fewer under a low open-file limit): past it the longest-waiting
+    idle connection is closed, or a new one gets 503 when every connection is busy
+
 ENDPOINTS:
     GET /pingpong   `pong N`: N requests were answered before this one; sent once durable
     GET /pings      the current count, no increment
