@@ -1,9 +1,12 @@
-# syntax=docker/dockerfile:1
-#
 # One Dockerfile, two images, two ways to get the binaries.
 #
-#   docker build --target pingpong   -t pingpong:0.1.0   .
-#   docker build --target log-output -t log-output:0.1.0 .
+#   docker buildx build --load --target pingpong   -t pingpong:0.1.0   .
+#   docker buildx build --load --target log-output -t log-output:0.1.0 .
+#
+# Needs BuildKit (buildx): it runs only the stages the target needs, where the legacy builder
+# would run every stage and fail on `prebuilt`. No `# syntax=` line: the built-in frontend
+# covers everything here, so nothing is fetched from a registry for it. `--load` puts the image
+# into `docker image ls` whatever the builder's driver.
 #
 # By default the binaries are compiled in the `builder` stage (needs the rust image from a
 # registry). Offline, deploy/build-images.sh compiles them on the host and passes
@@ -34,8 +37,8 @@ RUN target="$(rustc -vV | sed -n 's/^host: //p')" \
        "target/$target/release/log-writer" \
        "target/$target/release/log-reader" /out/
 
-# Binaries built on the host (deploy/build-images.sh); .dockerignore lets only these three
-# out of target/.
+# Binaries built on the host (deploy/build-images.sh passes PREBUILT_DIR for the host's
+# architecture); .dockerignore lets only these three out of target/, for x86_64 and aarch64.
 FROM scratch AS prebuilt
 ARG PREBUILT_DIR=target/x86_64-unknown-linux-gnu/release
 COPY ${PREBUILT_DIR}/pingpong ${PREBUILT_DIR}/log-writer ${PREBUILT_DIR}/log-reader /out/

@@ -2,14 +2,18 @@
 # CI, engine part (called by .ci/run): the manifests, the images and the persistence test on a
 # real engine (podman kube play) and on local processes.
 #
-#   1. install podman, runc, shellcheck (apt) and kubernetes-validate (pip, .venv) when missing
+#   1. install podman, runc, shellcheck, haproxy (apt) and kubernetes-validate (pip, .venv) when
+#      missing
 #   2. validate the rendered manifests/ and storage/ for Kubernetes 1.31 and 1.37: any output fails
 #   3. check that `kubectl apply -k manifests` and `-f manifests` would create the same objects
-#   4. shellcheck every *.sh in the repository
+#   4. shellcheck every *.sh in the repository; .ci/portable-shell-test.sh (the guard's rules, then
+#      every script marked as macOS-portable); .ci/k3d-scripts-test.sh (deploy/ on stubs)
 #   5. build both images offline (deploy/build-images.sh): at most 10 MB, numeric non-root user,
 #      nothing in them but the binaries
 #   6. ./test-persistent.sh --engine podman
 #   7. ./test-persistent.sh --engine local
+#   8. ./test-persistent.sh --engine k3d against a cluster played by local processes
+#      (test/k3d-stub/run.sh; TEST_BASH picks the bash, e.g. a 3.2)
 #
 # Runs from a fresh clone as root with no stdin. Everything it creates (pods, the volume, the
 # images it built) is removed at the end, also on failure; what existed before is left alone.
@@ -53,7 +57,7 @@ cleanup() {
   set +e
   if command -v podman >/dev/null; then
     local pod image
-    for pod in pingpong-pod-0 log-output-pod-0; do
+    for pod in pingpong-pod-0 pingpong-1-pod-0 pingpong-2-pod-0 pingpong-3-pod-0 log-output-pod-0; do
       if podman pod exists "$pod"; then
         podman pod rm -f "$pod" >/dev/null 2>&1
       fi
@@ -93,7 +97,7 @@ started=$SECONDS
 
 step "1. install what is missing"
 missing=()
-for tool in podman runc shellcheck curl; do
+for tool in podman runc shellcheck curl haproxy; do
   command -v "$tool" >/dev/null || missing+=("$tool")
 done
 if ((${#missing[@]})); then
@@ -110,6 +114,7 @@ fi
 podman --version
 runc --version | sed -n 1p
 shellcheck --version | sed -n 2p
+haproxy -v | sed -n 1p
 kubectl version --client | sed -n 1p
 .venv/bin/kubernetes-validate --version
 
@@ -174,7 +179,7 @@ fi
 
 # --- 4 -----------------------------------------------------------------------------------------
 
-step "4. shellcheck"
+step "4. shellcheck; the portable-shell guard; the k3d scripts on stubs"
 mapfile -t scripts < <(git ls-files '*.sh')
 if ((${#scripts[@]} == 0)); then
   fail "no *.sh files tracked by git"
@@ -183,6 +188,17 @@ elif shellcheck "${scripts[@]}"; then
 else
   fail "shellcheck found problems"
 fi
+# Scripts marked as running on macOS use no bash-4-only construct and no GNU-only option; the
+# guard's self-test first proves that each of its rules still fires.
+check_log="$(mktemp)"
+for check in .ci/portable-shell-test.sh .ci/k3d-scripts-test.sh; do
+  status=0
+  "$check" >"$check_log" 2>&1 || status=$?
+  grep -v '^  ok ' "$check_log" || true
+  count_run "$(tail -n 1 "$check_log")" "$check"
+  ((status == 0)) || echo "  ($check exited $status)"
+done
+rm -f "$check_log"
 
 # --- 5 -----------------------------------------------------------------------------------------
 
@@ -235,6 +251,10 @@ run_persistent "test-persistent.sh --engine podman" ./test-persistent.sh --engin
 step "7. ./test-persistent.sh --engine local (the same static binaries)"
 run_persistent "test-persistent.sh --engine local" \
   env BIN_DIR="$PWD/target/x86_64-unknown-linux-gnu/release" ./test-persistent.sh --engine local
+
+step "8. ./test-persistent.sh --engine k3d against the stub cluster (test/k3d-stub)"
+run_persistent "test/k3d-stub/run.sh" \
+  env BIN_DIR="$PWD/target/x86_64-unknown-linux-gnu/release" test/k3d-stub/run.sh
 rm -f "$run_log"
 
 echo

@@ -6,6 +6,7 @@
 #                               # cluster, storage/ and the counter on the volume stay, and
 #                               # `kubectl apply -k manifests` brings the app back where it was
 set -euo pipefail
+# portable: bash 3.2 and BSD userland (macOS)
 
 readonly CLUSTER=k3s-default
 readonly CONTEXT="k3d-$CLUSTER"

@@ -12,6 +12,14 @@ pub const DEFAULT_READER_PORT: u16 = 3001;
 /// `LOG_INTERVAL` when unset.
 pub const DEFAULT_LOG_INTERVAL: Duration = Duration::from_secs(5);
 
+/// The shortest and longest `LOG_INTERVAL`: each entry is a durable write (two fsyncs), so a
+/// nanosecond interval would turn the writer into a disk-grinding loop; a day is the longest
+/// wait anyone means.
+pub const LOG_INTERVAL_RANGE: (Duration, Duration) = (
+    Duration::from_millis(100),
+    Duration::from_secs(24 * 60 * 60),
+);
+
 /// log-writer's configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriterConfig {
@@ -25,7 +33,13 @@ impl WriterConfig {
     pub fn from_env(lookup: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         Ok(WriterConfig {
             data_dir: config::data_dir(lookup),
-            interval: config::duration(lookup, "LOG_INTERVAL", DEFAULT_LOG_INTERVAL)?,
+            interval: config::duration(
+                lookup,
+                "LOG_INTERVAL",
+                DEFAULT_LOG_INTERVAL,
+                LOG_INTERVAL_RANGE,
+                "a duration from 100ms to 24h, such as 250ms, 5s or 1m",
+            )?,
         })
     }
 }
@@ -61,13 +75,19 @@ USAGE:
 
 ENVIRONMENT (unset means the default; a malformed value exits with status 2):
     DATA_DIR       the shared volume, created if missing      [default: files]
-    LOG_INTERVAL   time between entries: 250ms, 5s, 1m        [default: 5s]
+    LOG_INTERVAL   time between entries, 100ms to 24h,        [default: 5s]
+                   such as 250ms, 5s or 1m
     RUST_LOG       tracing filter; logs go to stderr          [default: info]
 
 FILES in DATA_DIR:
-    output.log             the latest entry, replaced atomically
-    pingpong_counter.txt   read without a lock; missing means 0; when corrupt, the error is
-                           logged and the entry skipped, so the last good entry stays
+    output.log             the latest entry, replaced atomically under output.log.lock (so
+                           two writers overlapping in a rollout are safe); never delete the lock
+    pingpong_counter.txt   read without a lock, at most 64 bytes; missing means 0; when corrupt
+                           or too large, the error is logged and the entry skipped, so the last
+                           good entry stays
+
+SIGTERM or SIGINT: an entry in flight may finish for at most 3s, then exit 0; a second signal
+exits at once with status 1.
 ";
 
 /// `log-reader --help`, laid out like pingpong's.
@@ -86,17 +106,20 @@ ENVIRONMENT (unset means the default; a malformed value exits with status 2):
                after SIGTERM, keep serving this long with /readyz already 503, then
                drain; 0s to 60s, e.g. 5s behind a load balancer  [default: 0s]
 
-LIMITS (fixed; README, under attack):
-    a request head must be complete within 10 s of the connection or of the previous answer
-    heads over 16 KiB: 431; bodies over 16 KiB: 413; a request still running after 5 s: 503
-    at most 512 connections (fewer under a low open-file limit): past it the longest-waiting
-    idle connection is closed, or a new one gets 503 when every connection is busy
-
 ENDPOINTS:
     GET /          output.log byte for byte (text/plain); 503 + reason before the first entry
+                   and when output.log is longer than 1024 bytes (never loaded whole)
     GET /healthz   200 while the process runs
     GET /readyz    200 when DATA_DIR is a readable directory and not draining, else 503 + reason
     GET /metrics   Prometheus text
+    HEAD works like GET without a body; other methods are 405, unknown paths 404.
+
+LIMITS (fixed): every request answered within 5s, else 503 + reason. SIGTERM: /readyz 503 at
+once, exit within SHUTDOWN_DELAY + 10s even if the volume hangs; a second signal exits at once.
+    a request head must be complete within 10 s of the connection or of the previous answer;
+    heads over 16 KiB: 431; bodies over 16 KiB: 413; at most 512 connections (fewer under a
+    low open-file limit): past it the longest-waiting idle connection is closed, or a new one
+    gets 503 when every connection is busy (README, under attack).
 ";
 
 #[cfg(test)]
@@ -159,7 +182,7 @@ mod tests {
             format!("heads over {} KiB: 431", MAX_HEAD_BYTES / 1024),
             format!("bodies over {} KiB: 413", MAX_BODY_BYTES / 1024),
             format!(
-                "after {} s: 503",
+                "within {}s, else 503",
                 service_kit::http::REQUEST_TIMEOUT.as_secs()
             ),
             format!("at most {MAX_CONNECTIONS} connections"),
@@ -173,7 +196,7 @@ mod tests {
         let err = WriterConfig::from_env(&env_of(&[("LOG_INTERVAL", "abc")])).expect_err("abc");
         assert_eq!(
             err.to_string(),
-            r#"invalid LOG_INTERVAL="abc": expected a positive duration such as 250ms, 5s or 1m"#
+            r#"invalid LOG_INTERVAL="abc": expected a duration from 100ms to 24h, such as 250ms, 5s or 1m"#
         );
         let err = ReaderConfig::from_env(&env_of(&[("PORT", "abc")])).expect_err("abc");
         assert_eq!(

@@ -10,12 +10,15 @@ use std::{
         atomic::{AtomicBool, Ordering},
     },
     thread,
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use common::{DEADLINE, entry, get, poll_until, run_to_end, start_reader, start_writer};
-use log_output::config::{READER_HELP, WRITER_HELP};
-use shared_fs::CounterFile;
+use log_output::{
+    config::{READER_HELP, WRITER_HELP},
+    entry::format_entry,
+};
+use shared_fs::{CounterFile, LockedFile};
 
 const WRITER: &str = env!("CARGO_BIN_EXE_log-writer");
 const READER: &str = env!("CARGO_BIN_EXE_log-reader");
@@ -133,7 +136,7 @@ fn malformed_variables_and_arguments_exit_2_with_one_line() {
     assert_eq!((status.code(), stdout.as_str()), (Some(2), ""));
     assert_eq!(
         stderr,
-        "log-writer: invalid LOG_INTERVAL=\"abc\": expected a positive duration such as 250ms, 5s or 1m\n"
+        "log-writer: invalid LOG_INTERVAL=\"abc\": expected a duration from 100ms to 24h, such as 250ms, 5s or 1m\n"
     );
 
     let (status, stdout, stderr) =
@@ -233,8 +236,9 @@ fn thousands_of_reads_during_constant_replacement_are_all_whole_entries() {
     let dir = tempfile::tempdir().expect("tempdir");
     let counter = CounterFile::in_dir(dir.path());
     let (mut reader, port) = start_reader(dir.path());
-    // A new entry every millisecond (or as fast as fsync allows).
-    let writer = start_writer(dir.path(), "1ms");
+    // The writer at its shortest interval; the thread below replaces the file as fast as fsync
+    // allows on top, as a second writer overlapping in a rollout would.
+    let writer = start_writer(dir.path(), "100ms");
     let id = entry(&writer.next_entry()).id;
     poll_until("the reader to serve the first entry", || {
         (get(port, "/").expect("GET /").status == 200).then_some(())
@@ -245,13 +249,17 @@ fn thousands_of_reads_during_constant_replacement_are_all_whole_entries() {
     let stop = Arc::new(AtomicBool::new(false));
     let changer = {
         let (stop, counter) = (stop.clone(), counter.clone());
+        let output = LockedFile::new(dir.path().join("output.log"));
         thread::spawn(move || {
             for n in counts.iter().cycle() {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
                 counter.set(*n).expect("setting the counter");
-                thread::sleep(Duration::from_millis(1));
+                let next = format_entry(SystemTime::now(), id, *n);
+                output
+                    .replace(next.as_bytes())
+                    .expect("replacing output.log");
             }
         })
     };

@@ -47,14 +47,14 @@ async fn call(app: &Router, method: Method, path: &str) -> Answer {
     }
 }
 
-fn app(data_dir: &Path) -> Router {
-    reader::app(data_dir.to_owned(), Draining::default())
+async fn app(data_dir: &Path) -> Router {
+    reader::app(data_dir.to_owned(), Draining::default()).await
 }
 
 #[tokio::test]
 async fn root_is_503_with_the_reason_before_the_first_entry() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let answer = call(&app(dir.path()), Method::GET, "/").await;
+    let answer = call(&app(dir.path()).await, Method::GET, "/").await;
     assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
         answer.content_type.as_deref(),
@@ -73,7 +73,7 @@ async fn root_is_503_with_the_reason_before_the_first_entry() {
 async fn root_serves_output_log_byte_for_byte() {
     let dir = tempfile::tempdir().expect("tempdir");
     shared_fs::replace(&dir.path().join("output.log"), ENTRY.as_bytes()).expect("writing");
-    let app = app(dir.path());
+    let app = app(dir.path()).await;
     let answer = call(&app, Method::GET, "/").await;
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(
@@ -94,7 +94,7 @@ async fn root_is_503_with_the_reason_when_output_log_cannot_be_read() {
     let dir = tempfile::tempdir().expect("tempdir");
     // A directory where the file should be: reading it fails with something other than NotFound.
     fs::create_dir(dir.path().join("output.log")).expect("mkdir");
-    let answer = call(&app(dir.path()), Method::GET, "/").await;
+    let answer = call(&app(dir.path()).await, Method::GET, "/").await;
     assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
         answer.body,
@@ -108,7 +108,7 @@ async fn root_is_503_with_the_reason_when_output_log_cannot_be_read() {
 #[tokio::test]
 async fn unknown_paths_are_404_and_other_methods_405() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let app = app(dir.path());
+    let app = app(dir.path()).await;
     assert_eq!(
         call(&app, Method::GET, "/output.log").await.status,
         StatusCode::NOT_FOUND
@@ -129,7 +129,7 @@ async fn healthz_is_200_and_readyz_follows_the_data_dir_and_draining() {
     let data_dir = root.path().join("files");
     fs::create_dir(&data_dir).expect("mkdir");
     let draining = Draining::default();
-    let app = reader::app(data_dir.clone(), draining.clone());
+    let app = reader::app(data_dir.clone(), draining.clone()).await;
 
     assert_eq!(
         call(&app, Method::GET, "/healthz").await.status,
@@ -172,7 +172,7 @@ async fn healthz_is_200_and_readyz_follows_the_data_dir_and_draining() {
 #[tokio::test]
 async fn metrics_count_requests_by_route_and_status() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let app = app(dir.path());
+    let app = app(dir.path()).await;
     call(&app, Method::GET, "/").await;
     shared_fs::replace(&dir.path().join("output.log"), ENTRY.as_bytes()).expect("writing");
     tokio::time::sleep(reader::REFRESH * 2).await;

@@ -158,8 +158,12 @@ async fn sweeps_only_its_own_stale_temp_files_at_start() {
     names.sort();
     assert_eq!(
         names,
-        [".pingpong_counter.txt.0123456789abcdef.tmp", "output.log"],
-        "pingpong sweeps its own temp files, under its lock"
+        [
+            ".pingpong_counter.txt.0123456789abcdef.tmp",
+            "output.log",
+            "output.log.lock"
+        ],
+        "pingpong sweeps its own temp files, under its lock; output.log.lock is never deleted"
     );
 }
 

@@ -1,15 +1,15 @@
 //! The pingpong binary: parses the command line and the environment, then serves. Everything
 //! else lives in the library so tests reach it.
 
-use std::{env, process::ExitCode};
+use std::{env, path::Path, process::ExitCode};
 
 use anyhow::Context;
 use pingpong::{config::Config, operator, routes};
 use service_kit::{
     cli::{Binary, run_main, usage_error},
-    config::process_env,
+    config::{check_utf8, process_env},
     http,
-    shutdown::Draining,
+    shutdown::{self, Draining, Flavor},
 };
 use shared_fs::CounterFile;
 
@@ -30,22 +30,28 @@ ENVIRONMENT (unset means the default; a malformed value exits with status 2):
                after SIGTERM, keep serving this long with /readyz already 503, then
                drain; 0s to 60s, e.g. 5s behind a load balancer  [default: 0s]
 
-LIMITS (fixed; README, under attack):
-    a request head must be complete within 10 s of the connection or of the previous answer
-    heads over 16 KiB: 431; bodies over 16 KiB: 413; a request still running after 5 s: 503
-    at most 512 connections (fewer under a low open-file limit): past it the longest-waiting
-    idle connection is closed, or a new one gets 503 when every connection is busy
-
 ENDPOINTS:
-    GET /pingpong   `pong N`: N requests were answered before this one; sent once durable
-    GET /pings      the current count, no increment
+    GET /pingpong   `pong N`: N requests were answered before this one; sent once durable.
+                    Only GET: HEAD and every other method are 405 and hand out nothing
+    GET /pings      the current count, no increment (HEAD too, as on the routes below)
     GET /healthz    200 while the process runs
-    GET /readyz     200 when the counter is valid and the volume writable, else 503 + reason
+    GET /readyz     200 when the counter is valid, below u64::MAX and the volume writable,
+                    else 503 + reason
     GET /metrics    Prometheus text
 
 FILES in DATA_DIR:
-    pingpong_counter.txt        the count and a newline, replaced atomically
+    pingpong_counter.txt        the count and a newline, replaced atomically; at most 64 bytes
+                                are read: a longer file is corrupt (too large), never loaded
     pingpong_counter.txt.lock   the cross-process lock; never delete it
+
+LIMITS (fixed):
+    every request answered within 5s, else 503 + reason; a /pingpong still queued then
+    hands out no number. SIGTERM: /readyz 503 at once, exit within SHUTDOWN_DELAY + 10s even
+    if the volume hangs; a second SIGTERM or SIGINT exits at once with status 1.
+    a request head must be complete within 10 s of the connection or of the previous answer;
+    heads over 16 KiB: 431; bodies over 16 KiB: 413; at most 512 connections (fewer under a
+    low open-file limit): past it the longest-waiting idle connection is closed, or a new one
+    gets 503 when every connection is busy (README, under attack).
 ";
 
 fn main() -> ExitCode {
@@ -62,33 +68,44 @@ fn main() -> ExitCode {
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(async {
-        let file = CounterFile::in_dir(&config.data_dir);
-        // A volume problem at start is not fatal: the server answers 503 with the reason and
-        // recovers once the volume or the file is repaired, rather than crash-looping.
-        if let Err(e) = std::fs::create_dir_all(&config.data_dir) {
-            tracing::error!(path = %config.data_dir.display(), error = %e, "cannot create DATA_DIR");
-        }
-        match file.probe() {
-            Ok(count) => tracing::info!(path = %file.path().display(), count, "counter ready"),
-            Err(error) => tracing::error!(%error, "counter unusable; answering 503 until repaired"),
-        }
+    shutdown::block_on(Flavor::MultiThread, async {
+        // First, before anything touches the volume: a SIGTERM from here on is never lost.
         let draining = Draining::default();
-        let app = routes::app_for(file, draining.clone());
+        shutdown::install(&draining)?;
+        let file = CounterFile::in_dir(&config.data_dir);
         let listener = http::bind(config.port)
             .await
             .with_context(|| format!("binding port {}", config.port))?;
         let addr = listener.local_addr().context("reading the bound address")?;
+        // The volume is checked in the background: a volume that hangs must not keep the server
+        // from answering /healthz, /readyz (503) or SIGTERM. A problem is not fatal either: the
+        // server answers 503 with the reason and recovers once the volume or file is repaired,
+        // rather than crash-looping.
+        tokio::task::spawn_blocking({
+            let file = file.clone();
+            let data_dir = config.data_dir.clone();
+            move || check_volume(&data_dir, &file)
+        });
+        let app = routes::app_for(file, draining.clone());
         // The bound port, not the configured one: with PORT=0 the tests learn it from here.
         tracing::info!(port = addr.port(), data_dir = %config.data_dir.display(), "pingpong listening");
-        http::serve(listener, app, draining, config.shutdown_delay).await.context("serving HTTP")?;
+        http::serve(listener, app, draining, config.shutdown_delay)
+            .await
+            .context("serving HTTP")?;
         tracing::info!("pingpong stopped cleanly");
         Ok(())
     })
+}
+
+/// Creates `DATA_DIR` if missing and logs whether the counter is usable.
+fn check_volume(data_dir: &Path, file: &CounterFile) {
+    if let Err(e) = std::fs::create_dir_all(data_dir) {
+        tracing::error!(path = %data_dir.display(), error = %e, "cannot create DATA_DIR");
+    }
+    match file.probe() {
+        Ok(count) => tracing::info!(path = %file.path().display(), count, "counter ready"),
+        Err(error) => tracing::error!(%error, "counter unusable; answering 503 until repaired"),
+    }
 }
 
 fn counter_command(args: &[String]) -> ExitCode {
@@ -96,6 +113,9 @@ fn counter_command(args: &[String]) -> ExitCode {
         Ok(command) => command,
         Err(message) => return usage_error("pingpong", &message),
     };
+    if let Err(error) = check_utf8(|var| env::var_os(var)) {
+        return usage_error("pingpong", &error.to_string());
+    }
     let data_dir = service_kit::config::data_dir(&process_env);
     match operator::run(&command, &data_dir) {
         Ok(line) => {

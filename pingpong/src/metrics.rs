@@ -9,12 +9,13 @@ use prometheus_client::{
     },
     registry::Registry,
 };
-use shared_fs::BatchReport;
+use shared_fs::{BatchReport, Observe};
 
 #[derive(Debug, Clone)]
 pub struct CounterMetrics {
     increments: Counter,
     failed_writes: Counter,
+    abandoned: Counter,
     batch_size: Histogram,
     write_seconds: Histogram,
 }
@@ -24,6 +25,7 @@ impl CounterMetrics {
         let metrics = CounterMetrics {
             increments: Counter::default(),
             failed_writes: Counter::default(),
+            abandoned: Counter::default(),
             batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
             write_seconds: Histogram::new(exponential_buckets(0.000_125, 2.0, 14)),
         };
@@ -38,20 +40,27 @@ impl CounterMetrics {
             metrics.failed_writes.clone(),
         );
         registry.register(
+            "pingpong_abandoned",
+            "Numbers written durably whose request had gone (timed out, client left): skipped, never handed out",
+            metrics.abandoned.clone(),
+        );
+        registry.register(
             "pingpong_batch_size",
             "Increments carried by one durable write (group commit)",
             metrics.batch_size.clone(),
         );
         registry.register(
             "pingpong_durable_write_seconds",
-            "Lock, read, write, fsync, rename and directory fsync of one batch",
+            "Read, write, fsync, rename and directory fsync of one batch, after the lock is held",
             metrics.write_seconds.clone(),
         );
         metrics
     }
+}
 
-    /// Records one durable write; runs on the writer thread.
-    pub fn observe(&self, batch: &BatchReport) {
+/// Fed by the counter writer thread.
+impl Observe for CounterMetrics {
+    fn batch(&mut self, batch: &BatchReport) {
         if batch.ok {
             self.increments.inc_by(batch.size);
         } else {
@@ -59,5 +68,9 @@ impl CounterMetrics {
         }
         self.batch_size.observe(batch.size as f64);
         self.write_seconds.observe(batch.elapsed.as_secs_f64());
+    }
+
+    fn abandoned(&mut self, numbers: &[u64]) {
+        self.abandoned.inc_by(numbers.len() as u64);
     }
 }

@@ -21,7 +21,7 @@ impl AppState {
     /// Starts the counter writer for `file`, feeding `metrics`.
     pub fn new(file: CounterFile, metrics: CounterMetrics) -> Self {
         AppState {
-            counter: Counter::spawn(file, move |batch| metrics.observe(batch)),
+            counter: Counter::spawn_observed(file, metrics),
         }
     }
 }
@@ -30,7 +30,7 @@ impl AppState {
 pub fn app(state: AppState, registry: Registry, draining: Draining) -> Router {
     let ready = readiness(state.counter.file().clone());
     let routes = Router::new()
-        .route("/pingpong", get(pingpong))
+        .route("/pingpong", http::get_only(pingpong))
         .route("/pings", get(pings))
         .with_state(state);
     http::finish(routes, registry, draining, ready)

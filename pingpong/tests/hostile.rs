@@ -345,7 +345,7 @@ fn help_states_the_limits() {
         format!("heads over {} KiB: 431", MAX_HEAD_BYTES / 1024),
         format!("bodies over {} KiB: 413", MAX_BODY_BYTES / 1024),
         format!(
-            "after {} s: 503",
+            "within {}s, else 503",
             service_kit::http::REQUEST_TIMEOUT.as_secs()
         ),
         format!("at most {MAX_CONNECTIONS} connections"),

@@ -21,7 +21,7 @@ const DELAY: Duration = Duration::from_secs(1);
 #[test]
 fn after_sigterm_readyz_turns_503_at_once_and_requests_are_answered_for_the_delay() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_with(dir.path(), &[("SHUTDOWN_DELAY", "1s")]);
+    let mut server = Server::start_with(dir.path(), &[("SHUTDOWN_DELAY", "1s")]);
     let port = server.port;
 
     // One client, one request at a time, each on a new connection (what a load balancer that

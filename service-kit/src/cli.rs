@@ -2,10 +2,10 @@
 //! binaries take almost no arguments, their configuration is the environment), configuration
 //! and the log filter from the environment, logging, then the binary's own `run`.
 
-use std::process::ExitCode;
+use std::{env, process::ExitCode};
 
 use crate::{
-    config::{ConfigError, EXIT_USAGE, process_env},
+    config::{ConfigError, EXIT_USAGE, check_utf8, process_env},
     telemetry,
 };
 
@@ -44,6 +44,9 @@ pub fn run_main<C>(
             return ExitCode::SUCCESS;
         }
         Err(message) => return usage_error(name, &message),
+    }
+    if let Err(error) = check_utf8(|var| env::var_os(var)) {
+        return usage_error(name, &error.to_string());
     }
     let (config, filter) = match (config(&process_env), telemetry::filter(&process_env)) {
         (Ok(config), Ok(filter)) => (config, filter),

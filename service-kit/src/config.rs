@@ -2,7 +2,7 @@
 //! malformed is an error naming the variable, the value and what was expected, which the binary
 //! prints as one line before exiting with status 2.
 
-use std::{env, fmt, path::PathBuf, time::Duration};
+use std::{env, ffi::OsString, fmt, path::PathBuf, time::Duration};
 
 /// A variable that is set but malformed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,10 +46,36 @@ pub fn parse_var<T>(
     }
 }
 
-/// The process environment as a lookup; a value that is not UTF-8 reads as `"\u{FFFD}"`, which
-/// no variable accepts, so it is reported rather than ignored.
+/// Every variable a binary of this workspace reads (SPEC §2).
+pub const VARIABLES: [&str; 5] = [
+    "PORT",
+    "DATA_DIR",
+    "LOG_INTERVAL",
+    "RUST_LOG",
+    "SHUTDOWN_DELAY",
+];
+
+/// The process environment as a lookup. Call [`check_utf8`] first: a value that is not UTF-8
+/// would read here as its lossy conversion, a different path for `DATA_DIR`.
 pub fn process_env(var: &str) -> Option<String> {
     env::var_os(var).map(|v| v.to_string_lossy().into_owned())
+}
+
+/// Fails on the first of [`VARIABLES`] whose value `lookup_os` gives is not UTF-8: such a value
+/// is refused, never silently replaced by its lossy conversion.
+pub fn check_utf8(lookup_os: impl Fn(&str) -> Option<OsString>) -> Result<(), ConfigError> {
+    for var in VARIABLES {
+        if let Some(value) = lookup_os(var)
+            && value.to_str().is_none()
+        {
+            return Err(ConfigError {
+                var,
+                value: value.to_string_lossy().into_owned(),
+                expected: "valid UTF-8",
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A fixed environment, for tests: `lookup` over `pairs` instead of the process's variables.
@@ -64,11 +90,14 @@ pub fn fixed_env(
     }
 }
 
-/// `PORT`: a TCP port.
+/// `PORT`: a TCP port, digits only (`u16::from_str` alone would accept `+3000`).
 pub fn port(lookup: &impl Fn(&str) -> Option<String>, default: u16) -> Result<u16, ConfigError> {
     Ok(
         parse_var(lookup, "PORT", "a TCP port number from 0 to 65535", |v| {
-            v.parse().ok()
+            v.bytes()
+                .all(|b| b.is_ascii_digit())
+                .then(|| v.parse().ok())
+                .flatten()
         })?
         .unwrap_or(default),
     )
@@ -81,18 +110,20 @@ pub fn data_dir(lookup: &impl Fn(&str) -> Option<String>) -> PathBuf {
         .map_or_else(|| PathBuf::from("files"), PathBuf::from)
 }
 
-/// A duration such as `250ms`, `5s` or `1m`; zero is refused.
+/// A duration such as `250ms`, `5s` or `1m`, from `range.0` to `range.1` inclusive; `expected`
+/// says so in words for the error (e.g. "a duration from 100ms to 24h, such as 5s").
 pub fn duration(
     lookup: &impl Fn(&str) -> Option<String>,
     var: &'static str,
     default: Duration,
+    range: (Duration, Duration),
+    expected: &'static str,
 ) -> Result<Duration, ConfigError> {
-    Ok(parse_var(
-        lookup,
-        var,
-        "a positive duration such as 250ms, 5s or 1m",
-        |v| humantime::parse_duration(v).ok().filter(|d| !d.is_zero()),
-    )?
+    Ok(parse_var(lookup, var, expected, |v| {
+        humantime::parse_duration(v)
+            .ok()
+            .filter(|d| (range.0..=range.1).contains(d))
+    })?
     .unwrap_or(default))
 }
 
@@ -138,7 +169,15 @@ mod tests {
             data_dir(&env_of(&[("DATA_DIR", "/v")])),
             PathBuf::from("/v")
         );
-        let d = |v| duration(&env_of(v), "LOG_INTERVAL", Duration::from_secs(5));
+        let d = |v| {
+            duration(
+                &env_of(v),
+                "LOG_INTERVAL",
+                Duration::from_secs(5),
+                RANGE,
+                "",
+            )
+        };
         assert_eq!(
             d(&[("LOG_INTERVAL", "250ms")]),
             Ok(Duration::from_millis(250))
@@ -154,25 +193,43 @@ mod tests {
             err.to_string(),
             r#"invalid PORT="abc": expected a TCP port number from 0 to 65535"#
         );
-        assert!(port(&env_of(&[("PORT", "70000")]), 3000).is_err());
-        let err = duration(
-            &env_of(&[("LOG_INTERVAL", "0s")]),
-            "LOG_INTERVAL",
-            Duration::ZERO,
-        )
-        .expect_err("zero interval");
-        assert_eq!(
-            err.to_string(),
-            r#"invalid LOG_INTERVAL="0s": expected a positive duration such as 250ms, 5s or 1m"#
-        );
-        assert!(
+        for bad in ["70000", "+3000", " 3000", "3000 ", "-1", "0x10"] {
+            let lookup = |var: &str| (var == "PORT").then(|| bad.to_owned());
+            assert!(port(&lookup, 3000).is_err(), "{bad:?}");
+        }
+        let d = |v: &'static str| {
             duration(
-                &env_of(&[("LOG_INTERVAL", "5")]),
+                &|var: &str| (var == "LOG_INTERVAL").then(|| v.to_owned()),
                 "LOG_INTERVAL",
-                Duration::ZERO
+                Duration::ZERO,
+                RANGE,
+                "a duration from 100ms to 24h, such as 5s",
             )
-            .is_err()
+        };
+        assert_eq!(
+            d("0s").expect_err("zero").to_string(),
+            r#"invalid LOG_INTERVAL="0s": expected a duration from 100ms to 24h, such as 5s"#
         );
+        for bad in ["5", "1ns", "99ms", "25h", "5 parsecs"] {
+            assert!(d(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(d("100ms"), Ok(Duration::from_millis(100)));
+        assert_eq!(d("24h"), Ok(Duration::from_secs(24 * 3600)));
+    }
+
+    const RANGE: (Duration, Duration) =
+        (Duration::from_millis(100), Duration::from_secs(24 * 3600));
+
+    #[test]
+    fn a_value_that_is_not_utf8_is_refused_not_converted() {
+        use std::os::unix::ffi::OsStringExt;
+        let lookup =
+            |var: &str| (var == "DATA_DIR").then(|| OsString::from_vec(b"/tmp/caf\xe9".to_vec()));
+        assert_eq!(
+            check_utf8(lookup).expect_err("not UTF-8").to_string(),
+            "invalid DATA_DIR=\"/tmp/caf\u{fffd}\": expected valid UTF-8"
+        );
+        assert_eq!(check_utf8(|_: &str| Some(OsString::from("ok"))), Ok(()));
     }
 
     #[test]

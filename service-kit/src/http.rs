@@ -7,23 +7,21 @@ use std::{future::Future, io, pin::Pin, sync::Arc, time::Duration};
 use axum::{
     Router,
     extract::{MatchedPath, Request},
-    http::StatusCode,
-    middleware,
-    response::IntoResponse,
-    routing::get,
+    handler::Handler,
+    http::{StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{MethodRouter, get},
 };
 use prometheus_client::registry::Registry;
 use tokio::{net::TcpListener, sync::Notify};
-use tower_http::{
-    timeout::TimeoutLayer,
-    trace::{DefaultOnResponse, TraceLayer},
-};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::{
     connections,
-    metrics::{self, HttpMetrics},
-    shutdown::{self, Draining},
+    metrics::{self, HttpMetrics, method_label},
+    shutdown::Draining,
 };
 
 /// Longest a request may take before it is answered `503`. A durable write is milliseconds; a
@@ -38,6 +36,10 @@ pub type ReadyCheck =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
 
 /// Adds the shared endpoints and layers to the service's own routes.
+///
+/// Methods, deliberately: the read-only routes answer `GET` and `HEAD` (monitors and link
+/// checkers send HEAD); a route that changes state is built with [`get_only`]; everything else
+/// is `405` with an `Allow` header, and an unknown path is `404`, each with a `text/plain` reason.
 pub fn finish(
     app: Router,
     mut registry: Registry,
@@ -55,10 +57,11 @@ pub fn finish(
             "/metrics",
             get(move || async move { metrics::render(&registry) }),
         )
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            REQUEST_TIMEOUT,
-        ))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+        .method_not_allowed_fallback(|| async {
+            (StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+        })
+        .layer(middleware::from_fn(time_limit))
         .layer(middleware::from_fn_with_state(
             http_metrics,
             metrics::count_requests,
@@ -70,7 +73,9 @@ pub fn finish(
                         .extensions()
                         .get::<MatchedPath>()
                         .map_or("unmatched", MatchedPath::as_str);
-                    tracing::info_span!("request", method = %request.method(), route)
+                    // Never the raw method or path: a client chooses them, and one 30 KB method
+                    // per request would make every log line 30 KB.
+                    tracing::info_span!("request", method = method_label(request.method()), route)
                 })
                 .on_response(
                     DefaultOnResponse::new()
@@ -78,6 +83,49 @@ pub fn finish(
                         .latency_unit(tower_http::LatencyUnit::Micros),
                 ),
         )
+}
+
+/// A route that changes state (`/pingpong`): only `GET` runs `handler`. axum's `get` also runs
+/// its handler for `HEAD` and drops the body, which for an increment would consume a number
+/// that nobody sees; here HEAD, like every other method, is `405` with `Allow: GET`.
+pub fn get_only<H, T, S>(handler: H) -> MethodRouter<S>
+where
+    H: Handler<T, S>,
+    T: 'static,
+    S: Clone + Send + Sync + 'static,
+{
+    get(handler).head(only_get).fallback(only_get)
+}
+
+async fn only_get() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        [(header::ALLOW, "GET")],
+        "method not allowed: only GET changes the count\n",
+    )
+        .into_response()
+}
+
+/// `503 text/plain` with `reason`: every 503 says why (SPEC §4).
+pub fn unavailable(reason: impl Into<String>) -> Response {
+    let mut reason = reason.into();
+    if !reason.ends_with('\n') {
+        reason.push('\n');
+    }
+    (StatusCode::SERVICE_UNAVAILABLE, reason).into_response()
+}
+
+/// Answers `503` with the reason once a request has taken [`REQUEST_TIMEOUT`]. The handler's
+/// future is dropped: a pingpong increment still queued then hands out no number (see
+/// `shared_fs::Counter::increment`).
+async fn time_limit(request: Request, next: Next) -> Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => unavailable(format!(
+            "timed out after {}s waiting for the shared volume",
+            REQUEST_TIMEOUT.as_secs()
+        )),
+    }
 }
 
 async fn readyz(draining: Draining, ready: ReadyCheck) -> impl IntoResponse {
@@ -98,10 +146,11 @@ pub async fn bind(port: u16) -> io::Result<TcpListener> {
     TcpListener::bind(("0.0.0.0", port)).await
 }
 
-/// Serves `app` until SIGTERM or SIGINT, then (SPEC §6): `/readyz` turns 503 at once, the
-/// server keeps accepting and answering for `shutdown_delay` (so that a load balancer notices
-/// the 503 and stops routing here before anything is refused), then the listener stops
-/// accepting and in-flight requests finish; returns after at most [`DRAIN_TIMEOUT`] more.
+/// Serves `app` until draining starts (the first SIGTERM or SIGINT, see
+/// [`crate::shutdown::install`]), then (SPEC §6): `/readyz` is already 503, the server keeps
+/// accepting and answering for `shutdown_delay` (so that a load balancer notices the 503 and
+/// stops routing here before anything is refused), then the listener stops accepting and
+/// in-flight requests finish; returns after at most [`DRAIN_TIMEOUT`] more.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -125,26 +174,25 @@ pub async fn serve(
             },
         ))
     };
-    let signalled = Arc::new(Notify::new());
+    let stopped_accepting = Arc::new(Notify::new());
     let stop = {
-        let signalled = signalled.clone();
-        let signal = shutdown::signal_received();
+        let stopped_accepting = stopped_accepting.clone();
+        let started = draining.started();
         async move {
-            signal.await;
-            draining.start();
+            started.await;
             if !shutdown_delay.is_zero() {
                 tracing::info!(delay = ?shutdown_delay, "readiness 503; still serving until the delay ends");
                 tokio::time::sleep(shutdown_delay).await;
             }
             tracing::info!("no longer accepting; draining in-flight requests");
-            signalled.notify_one();
+            stopped_accepting.notify_one();
         }
     };
     // On a worker thread, not the thread blocking on the runtime: the connection tasks it
     // spawns then start on the worker's own queue, at once, even under load.
     let server = tokio::spawn(connections::serve(listener, app, stop));
     let drain_deadline = async {
-        signalled.notified().await;
+        stopped_accepting.notified().await;
         tokio::time::sleep(DRAIN_TIMEOUT).await;
     };
     tokio::select! {

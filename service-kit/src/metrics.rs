@@ -1,12 +1,14 @@
 //! Prometheus metrics: the registry every service adds its own metrics to, the request counter
 //! by route, method and status, and the `/metrics` text.
 //!
-//! The route label is the matched route (`/pingpong`), never the raw path, so a scan of random
-//! URLs cannot grow the label set without bound: unknown paths count as `unmatched`.
+//! Every label comes from a fixed set, never from what a client sent, so no client can grow the
+//! label set (and with it memory and the `/metrics` body) without bound: the route label is the
+//! matched route (`/pingpong`), else `unmatched`; the method label is a standard method, else
+//! `other`.
 
 use axum::{
     extract::{MatchedPath, Request, State},
-    http::header,
+    http::{Method, header},
     middleware::Next,
     response::{IntoResponse, Response},
 };
@@ -19,8 +21,20 @@ use prometheus_client::{
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     route: String,
-    method: String,
+    method: &'static str,
     status: u16,
+}
+
+/// The method as a label or log field: one of the nine standard methods, else `other`. HTTP
+/// lets a client invent methods of any length; none of that reaches a label or a log line.
+pub fn method_label(method: &Method) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    KNOWN
+        .into_iter()
+        .find(|known| *known == method.as_str())
+        .unwrap_or("other")
 }
 
 /// `http_requests_total{route, method, status}`.
@@ -52,7 +66,7 @@ pub async fn count_requests(
         .get::<MatchedPath>()
         .map_or("unmatched", MatchedPath::as_str)
         .to_owned();
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method());
     let response = next.run(request).await;
     metrics
         .requests
@@ -80,4 +94,18 @@ pub fn render(registry: &Registry) -> Response {
         body,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_label_is_a_standard_method_or_other() {
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::TRACE), "TRACE");
+        let invented = Method::from_bytes("X".repeat(30_000).as_bytes()).unwrap();
+        assert_eq!(method_label(&invented), "other");
+        assert_eq!(method_label(&Method::from_bytes(b"get").unwrap()), "other");
+    }
 }

@@ -5,21 +5,21 @@
 //! is [`Error::Corrupt`], never read as 0 and never overwritten by [`CounterFile::add`]. A
 //! missing file means 0.
 //!
-//! The lock is an exclusive `flock` (std [`File::lock`]) on the sibling `<name>.lock`, an empty
-//! file that is never deleted (deleting it would let two processes lock two different inodes).
-//! It is held from reading the value on disk to the fsync of the directory, and the value is
-//! always read back from disk under it, because another replica or a pod still terminating may
-//! have advanced it. Readers take no lock: every write is an atomic rename.
+//! The lock ([`crate::lock`]) is held from reading the value on disk to the fsync of the
+//! directory, and the value is always read back from disk under it, because another replica or
+//! a pod still terminating may have advanced it. Readers take no lock: every write is an atomic
+//! rename. A file longer than [`MAX_COUNTER_BYTES`] is not read, and is corrupt too.
 
 use std::{
-    fs::{self, File, OpenOptions},
-    io::ErrorKind,
+    fs,
     path::{Path, PathBuf},
 };
 
 use crate::{
     atomic,
     error::{Error, Escaped, Result},
+    lock::{FileLock, LockedFile},
+    read::read_bounded,
 };
 
 /// The counter's file name inside the data directory.
@@ -42,31 +42,29 @@ pub fn parse_counter(path: &Path, bytes: &[u8]) -> Result<u64> {
         .ok_or_else(corrupt)
 }
 
+/// The most a counter file may hold: 20 digits of `u64::MAX` and room for whitespace. A longer
+/// file is [`Error::TooLarge`], read no further.
+pub const MAX_COUNTER_BYTES: usize = 64;
+
 /// Reads the counter at `path` without a lock; a missing file is 0.
 pub fn read_counter(path: &Path) -> Result<u64> {
-    match fs::read(path) {
-        Ok(bytes) => parse_counter(path, &bytes),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(0),
-        Err(e) => Err(Error::io("read", path, e)),
+    match read_bounded(path, MAX_COUNTER_BYTES)? {
+        Some(bytes) => parse_counter(path, &bytes),
+        None => Ok(0),
     }
 }
 
 /// The counter file and its lock file, for writers.
 #[derive(Debug, Clone)]
 pub struct CounterFile {
-    path: PathBuf,
-    lock_path: PathBuf,
+    file: LockedFile,
 }
 
 impl CounterFile {
     /// The counter at `path`, locked through `<path>.lock`.
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        let path = path.into();
-        let mut lock_path = path.clone().into_os_string();
-        lock_path.push(".lock");
         CounterFile {
-            path,
-            lock_path: lock_path.into(),
+            file: LockedFile::new(path),
         }
     }
 
@@ -76,69 +74,95 @@ impl CounterFile {
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.file.path()
     }
 
     pub fn lock_path(&self) -> &Path {
-        &self.lock_path
+        self.file.lock_path()
     }
 
     /// The current value, without a lock.
     pub fn read(&self) -> Result<u64> {
-        read_counter(&self.path)
+        read_counter(self.path())
     }
 
     /// Under the lock: reads the value on disk, durably writes `value + n`, and returns `value`.
     /// The caller hands out `value .. value + n`. A corrupt file is left as it is.
     pub fn add(&self, n: u64) -> Result<u64> {
-        let _lock = self.lock()?;
-        let value = self.read()?;
-        let next = value.checked_add(n).ok_or_else(|| Error::Overflow {
-            path: self.path.clone(),
-            value,
-            add: n,
-        })?;
-        atomic::replace(&self.path, format!("{next}\n").as_bytes())?;
+        let locked = self.lock()?;
+        let value = locked.read()?;
+        locked.write(locked.checked_add(value, n)?)?;
         Ok(value)
+    }
+
+    /// Takes the exclusive lock, blocking until it is free; the value can then be read and
+    /// written without another process (or a `counter set`) moving it in between. The group
+    /// commit writer uses the steps one by one, to tell waiting for the lock from writing.
+    pub fn lock(&self) -> Result<Locked<'_>> {
+        Ok(Locked {
+            _lock: self.file.lock()?,
+            counter: self,
+        })
+    }
+
+    /// Creates the directory that holds the counter, if missing.
+    pub fn create_dir(&self) -> Result<()> {
+        let dir = atomic::parent_dir(self.path());
+        fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))
     }
 
     /// Under the lock, durably sets the value whatever the file held: the operator's repair.
     pub fn set(&self, value: u64) -> Result<()> {
-        let _lock = self.lock()?;
-        atomic::replace(&self.path, format!("{value}\n").as_bytes())
+        self.lock()?.write(value)
     }
 
     /// Under the lock, removes temporary files a crashed writer left; returns how many.
     pub fn sweep_temp_files(&self) -> Result<usize> {
-        let _lock = self.lock()?;
-        atomic::sweep_temp_files(&self.path)
+        self.file.sweep_temp_files()
     }
 
-    /// Whether an increment could succeed now: the counter parses and the volume accepts
-    /// writes (opening the lock file for writing fails on a read-only volume). For `/readyz`;
-    /// it takes no lock and writes nothing.
+    /// Whether an increment could succeed now: the counter parses, can still advance, and the
+    /// volume accepts writes (opening the lock file for writing fails on a read-only volume).
+    /// For `/readyz`; it takes no lock and writes nothing.
     pub fn probe(&self) -> Result<u64> {
         let value = self.read()?;
-        self.open_lock_file()?;
+        if value == u64::MAX {
+            return Err(Error::Overflow {
+                path: self.path().to_owned(),
+                value,
+                add: 1,
+            });
+        }
+        self.file.open_lock_file()?;
         Ok(value)
     }
+}
 
-    /// Takes the exclusive lock, blocking until it is free. Dropping the file releases it.
-    fn lock(&self) -> Result<File> {
-        let file = self.open_lock_file()?;
-        file.lock()
-            .map_err(|e| Error::io("lock", &self.lock_path, e))?;
-        Ok(file)
+/// The counter while this process holds its lock; dropping it releases the lock.
+#[derive(Debug)]
+pub struct Locked<'a> {
+    counter: &'a CounterFile,
+    _lock: FileLock,
+}
+
+impl Locked<'_> {
+    /// The value on disk, which another process may have advanced since this one last looked.
+    pub fn read(&self) -> Result<u64> {
+        self.counter.read()
     }
 
-    fn open_lock_file(&self) -> Result<File> {
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&self.lock_path)
-            .map_err(|e| Error::io("open lock file", &self.lock_path, e))
+    /// `value + n`, or [`Error::Overflow`].
+    pub fn checked_add(&self, value: u64, n: u64) -> Result<u64> {
+        value.checked_add(n).ok_or_else(|| Error::Overflow {
+            path: self.counter.path().to_owned(),
+            value,
+            add: n,
+        })
+    }
+
+    /// Durably replaces the counter with `value`.
+    pub fn write(&self, value: u64) -> Result<()> {
+        atomic::replace(self.counter.path(), format!("{value}\n").as_bytes())
     }
 }
 

@@ -34,6 +34,21 @@ pub enum Error {
         /// The content, escaped and cut at 64 bytes.
         content: Escaped,
     },
+    /// The file is longer than anything this workspace writes there: a 100 MB file is not read
+    /// whole (see [`crate::read::read_bounded`]). Like [`Error::Corrupt`], never overwritten.
+    #[error(
+        "{} is too large: {}, at most {limit} expected; it starts with \"{head}\"",
+        path.display(),
+        match size { Some(n) => format!("{n} bytes"), None => format!("more than {limit} bytes") }
+    )]
+    TooLarge {
+        path: PathBuf,
+        /// The file's size, when it has one (a FIFO does not).
+        size: Option<u64>,
+        limit: usize,
+        /// The first bytes, escaped and cut like [`Error::Corrupt`]'s content.
+        head: Escaped,
+    },
     /// The counter would pass `u64::MAX`.
     #[error("counter file {}: {value} + {add} does not fit in a u64", path.display())]
     Overflow { path: PathBuf, value: u64, add: u64 },
@@ -54,7 +69,7 @@ impl Error {
     /// True when the error is about the content of the counter file, which only an operator can
     /// repair, rather than about the volume, which may heal by itself.
     pub fn is_corrupt(&self) -> bool {
-        matches!(self, Error::Corrupt { .. })
+        matches!(self, Error::Corrupt { .. } | Error::TooLarge { .. })
     }
 }
 

@@ -7,10 +7,13 @@
 //!
 //! - [`atomic`]: replace a small file atomically and durably (temp file, fsync, rename, fsync of
 //!   the directory), and sweep the temp files a crash may leave behind.
-//! - [`counter`]: the counter format (`N\n`, strict), the cross-process lock on the sibling
-//!   `.lock` file, and the locked read-modify-write of one batch.
+//! - [`lock`]: a file replaced only under an exclusive lock on its sibling `.lock` file (the
+//!   counter, and `output.log` when two log-writers overlap).
+//! - [`counter`]: the counter format (`N\n`, strict) and the locked read-modify-write of one
+//!   batch.
 //! - [`group_commit`]: the async handle whose `increment()` coalesces every request that arrives
 //!   while a durable write is in flight into the next single durable write.
+//! - [`read`]: reading a small file without trusting its size.
 //! - [`error`]: one error type; every variant names the path it is about.
 //!
 //! Nothing else in the workspace opens a file on the volume for writing.
@@ -19,8 +22,14 @@ pub mod atomic;
 pub mod counter;
 pub mod error;
 pub mod group_commit;
+pub mod lock;
+pub mod read;
 
 pub use atomic::{replace, sweep_temp_files};
-pub use counter::{COUNTER_FILE, CounterFile, parse_counter, read_counter};
+pub use counter::{
+    COUNTER_FILE, CounterFile, Locked, MAX_COUNTER_BYTES, parse_counter, read_counter,
+};
 pub use error::{Error, Result};
-pub use group_commit::{BatchReport, Counter};
+pub use group_commit::{BatchReport, Counter, Observe};
+pub use lock::{FileLock, LockedFile};
+pub use read::read_bounded;

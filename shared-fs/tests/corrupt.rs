@@ -54,11 +54,21 @@ fn the_error_shows_the_content_escaped_and_cut() {
             file.path().display()
         )
     );
-    fs::write(file.path(), [b'x'; 200]).unwrap();
+    fs::write(file.path(), [b'x'; 64]).unwrap();
     let message = read_counter(file.path()).unwrap_err().to_string();
     assert!(
-        message.ends_with(&format!("found \"{}...\"", "x".repeat(64))),
+        message.ends_with(&format!("found \"{}\"", "x".repeat(64))),
         "{message}"
+    );
+    // Longer than any counter: not read whole, reported with its size and its first 64 bytes.
+    fs::write(file.path(), [b'x'; 200]).unwrap();
+    assert_eq!(
+        read_counter(file.path()).unwrap_err().to_string(),
+        format!(
+            "{} is too large: 200 bytes, at most 64 expected; it starts with \"{}...\"",
+            file.path().display(),
+            "x".repeat(64)
+        )
     );
 }
 

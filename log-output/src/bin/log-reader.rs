@@ -8,7 +8,7 @@ use log_output::{config::ReaderConfig, reader, volume};
 use service_kit::{
     cli::{Binary, run_main},
     http,
-    shutdown::Draining,
+    shutdown::{self, Draining, Flavor},
 };
 
 fn main() -> ExitCode {
@@ -21,25 +21,31 @@ fn main() -> ExitCode {
     run_main(binary, &args, |env| ReaderConfig::from_env(&env), run)
 }
 
-#[tokio::main]
-async fn run(config: ReaderConfig) -> anyhow::Result<()> {
-    volume::create_data_dir(&config.data_dir).await?;
-    let listener = http::bind(config.port)
-        .await
-        .with_context(|| format!("cannot listen on port {}", config.port))?;
-    tracing::info!(
-        addr = %listener.local_addr()?,
-        data_dir = %config.data_dir.display(),
-        "log-reader listening"
-    );
-    let draining = Draining::default();
-    http::serve(
-        listener,
-        reader::app(config.data_dir, draining.clone()),
-        draining,
-        config.shutdown_delay,
-    )
-    .await?;
-    tracing::info!("drained; exiting");
-    Ok(())
+fn run(config: ReaderConfig) -> anyhow::Result<()> {
+    shutdown::block_on(Flavor::MultiThread, async {
+        // First, before anything touches the volume: a SIGTERM from here on is never lost.
+        let draining = Draining::default();
+        shutdown::install(&draining)?;
+        let listener = http::bind(config.port)
+            .await
+            .with_context(|| format!("cannot listen on port {}", config.port))?;
+        // Start-up touches the volume, which may hang: a signal meanwhile ends it at once.
+        let start = async {
+            volume::create_data_dir(&config.data_dir).await?;
+            anyhow::Ok(reader::app(config.data_dir.clone(), draining.clone()).await)
+        };
+        let app = tokio::select! {
+            biased;
+            () = draining.started() => return Ok(()),
+            app = start => app?,
+        };
+        tracing::info!(
+            addr = %listener.local_addr()?,
+            data_dir = %config.data_dir.display(),
+            "log-reader listening"
+        );
+        http::serve(listener, app, draining, config.shutdown_delay).await?;
+        tracing::info!("drained; exiting");
+        Ok(())
+    })
 }

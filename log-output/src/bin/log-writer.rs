@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use log_output::{config::WriterConfig, writer};
 use service_kit::{
     cli::{Binary, run_main},
-    shutdown,
+    shutdown::{self, Draining, Flavor},
 };
 
 fn main() -> ExitCode {
@@ -19,10 +19,13 @@ fn main() -> ExitCode {
     run_main(binary, &args, |env| WriterConfig::from_env(&env), run)
 }
 
-// One task plus the blocking pool for the file I/O: a worker thread per core would idle.
-#[tokio::main(flavor = "current_thread")]
-async fn run(config: WriterConfig) -> anyhow::Result<()> {
-    let id = uuid::Uuid::new_v4();
-    writer::run(config, id, shutdown::signal_received(), writer::print_entry).await?;
-    Ok(())
+fn run(config: WriterConfig) -> anyhow::Result<()> {
+    // One task plus the blocking pool for the file I/O: a worker thread per core would idle.
+    shutdown::block_on(Flavor::CurrentThread, async {
+        let draining = Draining::default();
+        shutdown::install(&draining)?;
+        let id = uuid::Uuid::new_v4();
+        writer::run(config, id, draining.started(), writer::print_entry).await?;
+        Ok(())
+    })
 }

@@ -141,6 +141,31 @@ impl Server {
         get(self.port, path)
     }
 
+    /// The process's peak resident memory (`VmHWM`), in bytes.
+    pub fn peak_rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("reading /proc/PID/status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().strip_suffix("kB"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("VmHWM in /proc/PID/status");
+        kib * 1024
+    }
+
+    /// The exit status, waiting at most `within` (after a signal the test sent itself).
+    pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "no exit within {within:?}");
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     pub fn stderr(&self) -> Vec<String> {
         self.stderr.lock().expect("stderr lock").clone()
     }
@@ -157,24 +182,9 @@ impl Server {
     }
 
     /// SIGTERM, then the exit status, waiting at most `within`.
-    pub fn terminate(self, within: Duration) -> ExitStatus {
+    pub fn terminate(mut self, within: Duration) -> ExitStatus {
         self.signal(15);
         self.wait_exit(within)
-    }
-
-    /// The exit status, waiting at most `within` (after a signal sent with [`Server::signal`]).
-    pub fn wait_exit(mut self, within: Duration) -> ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no exit within {within:?} of SIGTERM"
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
     }
 
     /// SIGKILL: no chance to finish anything.
@@ -227,6 +237,29 @@ pub fn pong_number(body: &str) -> u64 {
     body.strip_prefix("pong ")
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("not a pong: {body:?}"))
+}
+
+/// Holds the counter's lock in `data_dir` from another thread, as another replica or a
+/// `pingpong counter set` would, until the returned guard is dropped; returns once it is held.
+pub fn hold_counter_lock(data_dir: &Path) -> mpsc::Sender<()> {
+    let (held_tx, held_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let path = data_dir.join("pingpong_counter.txt.lock");
+    thread::spawn(move || {
+        let file = std::fs::File::create(&path).expect("creating the lock file");
+        file.lock().expect("taking the counter lock");
+        held_tx.send(()).expect("test gone");
+        let _ = release_rx.recv();
+    });
+    held_rx.recv().expect("lock thread died");
+    release_tx
+}
+
+/// Plants a named pipe at `path`: opening it for reading blocks until a writer comes, which
+/// none does, so it stands for a volume that stops answering.
+pub fn plant_fifo(path: &Path) {
+    let status = Command::new("mkfifo").arg(path).status().expect("mkfifo");
+    assert!(status.success(), "mkfifo {}", path.display());
 }
 
 /// Polls `check` until it returns `Some`, failing after `within`.

@@ -1,0 +1,194 @@
+#!/usr/bin/env python3
+"""Replicas benchmark: one against two pingpong replicas on one volume behind HAProxy.
+
+    python3 bench/replicas-bench.py [--runs 3] [--seconds 5] [--connections 64] [--no-build]
+
+Starts, on loopback with RUST_LOG=warn, two pingpong processes sharing one DATA_DIR (the
+flock of SPEC §3 serialises their durable writes) and two HAProxy instances configured as
+test/haproxy.sh does (round-robin, GET /readyz checks every second, no retries): one over
+replica A alone, one over A and B. In every run, wrk (-t2) measures in turn:
+  direct    replica A without HAProxy (what HAProxy itself costs)
+  1 replica HAProxy over A
+  2 replicas HAProxy over A and B
+and /metrics of both replicas before and after gives, for each measurement, the durable writes
+(pingpong_batch_size_count), the mean batch (increments per durable write) and the mean
+durable-write time. Prints medians. Needs wrk and haproxy (Debian packages; installed if
+missing when run as root). The data directory is a temp dir under BENCH_DIR (default: the
+system temp dir).
+"""
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def ensure(tool):
+    if shutil.which(tool):
+        return
+    if os.geteuid() != 0:
+        sys.exit(f"{tool} is missing: apt-get install {tool}")
+    subprocess.run(["apt-get", "update", "-qq"], check=True)
+    subprocess.run(["apt-get", "install", "-y", "-qq", tool], check=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(port, path):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+        return r.status, r.read().decode()
+
+
+def wait_ready(port, path="/readyz", deadline=30):
+    end = time.time() + deadline
+    while time.time() < end:
+        try:
+            if get(port, path)[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    sys.exit(f"port {port}{path} never answered 200")
+
+
+def haproxy_config(frontend, servers, stats):
+    lines = [
+        "global", "  maxconn 4096", "",
+        "defaults", "  mode http", "  timeout connect 2s", "  timeout client 30s",
+        "  timeout server 30s", "  timeout check 2s", "  retries 0", "",
+        "frontend pingpong", f"  bind 127.0.0.1:{frontend}", "  default_backend pingpong", "",
+        "backend pingpong", "  balance roundrobin", "  option httpchk GET /readyz",
+        "  http-check expect status 200", "  default-server inter 1s fall 2 rise 1",
+    ]
+    lines += [f"  server r{i + 1} 127.0.0.1:{p} check" for i, p in enumerate(servers)]
+    lines += ["", "listen stats", f"  bind 127.0.0.1:{stats}", "  stats enable", "  stats uri /"]
+    return "\n".join(lines) + "\n"
+
+
+def haproxy_all_up(stats, n):
+    _, csv = get(stats, "/;csv")
+    states = [row.split(",")[17] for row in csv.splitlines()
+              if row.startswith("pingpong,r")]
+    return len(states) == n and all(s == "UP" for s in states)
+
+
+def metrics(port):
+    """(durable writes, increments in them, seconds spent in durable writes) so far."""
+    _, text = get(port, "/metrics")
+
+    def value(name):
+        return float(re.search(rf"^{name} ([\d.e+-]+)$", text, re.M).group(1))
+
+    return (value("pingpong_batch_size_count"), value("pingpong_batch_size_sum"),
+            value("pingpong_durable_write_seconds_sum"))
+
+
+def wrk(port, connections, seconds):
+    out = subprocess.run(
+        ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds}s", "--latency",
+         f"http://127.0.0.1:{port}/pingpong"],
+        capture_output=True, text=True, check=True).stdout
+    if "Non-2xx" in out or "Socket errors" in out:
+        sys.exit(f"errors under load:\n{out}")
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    value, unit = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()
+    return rps, float(value) * UNITS[unit]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--bin-dir", default=os.path.join(ROOT, "target", "release"))
+    parser.add_argument("--no-build", action="store_true")
+    args = parser.parse_args()
+
+    ensure("wrk")
+    ensure("haproxy")
+    if not args.no_build:
+        subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "pingpong"],
+                       cwd=ROOT, check=True)
+    base = os.environ.get("BENCH_DIR", tempfile.gettempdir())
+    data = tempfile.mkdtemp(prefix="pingpong-replicas-", dir=base)
+    procs = []
+    try:
+        a, b = free_port(), free_port()
+        for port in (a, b):
+            env = dict(os.environ, PORT=str(port), DATA_DIR=data, RUST_LOG="warn")
+            procs.append(subprocess.Popen([os.path.join(args.bin_dir, "pingpong")], env=env,
+                                          stdout=subprocess.DEVNULL))
+        wait_ready(a)
+        wait_ready(b)
+        fronts = {}
+        for name, servers in (("1 replica", [a]), ("2 replicas", [a, b])):
+            front, stats = free_port(), free_port()
+            cfg = os.path.join(data, f"haproxy-{len(servers)}.cfg")
+            with open(cfg, "w") as f:
+                f.write(haproxy_config(front, servers, stats))
+            procs.append(subprocess.Popen(["haproxy", "-db", "-f", cfg],
+                                          stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL))
+            end = time.time() + 30
+            while True:
+                try:
+                    if haproxy_all_up(stats, len(servers)):
+                        break
+                except OSError:
+                    pass
+                if time.time() > end:
+                    sys.exit(f"HAProxy {cfg}: not all servers UP within 30 s")
+                time.sleep(0.1)
+            fronts[name] = front
+        targets = {"direct": a, **fronts}
+
+        results = {name: [] for name in targets}
+        for run in range(args.runs):
+            for name, port in targets.items():
+                before = [metrics(p) for p in (a, b)]
+                rps, p99 = wrk(port, args.connections, args.seconds)
+                after = [metrics(p) for p in (a, b)]
+                writes = sum(x[0] - y[0] for x, y in zip(after, before))
+                incs = sum(x[1] - y[1] for x, y in zip(after, before))
+                secs = sum(x[2] - y[2] for x, y in zip(after, before))
+                results[name].append((rps, p99, writes / args.seconds, incs / writes,
+                                      secs / writes * 1e3))
+            print(f"run {run + 1}/{args.runs} done", file=sys.stderr)
+
+        print(f"{args.runs} runs of {args.seconds} s at {args.connections} connections, medians;"
+              f" wrk -t2 on loopback; one DATA_DIR in {data}")
+        print()
+        print("| target | requests/s | ratio to 1 replica | p99 (ms) | durable writes/s"
+              " | mean batch | mean durable write (ms) |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        one = [r[0] for r in results["1 replica"]]
+        for name, rows in results.items():
+            med = [statistics.median(col) for col in zip(*rows)]
+            ratio = statistics.median(r[0] / o for r, o in zip(rows, one))
+            print(f"| {name} | {med[0]:.0f} | {ratio:.2f}x | {med[1]:.2f} | {med[2]:.0f}"
+                  f" | {med[3]:.1f} | {med[4]:.2f} |")
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            proc.wait(timeout=20)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

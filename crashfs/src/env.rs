@@ -1,0 +1,90 @@
+//! Where crashfs can run, and how it keeps a mount from leaking.
+//!
+//! Mounting needs root and `/dev/fuse` (fuser calls mount(2) itself; no libfuse, no
+//! fusermount). Without them a test skips with a printed reason, unless `CRASHFS_REQUIRED=1`
+//! (CI sets it), when it fails instead: a proof that silently skips proves nothing.
+//!
+//! Every mount lives in a private mount namespace of the thread that made it (unshare
+//! `CLONE_NEWNS`, then `/` made recursively private so nothing propagates back). Nobody outside
+//! sees it, the processes the thread starts inherit it, and when the test process ends, killed
+//! or not, the namespace and the mount vanish with it: no "Transport endpoint is not connected"
+//! left behind. The namespace is per thread (each test of a test binary runs on its own), so
+//! the thread that mounts must be the one that starts the processes and cuts the power.
+
+use std::{cell::Cell, io::Write, path::Path};
+
+use crate::CrashFs;
+
+/// The variable that turns a skip into a failure.
+pub const REQUIRED: &str = "CRASHFS_REQUIRED";
+
+/// `Err(reason)` when this machine cannot mount a crashfs.
+pub fn available() -> Result<(), String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err("not root (mount(2) of a FUSE filesystem needs it)".into());
+    }
+    if !Path::new("/dev/fuse").exists() {
+        return Err("no /dev/fuse".into());
+    }
+    Ok(())
+}
+
+/// Whether `CRASHFS_REQUIRED=1`.
+pub fn required() -> bool {
+    std::env::var(REQUIRED).is_ok_and(|v| v == "1")
+}
+
+/// Mounts a crashfs, or returns `None` after printing why this test is skipped. Panics when the
+/// machine cannot mount and [`REQUIRED`] is `1`, or when mounting fails on a machine that can.
+pub fn mount_or_skip(test: &str) -> Option<CrashFs> {
+    if let Err(reason) = available() {
+        assert!(
+            !required(),
+            "{test}: {REQUIRED}=1 but crashfs cannot run here: {reason}"
+        );
+        // Straight to stderr, not eprintln!: libtest captures the macros of a passing test, and
+        // a skip must be seen.
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED {test}: {reason} (set {REQUIRED}=1 to make this a failure)"
+        );
+        return None;
+    }
+    match CrashFs::mount() {
+        Ok(fs) => Some(fs),
+        // Root without the capability to mount (a restricted container): a skip too, unless
+        // required.
+        Err(crate::Error::Io(e))
+            if !required() && e.kind() == std::io::ErrorKind::PermissionDenied =>
+        {
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED {test}: cannot mount: {e} (set {REQUIRED}=1 to make this a failure)"
+            );
+            None
+        }
+        Err(e) => panic!("{test}: mounting crashfs: {e}"),
+    }
+}
+
+thread_local! {
+    static PRIVATE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Moves the calling thread into a mount namespace of its own (once per thread), with `/`
+/// recursively private so no mount made here propagates to the parent namespace.
+pub fn private_mount_namespace() -> std::io::Result<()> {
+    if PRIVATE.get() {
+        return Ok(());
+    }
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )?;
+    PRIVATE.set(true);
+    Ok(())
+}

@@ -1,0 +1,222 @@
+//! crashfs: a dev-only, in-memory FUSE filesystem that models what survives a power cut, so that
+//! a test can cut the power under real processes and check what an fsync recipe really keeps.
+//!
+//! `kill -9` keeps the page cache, so it cannot tell a missing fsync from a present one; a power
+//! cut can. The layout:
+//!
+//! - [`model`]: the tree, with volatile and durable data per file and volatile and durable
+//!   entries per directory; [`Model`] says which names survive a cut; the model's limits.
+//! - `fs`: the FUSE adapter (zero timeouts, direct I/O, real `fsync`/`fsyncdir`, locks left to
+//!   the kernel).
+//! - [`env`]: whether this machine can mount (root, `/dev/fuse`), the skip-or-fail rule of
+//!   `CRASHFS_REQUIRED`, and the private mount namespace that keeps a mount from ever leaking.
+//!
+//! [`CrashFs`] is the handle a test holds: [`CrashFs::cut_power`] (refused with
+//! [`Error::Busy`] while any process still uses the mount), [`CrashFs::crash_after`] to freeze
+//! the durable state after the k-th mutating operation, and an unmount when dropped.
+
+pub mod env;
+mod fs;
+pub mod model;
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+/// How long [`CrashFs::cut_power`] waits for a mount to stop being busy before it refuses.
+pub const BUSY_WITHIN: Duration = Duration::from_secs(2);
+
+pub use model::Model;
+use model::Tree;
+
+/// What can go wrong with the mount itself.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Some process still has a file, a directory or its working directory on the mount: a cut
+    /// now would pretend its requests never happened while it carries on.
+    #[error("the mount is busy: kill and reap every process using it first")]
+    Busy,
+    /// Mounting or unmounting failed.
+    #[error("mount: {0}")]
+    Io(#[from] std::io::Error),
+    /// The filesystem's session with the kernel ended with an error.
+    #[error("FUSE session: {0}")]
+    Session(std::io::Error),
+}
+
+/// A mounted crashfs. Dropping it unmounts it (lazily if still busy, as in a panicking test).
+#[derive(Debug)]
+pub struct CrashFs {
+    tree: Arc<Mutex<Tree>>,
+    /// Open handles in the current mount (see `fs::Adapter`).
+    handles: Arc<AtomicU64>,
+    session: Option<fuser::BackgroundSession>,
+    mountpoint: PathBuf,
+    /// The (empty) directory the filesystem is mounted on; removed after the unmount.
+    _dir: tempfile::TempDir,
+}
+
+impl CrashFs {
+    /// Mounts an empty crashfs on a fresh temporary directory, in this thread's private mount
+    /// namespace ([`env::private_mount_namespace`] is called first). Use [`env::mount_or_skip`]
+    /// in tests.
+    pub fn mount() -> Result<CrashFs, Error> {
+        env::private_mount_namespace().map_err(Error::Io)?;
+        let dir = tempfile::Builder::new()
+            .prefix("crashfs.")
+            .tempdir()
+            .map_err(Error::Io)?;
+        let tree = Arc::new(Mutex::new(Tree::default()));
+        let handles = Arc::new(AtomicU64::new(0));
+        let mountpoint = dir.path().to_path_buf();
+        let session = spawn(&tree, &handles, &mountpoint)?;
+        Ok(CrashFs {
+            tree,
+            handles,
+            session: Some(session),
+            mountpoint,
+            _dir: dir,
+        })
+    }
+
+    /// Where the filesystem is mounted.
+    pub fn path(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    fn tree(&self) -> MutexGuard<'_, Tree> {
+        self.tree.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Mutating operations (creates, writes, truncations, name changes, fsyncs) so far.
+    pub fn mutating_ops(&self) -> u64 {
+        self.tree().mutating_ops()
+    }
+
+    /// Freezes the durable state after `k` more mutating operations: from then on, as if the
+    /// power had failed, nothing more becomes durable, while processes carry on seeing their
+    /// writes. `crash_after(0)` is "the power fails now". The next [`CrashFs::cut_power`]
+    /// applies it.
+    pub fn crash_after(&self, k: u64) {
+        self.tree().crash_after(k);
+    }
+
+    /// Whether the durable state is frozen (the simulated power failure has happened). An
+    /// answer a client received while this was still false was sent before the failure.
+    pub fn frozen(&self) -> bool {
+        self.tree().frozen()
+    }
+
+    /// A handle other threads (load clients) can ask whether the power has failed yet.
+    pub fn probe(&self) -> Probe {
+        Probe {
+            tree: self.tree.clone(),
+        }
+    }
+
+    /// The power cut: unmounts (refusing with [`Error::Busy`] while any process uses the
+    /// mount), keeps only what is durable under `model`, and mounts again, so the kernel has
+    /// forgotten every cached name, attribute, page and lock.
+    ///
+    /// A file closed just before may still have its RELEASE on the way (the kernel sends it
+    /// asynchronously), so this first waits, up to [`BUSY_WITHIN`], for every handle to be
+    /// released and for the unmount to stop answering EBUSY; a mount still busy then is
+    /// really in use.
+    pub fn cut_power(&mut self, model: Model) -> Result<(), Error> {
+        let deadline = Instant::now() + BUSY_WITHIN;
+        while self.handles.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // umount(2) without MNT_DETACH: EBUSY while anything is open or is a working directory.
+        loop {
+            match nix::mount::umount(&self.mountpoint) {
+                Ok(()) => break,
+                Err(nix::errno::Errno::EBUSY) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(nix::errno::Errno::EBUSY) => return Err(Error::Busy),
+                Err(e) => return Err(Error::Io(e.into())),
+            }
+        }
+        if let Some(session) = self.session.take() {
+            // The session thread sees ENODEV and ends; fuser skips its own unmount.
+            match session.join() {
+                Ok(()) => {}
+                // Seen on a loaded machine: the kernel ends the connection of a filesystem just
+                // unmounted with ECONNABORTED rather than ENODEV. Nothing is lost: the unmount
+                // succeeded, so no process had anything open, and what can still be queued
+                // (an asynchronous RELEASE, a FORGET) changes nothing durable.
+                Err(e) if e.raw_os_error() == Some(nix::libc::ECONNABORTED) => {}
+                Err(e) => return Err(Error::Session(e)),
+            }
+        }
+        self.tree().cut(model);
+        self.handles = Arc::new(AtomicU64::new(0));
+        self.session = Some(spawn(&self.tree, &self.handles, &self.mountpoint)?);
+        Ok(())
+    }
+}
+
+/// Asks a [`CrashFs`] from any thread whether the simulated power failure has happened.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    tree: Arc<Mutex<Tree>>,
+}
+
+impl Probe {
+    /// See [`CrashFs::frozen`]. Ask it *after* an answer arrived: if it is still false, the
+    /// answer was sent before the power failed, so its promise must hold after the cut.
+    pub fn frozen(&self) -> bool {
+        self.tree.lock().unwrap_or_else(|e| e.into_inner()).frozen()
+    }
+
+    /// See [`CrashFs::mutating_ops`].
+    pub fn mutating_ops(&self) -> u64 {
+        self.tree
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .mutating_ops()
+    }
+}
+
+impl Drop for CrashFs {
+    fn drop(&mut self) {
+        if let Some(session) = self.session.take() {
+            if nix::mount::umount(&self.mountpoint).is_ok() {
+                let _ = session.join();
+            } else {
+                // Still busy (a panicking test with children alive): detach it, and leave the
+                // session thread to end when they do; the namespace dies with the process.
+                let _ = nix::mount::umount2(&self.mountpoint, nix::mount::MntFlags::MNT_DETACH);
+                drop(session);
+            }
+        }
+    }
+}
+
+fn spawn(
+    tree: &Arc<Mutex<Tree>>,
+    handles: &Arc<AtomicU64>,
+    mountpoint: &Path,
+) -> Result<fuser::BackgroundSession, Error> {
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        fuser::MountOption::FSName("crashfs".into()),
+        fuser::MountOption::Subtype("crashfs".into()),
+        fuser::MountOption::DefaultPermissions,
+    ];
+    fuser::spawn_mount(
+        fs::Adapter {
+            tree: tree.clone(),
+            handles: handles.clone(),
+        },
+        mountpoint,
+        &config,
+    )
+    .map_err(Error::Io)
+}

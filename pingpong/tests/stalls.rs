@@ -1,0 +1,205 @@
+//! pingpong when the volume stalls or the client misbehaves, as real processes (SPEC §4, §6,
+//! §7.3): a request that times out says why and costs no number; a hanging file keeps neither
+//! the server from starting nor the process from exiting; a second signal exits at once; a
+//! huge file is not loaded; a client's method reaches neither the log nor the metrics; and a
+//! variable that is not UTF-8 is refused.
+
+mod support;
+
+use std::{
+    ffi::OsStr,
+    fs,
+    io::{Read, Write},
+    net::TcpStream,
+    os::unix::ffi::OsStrExt,
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
+
+use support::{BIN, Server, get, hold_counter_lock, plant_fifo};
+
+const COUNTER: &str = "pingpong_counter.txt";
+
+#[test]
+fn a_request_that_times_out_says_why_and_costs_no_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let held = hold_counter_lock(dir.path());
+    assert_eq!(
+        server.get("/pingpong"),
+        (
+            503,
+            "timed out after 5s waiting for the shared volume\n".to_owned()
+        )
+    );
+    drop(held);
+    assert_eq!(server.get("/pingpong"), (200, "pong 0".to_owned()));
+    assert_eq!(fs::read(dir.path().join(COUNTER)).unwrap(), b"1\n");
+}
+
+#[test]
+fn a_hanging_counter_file_stops_neither_start_up_nor_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    plant_fifo(&dir.path().join(COUNTER));
+    // Start-up must not read the counter before it listens: this waits for "listening".
+    let mut server = Server::start(dir.path());
+    assert_eq!(server.get("/healthz"), (200, "ok".to_owned()));
+    assert_eq!(
+        server.get("/readyz"),
+        (
+            503,
+            "timed out after 5s waiting for the shared volume\n".to_owned()
+        )
+    );
+    // Threads are stuck opening the FIFO for good; the process still exits 0 on SIGTERM.
+    server.signal(15);
+    assert_eq!(server.wait_exit(Duration::from_secs(10)).code(), Some(0));
+}
+
+#[test]
+fn a_second_signal_exits_at_once_without_draining() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path());
+    let _held = hold_counter_lock(dir.path());
+    let port = server.port;
+    // A request stuck behind the lock keeps the drain busy for up to the request timeout (5 s);
+    // the server has it well before its 5 s are up.
+    let stuck = thread::spawn(move || support::try_get(port, "/pingpong"));
+    thread::sleep(Duration::from_millis(300));
+    server.signal(15);
+    support::eventually(Duration::from_secs(5), "shutdown to start", || {
+        server
+            .stderr()
+            .iter()
+            .any(|l| l.contains("shutting down"))
+            .then_some(())
+    });
+    let second = Instant::now();
+    server.signal(2);
+    assert_eq!(server.wait_exit(Duration::from_secs(2)).code(), Some(1));
+    assert!(second.elapsed() < Duration::from_secs(2));
+    assert!(
+        server
+            .stderr()
+            .iter()
+            .any(|l| l.contains("second signal: exiting now")),
+        "{:?}",
+        server.stderr()
+    );
+    let _ = stuck.join();
+}
+
+#[test]
+fn a_huge_counter_file_is_refused_without_loading_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(COUNTER);
+    fs::File::create(&path)
+        .unwrap()
+        .set_len(100_000_000)
+        .unwrap();
+    let server = Server::start(dir.path());
+    let port = server.port;
+    let readers: Vec<_> = (0..8)
+        .map(|_| thread::spawn(move || get(port, "/pings")))
+        .collect();
+    for reader in readers {
+        let (status, body) = reader.join().unwrap();
+        assert_eq!(status, 503);
+        assert!(
+            body.contains("is too large: 100000000 bytes, at most 64 expected"),
+            "{body}"
+        );
+    }
+    assert_eq!(server.get("/pingpong").0, 503);
+    let peak = server.peak_rss();
+    assert!(
+        peak < 48 << 20,
+        "peak RSS {} MiB with a 100 MB counter file (the pod's limit is 64 Mi)",
+        peak >> 20
+    );
+    assert_eq!(fs::metadata(&path).unwrap().len(), 100_000_000);
+}
+
+#[test]
+fn a_30_kb_method_reaches_neither_the_log_nor_the_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let method = "X".repeat(30_000);
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "{method} /pingpong HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    assert!(
+        !response.starts_with("HTTP/1.1 200"),
+        "an invented method got {response:?}"
+    );
+
+    let (_, metrics) = server.get("/metrics");
+    assert!(!metrics.contains("XXXX"), "the method reached /metrics");
+    assert!(!dir.path().join(COUNTER).exists());
+    // The request log is written when the answer is; give it a moment to reach stderr.
+    thread::sleep(Duration::from_millis(100));
+    let longest = server.stderr().iter().map(String::len).max().unwrap_or(0);
+    assert!(longest < 1_000, "a log line of {longest} bytes");
+}
+
+#[test]
+fn variables_that_are_not_utf8_or_not_plain_digits_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join(COUNTER), "41\n").unwrap();
+    // The directory exists under its real, non-UTF-8 name; its lossy conversion would be a
+    // different, empty directory holding 0.
+    let mut name = dir.path().as_os_str().as_bytes().to_vec();
+    name.extend_from_slice(b"/caf\xe9");
+    let data_dir = OsStr::from_bytes(&name);
+    fs::create_dir(data_dir).unwrap();
+    for args in [&[][..], &["counter", "get"]] {
+        let mut command = Command::new(BIN);
+        command
+            .args(args)
+            .env("DATA_DIR", data_dir)
+            .env("PORT", "0");
+        let (code, stderr) = run_briefly(command);
+        assert_eq!(code, Some(2), "{args:?}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains("invalid DATA_DIR="), "{stderr}");
+        assert!(stderr.contains("expected valid UTF-8"), "{stderr}");
+    }
+    for port in ["+3000", " 3000"] {
+        let mut command = Command::new(BIN);
+        command.env("PORT", port);
+        assert_eq!(run_briefly(command).0, Some(2), "PORT={port:?}");
+    }
+}
+
+/// Runs `command` to its end, or kills it after 5 s (a server that accepted what it should
+/// have refused would otherwise serve for ever): its exit code (`None` if killed) and stderr.
+fn run_briefly(mut command: Command) -> (Option<i32>, String) {
+    let mut child = command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (status.code(), stderr)
+}
