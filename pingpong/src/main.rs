@@ -47,10 +47,11 @@ FILES in DATA_DIR:
 LIMITS (fixed; see the README, Configuration and Under attack):
     every request   answered within 5s, else 503 + reason; a /pingpong still queued then
                     hands out no number
-    request head    complete within 10s of the connection or of the previous answer, else
-                    closed; over 16 KiB: 431; a body over 16 KiB: 413
-    connections     at most 512 (fewer under a low open-file limit); past it the longest-
-                    waiting idle one is closed, or the new one gets 503 when all are busy
+    request head    complete within 10 s of the connection or of the previous answer, else
+                    the connection is closed; heads over 16 KiB: 431; bodies over 16 KiB: 413
+    connections     at most 512 connections (fewer under a low open-file limit); past it
+                    the longest-waiting idle one is closed, or the new one gets 503 when
+                    all are busy
     SIGTERM         /readyz 503 at once; exit within SHUTDOWN_DELAY + 10s, even if the
                     volume hangs; SIGINT after that exits at once with status 1
 ";
