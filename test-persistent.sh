@@ -10,12 +10,16 @@
 #           with kubectl, in the context KUBE_CONTEXT (default k3d-k3s-default). Needs only
 #           bash (3.2 will do), curl and kubectl.
 #   podman  plays storage/persistentvolumeclaim.yaml once and each Deployment through its overlay
-#           in deploy/podman/ (ports 127.0.0.1:18080 and :18081, LOG_INTERVAL=1s); a pod is
+#           in deploy/podman/ (log on 127.0.0.1:18081, LOG_INTERVAL=1s), pingpong twice as
+#           pingpong-1 and pingpong-2 (:18091, :18092) behind HAProxy on :18080; a pod is
 #           deleted with `podman pod rm -f` and its Deployment played again. Builds the images
 #           with deploy/build-images.sh if they are missing. Removes its pods at the end (unless
 #           --keep); the volume, like a PV, stays.
-#   local   runs the three binaries from BIN_DIR (default: target/release, built if needed) on a
-#           temporary DATA_DIR and free ports; a pod deletion is kill -9 and a restart.
+#   local   runs the binaries from BIN_DIR (default: target/release, built if needed) on a
+#           temporary DATA_DIR and free ports, two pingpong processes behind HAProxy; a pod
+#           deletion is kill -9 and a restart. SHUTDOWN_DELAY (default 5s, as the manifests).
+#   HAProxy (podman, local; Debian package, installed when missing) stands in for the Service:
+#           round-robin, GET /readyz every second, no retries (test/haproxy.sh).
 #
 # Steps (exact equality throughout, never "at least"):
 #   0. set up; podman: each container runs as 10001 with a read-only root, no capabilities

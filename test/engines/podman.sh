@@ -5,7 +5,7 @@
 # pingpong-1 and pingpong-2 (127.0.0.1:18091, :18092; podman breaks replicas > 1 with a
 # hostPort), with HAProxy (test/haproxy.sh) on 127.0.0.1:18080 in the Service's place. A pod is
 # deleted with `podman pod rm -f` and its Deployment played again; a graceful deletion is
-# `podman pod stop` (SIGTERM) then `podman pod rm`. Builds the images with
+# `podman stop` of its containers (SIGTERM) then `podman pod rm`. Builds the images with
 # deploy/build-images.sh if they are missing. Removes its pods at the end (unless --keep); the
 # volume, like a PV, stays. bash 4 (CI only).
 #
@@ -150,16 +150,33 @@ podman_expect_hardening() {
   done
 }
 
-# podman_stop APP...: `podman pod stop` (SIGTERM, SIGKILL after 20 s like the manifests'
-# terminationGracePeriodSeconds); as PID 1 each container must exit 0 (SPEC §6): 137 would mean
-# podman had to kill it. Then the pods are removed.
+# podman_stop APP...: the kubelet's way: SIGTERM to the app containers (`podman stop`, SIGKILL
+# after 20 s like the manifests' terminationGracePeriodSeconds) while the pod's infra container
+# keeps its network up, then the pod goes. Not `podman pod stop`: podman 4.3 tears the pod's
+# published port down at once, so the SHUTDOWN_DELAY the app still serves is unreachable
+# (measured: /readyz answered 000 from the first request after `pod stop`, while the process
+# logged 5 s more of serving). As PID 1 each container must exit 0 (SPEC §6): 137 would mean
+# podman had to kill it.
+#
+# The containers of one pod are stopped one after the other: stopping log-writer and log-reader
+# together (in one `podman stop` or two at once) makes podman 4.3 send log-reader a second
+# SIGTERM about 50 ms after the first (seen in its log), and a second signal means "exit now"
+# (exit 1). Pods are stopped in parallel.
 podman_stop() {
-  local app pods=() container status
+  local app container stoppers=() status=0 pid
   for app in "$@"; do
-    pods+=("$app-pod-0")
+    (
+      for container in $(podman_containers "$app"); do
+        podman stop -t 20 "$container" >>"$work/podman.log" 2>&1 || exit 1
+      done
+    ) &
+    stoppers+=("$!")
   done
-  podman pod stop -t 20 "${pods[@]}" >>"$work/podman.log" 2>&1 || die "podman pod stop ${pods[*]} failed"
-  info "podman pod stop (SIGTERM) ${pods[*]}"
+  for pid in "${stoppers[@]}"; do
+    wait "$pid" || status=1
+  done
+  ((status == 0)) || die "podman stop $(podman_containers "$@") failed"
+  info "podman stop (SIGTERM) $(podman_containers "$@")"
   podman_reap "$@"
 }
 
@@ -198,24 +215,25 @@ engine_recreate_app() {
   podman_wait_ready "${live[@]}" log-output
 }
 
-# Graceful deletion of one replica, as Kubernetes does it: SIGTERM (podman pod stop), and at the
-# same moment the replacement is played in the spare slot (a new pod is a new endpoint).
+# Graceful deletion of one replica, as Kubernetes does it: SIGTERM (podman stop, see
+# podman_stop), and at the same moment the replacement is played in the spare slot (a new pod is
+# a new endpoint).
 engine_delete_replica() {
   local victim="${live[0]}" new="$spare" stopper status=0
-  podman pod stop -t 20 "$victim-pod-0" >>"$work/podman.log" 2>&1 &
+  podman stop -t 20 "$victim-pod-0-pingpong" >>"$work/podman.log" 2>&1 &
   stopper=$!
-  info "podman pod stop $victim-pod-0 (SIGTERM); its replacement is played as $new"
+  info "podman stop $victim-pod-0-pingpong (SIGTERM); its replacement is played as $new"
   podman_play "$new"
   podman_wait_ready "$new"
   wait "$stopper" || status=$?
-  ((status == 0)) || die "podman pod stop $victim-pod-0 failed"
+  ((status == 0)) || die "podman stop $victim-pod-0-pingpong failed"
   podman_reap "$victim"
   live[0]="$new"
   spare="$victim"
 }
 
 # maxSurge 1, maxUnavailable 0, replica by replica: the new one in the spare slot, ready and UP
-# in HAProxy, then `podman pod stop` of an old one, whose slot becomes the spare.
+# in HAProxy, then `podman stop` of an old one, whose slot becomes the spare.
 engine_roll_pingpong() {
   local old new i
   for i in "${!live[@]}"; do
