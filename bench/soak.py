@@ -14,7 +14,8 @@ open-file limit (nofile=1024, as podman runs it), then at once:
 and prints, per minute: requests/s, wrk errors (non-2xx and socket errors: must be 0), the
 server's RSS and open descriptors, and how many idle and slow connections the server closed.
 RSS and descriptors must stay flat. The data directory is a temp dir under BENCH_DIR
-(default: the system temp dir). Needs wrk (Debian package `wrk`).
+(default: the system temp dir); SOAK_RUST_LOG overrides the server's RUST_LOG=warn. Needs wrk
+(Debian package `wrk`).
 """
 
 import argparse
@@ -172,7 +173,8 @@ def main():
     # A file, not a pipe: a chatty server must never block on a full pipe.
     log = tempfile.TemporaryFile(dir=data)
     server = subprocess.Popen([PINGPONG], env=dict(os.environ, PORT=str(port), DATA_DIR=data,
-                                                   RUST_LOG="warn"),
+                                                   RUST_LOG=os.environ.get("SOAK_RUST_LOG",
+                                                                           "warn")),
                               stdout=subprocess.DEVNULL, stderr=log,
                               preexec_fn=container_limits)
     attackers = Attackers(port, args.idle, args.slow)

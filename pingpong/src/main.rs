@@ -44,10 +44,16 @@ FILES in DATA_DIR:
                                 are read: a longer file is corrupt (too large), never loaded
     pingpong_counter.txt.lock   the cross-process lock; never delete it
 
-LIMITS (fixed):
-    every request answered within 5s, else 503 + reason; a /pingpong still queued then
-    hands out no number. SIGTERM: /readyz 503 at once, exit within SHUTDOWN_DELAY + 10s even
-    if the volume hangs; a second SIGTERM or SIGINT exits at once with status 1.
+LIMITS (fixed; see the README, Configuration and Under attack):
+    every request   answered within 5s, else 503 + reason; a /pingpong still queued then
+                    hands out no number
+    request head    complete within 10 s of the connection or of the previous answer, else
+                    the connection is closed; heads over 16 KiB: 431; bodies over 16 KiB: 413
+    connections     at most 512 connections (fewer under a low open-file limit); past it
+                    the longest-waiting idle one is closed, or the new one gets 503 when
+                    all are busy
+    SIGTERM         /readyz 503 at once; exit within SHUTDOWN_DELAY + 10s, even if the
+                    volume hangs; SIGINT after that exits at once with status 1
 ";
 
 fn main() -> ExitCode {

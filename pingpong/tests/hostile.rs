@@ -1,6 +1,6 @@
 //! Hostile clients against a real pingpong on loopback (issue 10): a flood of idle connections
 //! above the connection bound (and above a container's 1024 open files), a slowloris, oversized
-//! heads and bodies. Each proves that everyone else is still served, that the server closes
+//! heads and bodies, a process out of descriptors. Each proves that everyone else is still served, that the server closes
 //! what it must within the header timeout, and that its descriptors return to their baseline.
 
 mod support;
@@ -17,7 +17,8 @@ use std::{
 };
 
 use service_kit::connections::{
-    EVICTION_SLACK, HEADER_READ_TIMEOUT, MAX_BODY_BYTES, MAX_HEAD_BYTES, connection_bound,
+    EVICTION_SLACK, HEADER_READ_TIMEOUT, MAX_BODY_BYTES, MAX_CONNECTIONS, MAX_HEAD_BYTES,
+    connection_bound,
 };
 use support::{Server, pong_number, try_get};
 
@@ -280,4 +281,75 @@ fn oversized_heads_and_bodies_are_refused_without_reading_them() {
     let (status, body) = exchange_within(port, with_body, within).expect("GET with a body");
     assert_eq!((status, body.as_str()), (200, "pong 0"));
     assert_eq!(server.get("/pings"), (200, "1".to_owned()));
+}
+
+#[test]
+fn out_of_descriptors_the_server_logs_once_pauses_and_keeps_serving() {
+    // So few open files that the connection bound cannot be reached: accept fails with EMFILE.
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with_nofile(dir.path(), 20);
+    let port = server.port;
+    let cpu_before = cpu_ticks(server.pid());
+    let mut idle = Vec::new();
+    for _ in 0..40 {
+        idle.push(TcpStream::connect(("127.0.0.1", port)).expect("connect (backlog)"));
+    }
+    // Each freed descriptor admits the next connection from the backlog, 50 ms apart.
+    let (status, body) = exchange_within(port, &get_request("/healthz"), Duration::from_secs(10))
+        .expect("a fresh client while accept fails with EMFILE");
+    assert_eq!((status, body.as_str()), (200, "ok"));
+    let cpu = cpu_ticks(server.pid()) - cpu_before;
+    drop(idle);
+    // The episode ends at the first accept after a quiet second.
+    support::eventually(Duration::from_secs(10), "accepting again", || {
+        assert_eq!(server.get("/healthz"), (200, "ok".to_owned()));
+        server
+            .stderr()
+            .iter()
+            .any(|l| l.contains("accepting again"))
+            .then_some(())
+    });
+    let failing: Vec<String> = server
+        .stderr()
+        .into_iter()
+        .filter(|l| l.contains("accept failing"))
+        .collect();
+    assert_eq!(failing.len(), 1, "one warning per episode: {failing:?}");
+    assert!(failing[0].contains("Too many open files"), "{failing:?}");
+    // A busy loop would burn a core for the whole episode; pausing uses next to nothing.
+    assert!(cpu < 50, "{cpu} CPU ticks (1/100 s) during the episode");
+    assert_eq!(server.get("/pingpong"), (200, "pong 0".to_owned()));
+}
+
+/// User and system CPU time of process `pid`, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .expect("comm")
+        .1
+        .split_whitespace()
+        .collect();
+    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+}
+
+#[test]
+fn help_states_the_limits() {
+    let help = std::process::Command::new(support::BIN)
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    for needle in [
+        format!("within {} s", HEADER_READ_TIMEOUT.as_secs()),
+        format!("heads over {} KiB: 431", MAX_HEAD_BYTES / 1024),
+        format!("bodies over {} KiB: 413", MAX_BODY_BYTES / 1024),
+        format!(
+            "within {}s, else 503",
+            service_kit::http::REQUEST_TIMEOUT.as_secs()
+        ),
+        format!("at most {MAX_CONNECTIONS} connections"),
+    ] {
+        assert!(help.contains(&needle), "--help lacks {needle:?}:\n{help}");
+    }
 }

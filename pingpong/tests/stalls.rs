@@ -58,7 +58,7 @@ fn a_hanging_counter_file_stops_neither_start_up_nor_exit() {
 }
 
 #[test]
-fn a_second_signal_exits_at_once_without_draining() {
+fn sigint_during_shutdown_exits_at_once_and_a_repeated_sigterm_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start(dir.path());
     let _held = hold_counter_lock(dir.path());
@@ -75,6 +75,24 @@ fn a_second_signal_exits_at_once_without_draining() {
             .any(|l| l.contains("shutting down"))
             .then_some(())
     });
+    // Orchestrators repeat SIGTERM (podman 4.3 does): the drain goes on.
+    server.signal(15);
+    support::eventually(
+        Duration::from_secs(5),
+        "the repeated SIGTERM logged",
+        || {
+            server
+                .stderr()
+                .iter()
+                .any(|l| l.contains("SIGTERM again: already shutting down"))
+                .then_some(())
+        },
+    );
+    assert!(
+        server.try_exit().is_none(),
+        "a repeated SIGTERM must not end the drain"
+    );
+    // A person pressing Ctrl-C again wants out now.
     let second = Instant::now();
     server.signal(2);
     assert_eq!(server.wait_exit(Duration::from_secs(2)).code(), Some(1));

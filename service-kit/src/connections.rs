@@ -7,9 +7,10 @@
 //!   the previous response. So it is also the keep-alive idle timeout. (hyper's own timer.)
 //! - **A bound on connections** ([`connection_bound`], from [`MAX_CONNECTIONS`] and the open-file
 //!   limit, leaving [`FD_RESERVE`] descriptors for the volume and the runtime). At the bound a
-//!   new connection evicts the one that has waited longest without a request in flight (an idle
-//!   or a slowly-sending one): a fresh client is served at once even while the bound is held by
-//!   idle connections. Eviction is hyper's graceful shutdown, so a request in flight always
+//!   new connection evicts the one that has waited longest without a request in flight,
+//!   preferring connections that never completed a request (idle or slowloris ones), once it
+//!   has waited at least [`EVICTION_PROTECT`]: a fresh client is served at once even while the
+//!   bound is held by idle connections. Eviction is hyper's graceful shutdown, so a request in flight always
 //!   finishes. Only when every connection is busy is a new one refused with a `503` and
 //!   closed. At most [`EVICTION_SLACK`] evicted connections may still be closing, so the
 //!   process never holds more than `bound + EVICTION_SLACK` connections.
@@ -127,8 +128,8 @@ pub async fn serve(listener: TcpListener, app: Router, stop: impl Future<Output 
 
     tokio::pin!(stop);
     // Accept errors and refusals are logged once per episode, not once per connection.
-    let mut failing: Option<(io::Error, u64)> = None;
-    let mut refusing: Option<u64> = None;
+    let mut failing = Episode::default();
+    let mut refusing = Episode::default();
     loop {
         // While EVICTION_SLACK evicted connections are still closing, new ones wait in the
         // kernel's backlog rather than being refused.
@@ -144,24 +145,18 @@ pub async fn serve(listener: TcpListener, app: Router, stop: impl Future<Output 
         };
         match accepted {
             Ok((stream, _peer)) => {
-                if let Some((error, failures)) = failing.take() {
-                    tracing::info!(%error, failures, "accepting again");
+                if let Some(failures) = failing.succeeded() {
+                    tracing::info!(failures, "accepting again");
                 }
-                let refused = admit(stream, &table, &app, &http).await;
-                match (refused, &mut refusing) {
-                    (true, Some(count)) => *count += 1,
-                    (true, None) => {
+                if admit(stream, &table, &app, &http).await {
+                    if refusing.failed() {
                         tracing::warn!(
                             connections = table.len(),
                             "every connection busy; refusing new ones with 503"
                         );
-                        refusing = Some(1);
                     }
-                    (false, Some(count)) => {
-                        tracing::info!(refused = *count, "admitting connections again");
-                        refusing = None;
-                    }
-                    (false, None) => {}
+                } else if let Some(refused) = refusing.succeeded() {
+                    tracing::info!(refused, "admitting connections again");
                 }
             }
             // The client gave up before we accepted: nothing to do for anyone else.
@@ -169,12 +164,12 @@ pub async fn serve(listener: TcpListener, app: Router, stop: impl Future<Output 
                 tracing::debug!(error = %e, "accept: connection gone");
             }
             Err(e) => {
-                match &mut failing {
-                    Some((_, failures)) => *failures += 1,
-                    None => {
-                        tracing::warn!(error = %e, connections = table.len(), "accept failing; evicting the longest-waiting connection and retrying");
-                        failing = Some((e, 1));
-                    }
+                if failing.failed() {
+                    tracing::warn!(
+                        error = %e,
+                        connections = table.len(),
+                        "accept failing; evicting the longest-waiting connection and retrying"
+                    );
                 }
                 table.evict_longest_waiting();
                 tokio::select! {
@@ -187,6 +182,37 @@ pub async fn serve(listener: TcpListener, app: Router, stop: impl Future<Output 
     drop(listener);
     table.evict_all();
     table.until_empty().await;
+}
+
+/// A run of failures, logged once: it starts at the first failure and ends at the first
+/// success after [`EPISODE_QUIET`] without one.
+#[derive(Debug, Default)]
+struct Episode {
+    /// The failures so far and the time of the last one, while an episode lasts.
+    current: Option<(u64, Instant)>,
+}
+
+/// How long without a failure ends an episode, so that alternating failures and successes
+/// (each freed descriptor admitting one connection) stay one episode.
+const EPISODE_QUIET: Duration = Duration::from_secs(1);
+
+impl Episode {
+    /// Records a failure; true if it starts an episode (log it).
+    fn failed(&mut self) -> bool {
+        let starts = self.current.is_none();
+        let count = self.current.map_or(0, |(n, _)| n);
+        self.current = Some((count + 1, Instant::now()));
+        starts
+    }
+
+    /// Records a success; the episode's failure count if this ends one (log it).
+    fn succeeded(&mut self) -> Option<u64> {
+        let (count, last) = self.current?;
+        (last.elapsed() >= EPISODE_QUIET).then(|| {
+            self.current = None;
+            count
+        })
+    }
 }
 
 fn is_per_connection(e: &io::Error) -> bool {
@@ -325,6 +351,8 @@ struct Conn {
     /// When the connection last started waiting for a request head (accepted, or its last
     /// answer finished), in milliseconds since the table's epoch: the longest-waiting is evicted.
     waiting_since: AtomicU64,
+    /// Requests answered on this connection.
+    served: AtomicU64,
     /// Eviction requested; the connection no longer counts against the bound.
     evicting: AtomicBool,
     evicted: Notify,
@@ -344,6 +372,7 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         let Self(conn) = self;
         conn.busy.store(false, Ordering::SeqCst);
+        conn.served.fetch_add(1, Ordering::SeqCst);
         conn.waiting_since
             .store(millis_since_start(), Ordering::SeqCst);
     }
@@ -418,6 +447,7 @@ impl Table {
             id: inner.next_id,
             busy: AtomicBool::new(false),
             waiting_since: AtomicU64::new(millis_since_start()),
+            served: AtomicU64::new(0),
             evicting: AtomicBool::new(false),
             evicted: Notify::new(),
         });
@@ -425,13 +455,22 @@ impl Table {
         Admission::Admitted(conn)
     }
 
-    /// The connection that has waited longest without a request in flight, and how long.
+    /// The eviction candidate, and how long it has waited: of the connections without a
+    /// request in flight, one that has never completed a request if any (an idle or slowloris
+    /// attacker never does), else any; of those, the one that has waited longest. So a client
+    /// that was answered and is briefly slow to send its next request is never evicted in
+    /// favour of an attacker's connection.
     fn longest_waiting(inner: &Inner) -> Option<(Arc<Conn>, Duration)> {
         let victim = inner
             .live
             .values()
             .filter(|c| !c.evicting.load(Ordering::SeqCst) && !c.busy.load(Ordering::SeqCst))
-            .min_by_key(|c| c.waiting_since.load(Ordering::SeqCst))?
+            .min_by_key(|c| {
+                (
+                    c.served.load(Ordering::SeqCst) > 0,
+                    c.waiting_since.load(Ordering::SeqCst),
+                )
+            })?
             .clone();
         let since = victim.waiting_since.load(Ordering::SeqCst);
         let waited = Duration::from_millis(millis_since_start().saturating_sub(since));
@@ -440,6 +479,13 @@ impl Table {
 
     fn evict(inner: &mut Inner, conn: &Conn) {
         if !conn.evicting.swap(true, Ordering::SeqCst) {
+            tracing::debug!(
+                served = conn.served.load(Ordering::SeqCst),
+                busy = conn.busy.load(Ordering::SeqCst),
+                waited_ms =
+                    millis_since_start().saturating_sub(conn.waiting_since.load(Ordering::SeqCst)),
+                "evicting a connection"
+            );
             inner.evicting += 1;
             // notify_one keeps the wake-up if the task is not waiting yet.
             conn.evicted.notify_one();
@@ -516,6 +562,23 @@ mod tests {
         let text = std::str::from_utf8(REFUSAL).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(head.contains(&format!("content-length: {}", body.len())));
+    }
+
+    #[test]
+    fn connections_that_were_answered_are_evicted_last() {
+        let table = Table::new(2, Duration::ZERO);
+        let Admission::Admitted(answered) = table.register() else {
+            panic!("below the bound")
+        };
+        drop(InFlight::begin(&answered));
+        let Admission::Admitted(silent) = table.register() else {
+            panic!("below the bound")
+        };
+        // The answered one has waited longer (its answer came first), yet the silent one goes.
+        answered.waiting_since.store(0, Ordering::SeqCst);
+        assert!(matches!(table.register(), Admission::Admitted(_)));
+        assert!(silent.evicting.load(Ordering::SeqCst));
+        assert!(!answered.evicting.load(Ordering::SeqCst));
     }
 
     #[test]

@@ -157,6 +157,23 @@ pub async fn serve(
     draining: Draining,
     shutdown_delay: Duration,
 ) -> io::Result<()> {
+    // From SIGTERM on, every answer closes its connection: a load balancer's pooled
+    // connections to this process end cleanly during the delay instead of being cut by the
+    // drain while the balancer may still reuse them.
+    let app = {
+        let draining = draining.clone();
+        app.layer(middleware::map_response(
+            move |mut response: axum::response::Response| {
+                use axum::http::{HeaderValue, header::CONNECTION};
+                if draining.is_draining() {
+                    response
+                        .headers_mut()
+                        .insert(CONNECTION, HeaderValue::from_static("close"));
+                }
+                std::future::ready(response)
+            },
+        ))
+    };
     let stopped_accepting = Arc::new(Notify::new());
     let stop = {
         let stopped_accepting = stopped_accepting.clone();

@@ -5,7 +5,9 @@
 //! handlers exist is ignored by the kernel, and the process serves on until SIGKILL. So
 //! [`install`] runs first thing, before anything touches the volume, and a signal that arrives
 //! at any later moment, even before the server is built, is kept in [`Draining`] for whoever
-//! waits on it. A second signal exits at once, for an operator whose process is stuck.
+//! waits on it. A second SIGINT (Ctrl-C again) exits at once, for an operator whose process is
+//! stuck; a repeated SIGTERM changes nothing, because orchestrators repeat it (podman 4.3 sends
+//! one container of a stopping pod two).
 
 use std::{future::Future, sync::Arc};
 
@@ -15,7 +17,7 @@ use tokio::{
     sync::watch,
 };
 
-/// Exit status after a second SIGTERM or SIGINT: the process did not drain.
+/// Exit status after a SIGINT during shutdown: the process did not drain.
 pub const EXIT_FORCED: i32 = 1;
 
 /// Set once shutdown starts; `/readyz` answers 503 from then on, and [`Draining::started`]
@@ -52,25 +54,27 @@ impl Draining {
 }
 
 /// Installs the SIGTERM and SIGINT handlers now (call it first thing inside the runtime): the
-/// first signal starts `draining`, a second one exits the process at once with
-/// [`EXIT_FORCED`].
+/// first signal starts `draining`; a SIGINT after that exits the process at once with
+/// [`EXIT_FORCED`]; further SIGTERMs are logged and change nothing.
 pub fn install(draining: &Draining) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let draining = draining.clone();
     tokio::spawn(async move {
-        let mut next = async || {
-            tokio::select! {
-                _ = term.recv() => "SIGTERM",
-                _ = int.recv() => "SIGINT",
-            }
+        let first = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
         };
-        let first = next().await;
         tracing::info!(signal = first, "shutting down");
         draining.start();
-        let second = next().await;
+        loop {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM again: already shutting down"),
+                _ = int.recv() => break,
+            }
+        }
         tracing::warn!(
-            signal = second,
+            signal = "SIGINT",
             "second signal: exiting now without finishing in-flight work"
         );
         std::process::exit(EXIT_FORCED);

@@ -154,6 +154,11 @@ impl Server {
         kib * 1024
     }
 
+    /// The exit status if the process has exited, without waiting.
+    pub fn try_exit(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("wait")
+    }
+
     /// The exit status, waiting at most `within` (after a signal the test sent itself).
     pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
         let deadline = Instant::now() + within;
