@@ -91,7 +91,8 @@ that exits at once with status 1.
 ";
 
 /// `log-reader --help`, laid out like pingpong's.
-pub const READER_HELP: &str = "\
+pub const READER_HELP: &str = concat!(
+    "\
 log-reader: serves DATA_DIR/output.log, the latest entry of log-writer, over HTTP.
 
 USAGE:
@@ -114,16 +115,9 @@ ENDPOINTS:
     GET /metrics   Prometheus text
     HEAD works like GET without a body; other methods are 405, unknown paths 404.
 
-LIMITS (fixed; see the README, Configuration and Under attack):
-    every request   answered within 5s, else 503 + reason
-    request head    complete within 10 s of the connection or of the previous answer, else
-                    the connection is closed; heads over 16 KiB: 431; bodies over 16 KiB: 413
-    connections     at most 512 connections (fewer under a low open-file limit); past it
-                    the longest-waiting idle one is closed, or the new one gets 503 when
-                    all are busy
-    SIGTERM         /readyz 503 at once; exit within SHUTDOWN_DELAY + 10s, even if the
-                    volume hangs; SIGINT after that exits at once with status 1
-";
+",
+    service_kit::http_limits_help!()
+);
 
 #[cfg(test)]
 mod tests {
@@ -173,25 +167,6 @@ mod tests {
                 shutdown_delay: Duration::from_secs(5),
             })
         );
-    }
-
-    #[test]
-    fn reader_help_states_the_connection_limits() {
-        use service_kit::connections::{
-            HEADER_READ_TIMEOUT, MAX_BODY_BYTES, MAX_CONNECTIONS, MAX_HEAD_BYTES,
-        };
-        for needle in [
-            format!("within {} s", HEADER_READ_TIMEOUT.as_secs()),
-            format!("heads over {} KiB: 431", MAX_HEAD_BYTES / 1024),
-            format!("bodies over {} KiB: 413", MAX_BODY_BYTES / 1024),
-            format!(
-                "within {}s, else 503",
-                service_kit::http::REQUEST_TIMEOUT.as_secs()
-            ),
-            format!("at most {MAX_CONNECTIONS} connections"),
-        ] {
-            assert!(READER_HELP.contains(&needle), "--help lacks {needle:?}");
-        }
     }
 
     #[test]

@@ -13,7 +13,8 @@ use service_kit::{
 };
 use shared_fs::CounterFile;
 
-const HELP: &str = "\
+const HELP: &str = concat!(
+    "\
 pingpong: GET /pingpong answers `pong N` and durably increments a counter on the shared volume.
 
 USAGE:
@@ -44,17 +45,11 @@ FILES in DATA_DIR:
                                 are read: a longer file is corrupt (too large), never loaded
     pingpong_counter.txt.lock   the cross-process lock; never delete it
 
-LIMITS (fixed; see the README, Configuration and Under attack):
-    every request   answered within 5s, else 503 + reason; a /pingpong still queued then
-                    hands out no number
-    request head    complete within 10 s of the connection or of the previous answer, else
-                    the connection is closed; heads over 16 KiB: 431; bodies over 16 KiB: 413
-    connections     at most 512 connections (fewer under a low open-file limit); past it
-                    the longest-waiting idle one is closed, or the new one gets 503 when
-                    all are busy
-    SIGTERM         /readyz 503 at once; exit within SHUTDOWN_DELAY + 10s, even if the
-                    volume hangs; SIGINT after that exits at once with status 1
-";
+",
+    service_kit::http_limits_help!(),
+    "    A /pingpong that times out while its increment is still queued hands out no number.
+"
+);
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();

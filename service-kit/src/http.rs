@@ -24,6 +24,25 @@ use crate::{
     shutdown::Draining,
 };
 
+/// The `LIMITS` section of both HTTP servers' `--help`, as a literal so that a help text can
+/// `concat!` it; a test below keeps it in step with the constants.
+#[macro_export]
+macro_rules! http_limits_help {
+    () => {
+        "\
+LIMITS (fixed; see the README, Configuration and Under attack):
+    every request   answered within 5s, else 503 + reason
+    request head    complete within 10 s of the connection or of the previous answer, else
+                    the connection is closed; heads over 16 KiB: 431; bodies over 16 KiB: 413
+    connections     at most 512 connections (fewer under a low open-file limit); past it
+                    the longest-waiting idle one is closed, or the new one gets 503 when
+                    all are busy
+    SIGTERM         /readyz 503 at once; exit within SHUTDOWN_DELAY + 10s, even if the
+                    volume hangs; SIGINT after that exits at once with status 1
+"
+    };
+}
+
 /// Longest a request may take before it is answered `503`. A durable write is milliseconds; a
 /// request still waiting after this is stuck on a volume that does not answer.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -200,6 +219,27 @@ pub async fn serve(
         () = drain_deadline => {
             tracing::warn!(after = ?DRAIN_TIMEOUT, "drain timed out; closing the remaining connections");
             Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::connections::{
+        HEADER_READ_TIMEOUT, MAX_BODY_BYTES, MAX_CONNECTIONS, MAX_HEAD_BYTES,
+    };
+
+    #[test]
+    fn the_limits_help_states_the_constants() {
+        let help = http_limits_help!();
+        for needle in [
+            format!("within {}s, else 503", super::REQUEST_TIMEOUT.as_secs()),
+            format!("within {} s", HEADER_READ_TIMEOUT.as_secs()),
+            format!("heads over {} KiB: 431", MAX_HEAD_BYTES / 1024),
+            format!("bodies over {} KiB: 413", MAX_BODY_BYTES / 1024),
+            format!("at most {MAX_CONNECTIONS} connections"),
+        ] {
+            assert!(help.contains(&needle), "the limits help lacks {needle:?}");
         }
     }
 }
