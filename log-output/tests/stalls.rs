@@ -14,9 +14,8 @@ use std::{
     thread,
 };
 
-use common::{
-    DEADLINE, Proc, get, parse_entry, plant_fifo, run_to_end, start_reader, start_writer,
-};
+use common::{DEADLINE, Proc, get, parse_entry, run_to_end, start_reader, start_writer};
+use test_support::plant_fifo;
 
 #[test]
 fn a_writer_whose_counter_hangs_still_exits_on_sigterm() {

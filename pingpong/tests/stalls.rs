@@ -17,7 +17,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use support::{BIN, Server, get, hold_counter_lock, plant_fifo};
+use support::{BIN, Server, get, hold_counter_lock};
+use test_support::plant_fifo;
 
 const COUNTER: &str = "pingpong_counter.txt";
 

@@ -91,15 +91,7 @@ impl Proc {
 
     /// The process's peak resident memory (`VmHWM`), in bytes.
     pub fn peak_rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .expect("reading /proc/PID/status");
-        let kib: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().strip_suffix("kB"))
-            .and_then(|v| v.trim().parse().ok())
-            .expect("VmHWM in /proc/PID/status");
-        kib * 1024
+        test_support::peak_rss(self.pid())
     }
 
     /// Waits until the process has written `needle` to stderr, within [`DEADLINE`].
@@ -249,13 +241,6 @@ pub fn start_reader(data_dir: &Path) -> (Proc, u16) {
     );
     wait_healthy(&mut reader, port);
     (reader, port)
-}
-
-/// Plants a named pipe at `path`: opening it for reading blocks until a writer comes, which
-/// none does, so it stands for a volume that stops answering.
-pub fn plant_fifo(path: &Path) {
-    let status = Command::new("mkfifo").arg(path).status().expect("mkfifo");
-    assert!(status.success(), "mkfifo {}", path.display());
 }
 
 /// Polls `GET /healthz` until it answers 200; fails with stderr if the process exits first.

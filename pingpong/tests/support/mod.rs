@@ -89,9 +89,7 @@ impl Server {
 
     /// How many descriptors the process has open now.
     pub fn open_fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
-            .expect("listing /proc/PID/fd")
-            .count()
+        test_support::open_fds(self.pid())
     }
 
     /// The number of open descriptors once it has stopped changing (the server side of the
@@ -143,15 +141,7 @@ impl Server {
 
     /// The process's peak resident memory (`VmHWM`), in bytes.
     pub fn peak_rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .expect("reading /proc/PID/status");
-        let kib: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().strip_suffix("kB"))
-            .and_then(|v| v.trim().parse().ok())
-            .expect("VmHWM in /proc/PID/status");
-        kib * 1024
+        test_support::peak_rss(self.pid())
     }
 
     /// The exit status if the process has exited, without waiting.
@@ -258,13 +248,6 @@ pub fn hold_counter_lock(data_dir: &Path) -> mpsc::Sender<()> {
     });
     held_rx.recv().expect("lock thread died");
     release_tx
-}
-
-/// Plants a named pipe at `path`: opening it for reading blocks until a writer comes, which
-/// none does, so it stands for a volume that stops answering.
-pub fn plant_fifo(path: &Path) {
-    let status = Command::new("mkfifo").arg(path).status().expect("mkfifo");
-    assert!(status.success(), "mkfifo {}", path.display());
 }
 
 /// Polls `check` until it returns `Some`, failing after `within`.

@@ -1,0 +1,68 @@
+//! Dev-only: what the process tests of pingpong and log-output share, so that each suite's own
+//! helpers (its process guard, its HTTP client) only wire it in:
+//!
+//! - a child's resources read from `/proc`: its peak memory and its open descriptors, for the
+//!   tests that show a huge file or a flood of connections costs nothing lasting;
+//! - a named pipe planted where a file should be, which stands for a volume that stops
+//!   answering: opening it for reading blocks until a writer comes, and none does.
+
+use std::{path::Path, process::Command};
+
+/// The peak resident memory (`VmHWM`) of process `pid`, in bytes.
+pub fn peak_rss(pid: u32) -> u64 {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("reading /proc/PID/status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status");
+    kib * 1024
+}
+
+/// How many descriptors process `pid` has open now.
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("listing /proc/PID/fd")
+        .count()
+}
+
+/// Plants a named pipe at `path` (with mkfifo(1): the workspace forbids `unsafe`, so no
+/// `libc::mkfifo`).
+pub fn plant_fifo(path: &Path) {
+    let status = Command::new("mkfifo").arg(path).status().expect("mkfifo");
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_this_process() {
+        let me = std::process::id();
+        assert!(peak_rss(me) > 0);
+        let before = open_fds(me);
+        let file = std::fs::File::open("/proc/self/status").unwrap();
+        assert_eq!(open_fds(me), before + 1);
+        drop(file);
+    }
+
+    #[test]
+    fn plants_a_fifo() {
+        use std::os::unix::fs::FileTypeExt;
+        let dir = tempfile_free_dir();
+        let path = dir.join("fifo");
+        plant_fifo(&path);
+        assert!(std::fs::metadata(&path).unwrap().file_type().is_fifo());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A fresh directory without a tempfile dependency.
+    fn tempfile_free_dir() -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("test-support-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+}
