@@ -29,6 +29,37 @@ pub fn available() -> Result<(), String> {
     Ok(())
 }
 
+/// One run of seeded random power cuts. `POWER_LOSS_SEED` and `POWER_LOSS_ROUNDS` replay a run
+/// that failed; unset, the seed is random and the rounds are the test's default.
+#[derive(Debug, Clone, Copy)]
+pub struct Replay {
+    pub seed: u64,
+    pub rounds: u64,
+}
+
+/// Reads the run's [`Replay`] from the environment and prints it, where the test harness shows
+/// it when the test fails.
+pub fn replay(default_rounds: u64) -> Replay {
+    let replay = Replay {
+        seed: env_u64("POWER_LOSS_SEED").unwrap_or_else(|| fastrand::u64(..)),
+        rounds: env_u64("POWER_LOSS_ROUNDS").unwrap_or(default_rounds),
+    };
+    println!(
+        "POWER_LOSS_SEED={} POWER_LOSS_ROUNDS={}",
+        replay.seed, replay.rounds
+    );
+    replay
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    let value = std::env::var(name).ok()?;
+    Some(
+        value
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={value:?} is not a number")),
+    )
+}
+
 /// Whether `CRASHFS_REQUIRED=1`.
 pub fn required() -> bool {
     std::env::var(REQUIRED).is_ok_and(|v| v == "1")

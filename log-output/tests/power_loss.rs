@@ -16,18 +16,12 @@ mod common;
 use std::{fs, path::Path, sync::mpsc::TryRecvError, time::Duration};
 
 use common::{Entry, Proc, parse_entry, poll_within, start_writer};
-use crashfs::{CrashFs, Model, env::mount_or_skip};
+use crashfs::{
+    CrashFs, Model,
+    env::{Replay, mount_or_skip, replay},
+};
 
 const OUTPUT: &str = "output.log";
-
-fn env_u64(name: &str) -> Option<u64> {
-    let value = std::env::var(name).ok()?;
-    Some(
-        value
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={value:?} is not a number")),
-    )
-}
 
 /// The entry a cut left, or why there is none.
 fn on_disk(dir: &Path) -> Result<(String, Entry), String> {
@@ -54,10 +48,7 @@ fn power_cuts_at_random_instants_leave_output_log_one_complete_entry() {
     let Some(mut fs) = mount_or_skip("log-writer power cuts at random instants") else {
         return;
     };
-    let rounds = env_u64("POWER_LOSS_ROUNDS").unwrap_or(100);
-    let seed = env_u64("POWER_LOSS_SEED").unwrap_or_else(|| fastrand::u64(..));
-    // Captured by the test harness and shown when the test fails.
-    println!("POWER_LOSS_SEED={seed} rounds={rounds}");
+    let Replay { seed, rounds } = replay(100);
     let mut rng = fastrand::Rng::with_seed(seed);
     let dir = fs.path().to_path_buf();
 

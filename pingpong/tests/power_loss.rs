@@ -27,7 +27,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crashfs::{CrashFs, Model, Probe, env::mount_or_skip};
+use crashfs::{
+    CrashFs, Model, Probe,
+    env::{Replay, mount_or_skip, replay},
+};
 use support::{BIN, Server, eventually, pong_number, try_get};
 
 const COUNTER: &str = "pingpong_counter.txt";
@@ -54,15 +57,6 @@ fn on_disk(dir: &Path) -> OnDisk {
     }
 }
 
-fn env_u64(name: &str) -> Option<u64> {
-    let value = std::env::var(name).ok()?;
-    Some(
-        value
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={value:?} is not a number")),
-    )
-}
-
 /// Hammers `/pingpong` on `port` until the server is gone; returns each answered number and
 /// whether it arrived before the power failed (an acknowledged answer).
 fn client(port: u16, power: Probe) -> thread::JoinHandle<Vec<(u64, bool)>> {
@@ -82,10 +76,7 @@ fn power_cuts_at_random_instants_under_two_processes_never_lose_an_acknowledged_
     let Some(mut fs) = mount_or_skip("pingpong power cuts at random instants") else {
         return;
     };
-    let rounds = env_u64("POWER_LOSS_ROUNDS").unwrap_or(300);
-    let seed = env_u64("POWER_LOSS_SEED").unwrap_or_else(|| fastrand::u64(..));
-    // Captured by the test harness and shown when the test fails.
-    println!("POWER_LOSS_SEED={seed} POWER_LOSS_ROUNDS={rounds}");
+    let Replay { seed, rounds } = replay(300);
     let mut rng = fastrand::Rng::with_seed(seed);
     let dir = fs.path().to_path_buf();
     let started = Instant::now();

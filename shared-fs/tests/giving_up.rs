@@ -8,25 +8,15 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    thread,
     time::{Duration, Instant},
 };
 
 use shared_fs::{BatchReport, Counter, CounterFile, Observe, read_counter};
 
-/// Holds the counter's lock from another thread until the returned sender is dropped, as
-/// another replica or a `pingpong counter set` would; returns once the lock is held.
+/// Holds the counter's lock from another thread, as another replica or a `pingpong counter
+/// set` would, until the returned sender is dropped.
 fn hold_lock(file: &CounterFile) -> std::sync::mpsc::Sender<()> {
-    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
-    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-    let file = file.clone();
-    thread::spawn(move || {
-        let _held = file.lock().unwrap();
-        locked_tx.send(()).unwrap();
-        let _ = release_rx.recv();
-    });
-    locked_rx.recv().unwrap();
-    release_tx
+    test_support::hold_lock(file.lock_path())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,9 +4,11 @@
 //! - a child's resources read from `/proc`: its peak memory and its open descriptors, for the
 //!   tests that show a huge file or a flood of connections costs nothing lasting;
 //! - a named pipe planted where a file should be, which stands for a volume that stops
-//!   answering: opening it for reading blocks until a writer comes, and none does.
+//!   answering: opening it for reading blocks until a writer comes, and none does;
+//! - a lock file held from another thread, as another replica or a `pingpong counter set`
+//!   holds it.
 
-use std::{path::Path, process::Command};
+use std::{path::Path, process::Command, sync::mpsc, thread};
 
 /// The peak resident memory (`VmHWM`) of process `pid`, in bytes.
 pub fn peak_rss(pid: u32) -> u64 {
@@ -33,6 +35,27 @@ pub fn open_fds(pid: u32) -> usize {
 pub fn plant_fifo(path: &Path) {
     let status = Command::new("mkfifo").arg(path).status().expect("mkfifo");
     assert!(status.success(), "mkfifo {}", path.display());
+}
+
+/// Holds an exclusive flock on `lock_path` (creating the file if needed) from another thread
+/// until the returned sender is dropped; returns once the lock is held.
+pub fn hold_lock(lock_path: &Path) -> mpsc::Sender<()> {
+    let (held_tx, held_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let path = lock_path.to_owned();
+    thread::spawn(move || {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .expect("opening the lock file");
+        file.lock().expect("taking the lock");
+        held_tx.send(()).expect("test gone");
+        let _ = release_rx.recv();
+    });
+    held_rx.recv().expect("lock thread died");
+    release_tx
 }
 
 #[cfg(test)]

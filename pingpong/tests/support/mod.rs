@@ -234,20 +234,10 @@ pub fn pong_number(body: &str) -> u64 {
         .unwrap_or_else(|| panic!("not a pong: {body:?}"))
 }
 
-/// Holds the counter's lock in `data_dir` from another thread, as another replica or a
-/// `pingpong counter set` would, until the returned guard is dropped; returns once it is held.
+/// Holds the counter's lock in `data_dir`, as another replica or a `pingpong counter set`
+/// would, until the returned sender is dropped.
 pub fn hold_counter_lock(data_dir: &Path) -> mpsc::Sender<()> {
-    let (held_tx, held_rx) = mpsc::channel();
-    let (release_tx, release_rx) = mpsc::channel::<()>();
-    let path = data_dir.join("pingpong_counter.txt.lock");
-    thread::spawn(move || {
-        let file = std::fs::File::create(&path).expect("creating the lock file");
-        file.lock().expect("taking the counter lock");
-        held_tx.send(()).expect("test gone");
-        let _ = release_rx.recv();
-    });
-    held_rx.recv().expect("lock thread died");
-    release_tx
+    test_support::hold_lock(&data_dir.join("pingpong_counter.txt.lock"))
 }
 
 /// Polls `check` until it returns `Some`, failing after `within`.
