@@ -23,27 +23,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo="$PWD"
 readonly repo
 
-work="$(mktemp -d)"
-readonly work
-passed=0
-failed=0
-
-step() { printf '\n==> %s\n' "$*"; }
-pass() { passed=$((passed + 1)); printf '  ok     %s\n' "$*"; }
-fail() { failed=$((failed + 1)); printf '  FAILED %s\n' "$*"; }
-
-on_exit() {
-  local status=$?
-  rm -rf "$work"
-  if ((status != 0 && failed == 0)); then
-    failed=$((failed + 1))
-    echo "  FAILED aborted (exit status $status)"
-  fi
-  echo
-  echo "$passed passed, $failed failed"
-  ((failed == 0)) || exit 1
-}
-trap on_exit EXIT
+# shellcheck source=.ci/test-report.sh
+. .ci/test-report.sh
 
 # --- the stubs ----------------------------------------------------------------------------------
 

@@ -12,28 +12,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 readonly MARKER='# portable: bash 3.2 and BSD userland (macOS)'
 guard=.ci/portable-shell.sh
-work="$(mktemp -d)"
-readonly work
-passed=0
-failed=0
+# shellcheck source=.ci/test-report.sh
+. .ci/test-report.sh
 n=0
-
-step() { printf '\n==> %s\n' "$*"; }
-pass() { passed=$((passed + 1)); printf '  ok     %s\n' "$*"; }
-fail() { failed=$((failed + 1)); printf '  FAILED %s\n' "$*"; }
-
-on_exit() {
-  local status=$?
-  rm -rf "$work"
-  if ((status != 0 && failed == 0)); then
-    failed=$((failed + 1))
-    echo "  FAILED aborted (exit status $status)"
-  fi
-  echo
-  echo "$passed passed, $failed failed"
-  ((failed == 0)) || exit 1
-}
-trap on_exit EXIT
 
 # fixture SNIPPET: a marked script holding the snippet; prints its path.
 fixture() {
