@@ -6,21 +6,18 @@ use std::{future::Future, io, pin::Pin, sync::Arc, time::Duration};
 
 use axum::{
     Router,
-    extract::{MatchedPath, Request},
     handler::Handler,
     http::{StatusCode, header},
-    middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{MethodRouter, get},
 };
 use prometheus_client::registry::Registry;
 use tokio::{net::TcpListener, sync::Notify};
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tracing::Level;
 
 use crate::{
     connections,
-    metrics::{self, HttpMetrics, method_label},
+    every_request::EveryRequestLayer,
+    metrics::{self, HttpMetrics},
     shutdown::Draining,
 };
 
@@ -54,7 +51,9 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(8);
 pub type ReadyCheck =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
 
-/// Adds the shared endpoints and layers to the service's own routes.
+/// Adds the shared endpoints, and puts every route and fallback behind one layer
+/// (`every_request`): one log line per request, the [`REQUEST_TIMEOUT`], the count in
+/// `http_requests_total`, and, once `draining` has started, `Connection: close` on every answer.
 ///
 /// Methods, deliberately: the read-only routes answer `GET` and `HEAD` (monitors and link
 /// checkers send HEAD); a route that changes state is built with [`get_only`]; everything else
@@ -67,11 +66,12 @@ pub fn finish(
 ) -> Router {
     let http_metrics = HttpMetrics::register(&mut registry);
     let registry = Arc::new(registry);
+    let readyz = {
+        let draining = draining.clone();
+        move || readyz(draining.clone(), ready.clone())
+    };
     app.route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            get(move || readyz(draining.clone(), ready.clone())),
-        )
+        .route("/readyz", get(readyz))
         .route(
             "/metrics",
             get(move || async move { metrics::render(&registry) }),
@@ -80,28 +80,7 @@ pub fn finish(
         .method_not_allowed_fallback(|| async {
             (StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         })
-        .layer(middleware::from_fn(time_limit))
-        .layer(middleware::from_fn_with_state(
-            http_metrics,
-            metrics::count_requests,
-        ))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(|request: &Request| {
-                    let route = request
-                        .extensions()
-                        .get::<MatchedPath>()
-                        .map_or("unmatched", MatchedPath::as_str);
-                    // Never the raw method or path: a client chooses them, and one 30 KB method
-                    // per request would make every log line 30 KB.
-                    tracing::info_span!("request", method = method_label(request.method()), route)
-                })
-                .on_response(
-                    DefaultOnResponse::new()
-                        .level(Level::INFO)
-                        .latency_unit(tower_http::LatencyUnit::Micros),
-                ),
-        )
+        .layer(EveryRequestLayer::new(http_metrics, draining))
 }
 
 /// A route that changes state (`/pingpong`): only `GET` runs `handler`. axum's `get` also runs
@@ -134,19 +113,6 @@ pub fn unavailable(reason: impl Into<String>) -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, reason).into_response()
 }
 
-/// Answers `503` with the reason once a request has taken [`REQUEST_TIMEOUT`]. The handler's
-/// future is dropped: a pingpong increment still queued then hands out no number (see
-/// `shared_fs::Counter::increment`).
-async fn time_limit(request: Request, next: Next) -> Response {
-    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => unavailable(format!(
-            "timed out after {}s waiting for the shared volume",
-            REQUEST_TIMEOUT.as_secs()
-        )),
-    }
-}
-
 async fn readyz(draining: Draining, ready: ReadyCheck) -> impl IntoResponse {
     if draining.is_draining() {
         return (
@@ -169,30 +135,19 @@ pub async fn bind(port: u16) -> io::Result<TcpListener> {
 /// [`crate::shutdown::install`]), then (SPEC §6): `/readyz` is already 503, the server keeps
 /// accepting and answering for `shutdown_delay` (so that a load balancer notices the 503 and
 /// stops routing here before anything is refused), then the listener stops accepting and
-/// in-flight requests finish; returns after at most [`DRAIN_TIMEOUT`] more.
+/// in-flight requests finish; returns after at most [`DRAIN_TIMEOUT`] more. From the SIGTERM on
+/// every answer of an `app` made by [`finish`] with the same `draining` closes its connection, so
+/// that a load balancer's pooled connections end cleanly during the delay instead of being cut
+/// by the drain while the balancer may still reuse them.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     draining: Draining,
     shutdown_delay: Duration,
 ) -> io::Result<()> {
-    // From SIGTERM on, every answer closes its connection: a load balancer's pooled
-    // connections to this process end cleanly during the delay instead of being cut by the
-    // drain while the balancer may still reuse them.
-    let app = {
-        let draining = draining.clone();
-        app.layer(middleware::map_response(
-            move |mut response: axum::response::Response| {
-                use axum::http::{HeaderValue, header::CONNECTION};
-                if draining.is_draining() {
-                    response
-                        .headers_mut()
-                        .insert(CONNECTION, HeaderValue::from_static("close"));
-                }
-                std::future::ready(response)
-            },
-        ))
-    };
+    // Turns every route's boxed handler into a ready service once, here: a router without a
+    // state does it for each request otherwise (a clone of the handler and its layers).
+    let app: Router = app.with_state(());
     let stopped_accepting = Arc::new(Notify::new());
     let stop = {
         let stopped_accepting = stopped_accepting.clone();

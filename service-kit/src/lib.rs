@@ -15,6 +15,7 @@
 pub mod cli;
 pub mod config;
 pub mod connections;
+mod every_request;
 pub mod http;
 pub mod metrics;
 pub mod shutdown;

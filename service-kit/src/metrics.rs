@@ -7,20 +7,19 @@
 //! `other`.
 
 use axum::{
-    extract::{MatchedPath, Request, State},
+    extract::MatchedPath,
     http::{Method, header},
-    middleware::Next,
     response::{IntoResponse, Response},
 };
 use prometheus_client::{
-    encoding::{EncodeLabelSet, text::encode},
+    encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder, text::encode},
     metrics::{counter::Counter, family::Family},
     registry::Registry,
 };
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    route: String,
+    route: RouteLabel,
     method: &'static str,
     status: u16,
 }
@@ -55,28 +54,47 @@ impl HttpMetrics {
     }
 }
 
-/// Middleware counting every answered request.
-pub async fn count_requests(
-    State(metrics): State<HttpMetrics>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", MatchedPath::as_str)
-        .to_owned();
-    let method = method_label(request.method());
-    let response = next.run(request).await;
-    metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            route,
+impl HttpMetrics {
+    /// Counts one answer. The route is axum's own shared string, so labelling a request copies
+    /// nothing; only the first answer of each label set allocates one.
+    pub(crate) fn count(&self, route: Option<MatchedPath>, method: &'static str, status: u16) {
+        let labels = RequestLabels {
+            route: RouteLabel(route),
             method,
-            status: response.status().as_u16(),
-        })
-        .inc();
-    response
+            status,
+        };
+        self.requests.get_or_create(&labels).inc();
+    }
+}
+
+/// The route label: the matched route, else `unmatched`.
+#[derive(Debug, Clone)]
+struct RouteLabel(Option<MatchedPath>);
+
+impl RouteLabel {
+    fn as_str(&self) -> &str {
+        self.0.as_ref().map_or("unmatched", MatchedPath::as_str)
+    }
+}
+
+impl PartialEq for RouteLabel {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for RouteLabel {}
+
+impl std::hash::Hash for RouteLabel {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl EncodeLabelValue for RouteLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        self.as_str().encode(encoder)
+    }
 }
 
 /// The registry in the OpenMetrics text format, which Prometheus scrapes.

@@ -1,0 +1,198 @@
+//! What every request goes through on its way to a route, as one layer with a hand-written
+//! future (SPEC §4, §6): its log line, its time limit, its count, and `Connection: close` once
+//! the process is draining.
+//!
+//! Promises, for every answer, the fallbacks' 404 and 405 included:
+//! - **One log line at INFO** (`finished processing request` with `latency` and `status`) in a
+//!   `request{method, route}` span, and a second one at ERROR (`response failed`) for a 5xx;
+//!   `started processing request` at DEBUG. The lines are those tower-http's `TraceLayer` wrote,
+//!   with the same targets, so a `RUST_LOG` written for them (`tower_http=warn`) still selects them.
+//!   When they are filtered out, nothing is formatted and no span is made.
+//! - **A time limit**: a request not answered within [`REQUEST_TIMEOUT`] is answered `503` with
+//!   the reason, and the route's future is dropped (an increment still queued hands out no
+//!   number). The timer is armed only once the route has to wait, so an answer ready at once
+//!   costs no timer.
+//! - **An exact count** in `http_requests_total{route, method, status}`.
+//! - **`Connection: close` from SIGTERM on**: a load balancer's pooled connections end cleanly
+//!   during the shutdown delay instead of being cut by the drain while it may still reuse them.
+//!
+//! Why one hand-written layer rather than `TraceLayer`, `middleware::from_fn` and
+//! `map_response`: each layer added with `Router::layer` wraps every route in another boxed,
+//! cloned service, and `from_fn` boxes its future and its `Next` as well; with four such layers
+//! the stack cost about 38 heap allocations per request, more than half of its instructions
+//! (BENCHMARKS.md, "What the stack costs per request"). This layer allocates nothing.
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll, ready},
+    time::Duration,
+};
+
+use axum::{
+    extract::{MatchedPath, Request},
+    http::{HeaderValue, header},
+    response::Response,
+};
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+use tower::{Layer, Service};
+use tracing::Span;
+
+use crate::{
+    http::{REQUEST_TIMEOUT, unavailable},
+    metrics::{HttpMetrics, method_label},
+    shutdown::Draining,
+};
+
+/// The layer [`crate::http::finish`] puts around every route and fallback.
+#[derive(Debug, Clone)]
+pub(crate) struct EveryRequestLayer {
+    metrics: HttpMetrics,
+    draining: Draining,
+}
+
+impl EveryRequestLayer {
+    pub(crate) fn new(metrics: HttpMetrics, draining: Draining) -> Self {
+        EveryRequestLayer { metrics, draining }
+    }
+}
+
+impl<S> Layer<S> for EveryRequestLayer {
+    type Service = EveryRequest<S>;
+
+    fn layer(&self, inner: S) -> EveryRequest<S> {
+        EveryRequest {
+            inner,
+            metrics: self.metrics.clone(),
+            draining: self.draining.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct EveryRequest<S> {
+    inner: S,
+    metrics: HttpMetrics,
+    draining: Draining,
+}
+
+impl<S> Service<Request> for EveryRequest<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Answer<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Answer<S::Future> {
+        let start = Instant::now();
+        let route = request.extensions().get::<MatchedPath>().cloned();
+        let method = method_label(request.method());
+        // Never the raw method or path: a client chooses them, and one 30 KB method per request
+        // would make every log line 30 KB. The fields are evaluated only if the span is enabled.
+        let span = tracing::info_span!(
+            target: "service_kit::http",
+            "request",
+            method,
+            route = route_label(route.as_ref())
+        );
+        let inner = {
+            let _entered = span.enter();
+            tracing::debug!(target: "tower_http::trace::on_request", "started processing request");
+            self.inner.call(request)
+        };
+        Answer {
+            inner,
+            deadline: None,
+            start,
+            span,
+            labels: Some((route, method)),
+            metrics: self.metrics.clone(),
+            draining: self.draining.clone(),
+        }
+    }
+}
+
+fn route_label(route: Option<&MatchedPath>) -> &str {
+    route.map_or("unmatched", MatchedPath::as_str)
+}
+
+pin_project! {
+    /// The route's answer, or `503` at the deadline; logged, counted and marked on the way out.
+    pub(crate) struct Answer<F> {
+        #[pin]
+        inner: F,
+        // Armed at the first poll that has to wait.
+        #[pin]
+        deadline: Option<Sleep>,
+        start: Instant,
+        span: Span,
+        // Taken when the answer is out: a future polled after completion panics, as any.
+        labels: Option<(Option<MatchedPath>, &'static str)>,
+        metrics: HttpMetrics,
+        draining: Draining,
+    }
+}
+
+impl<F> Future for Answer<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let _entered = this.span.enter();
+        let mut response = match this.inner.poll(cx) {
+            Poll::Ready(Ok(response)) => response,
+            Poll::Pending => {
+                if this.deadline.is_none() {
+                    let at = *this.start + REQUEST_TIMEOUT;
+                    this.deadline.set(Some(tokio::time::sleep_until(at)));
+                }
+                let deadline = this.deadline.as_mut().as_pin_mut();
+                ready!(deadline.expect("armed above").poll(cx));
+                unavailable(format!(
+                    "timed out after {}s waiting for the shared volume",
+                    REQUEST_TIMEOUT.as_secs()
+                ))
+            }
+        };
+        let latency = this.start.elapsed();
+        let status = response.status();
+        let (route, method) = this.labels.take().expect("polled after completion");
+        this.metrics.count(route, method, status.as_u16());
+        log_answer(status, latency);
+        if this.draining.is_draining() {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        Poll::Ready(Ok(response))
+    }
+}
+
+/// The lines of tower-http's `DefaultOnResponse` (at INFO, in µs) and `DefaultOnFailure` (for a
+/// 5xx, in ms), with their targets.
+fn log_answer(status: axum::http::StatusCode, latency: Duration) {
+    tracing::info!(
+        target: "tower_http::trace::on_response",
+        latency = format_args!("{} μs", latency.as_micros()),
+        status = i32::from(status.as_u16()),
+        "finished processing request"
+    );
+    if status.is_server_error() {
+        tracing::error!(
+            target: "tower_http::trace::on_failure",
+            classification = format_args!("Status code: {status}"),
+            latency = format_args!("{} ms", latency.as_millis()),
+            "response failed"
+        );
+    }
+}
