@@ -26,8 +26,8 @@ use std::{
     convert::Infallible,
     future::Future,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll, ready},
-    time::Duration,
 };
 
 use axum::{
@@ -49,13 +49,22 @@ use crate::{
 /// The layer [`crate::http::finish`] puts around every route and fallback.
 #[derive(Debug, Clone)]
 pub(crate) struct EveryRequestLayer {
+    shared: Arc<Shared>,
+}
+
+/// What every request's answer needs, behind one reference count: axum clones the layered
+/// service for every request, and each clone of an `Arc` is an atomic add on a line that both
+/// worker threads write.
+#[derive(Debug)]
+struct Shared {
     metrics: HttpMetrics,
     draining: Draining,
 }
 
 impl EveryRequestLayer {
     pub(crate) fn new(metrics: HttpMetrics, draining: Draining) -> Self {
-        EveryRequestLayer { metrics, draining }
+        let shared = Arc::new(Shared { metrics, draining });
+        EveryRequestLayer { shared }
     }
 }
 
@@ -65,8 +74,7 @@ impl<S> Layer<S> for EveryRequestLayer {
     fn layer(&self, inner: S) -> EveryRequest<S> {
         EveryRequest {
             inner,
-            metrics: self.metrics.clone(),
-            draining: self.draining.clone(),
+            shared: self.shared.clone(),
         }
     }
 }
@@ -74,8 +82,7 @@ impl<S> Layer<S> for EveryRequestLayer {
 #[derive(Debug, Clone)]
 pub(crate) struct EveryRequest<S> {
     inner: S,
-    metrics: HttpMetrics,
-    draining: Draining,
+    shared: Arc<Shared>,
 }
 
 impl<S> Service<Request> for EveryRequest<S>
@@ -113,8 +120,7 @@ where
             start,
             span,
             labels: Some((route, method)),
-            metrics: self.metrics.clone(),
-            draining: self.draining.clone(),
+            shared: self.shared.clone(),
         }
     }
 }
@@ -135,8 +141,7 @@ pin_project! {
         span: Span,
         // Taken when the answer is out: a future polled after completion panics, as any.
         labels: Option<(Option<MatchedPath>, &'static str)>,
-        metrics: HttpMetrics,
-        draining: Draining,
+        shared: Arc<Shared>,
     }
 }
 
@@ -164,12 +169,11 @@ where
                 ))
             }
         };
-        let latency = this.start.elapsed();
         let status = response.status();
         let (route, method) = this.labels.take().expect("polled after completion");
-        this.metrics.count(route, method, status.as_u16());
-        log_answer(status, latency);
-        if this.draining.is_draining() {
+        this.shared.metrics.count(route, method, status.as_u16());
+        log_answer(status, *this.start);
+        if this.shared.draining.is_draining() {
             response
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -179,15 +183,21 @@ where
 }
 
 /// The lines of tower-http's `DefaultOnResponse` (at INFO, in µs) and `DefaultOnFailure` (for a
-/// 5xx, in ms), with their targets.
-fn log_answer(status: axum::http::StatusCode, latency: Duration) {
+/// 5xx, in ms), with their targets. The clock is read only for a line that is written: an
+/// event's fields are evaluated only when it is enabled.
+fn log_answer(status: axum::http::StatusCode, start: Instant) {
+    // A 5xx has two lines with one latency; any other answer reads the clock only for its line.
+    let failed = status.is_server_error().then(|| start.elapsed());
     tracing::info!(
         target: "tower_http::trace::on_response",
-        latency = format_args!("{} μs", latency.as_micros()),
+        latency = format_args!(
+            "{} μs",
+            failed.unwrap_or_else(|| start.elapsed()).as_micros()
+        ),
         status = i32::from(status.as_u16()),
         "finished processing request"
     );
-    if status.is_server_error() {
+    if let Some(latency) = failed {
         tracing::error!(
             target: "tower_http::trace::on_failure",
             classification = format_args!("Status code: {status}"),
