@@ -43,7 +43,11 @@ use axum::{
     body::Body,
     http::{HeaderValue, Request, Response, StatusCode, header},
 };
-use hyper::{body::Incoming, server::conn::http1, service::service_fn};
+use hyper::{
+    body::{Body as _, Incoming},
+    server::conn::http1,
+    service::service_fn,
+};
 use hyper_util::rt::TokioIo;
 use tokio::{
     net::{TcpListener, TcpStream},
@@ -367,7 +371,16 @@ async fn handle(app: Router, request: Request<Incoming>) -> Response<Body> {
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         return response;
     }
-    match app.oneshot(request.map(Body::new)).await {
+    // A request without a body (every GET) gets an empty one, which costs no allocation, rather
+    // than hyper's boxed.
+    let request = request.map(|body| {
+        if body.is_end_stream() {
+            Body::empty()
+        } else {
+            Body::new(body)
+        }
+    });
+    match app.oneshot(request).await {
         Ok(response) => response,
         Err(never) => match never {},
     }
