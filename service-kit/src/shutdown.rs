@@ -9,7 +9,13 @@
 //! stuck; a repeated SIGTERM changes nothing, because orchestrators repeat it (podman 4.3 sends
 //! one container of a stopping pod two).
 
-use std::{future::Future, sync::Arc};
+use std::{
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
 
 use anyhow::Context;
 use tokio::{
@@ -23,26 +29,39 @@ pub const EXIT_FORCED: i32 = 1;
 /// Set once shutdown starts; `/readyz` answers 503 from then on, and [`Draining::started`]
 /// resolves. Cheap to clone: every clone is the same flag.
 #[derive(Debug, Clone)]
-pub struct Draining(Arc<watch::Sender<bool>>);
+pub struct Draining(Arc<Flag>);
+
+#[derive(Debug)]
+struct Flag {
+    /// Read for every answer (whether it closes its connection): a plain load, where the
+    /// watch's read lock is two atomic writes on a line that every worker thread shares.
+    set: AtomicBool,
+    /// Wakes [`Draining::started`].
+    changed: watch::Sender<bool>,
+}
 
 impl Default for Draining {
     fn default() -> Self {
-        Draining(Arc::new(watch::Sender::new(false)))
+        Draining(Arc::new(Flag {
+            set: AtomicBool::new(false),
+            changed: watch::Sender::new(false),
+        }))
     }
 }
 
 impl Draining {
     pub fn start(&self) {
-        self.0.send_replace(true);
+        self.0.set.store(true, Ordering::Release);
+        self.0.changed.send_replace(true);
     }
 
     pub fn is_draining(&self) -> bool {
-        *self.0.borrow()
+        self.0.set.load(Ordering::Acquire)
     }
 
     /// Resolves once shutdown has started, also when it started before this was called.
     pub fn started(&self) -> impl Future<Output = ()> + Send + 'static {
-        let mut seen = self.0.subscribe();
+        let mut seen = self.0.changed.subscribe();
         async move {
             // The sender lives in `self`'s Arc and in every clone; an error means all of them
             // are gone, and then nobody can start draining any more.
