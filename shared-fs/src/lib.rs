@@ -14,6 +14,7 @@
 //! - [`group_commit`]: the async handle whose `increment()` coalesces every request that arrives
 //!   while a durable write is in flight into the next single durable write.
 //! - [`read`]: reading a small file without trusting its size.
+//! - [`record`]: the durable record, written in place in two checksummed slots.
 //! - [`error`]: one error type; every variant names the path it is about.
 //!
 //! Nothing else in the workspace opens a file on the volume for writing.
@@ -24,6 +25,7 @@ pub mod error;
 pub mod group_commit;
 pub mod lock;
 pub mod read;
+pub mod record;
 
 pub use atomic::{replace, sweep_temp_files};
 pub use counter::{
