@@ -24,8 +24,9 @@
 
 use std::{
     ffi::OsStr,
-    fs::{self, File, OpenOptions},
+    fs::{self, OpenOptions},
     io::Write,
+    os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
 };
 
@@ -52,7 +53,16 @@ pub fn replace(path: &Path, contents: &[u8]) -> Result<()> {
 
     // Without this the rename may still be only in memory: after a power loss the old file
     // would be back, and an acknowledged increment lost.
-    File::open(dir)
+    sync_dir(dir)
+}
+
+/// fsyncs the directory `dir`, so that the names changed in it are durable. Opened with
+/// `O_DIRECTORY`, which fails at once, without blocking, on anything but a directory.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
+        .open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io("fsync directory", dir, e))
 }

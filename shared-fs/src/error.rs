@@ -49,6 +49,12 @@ pub enum Error {
         /// The first bytes, escaped and cut like [`Error::Corrupt`]'s content.
         head: Escaped,
     },
+    /// Something other than a regular file where one should be: a FIFO, whose `open` would
+    /// block until a writer comes (with the lock held, every replica would stall), a
+    /// directory, a device, a socket. Corrupt like [`Error::Corrupt`]: only an operator
+    /// replaces it.
+    #[error("{} is {kind}, not a regular file", path.display())]
+    NotRegular { path: PathBuf, kind: &'static str },
     /// The counter would pass `u64::MAX`.
     #[error("counter file {}: {value} + {add} does not fit in a u64", path.display())]
     Overflow { path: PathBuf, value: u64, add: u64 },
@@ -69,7 +75,10 @@ impl Error {
     /// True when the error is about the content of the counter file, which only an operator can
     /// repair, rather than about the volume, which may heal by itself.
     pub fn is_corrupt(&self) -> bool {
-        matches!(self, Error::Corrupt { .. } | Error::TooLarge { .. })
+        matches!(
+            self,
+            Error::Corrupt { .. } | Error::TooLarge { .. } | Error::NotRegular { .. }
+        )
     }
 }
 
