@@ -35,8 +35,6 @@ pub const TICK_GRACE: Duration = Duration::from_secs(3);
 pub enum StartError {
     #[error(transparent)]
     CreateDir(#[from] CreateDirError),
-    #[error("cannot remove the temporary files a crash left")]
-    Sweep(#[source] shared_fs::Error),
 }
 
 /// Writes entries as the writer `id` until `shutdown` resolves, then returns `Ok`.
@@ -112,9 +110,11 @@ where
         sink,
     });
     let sweep = tick.clone();
-    blocking(move || sweep.output.sweep_temp_files())
-        .await
-        .map_err(StartError::Sweep)?;
+    // Leftover temporary files cost only their space: a sweep that fails (the lock cannot be
+    // taken, the directory cannot be listed) is reported, never a reason not to start.
+    if let Err(error) = blocking(move || sweep.output.sweep_temp_files()).await {
+        tracing::warn!(%error, "cannot sweep the temporary files a crash may have left");
+    }
     tracing::info!(
         data_dir = %config.data_dir.display(),
         interval = %humantime::format_duration(config.interval),

@@ -115,6 +115,20 @@ fn a_writer_writes_again_once_a_fifo_at_the_counter_path_is_replaced() {
 }
 
 #[test]
+fn a_temporary_name_that_cannot_be_removed_is_reported_and_the_writer_carries_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stuck = dir.path().join(".output.log.0123456789abcdef.tmp");
+    fs::create_dir(&stuck).expect("a directory named like a temporary file");
+    let mut writer = start_writer(dir.path(), "100ms");
+    entry(&writer.next_entry());
+    writer.wait_for_log(&format!(
+        "cannot remove a temporary file left by a crash; leaving it path={}",
+        stuck.display()
+    ));
+    writer.assert_running();
+}
+
+#[test]
 fn huge_files_are_reported_by_size_and_never_loaded() {
     let dir = tempfile::tempdir().expect("tempdir");
     for name in ["output.log", "pingpong_counter.txt"] {

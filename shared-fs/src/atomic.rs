@@ -70,6 +70,10 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
 /// Removes the temporary files of `target` (`.<name>.*.tmp` beside it) that a crash left
 /// behind, and returns how many it removed. A missing directory has none.
 ///
+/// What it cannot remove (a directory planted under such a name, a file it may not delete) is
+/// logged and left: a leftover temporary name costs nothing but its space, so it must never
+/// stop a service from starting. Only a directory that cannot be listed is an error.
+///
 /// Only call this when no other process can be writing `target` at the same moment: for the
 /// counter, under its lock.
 pub fn sweep_temp_files(target: &Path) -> Result<usize> {
@@ -84,22 +88,26 @@ pub fn sweep_temp_files(target: &Path) -> Result<usize> {
         Err(e) => return Err(Error::io("list", dir, e)),
     };
     let mut removed = 0;
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::io("list", dir, e))?;
+    for entry in entries.flatten() {
         let file_name = entry.file_name();
         let Some(file_name) = file_name.to_str() else {
             continue;
         };
-        if file_name.starts_with(&prefix) && file_name.ends_with(".tmp") {
-            let stale = entry.path();
-            match fs::remove_file(&stale) {
-                Ok(()) => {
-                    tracing::info!(path = %stale.display(), "removed a temporary file left by a crash");
-                    removed += 1;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io("remove", stale, e)),
+        if !(file_name.starts_with(&prefix) && file_name.ends_with(".tmp")) {
+            continue;
+        }
+        let stale = entry.path();
+        match fs::remove_file(&stale) {
+            Ok(()) => {
+                tracing::info!(path = %stale.display(), "removed a temporary file left by a crash");
+                removed += 1;
             }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => tracing::warn!(
+                path = %stale.display(),
+                %error,
+                "cannot remove a temporary file left by a crash; leaving it"
+            ),
         }
     }
     Ok(removed)
