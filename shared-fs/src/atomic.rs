@@ -34,7 +34,16 @@ use crate::error::{Error, Result};
 
 /// Replaces `path` with `contents` atomically and durably (see the module docs).
 pub fn replace(path: &Path, contents: &[u8]) -> Result<()> {
-    let dir = parent_dir(path);
+    replace_content_durably(path, contents)?;
+    // Without this the rename may still be only in memory: after a power loss the old file
+    // would be back, and an acknowledged increment lost.
+    sync_dir(parent_dir(path))
+}
+
+/// Steps 1 to 3 of [`replace`]: after a power cut `path` holds the old content or the new
+/// one, both whole, but which one is not promised until the directory is fsynced. For a file
+/// whose content is also kept durably elsewhere (`pingpong_counter.txt`, behind the record).
+pub fn replace_content_durably(path: &Path, contents: &[u8]) -> Result<()> {
     let tmp = temp_path(path);
     let guard = RemoveOnDrop(Some(&tmp));
 
@@ -50,10 +59,7 @@ pub fn replace(path: &Path, contents: &[u8]) -> Result<()> {
 
     fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e))?;
     guard.disarm();
-
-    // Without this the rename may still be only in memory: after a power loss the old file
-    // would be back, and an acknowledged increment lost.
-    sync_dir(dir)
+    Ok(())
 }
 
 /// fsyncs the directory `dir`, so that the names changed in it are durable. Opened with

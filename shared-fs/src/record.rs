@@ -174,6 +174,21 @@ pub fn read_slots(file: &File) -> io::Result<Slots> {
     Ok(Slots(slots))
 }
 
+/// Gives `file` its full size with zeros (empty slots), durably, if it is shorter; true if it
+/// did. From then on a record write overwrites blocks the file already has, so it needs no
+/// free space (a full volume does not stop increments) and changes no metadata. What is there
+/// is kept. The file's *name* is the caller's to make durable.
+pub fn allocate(file: &File) -> io::Result<bool> {
+    let len = file.metadata()?.len();
+    if len >= FILE_BYTES {
+        return Ok(false);
+    }
+    let zeros = vec![0u8; (FILE_BYTES - len) as usize];
+    file.write_all_at(&zeros, len)?;
+    file.sync_data()?;
+    Ok(true)
+}
+
 /// Writes `record` into slot `i` of `file` in place. Not durable until `file.sync_data()`.
 pub fn write_slot(file: &File, i: usize, record: &Record) -> io::Result<()> {
     file.write_all_at(&record.encode(), slot_offset(i))
