@@ -5,8 +5,9 @@
 //!
 //! A plan comes from one run of the recipe ([`crate::CrashFs::journal_since`]); a test then
 //! replays the recipe once per point with [`crate::CrashFs::crash_after`] and cuts with
-//! [`CrashPoint::cut`] (or, to run the recipe once per `k`, takes a
-//! [`crate::CrashFs::snapshot`] and cuts each variant from it). A cut checks that the changes
+//! [`CrashPoint::cut`]. Or, to run the recipe once per `k` only (a real binary is slow to
+//! start, and may do something else on a replay), it takes a [`crate::CrashFs::snapshot`]
+//! after each run and cuts it each way [`every_cut`] lists. A cut checks that the changes
 //! pending are the planned ones ([`crate::model::Mismatch`]), so a recipe that does something
 //! else on the replay, or a change left pending from before the plan's first operation, fails
 //! loudly instead of being cut some other way.
@@ -14,7 +15,7 @@
 use std::{collections::BTreeMap, fmt};
 
 use crate::{
-    model::{Cut, Model, Op},
+    model::{Cut, Model, Op, Pending},
     tear::{Change, Tear},
 };
 
@@ -95,6 +96,22 @@ pub fn every_tear(changes: &[Change]) -> Vec<Vec<(Change, Tear)>> {
             })
             .collect()
     })
+}
+
+/// Every cut of the changes pending now ([`crate::CrashFs::pending`]), in both models: for a
+/// test that runs the recipe once per `k`, takes a [`crate::CrashFs::snapshot`] and cuts it
+/// each way with [`crate::CrashFs::cut_power_from`]. The strict model's first.
+pub fn every_cut(pending: &[Pending]) -> Vec<Cut> {
+    let changes: Vec<Change> = pending.iter().map(|p| p.change).collect();
+    let combos = every_tear(&changes);
+    [Model::Strict, Model::NamesDurable]
+        .into_iter()
+        .flat_map(|names| {
+            combos
+                .iter()
+                .map(move |tears| Cut::exactly(names, tears.clone()))
+        })
+        .collect()
 }
 
 /// Every crash point of the recipe whose operations are `journal` (run from a state with
@@ -186,5 +203,28 @@ mod tests {
         // 4 tears of 2 bytes, 6 of 3 bytes, 2 of a truncation.
         assert_eq!(every_tear(&pending_after(&journal, 4)).len(), 4 * 6 * 2);
         assert_eq!(every_tear(&[]), [Vec::new()]);
+    }
+
+    #[test]
+    fn every_cut_of_what_is_pending_now_in_both_models() {
+        let record = Change::Write { offset: 0, len: 32 };
+        let pending = [Pending {
+            op: 41,
+            ino: LOCK,
+            change: record,
+        }];
+        let cuts = every_cut(&pending);
+        assert_eq!(cuts.len(), 2 * 64);
+        assert_eq!(
+            cuts[64],
+            Cut::exactly(Model::NamesDurable, vec![(record, Tear::Lost)])
+        );
+        assert_eq!(
+            every_cut(&[]),
+            [
+                Cut::exactly(Model::Strict, vec![]),
+                Cut::exactly(Model::NamesDurable, vec![])
+            ]
+        );
     }
 }
