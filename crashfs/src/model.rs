@@ -16,6 +16,10 @@
 //! - torn writes follow [`crate::tear`]: byte prefixes and suffixes, subsets of 512-byte
 //!   sectors, never a byte outside the write (no garbled neighbours in a shared sector, no bit
 //!   rot, no lying disk that acknowledges a flush it did not make);
+//! - a torn write's file size follows the bytes kept (a write kept only in part grows the file
+//!   only that far), a truncation is kept or not;
+//! - the enumeration ([`crate::points`]) is exhaustive only where [`crate::tear`] says (bytes
+//!   within one sector, sector subsets up to a 4 KiB page); the seeded cuts draw from the rest;
 //! - `fsync` and `fdatasync` are the same here (no timestamps are kept; size goes with data);
 //! - metadata is not layered: an `fsync` of a directory makes *all* its pending name changes
 //!   durable, unrelated ones included; a file's own `fsync` never makes its name durable in the
