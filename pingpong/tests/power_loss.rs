@@ -7,10 +7,13 @@
 //!
 //! - Random instants: two pingpong processes under concurrent load, the power failing after a
 //!   seeded random number of mutating filesystem operations, for `POWER_LOSS_ROUNDS` rounds
-//!   (default 300), each model of crashfs chosen at random per round. Reproduce a failure with
-//!   the `POWER_LOSS_SEED` it prints.
+//!   (default 300), each names model of crashfs chosen at random per round, and every write
+//!   not yet synced torn a way drawn from the seed (lost, whole, a prefix, a suffix, some of
+//!   its sectors). Reproduce a failure with the `POWER_LOSS_SEED` it prints.
 //! - Every crash point of one increment and of one `pingpong counter set`, in both models, with
-//!   the exact value each must leave.
+//!   the exact value each must leave; for the increment also every way each write pending at
+//!   the crash point can be torn (crashfs's snapshots: the recipe runs once per point, its
+//!   state is cut every way).
 //!
 //! The recipe of one increment is one record write and one `fdatasync` of the lock file; the
 //! published file is replaced (temporary file, fsync, rename) when the lock is given back, and
@@ -33,7 +36,7 @@ use std::{
 };
 
 use crashfs::{
-    CrashFs, Model, Probe,
+    CrashFs, Cut, Model, Probe,
     env::{Replay, mount_or_skip, replay},
 };
 use shared_fs::CounterFile;
@@ -137,8 +140,10 @@ fn power_cuts_at_random_instants_under_two_processes_never_lose_an_acknowledged_
                 floor = floor.max(n + 1);
             }
         }
-        fs.cut_power(model)
+        let tears = fs
+            .cut_power(Cut::seeded(model, rng.u64(..)))
             .unwrap_or_else(|e| panic!("{at}: cut: {e}"));
+        let at = format!("{at} (tears {tears:?})");
 
         let value = count_after_cut(&dir, &format!("{at} ({model:?}, k={k})"));
         assert!(
@@ -212,42 +217,62 @@ fn every_crash_point_of_one_increment_leaves_the_old_or_the_acknowledged_value()
     let ops = fs.mutating_ops() - before;
     assert_eq!(ops, OPS_PER_INCREMENT);
     let mut value = 2;
+    let mut cuts = 0;
 
-    for model in [Model::Strict, Model::NamesDurable] {
+    // k = ops + 1: the power fails after everything. The recipe runs once per k; the state it
+    // left is then cut every way: both models, and every tear of each write still pending.
+    for k in 0..=ops + 1 {
+        // Start-up publishes nothing here (the file is current): its operations are none.
+        let server = Server::start(&dir);
+        fs.crash_after(k);
+        let (status, body) = server.get("/pingpong");
+        assert_eq!((status, body), (200, format!("pong {value}")), "k={k}");
+        let acknowledged = !fs.frozen();
+        test_support::assert_published(&dir.join(COUNTER), &format!("{}\n", value + 1));
+        server.kill9();
+        let snapshot = fs.snapshot();
         let mut outcomes = Vec::new();
-        // k = ops + 1: the power fails after everything.
-        for k in 0..=ops + 1 {
-            let at = format!("{model:?}, crash point {k} of {ops}");
-            // Start-up publishes nothing here (the file is current): its operations are none.
-            let server = Server::start(&dir);
-            fs.crash_after(k);
-            let (status, body) = server.get("/pingpong");
-            assert_eq!((status, body), (200, format!("pong {value}")), "{at}");
-            let acknowledged = !fs.frozen();
-            test_support::assert_published(&dir.join(COUNTER), &format!("{}\n", value + 1));
-            server.kill9();
-            cut(&mut fs, model);
-
-            let new = check_crash_point(&dir, &at, value, value + 1, acknowledged);
-            outcomes.push(new);
-            let count = if new { value + 1 } else { value };
-            let server = Server::start(&dir);
-            assert_eq!(
-                server.get("/pingpong"),
-                (200, format!("pong {count}")),
-                "{at}: the restart continues from the count"
-            );
-            test_support::assert_published(&dir.join(COUNTER), &format!("{}\n", count + 1));
-            server.kill9();
-            value = count + 1;
+        for cut in crashfs::points::every_cut(&fs.pending()) {
+            let tears = fs
+                .cut_power_from(&snapshot, cut.clone())
+                .unwrap_or_else(|e| panic!("k={k}, {cut:?}: {e}"));
+            let at = format!("crash point {k} of {ops}, {:?}, tears {tears:?}", cut.names);
+            remove_temporary_files(&dir);
+            outcomes.push(check_crash_point(&dir, &at, value, value + 1, acknowledged));
+            cuts += 1;
         }
-        // The record's fdatasync (operation 2) is the durability point, in both models.
+        // Before the record's write nothing changed; from its fdatasync (operation 2) on, the
+        // new count is durable; in between, the write pending may be lost, whole or torn, and
+        // a torn slot counts for nothing, so the count is the old one or the new one.
+        let expected = match k {
+            0 => "old",
+            1 => "old or new",
+            _ => "new",
+        };
+        let seen = match (outcomes.contains(&false), outcomes.contains(&true)) {
+            (true, false) => "old",
+            (true, true) => "old or new",
+            (false, true) => "new",
+            (false, false) => "no cut",
+        };
+        assert_eq!(seen, expected, "crash point {k} of {ops}");
+        // The last cut's state goes on: the restart continues from its count, and publishes it.
+        let count = if *outcomes.last().expect("a cut") {
+            value + 1
+        } else {
+            value
+        };
+        let server = Server::start(&dir);
         assert_eq!(
-            outcomes,
-            (0..=ops + 1).map(|k| k >= 2).collect::<Vec<_>>(),
-            "{model:?}"
+            server.get("/pingpong"),
+            (200, format!("pong {count}")),
+            "crash point {k}: the restart continues from the count"
         );
+        test_support::assert_published(&dir.join(COUNTER), &format!("{}\n", count + 1));
+        server.kill9();
+        value = count + 1;
     }
+    println!("{cuts} cuts of one increment");
 }
 
 /// The operations of `pingpong counter set`: the published file replaced durably (temporary
@@ -285,7 +310,7 @@ fn every_crash_point_of_counter_set_leaves_the_old_or_the_new_value() {
             fs.crash_after(k);
             set(new);
             let acknowledged = !fs.frozen();
-            cut(&mut fs, model);
+            cut(&mut fs, model, k);
 
             let is_new = check_crash_point(&dir, &at, value, new, acknowledged);
             outcomes.push(is_new);
@@ -313,11 +338,16 @@ fn every_crash_point_of_counter_set_leaves_the_old_or_the_new_value() {
     }
 }
 
-/// Kills every process on the mount, cuts the power, and removes what a crashed write left
-/// (temporary files), so that the next operations are exactly the next request's.
-fn cut(fs: &mut CrashFs, model: Model) {
-    fs.cut_power(model).expect("cut");
-    for entry in fs::read_dir(fs.path()).expect("list") {
+/// Cuts the power (every process on the mount already killed), tearing what is pending as
+/// drawn from `seed`, and removes what a crashed write left (temporary files), so that the
+/// next operations are exactly the next request's.
+fn cut(fs: &mut CrashFs, model: Model, seed: u64) {
+    fs.cut_power(Cut::seeded(model, seed)).expect("cut");
+    remove_temporary_files(fs.path());
+}
+
+fn remove_temporary_files(dir: &Path) {
+    for entry in fs::read_dir(dir).expect("list") {
         let path = entry.expect("entry").path();
         if path.extension().is_some_and(|e| e == "tmp") {
             fs::remove_file(&path).expect("remove temporary file");
