@@ -24,7 +24,10 @@ use fuser::{
     ReplyEntry, ReplyOpen, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::model::{Attr, FsError, FsResult, Kind, Tree};
+use crate::{
+    faults::Faults,
+    model::{Attr, FsError, FsResult, Kind, Tree},
+};
 
 /// Nothing may be cached by the kernel: after a cut it must ask again.
 const TTL: Duration = Duration::ZERO;
@@ -36,6 +39,8 @@ pub(crate) struct Adapter {
     /// Files and directories opened and not yet released in this mount. A close(2) sends its
     /// RELEASE asynchronously, so a cut waits for this to reach zero before it unmounts.
     pub(crate) handles: Arc<AtomicU64>,
+    /// A hung volume, failing flushes: see [`crate::faults`].
+    pub(crate) faults: Arc<Faults>,
 }
 
 impl Adapter {
@@ -107,10 +112,12 @@ fn perm(mode: u32, umask: u32) -> u16 {
 
 impl Filesystem for Adapter {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.faults.wait_while_hung();
         entry(reply, self.tree().lookup(parent.0, name));
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.faults.wait_while_hung();
         match self.tree().attr(ino.0) {
             Ok(a) => reply.attr(&TTL, &file_attr(a)),
             Err(e) => reply.error(errno(e)),
@@ -135,6 +142,7 @@ impl Filesystem for Adapter {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        self.faults.wait_while_hung();
         let mut tree = self.tree();
         let result = (|| {
             if let Some(size) = size {
@@ -161,6 +169,7 @@ impl Filesystem for Adapter {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
+        self.faults.wait_while_hung();
         if mode & 0o170000 != 0o100000 {
             // Regular files only: nothing in the services makes anything else.
             return reply.error(Errno::EPERM);
@@ -197,6 +206,7 @@ impl Filesystem for Adapter {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.faults.wait_while_hung();
         empty(reply, self.tree().remove(parent.0, name, false));
     }
 
@@ -214,6 +224,7 @@ impl Filesystem for Adapter {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        self.faults.wait_while_hung();
         if !(flags - RenameFlags::RENAME_NOREPLACE).is_empty() {
             return reply.error(Errno::EINVAL);
         }
@@ -226,6 +237,7 @@ impl Filesystem for Adapter {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.faults.wait_while_hung();
         match self.tree().attr(ino.0) {
             Ok(_) => {
                 self.handles.fetch_add(1, Ordering::SeqCst);
@@ -246,6 +258,7 @@ impl Filesystem for Adapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        self.faults.wait_while_hung();
         match self.tree().read(ino.0, offset, size) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(errno(e)),
@@ -264,6 +277,7 @@ impl Filesystem for Adapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        self.faults.wait_while_hung();
         match self.tree().write(ino.0, offset, data) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno(e)),
@@ -318,10 +332,15 @@ impl Filesystem for Adapter {
     ) {
         // fdatasync arrives here too, flagged (FUSE_FSYNC_FDATASYNC): the journal records which,
         // the model treats both alike (size goes with data, no timestamps are kept).
+        self.faults.wait_while_hung();
+        if self.faults.sync_fails(false) {
+            return reply.error(Errno::EIO);
+        }
         empty(reply, self.tree().fsync(ino.0, datasync));
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.faults.wait_while_hung();
         match self.tree().list(ino.0) {
             Ok(_) => {
                 self.handles.fetch_add(1, Ordering::SeqCst);
@@ -339,6 +358,7 @@ impl Filesystem for Adapter {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        self.faults.wait_while_hung();
         let listed = match self.tree().list(ino.0) {
             Ok(listed) => listed,
             Err(e) => return reply.error(errno(e)),
@@ -364,6 +384,10 @@ impl Filesystem for Adapter {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
+        self.faults.wait_while_hung();
+        if self.faults.sync_fails(true) {
+            return reply.error(Errno::EIO);
+        }
         empty(reply, self.tree().fsync(ino.0, datasync));
     }
 
@@ -381,6 +405,7 @@ impl Filesystem for Adapter {
         _flags: i32,
         reply: ReplyCreate,
     ) {
+        self.faults.wait_while_hung();
         let result = self.tree().create(
             parent.0,
             name,

@@ -42,6 +42,7 @@
 //! ```
 
 pub mod env;
+mod faults;
 mod fs;
 pub mod model;
 pub mod points;
@@ -59,6 +60,7 @@ use std::{
 /// How long [`CrashFs::cut_power`] waits for a mount to stop being busy before it refuses.
 pub const BUSY_WITHIN: Duration = Duration::from_secs(2);
 
+use faults::Faults;
 use model::Tree;
 pub use model::{Cut, Data, Model, Op, Pending, Snapshot};
 pub use tear::{Change, Tear};
@@ -87,6 +89,8 @@ pub struct CrashFs {
     tree: Arc<Mutex<Tree>>,
     /// Open handles in the current mount (see `fs::Adapter`).
     handles: Arc<AtomicU64>,
+    /// The faults switched on ([`CrashFs::hang`], [`CrashFs::fail_syncs`]).
+    faults: Arc<Faults>,
     session: Option<fuser::BackgroundSession>,
     mountpoint: PathBuf,
     /// The (empty) directory the filesystem is mounted on; removed after the unmount.
@@ -105,11 +109,13 @@ impl CrashFs {
             .map_err(Error::Io)?;
         let tree = Arc::new(Mutex::new(Tree::default()));
         let handles = Arc::new(AtomicU64::new(0));
+        let faults = Arc::new(Faults::default());
         let mountpoint = dir.path().to_path_buf();
-        let session = spawn(&tree, &handles, &mountpoint)?;
+        let session = spawn(&tree, &handles, &faults, &mountpoint)?;
         Ok(CrashFs {
             tree,
             handles,
+            faults,
             session: Some(session),
             mountpoint,
             _dir: dir,
@@ -162,6 +168,23 @@ impl CrashFs {
     /// answer a client received while this was still false was sent before the failure.
     pub fn frozen(&self) -> bool {
         self.tree().frozen()
+    }
+
+    /// The volume stops answering: every request blocks until [`CrashFs::resume`], as on a
+    /// hung network filesystem. Nothing is lost; dropping the handle resumes first.
+    pub fn hang(&self) {
+        self.faults.set_hung(true);
+    }
+
+    /// Ends [`CrashFs::hang`]: the blocked requests are answered in order.
+    pub fn resume(&self) {
+        self.faults.set_hung(false);
+    }
+
+    /// From now on, an `fsync`/`fdatasync` of a file (`files`) or of a directory (`dirs`)
+    /// fails with EIO and makes nothing durable, as on a failing disk; `false, false` heals it.
+    pub fn fail_syncs(&self, files: bool, dirs: bool) {
+        self.faults.fail_syncs(files, dirs);
     }
 
     /// A handle other threads (load clients) can ask whether the power has failed yet.
@@ -236,7 +259,12 @@ impl CrashFs {
         };
         // Mounted again even when the cut was refused: the test carries on either way.
         self.handles = Arc::new(AtomicU64::new(0));
-        self.session = Some(spawn(&self.tree, &self.handles, &self.mountpoint)?);
+        self.session = Some(spawn(
+            &self.tree,
+            &self.handles,
+            &self.faults,
+            &self.mountpoint,
+        )?);
         Ok(kept?)
     }
 }
@@ -265,6 +293,7 @@ impl Probe {
 
 impl Drop for CrashFs {
     fn drop(&mut self) {
+        self.faults.set_hung(false);
         if let Some(session) = self.session.take() {
             if nix::mount::umount(&self.mountpoint).is_ok() {
                 let _ = session.join();
@@ -281,6 +310,7 @@ impl Drop for CrashFs {
 fn spawn(
     tree: &Arc<Mutex<Tree>>,
     handles: &Arc<AtomicU64>,
+    faults: &Arc<Faults>,
     mountpoint: &Path,
 ) -> Result<fuser::BackgroundSession, Error> {
     let mut config = fuser::Config::default();
@@ -293,6 +323,7 @@ fn spawn(
         fs::Adapter {
             tree: tree.clone(),
             handles: handles.clone(),
+            faults: faults.clone(),
         },
         mountpoint,
         &config,

@@ -328,3 +328,37 @@ fn a_torn_cut_keeps_exactly_the_sectors_or_bytes_chosen() {
     assert_eq!(bytes[611..613], *b"no");
     assert_eq!(per_sector(bytes), b"onoo");
 }
+
+#[test]
+fn a_hung_volume_blocks_every_request_until_it_resumes_and_failing_syncs_answer_eio() {
+    let Some(fs) = mount_or_skip("faults") else {
+        return;
+    };
+    let path = fs.path().join("f");
+    write_synced(&path, b"1\n", true);
+
+    fs.hang();
+    let reader = {
+        let path = path.clone();
+        std::thread::spawn(move || fs::read(&path).expect("read after resume"))
+    };
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(!reader.is_finished(), "a read on a hung volume returned");
+    fs.resume();
+    assert_eq!(reader.join().expect("reader"), b"1\n");
+
+    fs.fail_syncs(true, false);
+    let file = OpenOptions::new().write(true).open(&path).expect("open");
+    file.write_all_at(b"2\n", 0).expect("write");
+    let error = file.sync_data().expect_err("a failing disk");
+    assert_eq!(error.raw_os_error(), Some(nix::libc::EIO));
+    fsync_dir(fs.path());
+    fs.fail_syncs(false, true);
+    file.sync_data().expect("file syncs work again");
+    let dir_error = File::open(fs.path())
+        .and_then(|d| d.sync_all())
+        .expect_err("directory syncs fail");
+    assert_eq!(dir_error.raw_os_error(), Some(nix::libc::EIO));
+    fs.fail_syncs(false, false);
+    fsync_dir(fs.path());
+}

@@ -6,6 +6,7 @@ use prometheus_client::registry::Registry;
 use service_kit::{
     http::{self, ReadyCheck},
     shutdown::Draining,
+    single_flight::SingleFlight,
 };
 use shared_fs::{Counter, CounterFile, group_commit::Stopped};
 
@@ -15,13 +16,24 @@ use crate::{error::VolumeError, metrics::CounterMetrics};
 #[derive(Debug, Clone)]
 pub struct AppState {
     counter: Counter,
+    /// `/pings`'s read of the volume, one in flight at a time (see
+    /// [`service_kit::single_flight`]).
+    count: SingleFlight<shared_fs::Result<u64>>,
 }
 
 impl AppState {
     /// Starts the counter writer for `file`, feeding `metrics`.
     pub fn new(file: CounterFile, metrics: CounterMetrics) -> Self {
+        let count = SingleFlight::new({
+            let file = file.clone();
+            move || {
+                let file = file.clone();
+                blocking(move || file.read())
+            }
+        });
         AppState {
             counter: Counter::spawn_observed(file, metrics),
+            count,
         }
     }
 }
@@ -61,8 +73,11 @@ async fn pingpong(State(state): State<AppState>) -> Result<String, VolumeError> 
 
 /// The current count, without incrementing.
 async fn pings(State(state): State<AppState>) -> Result<String, VolumeError> {
-    let file = state.counter.file().clone();
-    let n = blocking(move || file.read()).await?;
+    let n = state
+        .count
+        .get()
+        .await
+        .unwrap_or_else(|| Err(state.counter.stopped_error()))?;
     Ok(n.to_string())
 }
 

@@ -68,6 +68,10 @@ fn a_fifo_at_the_counter_path_is_a_503_on_every_replica_until_it_is_repaired() {
     let a = Server::start(dir.path());
     let b = Server::start(dir.path());
     assert_eq!(a.get("/pingpong"), (200, "pong 0".to_owned()));
+    // Published: the lock is given back, so the next increment of either replica takes it
+    // again and reads the file. (A replica that holds the lock reads it when it gives it back,
+    // and never overwrites it: see the end.)
+    test_support::assert_published(&path, "1\n");
     let fifo_over_the_counter = || {
         let fifo = dir.path().join("fifo");
         plant_fifo(&fifo);
@@ -98,6 +102,7 @@ fn a_fifo_at_the_counter_path_is_a_503_on_every_replica_until_it_is_repaired() {
     });
     assert_eq!(a.get("/pingpong"), (200, "pong 5".to_owned()));
     assert_eq!(b.get("/pingpong"), (200, "pong 6".to_owned()));
+    test_support::assert_published(&path, "7\n");
 
     // Repaired by hand this time, with a regular file renamed over the FIFO.
     fifo_over_the_counter();
@@ -110,6 +115,39 @@ fn a_fifo_at_the_counter_path_is_a_503_on_every_replica_until_it_is_repaired() {
     });
     assert_eq!(b.get("/pingpong"), (200, "pong 41".to_owned()));
     assert_eq!(a.get("/pingpong"), (200, "pong 42".to_owned()));
+
+    // A FIFO that appears while a replica holds the lock: its increments go on (the count is
+    // durable in the record), and when it gives the lock back it leaves the FIFO alone and
+    // says why; from then on every replica answers 503.
+    let c = Server::start(dir.path());
+    let port = c.port;
+    let busy = thread::spawn(move || {
+        (0..200)
+            .map(|_| support::get(port, "/pingpong").0)
+            .filter(|&status| status == 200)
+            .count()
+    });
+    thread::sleep(Duration::from_millis(50));
+    fifo_over_the_counter();
+    let answered = busy.join().unwrap();
+    support::eventually(Duration::from_secs(2), "the FIFO to be reported", || {
+        c.stderr()
+            .iter()
+            .any(|l| l.contains("could not publish the count") && l.contains("named pipe"))
+            .then_some(())
+    });
+    assert!(
+        answered < 200,
+        "every increment after the FIFO appeared succeeded"
+    );
+    for server in [&a, &b, &c] {
+        assert_eq!(server.get("/pingpong"), (503, reason.clone()));
+    }
+    let file = std::fs::metadata(&path).unwrap();
+    assert!(
+        std::os::unix::fs::FileTypeExt::is_fifo(&file.file_type()),
+        "overwritten"
+    );
 }
 
 #[test]

@@ -22,6 +22,7 @@ use crate::{
     connections,
     metrics::{self, HttpMetrics, method_label},
     shutdown::Draining,
+    single_flight::SingleFlight,
 };
 
 /// The `LIMITS` section of both HTTP servers' `--help`, as a literal so that a help text can
@@ -67,6 +68,8 @@ pub fn finish(
 ) -> Router {
     let http_metrics = HttpMetrics::register(&mut registry);
     let registry = Arc::new(registry);
+    // One check of the volume in flight at a time, however often the kubelet probes.
+    let ready = SingleFlight::new(move || ready());
     app.route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",
@@ -147,14 +150,18 @@ async fn time_limit(request: Request, next: Next) -> Response {
     }
 }
 
-async fn readyz(draining: Draining, ready: ReadyCheck) -> impl IntoResponse {
+async fn readyz(draining: Draining, ready: SingleFlight<Result<(), String>>) -> impl IntoResponse {
     if draining.is_draining() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "draining: shutting down".to_owned(),
         );
     }
-    match ready().await {
+    let answer = ready
+        .get()
+        .await
+        .unwrap_or_else(|| Err("shutting down".to_owned()));
+    match answer {
         Ok(()) => (StatusCode::OK, "ready".to_owned()),
         Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason),
     }

@@ -11,6 +11,8 @@
 //! - [`connections`]: the accept loop: header timeout, the connection bound with eviction,
 //!   accept errors, request size limits, and the drain.
 //! - [`shutdown`]: SIGTERM and SIGINT as one future, and the draining flag `/readyz` reads.
+//! - [`single_flight`]: at most one blocking check of the volume in flight, however many
+//!   probes and reads ask for it.
 
 pub mod cli;
 pub mod config;
@@ -18,4 +20,5 @@ pub mod connections;
 pub mod http;
 pub mod metrics;
 pub mod shutdown;
+pub mod single_flight;
 pub mod telemetry;

@@ -307,7 +307,8 @@ impl Counter {
         Stopped(self.ended.clone())
     }
 
-    fn stopped_error(&self) -> Error {
+    /// The error of a counter whose writer has stopped (the process is exiting).
+    pub fn stopped_error(&self) -> Error {
         Error::WriterStopped {
             path: self.file.path().to_owned(),
         }

@@ -31,6 +31,17 @@ pub fn peak_rss(pid: u32) -> u64 {
     kib * 1024
 }
 
+/// How many threads process `pid` has now.
+pub fn threads(pid: u32) -> usize {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("reading /proc/PID/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("Threads in /proc/PID/status")
+}
+
 /// How many descriptors process `pid` has open now.
 pub fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
