@@ -396,3 +396,33 @@ fn run_briefly(mut command: Command) -> (Option<i32>, String) {
         .unwrap();
     (status.code(), stderr)
 }
+
+#[test]
+fn an_oversized_body_with_a_long_method_and_path_logs_neither() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    // A head under the 16 KiB limit, a declared body over it: answered 413 before any route.
+    let (method, path) = ("X".repeat(6000), format!("/{}", "p".repeat(6000)));
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    stream.set_read_timeout(Some(ANSWER_WITHIN)).unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000000000\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    assert!(response.starts_with("HTTP/1.1 413"), "{response:?}");
+    let line = eventually(ANSWER_WITHIN, "the 413 log line", || {
+        server
+            .stderr()
+            .into_iter()
+            .find(|l| l.contains("answering 413"))
+    });
+    assert!(
+        line.len() < 300,
+        "a log line of {} bytes: {line}",
+        line.len()
+    );
+    assert!(line.contains(r#"method="other""#), "{line}");
+}

@@ -335,9 +335,9 @@ async fn handle(app: Router, request: Request<Incoming>) -> Response<Body> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+        // Neither the raw method nor the path: a client chooses them, up to the head limit.
         tracing::info!(
-            method = %request.method(),
-            path = request.uri().path(),
+            method = metrics::method_label(request.method()),
             content_length = declared,
             "request body too large; answering 413"
         );

@@ -169,10 +169,12 @@ impl<W: Write, R: Fn(u64)> Writer<W, R> {
     fn run(mut self) {
         let mut batch = Vec::with_capacity(BATCH_BYTES);
         let mut flushes = Vec::new();
+        // What the last look before sleeping found, if anything.
+        let mut woken_by = None;
         loop {
             // Gather what is queued, up to a batch or a flush request.
             let mut lines = 0;
-            let mut next = self.lines.try_recv();
+            let mut next = woken_by.take().unwrap_or_else(|| self.lines.try_recv());
             loop {
                 match next {
                     Ok(Message::Line(line)) => {
@@ -196,7 +198,7 @@ impl<W: Write, R: Fn(u64)> Writer<W, R> {
                 next = self.lines.try_recv();
             }
             if batch.is_empty() && flushes.is_empty() {
-                self.idle();
+                woken_by = self.idle();
                 continue;
             }
             self.write(&batch, lines);
@@ -224,21 +226,28 @@ impl<W: Write, R: Fn(u64)> Writer<W, R> {
         }
     }
 
-    /// Caught up: reports what was dropped since the last report, else sleeps until woken.
-    fn idle(&mut self) {
+    /// Caught up: reports what was dropped since the last report, else sleeps until woken;
+    /// returns what a last look before sleeping found.
+    fn idle(&mut self) -> Option<Result<Message, TryRecvError>> {
         let dropped = self.shared.dropped.get();
         if dropped > self.reported {
             let missing = dropped - self.reported;
             self.reported = dropped;
             (self.recovered)(missing);
-            return;
+            return None;
         }
         self.shared.sleeping.store(true, Ordering::Relaxed);
         fence(Ordering::SeqCst);
-        // Whatever was queued between the last look and the flag is seen by the next look;
-        // whatever comes after sees the flag and unparks.
+        // A line queued before the flag was set is found by this look; one queued after it
+        // finds the flag and unparks (an unpark before the park makes the park return at once).
+        let last_look = self.lines.try_recv();
+        if !matches!(last_look, Err(TryRecvError::Empty)) {
+            self.shared.sleeping.store(false, Ordering::Relaxed);
+            return Some(last_look);
+        }
         thread::park_timeout(IDLE_WAKE);
         self.shared.sleeping.store(false, Ordering::Relaxed);
+        None
     }
 }
 
