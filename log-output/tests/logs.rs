@@ -146,6 +146,16 @@ fn every_line_log_reader_writes_is_json_in_json_format_and_none_is_in_text_forma
         assert_eq!(get(port, "/").expect("GET /").status, 503);
         assert_eq!(get(port, "/nowhere").expect("GET /nowhere").status, 404);
         assert_eq!(request(port, "POST", "/").expect("POST /").status, 405);
+        // log-reader exports the process-wide metrics too.
+        let metrics = get(port, "/metrics").expect("GET /metrics").text();
+        for line in [
+            "log_lines_dropped_total 0\n",
+            "http_connections_evicted_total 0\n",
+            "http_connections_refused_total 0\n",
+            "# TYPE http_connections_open gauge\n",
+        ] {
+            assert!(metrics.contains(line), "no {line:?} in {metrics}");
+        }
         LockedFile::new(dir.path().join("output.log"))
             .replace(b"an entry")
             .expect("writing output.log");
