@@ -10,11 +10,12 @@
 
 use std::{
     future::Future,
-    io::Write,
     sync::Arc,
     time::{Duration, SystemTime},
 };
 
+use prometheus_client::metrics::counter::Counter;
+use service_kit::nonblocking::LineQueue;
 use shared_fs::{CounterFile, LockedFile};
 
 use tokio::time::MissedTickBehavior;
@@ -42,8 +43,8 @@ pub enum StartError {
 /// Creates `DATA_DIR` if missing and removes the `.output.log.*.tmp` files a crash left. Both
 /// that sweep and every replace of `output.log` run under the lock `output.log.lock`, so two
 /// writers overlapping in a rollout never remove each other's temporary file. Every written
-/// entry is passed to `sink`, on the blocking pool, because printing to a pipe can block as
-/// much as a file can.
+/// entry is passed to `sink`, on the blocking pool, in case it blocks (the binary's [`Stdout`]
+/// never does).
 ///
 /// `shutdown` is watched at every step, also while the volume hangs: during start-up it returns
 /// at once; during a tick it lets the tick finish for at most [`TICK_GRACE`], then returns.
@@ -148,11 +149,50 @@ impl<S: Fn(&str)> Tick<S> {
     }
 }
 
-/// The binary's sink: the entry and a newline on stdout, which is the container log. A closed
-/// stdout is logged rather than fatal (unlike `println!`, which panics): the file on the volume
-/// is what log-reader serves.
-pub fn print_entry(entry: &str) {
-    if let Err(error) = writeln!(std::io::stdout().lock(), "{entry}") {
-        tracing::warn!(%error, "cannot print the entry to stdout");
+/// How many entries may wait for stdout: 80 s of them at the default interval, on top of the
+/// hundreds a pipe to a container runtime holds.
+pub const STDOUT_QUEUE_ENTRIES: usize = 16;
+
+/// The binary's sink: each entry and a newline on stdout, which is the container log, through
+/// a bounded queue and a thread of its own ([`service_kit::nonblocking`]). A stdout nobody reads
+/// (a stalled log collector, `| less`) must not stop the entries on the volume, which is what
+/// log-reader serves: while it stalls the entries that do not fit are not printed, and once it
+/// drains a warning on stderr says how many. A closed stdout is the same, not fatal (unlike
+/// `println!`, which panics).
+#[derive(Debug, Clone)]
+pub struct Stdout(LineQueue);
+
+impl Stdout {
+    /// Starts the thread that prints to stdout.
+    pub fn spawn() -> std::io::Result<Stdout> {
+        LineQueue::spawn(
+            "stdout-writer",
+            std::io::stdout(),
+            STDOUT_QUEUE_ENTRIES,
+            Counter::default(),
+            |n| {
+                tracing::warn!(
+                    dropped = n,
+                    "entries not printed: stdout was not taking them; output.log had each"
+                );
+            },
+        )
+        .map(Stdout)
+    }
+
+    /// The sink for [`run`]: queues the entry and a newline, never waits.
+    pub fn sink(&self) -> impl Fn(&str) + Send + Sync + 'static {
+        let queue = self.0.clone();
+        move |entry| {
+            let mut line = String::with_capacity(entry.len() + 1);
+            line.push_str(entry);
+            line.push('\n');
+            queue.push(line.as_bytes());
+        }
+    }
+
+    /// Waits, at most `within`, until every queued entry is on stdout: before the exit.
+    pub fn flush(&self, within: Duration) -> bool {
+        self.0.flush(within)
     }
 }

@@ -6,7 +6,7 @@ use std::{env, path::Path, process::ExitCode};
 use anyhow::Context;
 use pingpong::{config::Config, operator, routes};
 use service_kit::{
-    cli::{Binary, run_main, usage_error},
+    cli::{self, Binary, run_main, usage_error},
     config::{check_utf8, process_env},
     http,
     shutdown::{self, Draining, Flavor},
@@ -26,7 +26,9 @@ USAGE:
 ENVIRONMENT (unset means the default; a malformed value exits with status 2):
     PORT       TCP port, bound on all interfaces          [default: 3000]
     DATA_DIR   the shared volume, created if missing      [default: files]
-    RUST_LOG   tracing filter                             [default: info]
+    RUST_LOG   tracing filter; logs go to stderr          [default: info]
+    LOG_FORMAT text or json: one line per event, or one JSON object per line with
+               timestamp, level, message and fields       [default: text]
     SHUTDOWN_DELAY
                after SIGTERM, keep serving this long with /readyz already 503, then
                drain; 0s to 60s, e.g. 5s behind a load balancer  [default: 0s]
@@ -117,6 +119,8 @@ fn check_volume(data_dir: &Path, file: &CounterFile) {
     }
 }
 
+/// `pingpong counter get|set N`: the answer on stdout; logs, and the error if any, on stderr
+/// in `LOG_FORMAT` like the server's.
 fn counter_command(args: &[String]) -> ExitCode {
     let command = match operator::parse(args) {
         Ok(command) => command,
@@ -125,15 +129,11 @@ fn counter_command(args: &[String]) -> ExitCode {
     if let Err(error) = check_utf8(|var| env::var_os(var)) {
         return usage_error("pingpong", &error.to_string());
     }
+    let format = match cli::logging(&process_env) {
+        Ok(format) => format,
+        Err(error) => return usage_error("pingpong", &error.to_string()),
+    };
     let data_dir = service_kit::config::data_dir(&process_env);
-    match operator::run(&command, &data_dir) {
-        Ok(line) => {
-            println!("{line}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    let result = operator::run(&command, &data_dir).map(|line| println!("{line}"));
+    cli::exit("pingpong", format, result.map_err(anyhow::Error::from))
 }

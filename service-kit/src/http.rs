@@ -15,8 +15,7 @@ use axum::{
 };
 use prometheus_client::registry::Registry;
 use tokio::{net::TcpListener, sync::Notify};
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tracing::Level;
+use tower_http::{classify::ServerErrorsFailureClass, trace::TraceLayer};
 
 use crate::{
     connections,
@@ -67,6 +66,7 @@ pub fn finish(
     ready: ReadyCheck,
 ) -> Router {
     let http_metrics = HttpMetrics::register(&mut registry);
+    metrics::register_process_metrics(&mut registry);
     let registry = Arc::new(registry);
     // One check of the volume in flight at a time, however often the kubelet probes.
     let ready = SingleFlight::new(move || ready());
@@ -99,12 +99,30 @@ pub fn finish(
                     // per request would make every log line 30 KB.
                     tracing::info_span!("request", method = method_label(request.method()), route)
                 })
+                // Status and latency as numbers, so that in JSON they are numbers.
                 .on_response(
-                    DefaultOnResponse::new()
-                        .level(Level::INFO)
-                        .latency_unit(tower_http::LatencyUnit::Micros),
+                    |response: &Response, latency: Duration, _: &tracing::Span| {
+                        tracing::info!(
+                            status = response.status().as_u16(),
+                            latency_us = micros(latency),
+                            "finished processing request"
+                        );
+                    },
+                )
+                .on_failure(
+                    |failure: ServerErrorsFailureClass, latency: Duration, _: &tracing::Span| {
+                        tracing::error!(
+                            classification = %failure,
+                            latency_us = micros(latency),
+                            "response failed"
+                        );
+                    },
                 ),
         )
+}
+
+fn micros(latency: Duration) -> u64 {
+    u64::try_from(latency.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// A route that changes state (`/pingpong`): only `GET` runs `handler`. axum's `get` also runs

@@ -3,10 +3,12 @@
 
 use std::process::ExitCode;
 
+use anyhow::Context;
 use log_output::{config::WriterConfig, writer};
 use service_kit::{
     cli::{Binary, run_main},
     shutdown::{self, Draining, Flavor},
+    telemetry,
 };
 
 fn main() -> ExitCode {
@@ -20,12 +22,16 @@ fn main() -> ExitCode {
 }
 
 fn run(config: WriterConfig) -> anyhow::Result<()> {
+    let stdout = writer::Stdout::spawn().context("starting the stdout writer thread")?;
     // One task plus the blocking pool for the file I/O: a worker thread per core would idle.
-    shutdown::block_on(Flavor::CurrentThread, async {
+    let result = shutdown::block_on(Flavor::CurrentThread, async {
         let draining = Draining::default();
         shutdown::install(&draining)?;
         let id = uuid::Uuid::new_v4();
-        writer::run(config, id, draining.started(), writer::print_entry).await?;
+        writer::run(config, id, draining.started(), stdout.sink()).await?;
         Ok(())
-    })
+    });
+    // The last entries reach stdout before the exit, unless stdout has stalled.
+    stdout.flush(telemetry::FLUSH_AT_EXIT);
+    result
 }

@@ -61,10 +61,8 @@ impl Server {
         thread::spawn(move || {
             for line in lines.lines() {
                 let Ok(line) = line else { break };
-                if line.contains("pingpong listening")
-                    && let Some(port) = field(&line, "port=")
-                {
-                    let _ = port_tx.send(port.parse::<u16>().expect("port"));
+                if let Some(port) = listening_port(&line) {
+                    let _ = port_tx.send(port);
                 }
                 collected.lock().expect("stderr lock").push(line);
             }
@@ -200,6 +198,23 @@ impl Drop for Server {
 fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     let start = line.find(key)? + key.len();
     line[start..].split_whitespace().next()
+}
+
+/// The port of a "pingpong listening" line, in either `LOG_FORMAT`.
+pub fn listening_port(line: &str) -> Option<u16> {
+    if !line.contains("pingpong listening") {
+        return None;
+    }
+    match serde_json::from_str::<serde_json::Value>(line) {
+        Ok(object) => object["port"].as_u64().and_then(|p| u16::try_from(p).ok()),
+        Err(_) => field(line, "port=")?.parse().ok(),
+    }
+}
+
+/// The value of the metric `name` (full name, no labels) in a `/metrics` body.
+pub fn metric(body: &str, name: &str) -> Option<u64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// One HTTP/1.1 GET on a fresh connection: (status, body).
