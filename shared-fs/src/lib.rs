@@ -14,6 +14,8 @@
 //! - [`group_commit`]: the async handle whose `increment()` coalesces every request that arrives
 //!   while a durable write is in flight into the next single durable write.
 //! - [`read`]: reading a small file without trusting its size.
+//! - [`mounts`]: the mount that holds the volume, refused at start when its locks would be
+//!   local to one node (replicas on several nodes would hand out the same numbers).
 //! - [`error`]: one error type; every variant names the path it is about.
 //!
 //! Nothing else in the workspace opens a file on the volume for writing.
@@ -23,6 +25,7 @@ pub mod counter;
 pub mod error;
 pub mod group_commit;
 pub mod lock;
+pub mod mounts;
 pub mod read;
 
 pub use atomic::{replace, sweep_temp_files};
