@@ -7,11 +7,11 @@ use anyhow::Context;
 use pingpong::{config::Config, operator, routes};
 use service_kit::{
     cli::{Binary, run_main, usage_error},
-    config::{check_utf8, process_env},
+    config::{EXIT_USAGE, check_utf8, process_env},
     http,
     shutdown::{self, Draining, Flavor},
 };
-use shared_fs::CounterFile;
+use shared_fs::{CounterFile, mounts};
 
 const HELP: &str = concat!(
     "\
@@ -65,6 +65,12 @@ fn main() -> ExitCode {
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
+    // Before anything touches the volume: a mount whose locks would be local to this node is
+    // refused like a malformed variable (SPEC §7.7).
+    if let Err(refusal) = mounts::check(&config.data_dir) {
+        eprintln!("pingpong: {refusal}");
+        std::process::exit(EXIT_USAGE);
+    }
     shutdown::block_on(Flavor::MultiThread, async {
         // First, before anything touches the volume: a SIGTERM from here on is never lost.
         let draining = Draining::default();
@@ -114,6 +120,12 @@ fn counter_command(args: &[String]) -> ExitCode {
         return usage_error("pingpong", &error.to_string());
     }
     let data_dir = service_kit::config::data_dir(&process_env);
+    // `set` takes the lock (`get` reads without it): refused where the lock would be local.
+    if let operator::Command::Set(_) = command
+        && let Err(refusal) = mounts::check(&data_dir)
+    {
+        return usage_error("pingpong", &refusal.to_string());
+    }
     match operator::run(&command, &data_dir) {
         Ok(line) => {
             println!("{line}");
