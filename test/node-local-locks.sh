@@ -6,9 +6,9 @@
 #   1. the hazard: an flock taken through mount 1 and one taken through mount 2 are granted at
 #      the same time (SFTP has no locks; FUSE keeps them per mount), while two flocks through
 #      one mount do exclude each other
-#   2. pingpong (serving, and `counter set`) and log-writer with DATA_DIR on the sshfs mount
-#      exit with status 2 and one line naming the filesystem, the mount point and the fix,
-#      before they create anything on the volume
+#   2. pingpong (serving, `counter set`, `counter get`) and log-writer with DATA_DIR on the
+#      sshfs mount exit with status 2 and one line naming the filesystem, the mount point and
+#      the fix, before they create anything on the volume
 #
 # Needs root (sshd, mount) and /dev/fuse; installs sshfs and openssh-server with apt-get when
 # missing (nothing under /etc is edited: sshd runs from a config in a temp directory). Skips
@@ -210,6 +210,7 @@ refused() {
 
 refused "pingpong serving" "$m1/files" "$m1" "$bin/pingpong"
 refused "pingpong counter set" "$m1/files" "$m1" "$bin/pingpong" counter set 7
+refused "pingpong counter get" "$m1/files" "$m1" "$bin/pingpong" counter get
 refused "log-writer" "$m1/files" "$m1" "$bin/log-writer"
 refused "pingpong with DATA_DIR the mount point itself" "$m1" "$m1" "$bin/pingpong"
 refused "log-writer with DATA_DIR reached through a symlink" "$work/link/files" "$m1" "$bin/log-writer"

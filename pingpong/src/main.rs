@@ -132,10 +132,9 @@ fn counter_command(args: &[String]) -> ExitCode {
         return usage_error("pingpong", &error.to_string());
     }
     let data_dir = service_kit::config::data_dir(&process_env);
-    // `set` takes the lock (`get` reads without it): refused where the lock would be local.
-    if let operator::Command::Set(_) = command
-        && let Err(refusal) = mounts::check(&data_dir)
-    {
+    // Both take the lock (`get` to bring the published file up to the record): refused where
+    // the lock would be local to this node.
+    if let Err(refusal) = mounts::check(&data_dir) {
         return usage_error("pingpong", &refusal.to_string());
     }
     match operator::run(&command, &data_dir) {
