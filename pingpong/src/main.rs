@@ -7,11 +7,11 @@ use anyhow::Context;
 use pingpong::{config::Config, operator, routes};
 use service_kit::{
     cli::{self, Binary, run_main, usage_error},
-    config::{check_utf8, process_env},
+    config::{EXIT_USAGE, check_utf8, process_env},
     http,
     shutdown::{self, Draining, Flavor},
 };
-use shared_fs::CounterFile;
+use shared_fs::{CounterFile, mounts};
 
 const HELP: &str = concat!(
     "\
@@ -71,6 +71,12 @@ fn main() -> ExitCode {
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
+    // Before anything touches the volume: a mount whose locks would be local to this node is
+    // refused like a malformed variable (SPEC §7.7).
+    if let Err(refusal) = mounts::check(&config.data_dir) {
+        eprintln!("pingpong: {refusal}");
+        std::process::exit(EXIT_USAGE);
+    }
     shutdown::block_on(Flavor::MultiThread, async {
         // First, before anything touches the volume: a SIGTERM from here on is never lost.
         let draining = Draining::default();
@@ -134,6 +140,11 @@ fn counter_command(args: &[String]) -> ExitCode {
         Err(error) => return usage_error("pingpong", &error.to_string()),
     };
     let data_dir = service_kit::config::data_dir(&process_env);
+    // Both take the lock (`get` to bring the published file up to the record): refused where
+    // the lock would be local to this node.
+    if let Err(refusal) = mounts::check(&data_dir) {
+        return usage_error("pingpong", &refusal.to_string());
+    }
     let result = operator::run(&command, &data_dir).map(|line| println!("{line}"));
     cli::exit("pingpong", format, result.map_err(anyhow::Error::from))
 }

@@ -18,6 +18,8 @@
 //! - [`group_commit`]: the async handle whose `increment()` coalesces every request that arrives
 //!   while a durable write is in flight into the next single durable write.
 //! - [`read`]: opening and reading a small file without trusting its size or its type.
+//! - [`mounts`]: the mount that holds the volume, refused at start when its locks would be
+//!   local to one node (replicas on several nodes would hand out the same numbers).
 //! - [`error`]: one error type; every variant names the path it is about.
 //!
 //! Nothing else in the workspace opens a file on the volume for writing.
@@ -28,6 +30,7 @@ pub mod error;
 pub mod group_commit;
 pub mod lease;
 pub mod lock;
+pub mod mounts;
 pub mod read;
 pub mod record;
 
