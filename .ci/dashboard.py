@@ -6,6 +6,10 @@ standard library only; .ci/dashboard-check.sh feeds it live /metrics.
                                                           the dashboard queries that no
                                                           exposition offers
     .ci/dashboard.py names DASHBOARD.json                 the names it queries, one a line
+    .ci/dashboard.py evaluate DASHBOARD.json URL EXPOSITION...
+                                                          every panel query in the Prometheus at
+                                                          URL: valid PromQL, and data for each
+                                                          query whose metrics are all exposed
     .ci/dashboard.py selftest                             the extraction and matching rules
 
 A name is offered when an exposition has a sample of that name, or a `# TYPE` line whose family
@@ -19,6 +23,10 @@ as its family `x`.
 import json
 import re
 import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
 
 SERIES_OF = {
     "counter": ("_total", "_created"),
@@ -119,6 +127,46 @@ def queried_names(dashboard):
     return names
 
 
+def panel_queries(dashboard):
+    """(panel title, expr) of every panel target, rows' nested panels too."""
+    out = []
+
+    def walk(panels):
+        for p in panels:
+            out.extend((p.get("title", "?"), t["expr"]) for t in p.get("targets", []) if t.get("expr"))
+            walk(p.get("panels", []))
+
+    walk(dashboard.get("panels", []))
+    return out
+
+
+def evaluate(dashboard, url, available, deadline_s=45):
+    """Runs every panel query in Prometheus, Grafana's variables set as Grafana would for a 1 s
+    scrape interval ($__rate_interval: 4 scrapes) and the `All` namespace. Polls until every query
+    whose metric names are all exposed returns data, or the deadline. Returns the problems."""
+    pending = []
+    for title, expr in panel_queries(dashboard):
+        promql = expr.replace("$__rate_interval", "4s").replace("$namespace", ".*")
+        pending.append((title, promql, not (metric_names(expr) - available)))
+    end = time.monotonic() + deadline_s
+    while True:
+        problems, waiting = [], []
+        for title, promql, expect_data in pending:
+            query = urllib.parse.urlencode({"query": promql})
+            try:
+                with urllib.request.urlopen(f"{url}/api/v1/query?{query}", timeout=5) as r:
+                    answer = json.load(r)
+            except urllib.error.HTTPError as e:  # 400: the query does not parse
+                answer = json.load(e)
+            if answer.get("status") != "success":
+                problems.append(f"{title}: {promql}: {answer.get('error', answer)}")
+            elif expect_data and not answer["data"]["result"]:
+                waiting.append(f"{title}: {promql}: no data although its metrics are exposed")
+        if problems or not waiting or time.monotonic() > end:
+            return problems + waiting
+        time.sleep(1)
+
+
 # --- self-test ----------------------------------------------------------------------------------
 
 EXPOSITION = """\
@@ -180,6 +228,21 @@ def main(argv):
         return 1 if selftest() else 0
     if len(argv) == 3 and argv[1] == "names":
         print("\n".join(sorted(queried_names(json.load(open(argv[2]))))))
+        return 0
+    if len(argv) >= 5 and argv[1] == "evaluate":
+        dashboard = json.load(open(argv[2]))
+        available = set()
+        for path in argv[4:]:
+            available |= offered(open(path).read())
+        problems = evaluate(dashboard, argv[3], available)
+        for problem in problems:
+            print(problem)
+        if problems:
+            return 1
+        queries = panel_queries(dashboard)
+        empty = sorted({t for t, e in queries if metric_names(e) - available})
+        print(f"all {len(queries)} panel queries are valid PromQL and every one whose metrics are exposed has data"
+              + (f"; no data yet (metrics not exposed): {', '.join(empty)}" if empty else ""))
         return 0
     if len(argv) >= 4 and argv[1] == "check":
         queried = queried_names(json.load(open(argv[2])))

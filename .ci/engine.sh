@@ -13,7 +13,8 @@
 #      guard's rules, then every script marked as macOS-portable); .ci/k3d-scripts-test.sh
 #      (deploy/ on stubs); .ci/workflow-check.sh (actionlint and shellcheck on the GitHub
 #      workflow); .ci/dashboard-check.sh (the Grafana dashboard queries only metrics that live
-#      pingpong and log-reader processes expose)
+#      pingpong and log-reader processes expose, and a real Prometheus scraping them through the
+#      annotations evaluates each of its queries)
 #   5. build both images offline (deploy/build-images.sh): at most 10 MB, numeric non-root user,
 #      nothing in them but the binaries
 #   6. ./test-persistent.sh --engine podman
