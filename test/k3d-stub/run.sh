@@ -17,8 +17,9 @@
 # TEST_BASH names the bash that runs the scripts (deploy/k3d-up.sh, test-persistent.sh; default:
 # the one on PATH): with a bash 3.2 this checks, by running them, that the k3d path works on the
 # bash macOS ships. BIN_DIR: the binaries (default target/release). The stubs need bash 4.
-# Its last line is `N passed, M failed` (test-persistent.sh's checks and this script's), and so
-# is its exit status.
+# STUB_KEEP_LOGS=DIR keeps the logs (every pod's, HAProxy's with every request) in DIR. Its last
+# line is `N passed, M failed` (test-persistent.sh's checks and this script's), and so is its
+# exit status.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -40,6 +41,11 @@ cleanup() {
     if [[ -e "$pid" ]]; then kill -KILL "$(cat "$pid")" 2>/dev/null || true; fi
   done
   if [[ -n "$haproxy_pid" ]]; then kill "$haproxy_pid" 2>/dev/null || true; fi
+  if ((status != 0 || failed > 0)) && [[ -s "$stub_dir/haproxy.log" ]]; then
+    echo "--- the ingress's (HAProxy's) log, last 20 requests"
+    tail -n 20 "$stub_dir/haproxy.log"
+  fi
+  if [[ -n "${STUB_KEEP_LOGS:-}" ]]; then cp "$stub_dir"/*.log "$STUB_KEEP_LOGS"/ 2>/dev/null || true; fi
   rm -rf "$stub_dir"
   if ((status != 0 && failed == 0)); then fail "aborted (exit status $status)"; fi
   echo
@@ -101,8 +107,12 @@ routing() {
 rules="$(routing)"
 {
   cat <<CFG
+global
+  log stderr format raw local0
 defaults
   mode http
+  log global
+  option httplog
   timeout connect 2s
   timeout client 30s
   timeout server 30s
