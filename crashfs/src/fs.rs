@@ -3,7 +3,10 @@
 //! What it promises the kernel, so that nothing stale survives a cut: entry and attribute
 //! timeouts of zero and direct I/O on every open (the kernel caches neither names nor data), and
 //! real `fsync`/`fsyncdir` answers (fuser's default answers ENOSYS, after which the kernel stops
-//! asking and reports every later fsync as a success). No lock operations are implemented, so
+//! asking and reports every later fsync as a success). `fdatasync` reaches `fsync` with its
+//! `datasync` flag set; the journal keeps the flag, the model treats both alike. Direct I/O
+//! also means one `pwrite` up to the kernel's size limit for one FUSE request (128 KiB or more)
+//! is one WRITE request: one operation, one change a cut may tear. No lock operations are implemented, so
 //! the kernel keeps `flock` and POSIX locks itself, across every process on the mount.
 
 use std::{
@@ -310,11 +313,12 @@ impl Filesystem for Adapter {
         _req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
-        _datasync: bool,
+        datasync: bool,
         reply: ReplyEmpty,
     ) {
-        // fdatasync arrives here too: size and data go together in this model.
-        empty(reply, self.tree().fsync(ino.0));
+        // fdatasync arrives here too, flagged (FUSE_FSYNC_FDATASYNC): the journal records which,
+        // the model treats both alike (size goes with data, no timestamps are kept).
+        empty(reply, self.tree().fsync(ino.0, datasync));
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -357,10 +361,10 @@ impl Filesystem for Adapter {
         _req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
-        _datasync: bool,
+        datasync: bool,
         reply: ReplyEmpty,
     ) {
-        empty(reply, self.tree().fsync(ino.0));
+        empty(reply, self.tree().fsync(ino.0, datasync));
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {

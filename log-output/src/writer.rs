@@ -1,8 +1,9 @@
 //! log-writer's loop (SPEC §5): the first entry at once, then one every `LOG_INTERVAL`. Each
-//! tick reads the counter (no lock: pingpong replaces it by an atomic rename, so any read sees
-//! a whole value), composes the entry, replaces `output.log` under `output.log.lock` through
-//! [`shared_fs::LockedFile`] and hands the entry to a sink (stdout in the binary, a channel in
-//! tests).
+//! tick reads the count (no lock: [`shared_fs::CounterFile::read`] takes the larger of the
+//! durable record, whose slots are checksummed, and the published file, which is only ever
+//! replaced by an atomic rename; so a read sees a whole value that never goes back), composes
+//! the entry, replaces `output.log` under `output.log.lock` through [`shared_fs::LockedFile`]
+//! and hands the entry to a sink (stdout in the binary, a channel in tests).
 //!
 //! A tick that cannot read the counter or write the entry is logged and skipped: the file keeps
 //! the last good entry, and the next tick tries again. A corrupt counter is never read as 0.
@@ -10,12 +11,11 @@
 use std::{
     future::Future,
     io::Write,
-    path::PathBuf,
     sync::Arc,
     time::{Duration, SystemTime},
 };
 
-use shared_fs::LockedFile;
+use shared_fs::{CounterFile, LockedFile};
 
 use tokio::time::MissedTickBehavior;
 use uuid::Uuid;
@@ -35,8 +35,6 @@ pub const TICK_GRACE: Duration = Duration::from_secs(3);
 pub enum StartError {
     #[error(transparent)]
     CreateDir(#[from] CreateDirError),
-    #[error("cannot remove the temporary files a crash left")]
-    Sweep(#[source] shared_fs::Error),
 }
 
 /// Writes entries as the writer `id` until `shutdown` resolves, then returns `Ok`.
@@ -107,14 +105,16 @@ where
     volume::create_data_dir(&config.data_dir).await?;
     let tick = Arc::new(Tick {
         output: LockedFile::new(volume::output_path(&config.data_dir)),
-        counter: volume::counter_path(&config.data_dir),
+        counter: CounterFile::in_dir(&config.data_dir),
         id,
         sink,
     });
     let sweep = tick.clone();
-    blocking(move || sweep.output.sweep_temp_files())
-        .await
-        .map_err(StartError::Sweep)?;
+    // Leftover temporary files cost only their space: a sweep that fails (the lock cannot be
+    // taken, the directory cannot be listed) is reported, never a reason not to start.
+    if let Err(error) = blocking(move || sweep.output.sweep_temp_files()).await {
+        tracing::warn!(%error, "cannot sweep the temporary files a crash may have left");
+    }
     tracing::info!(
         data_dir = %config.data_dir.display(),
         interval = %humantime::format_duration(config.interval),
@@ -133,14 +133,14 @@ fn log_skipped(result: shared_fs::Result<()>) {
 /// What one tick needs, shared with the blocking pool.
 struct Tick<S> {
     output: LockedFile,
-    counter: PathBuf,
+    counter: CounterFile,
     id: Uuid,
     sink: S,
 }
 
 impl<S: Fn(&str)> Tick<S> {
     fn write(&self) -> shared_fs::Result<()> {
-        let pongs = shared_fs::read_counter(&self.counter)?;
+        let pongs = self.counter.read()?;
         let entry = format_entry(SystemTime::now(), self.id, pongs);
         self.output.replace(entry.as_bytes())?;
         (self.sink)(&entry);

@@ -51,6 +51,10 @@ FILES in DATA_DIR:
 "
 );
 
+/// How long the exit waits for the counter writer to publish and give the lock back; within
+/// SPEC §6's `SHUTDOWN_DELAY` + 10 s with the drain's 8 s.
+const WRITER_EXIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
     if args.first().is_some_and(|a| a == "counter") {
@@ -83,12 +87,20 @@ fn serve(config: Config) -> anyhow::Result<()> {
             let data_dir = config.data_dir.clone();
             move || check_volume(&data_dir, &file)
         });
-        let app = routes::app_for(file, draining.clone());
+        let (app, writer) = routes::service(file, draining.clone());
         // The bound port, not the configured one: with PORT=0 the tests learn it from here.
         tracing::info!(port = addr.port(), data_dir = %config.data_dir.display(), "pingpong listening");
         http::serve(listener, app, draining, config.shutdown_delay)
             .await
             .context("serving HTTP")?;
+        // The app is gone: the counter writer finishes, publishes and gives the lock back.
+        // Bounded, so a volume that hangs cannot hold the exit past the grace period.
+        if !tokio::task::spawn_blocking(move || writer.wait(WRITER_EXIT))
+            .await
+            .unwrap_or(false)
+        {
+            tracing::warn!(after = ?WRITER_EXIT, "the counter writer did not finish; exiting without it");
+        }
         tracing::info!("pingpong stopped cleanly");
         Ok(())
     })

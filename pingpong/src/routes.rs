@@ -7,7 +7,7 @@ use service_kit::{
     http::{self, ReadyCheck},
     shutdown::Draining,
 };
-use shared_fs::{Counter, CounterFile};
+use shared_fs::{Counter, CounterFile, group_commit::Stopped};
 
 use crate::{error::VolumeError, metrics::CounterMetrics};
 
@@ -28,7 +28,7 @@ impl AppState {
 
 /// The whole service: `/pingpong`, `/pings`, and the shared `/healthz`, `/readyz`, `/metrics`.
 pub fn app(state: AppState, registry: Registry, draining: Draining) -> Router {
-    let ready = readiness(state.counter.file().clone());
+    let ready = readiness(state.counter.clone());
     let routes = Router::new()
         .route("/pingpong", http::get_only(pingpong))
         .route("/pings", get(pings))
@@ -38,9 +38,18 @@ pub fn app(state: AppState, registry: Registry, draining: Draining) -> Router {
 
 /// Builds the app with a fresh registry: what tests and the server both use.
 pub fn app_for(file: CounterFile, draining: Draining) -> Router {
+    service(file, draining).0
+}
+
+/// The app, and a handle that waits for its counter writer to end once the app is dropped:
+/// the server waits on it before exiting, so that the count is published and the lock given
+/// back first (a replica of the previous release reads only the published file).
+pub fn service(file: CounterFile, draining: Draining) -> (Router, Stopped) {
     let mut registry = Registry::default();
     let metrics = CounterMetrics::register(&mut registry);
-    app(AppState::new(file, metrics), registry, draining)
+    let state = AppState::new(file, metrics);
+    let stopped = state.counter.stopped();
+    (app(state, registry, draining), stopped)
 }
 
 /// `pong N`, where N is the count before this request; sent only once the increment is
@@ -57,16 +66,19 @@ async fn pings(State(state): State<AppState>) -> Result<String, VolumeError> {
     Ok(n.to_string())
 }
 
-/// Ready when the counter parses and the volume accepts writes. Not ready on a corrupt file
-/// either: Kubernetes then stops routing here, and the operator sees why in the probe output.
-fn readiness(file: CounterFile) -> ReadyCheck {
+/// Ready when the counter parses, the volume accepts writes, and durable writes work (after a
+/// failure that persists, such as a full or failing disk, until one succeeds again). Not ready
+/// on a corrupt file either: Kubernetes then stops routing here, and the operator sees why in
+/// the probe output.
+fn readiness(counter: Counter) -> ReadyCheck {
     std::sync::Arc::new(move || {
-        let file = file.clone();
+        let counter = counter.clone();
         Box::pin(async move {
+            let file = counter.file().clone();
             blocking(move || file.probe())
                 .await
-                .map(drop)
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.to_string())?;
+            counter.check().await.map_err(|e| e.to_string())
         })
     })
 }

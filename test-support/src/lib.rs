@@ -6,9 +6,17 @@
 //! - a named pipe planted where a file should be, which stands for a volume that stops
 //!   answering: opening it for reading blocks until a writer comes, and none does;
 //! - a lock file held from another thread, as another replica or a `pingpong counter set`
-//!   holds it.
+//!   holds it;
+//! - the published counter file checked within the bound SPEC §3 gives it after the last
+//!   increment.
 
-use std::{path::Path, process::Command, sync::mpsc, thread};
+use std::{
+    path::Path,
+    process::Command,
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
 
 /// The peak resident memory (`VmHWM`) of process `pid`, in bytes.
 pub fn peak_rss(pid: u32) -> u64 {
@@ -56,6 +64,28 @@ pub fn hold_lock(lock_path: &Path) -> mpsc::Sender<()> {
     });
     held_rx.recv().expect("lock thread died");
     release_tx
+}
+
+/// The longest `pingpong_counter.txt` may trail the count once pingpong is idle (SPEC §3):
+/// tests of the published file poll for up to this long, and no longer.
+pub const PUBLISHED_WITHIN: Duration = Duration::from_millis(100);
+
+/// The content of the published counter file at `path` once it is `expected`, polling for
+/// [`PUBLISHED_WITHIN`]; panics with what it held last if it never does.
+pub fn assert_published(path: &Path, expected: &str) {
+    let deadline = Instant::now() + PUBLISHED_WITHIN;
+    loop {
+        let content = std::fs::read_to_string(path);
+        if content.as_deref().ok() == Some(expected) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} holds {content:?} {PUBLISHED_WITHIN:?} after the last increment, not {expected:?}",
+            path.display()
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
 }
 
 #[cfg(test)]
