@@ -14,12 +14,13 @@
 //! [`MAX_COUNTER_BYTES`] is not read, and is corrupt too.
 
 use std::{
-    fs,
+    fs::{self, File},
     path::{Path, PathBuf},
+    sync::{Arc, OnceLock},
 };
 
 use crate::{
-    atomic,
+    atomic, caches,
     error::{Error, Escaped, Result},
     lease::{self, Advance, Lease},
     lock::LockedFile,
@@ -65,6 +66,9 @@ pub fn read_counter(path: &Path) -> Result<u64> {
 #[derive(Debug, Clone)]
 pub struct CounterFile {
     file: LockedFile,
+    /// Whether the volume is a local filesystem, learnt from the lock file the first time it is
+    /// opened (see [`crate::caches`]).
+    local: Arc<OnceLock<bool>>,
 }
 
 impl CounterFile {
@@ -72,7 +76,22 @@ impl CounterFile {
     pub fn new(path: impl Into<PathBuf>) -> Self {
         CounterFile {
             file: LockedFile::new(path),
+            local: Arc::default(),
         }
+    }
+
+    /// Both slots of the record in the lock file `file` (open, locked or not), read through
+    /// the page cache on a local filesystem and past the client's caches on any other (see
+    /// [`crate::caches`]). `writable`: whether `file` may carry the `fallocate` that drops a
+    /// network client's cached copy.
+    pub(crate) fn read_slots(&self, file: &File, writable: bool) -> Result<record::Slots> {
+        let local = *self.local.get_or_init(|| caches::is_local(file));
+        let slots = if local {
+            record::read_slots(file)
+        } else {
+            caches::read_slots_uncached(self.lock_path(), writable.then_some(file))
+        };
+        slots.map_err(|e| Error::io("read", self.lock_path(), e))
     }
 
     /// The counter [`COUNTER_FILE`] in `data_dir`.
@@ -112,13 +131,12 @@ impl CounterFile {
     /// A slot torn by a write in flight is read again: a torn slot is the one being written,
     /// and the other one holds the record before it.
     pub fn read_record(&self) -> Result<Option<u64>> {
-        let Some(file) = lease::open_for_reading(self)? else {
+        let Some((file, writable)) = lease::open_for_reading(self)? else {
             return Ok(None);
         };
         let mut tries = 0;
         loop {
-            let slots =
-                record::read_slots(&file).map_err(|e| Error::io("read", self.lock_path(), e))?;
+            let slots = self.read_slots(&file, writable)?;
             tries += 1;
             if slots.torn() && tries < 3 {
                 continue;

@@ -9,11 +9,12 @@
 //!
 //! The writer keeps the counter's lock across batches while it is busy (a [`Lease`]): taking
 //! the lock, reading the count and publishing `pingpong_counter.txt` cost more than the durable
-//! write itself, so they are paid once per lease, not once per batch. It gives the lock back,
-//! publishing first, when no caller has come for [`LINGER`], after [`MAX_HOLD`] (then it
-//! waits [`HANDOVER`] before taking it again, since `flock` does not hand a released lock to
-//! the process that waited longest), and after every batch while another process has been
-//! seen holding it within [`CONTENDED_FOR`]: then replicas take turns batch by batch.
+//! write itself (on a network filesystem, round trips to the server), so they are paid once per
+//! lease, not once per batch. It gives the lock back, publishing first, when no caller has come
+//! for [`LINGER`] (at once while another process has been seen holding the lock within
+//! [`CONTENDED_FOR`]), and after [`MAX_HOLD`]; then it waits [`HANDOVER`] before taking it
+//! again, since `flock` does not hand a released lock to the process that waited longest. So
+//! replicas that are all busy take turns of [`MAX_HOLD`] each.
 //!
 //! Under steady concurrency the callers just answered come back with their next increment a
 //! few dozen microseconds later; a writer that started at once would split the load into two
@@ -72,8 +73,8 @@ pub const LINGER: Duration = Duration::from_millis(2);
 /// before taking it again: enough for a process blocked on it to be woken and take it.
 pub const HANDOVER: Duration = Duration::from_micros(300);
 
-/// For how long after finding the lock held by another process the writer gives it back after
-/// every batch instead of keeping it.
+/// For how long after finding the lock held by another process the writer gives an idle lock
+/// back at once instead of keeping it for [`LINGER`].
 pub const CONTENDED_FOR: Duration = Duration::from_secs(1);
 
 /// One caller of [`Counter::increment`], queued for the writer.
@@ -416,13 +417,10 @@ impl Writer {
                 Advance::Failed { error, skipped } => {
                     gone.extend(skipped.into_iter().flatten());
                     // The lock is given back so that another process, perhaps on a node whose
-                    // path to the volume works, can go on; not published from a distrusted
-                    // lease, whose count may be old.
-                    if matches!(error, Error::LeaseDistrusted { .. }) {
-                        lease = None;
-                    } else {
-                        give_back(&mut lease);
-                    }
+                    // path to the volume works, can go on, and without publishing: a failed
+                    // write may mean the lock was lost (a network filesystem fences a client
+                    // whose lock expired by failing its writes), and then the count is old.
+                    lease = None;
                     Err(error)
                 }
             };
@@ -446,7 +444,7 @@ impl Writer {
                     }
                 }
             }
-            self.maybe_give_back(&mut lease);
+            Writer::maybe_give_back(&mut lease);
             report_abandoned(&file, &mut gone, &mut observer);
         }
         // Every handle is gone and the queue is empty: publish, give the lock back, end.
@@ -478,15 +476,10 @@ impl Writer {
         Ok(lease.as_mut().expect("just taken"))
     }
 
-    /// After a batch: gives the lock back if another process wants it or it was held long
-    /// enough (see the module docs).
-    fn maybe_give_back(&self, lease: &mut Option<Lease<'_>>) {
-        let Some(held) = lease.as_ref() else {
-            return;
-        };
-        if self.contended() {
-            give_back(lease);
-        } else if held.held() >= MAX_HOLD {
+    /// After a batch: gives the lock back once it was held for [`MAX_HOLD`] (see the module
+    /// docs).
+    fn maybe_give_back(lease: &mut Option<Lease<'_>>) {
+        if lease.as_ref().is_some_and(|held| held.held() >= MAX_HOLD) {
             give_back(lease);
             thread::sleep(HANDOVER);
         }

@@ -114,8 +114,8 @@ impl<'a> Lease<'a> {
             // what it holds, or a power cut could take the record with the name.
             atomic::sync_dir(atomic::parent_dir(counter.lock_path()))?;
         }
-        let latest = record::read_slots(&file)
-            .map_err(|e| Error::io("read", counter.lock_path(), e))?
+        let latest = counter
+            .read_slots(&file, true)?
             .latest()
             .map_err(|record::BothTorn| Error::CorruptRecord {
                 path: counter.lock_path().to_owned(),
@@ -138,8 +138,8 @@ impl<'a> Lease<'a> {
         let file = counter.open_lock_file()?;
         file.lock()
             .map_err(|e| Error::io("lock", counter.lock_path(), e))?;
-        let latest = record::read_slots(&file)
-            .map_err(|e| Error::io("read", counter.lock_path(), e))?
+        let latest = counter
+            .read_slots(&file, true)?
             .latest()
             .unwrap_or(record::Latest {
                 record: None,
@@ -296,7 +296,21 @@ impl<'a> Lease<'a> {
     }
 }
 
-/// Opens the lock file for the record's reader, who takes no lock.
-pub(crate) fn open_for_reading(counter: &CounterFile) -> Result<Option<File>> {
-    open_regular(counter.lock_path(), OpenOptions::new().read(true))
+/// Opens the lock file for the record's reader, who takes no lock: for writing too where the
+/// volume allows it (a network client's cache is dropped through a writable descriptor, see
+/// [`crate::caches`]), else for reading only. With whether it is writable.
+pub(crate) fn open_for_reading(counter: &CounterFile) -> Result<Option<(File, bool)>> {
+    let path = counter.lock_path();
+    match open_regular(path, OpenOptions::new().read(true).write(true)) {
+        Ok(file) => Ok(file.map(|f| (f, true))),
+        Err(Error::Io { error, .. })
+            if matches!(
+                error.raw_os_error(),
+                Some(libc::EROFS | libc::EACCES | libc::EPERM)
+            ) =>
+        {
+            Ok(open_regular(path, OpenOptions::new().read(true))?.map(|f| (f, false)))
+        }
+        Err(error) => Err(error),
+    }
 }

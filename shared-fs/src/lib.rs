@@ -11,6 +11,7 @@
 //!   (`output.log` when two log-writers overlap; the counter's lock file).
 //! - [`record`]: the counter's durable record, written in place in two checksummed slots of the
 //!   lock file: one `pwrite` and one `fdatasync` make an increment durable.
+//! - [`caches`]: reading the record past the caches a network filesystem's client keeps.
 //! - [`lease`]: the counter's lock held across many durable writes while busy, the published
 //!   file brought up to date before it is given back, and when a lease stops being trusted.
 //! - [`counter`]: the published file's format (`N\n`, strict) and [`CounterFile`], the handle
@@ -25,6 +26,7 @@
 //! Nothing else in the workspace opens a file on the volume for writing.
 
 pub mod atomic;
+pub mod caches;
 pub mod counter;
 pub mod error;
 pub mod group_commit;

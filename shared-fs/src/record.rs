@@ -43,8 +43,8 @@ pub const RECORD_BYTES: usize = 32;
 /// one slot rewrites the other.
 pub const SLOT_STRIDE: u64 = 4096;
 
-/// The smallest file that holds both slots.
-pub const FILE_BYTES: u64 = SLOT_STRIDE + RECORD_BYTES as u64;
+/// The size the file is given ([`allocate`]): both slots' blocks, whole.
+pub const FILE_BYTES: u64 = 2 * SLOT_STRIDE;
 
 const MAGIC: &[u8; 8] = b"pingpong";
 
@@ -172,6 +172,16 @@ pub fn read_slots(file: &File) -> io::Result<Slots> {
         *slot = Record::decode(&bytes[..n]);
     }
     Ok(Slots(slots))
+}
+
+/// Both slots from the file's first bytes, as read in one go (a short read, short slots).
+pub fn decode_slots(file: &[u8]) -> Slots {
+    let slot = |i: usize| {
+        let start = (slot_offset(i) as usize).min(file.len());
+        let end = (start + RECORD_BYTES).min(file.len());
+        Record::decode(&file[start..end])
+    };
+    Slots([slot(0), slot(1)])
 }
 
 /// Gives `file` its full size with zeros (empty slots), durably, if it is shorter; true if it
@@ -328,7 +338,10 @@ mod tests {
             Slots([Slot::Empty, Slot::Empty])
         );
         write_slot(&file, 1, &Record { seq: 1, value: 3 }).unwrap();
-        assert_eq!(file.metadata().unwrap().len(), FILE_BYTES);
+        assert_eq!(
+            file.metadata().unwrap().len(),
+            SLOT_STRIDE + RECORD_BYTES as u64
+        );
         write_slot(&file, 0, &Record { seq: 2, value: 4 }).unwrap();
         let slots = read_slots(&file).unwrap();
         assert_eq!(
@@ -336,5 +349,9 @@ mod tests {
             Some(Record { seq: 2, value: 4 })
         );
         assert_eq!(slots.0[1], Slot::Valid(Record { seq: 1, value: 3 }));
+        let mut bytes = vec![0u8; FILE_BYTES as usize];
+        let n = file.read_at(&mut bytes, 0).unwrap();
+        assert_eq!(decode_slots(&bytes[..n]), slots);
+        assert_eq!(decode_slots(&bytes[..100]).0[1], Slot::Empty);
     }
 }
