@@ -33,6 +33,11 @@ impl Server {
         Server::spawn(Command::new(BIN), data_dir, env)
     }
 
+    /// Starts another pingpong binary (a previous release's) on `data_dir`.
+    pub fn start_binary(bin: &Path, data_dir: &Path) -> Server {
+        Server::spawn(Command::new(bin), data_dir, &[])
+    }
+
     /// Starts pingpong with its open-file limit set to `nofile` (a container's limit: podman
     /// runs with 1024), through `sh -c 'ulimit -n'` and `exec`, so the pid is pingpong's.
     pub fn start_with_nofile(data_dir: &Path, nofile: u64) -> Server {
