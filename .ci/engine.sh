@@ -267,6 +267,22 @@ done
 
 # --- 6, 7 --------------------------------------------------------------------------------------
 
+# The previous release's pingpong (test_support::PREVIOUS_RELEASE), for the local engine's
+# rolling update down to it and back: built by pingpong's rolling_update test during
+# `cargo test` into the same place, else here, the same way (test_support::binary_at).
+previous_release_bin_dir() {
+  local commit home
+  commit="$(sed -n 's/^pub const PREVIOUS_RELEASE: &str = "\(.*\)";$/\1/p' test-support/src/lib.rs)"
+  [[ -n "$commit" ]] || { echo "no PREVIOUS_RELEASE in test-support/src/lib.rs" >&2; return 1; }
+  home="$PWD/target/previous-release/$commit"
+  if [[ ! -x "$home/target/debug/pingpong" ]]; then
+    rm -rf "$home/src" && mkdir -p "$home/src"
+    git archive "$commit" | tar -x -C "$home/src"
+    (cd "$home/src" && CARGO_TARGET_DIR="$home/target" cargo build --locked --quiet -p pingpong --bin pingpong) >&2
+  fi
+  echo "$home/target/debug"
+}
+
 run_log="$(mktemp)"
 # run_persistent NAME ARGS...: runs the test, shows its output, adds its counts to the totals.
 run_persistent() {
@@ -282,7 +298,8 @@ run_persistent "test-persistent.sh --engine podman" ./test-persistent.sh --engin
 
 step "7. ./test-persistent.sh --engine local (the same static binaries)"
 run_persistent "test-persistent.sh --engine local" \
-  env BIN_DIR="$PWD/target/x86_64-unknown-linux-gnu/release" ./test-persistent.sh --engine local
+  env BIN_DIR="$PWD/target/x86_64-unknown-linux-gnu/release" \
+    PREVIOUS_BIN_DIR="$(previous_release_bin_dir)" ./test-persistent.sh --engine local
 
 step "8. the workflow's k3d job (.ci/k3d-e2e.sh) against the stub cluster (test/k3d-stub)"
 run_persistent "test/k3d-stub/run.sh" \
