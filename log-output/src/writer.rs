@@ -106,7 +106,7 @@ where
     volume::create_data_dir(&config.data_dir).await?;
     let tick = Arc::new(Tick {
         output: LockedFile::new(volume::output_path(&config.data_dir)),
-        counter: CounterFile::in_dir(&config.data_dir),
+        counter: CounterFile::in_dir(&config.data_dir).with_volume_kind(config.volume_kind),
         id,
         sink,
     });

@@ -32,20 +32,28 @@ ENVIRONMENT (unset means the default; a malformed value exits with status 2):
     SHUTDOWN_DELAY
                after SIGTERM, keep serving this long with /readyz already 503, then
                drain; 0s to 60s, e.g. 5s behind a load balancer  [default: 0s]
+    VOLUME_KIND
+               auto, local or network: how the count's record is read; auto takes ext4,
+               XFS, Btrfs, tmpfs, ZFS and the like for one node's filesystem and anything
+               else (NFS, CephFS, SMB, FUSE) for one shared by several nodes, read past
+               its client's caches. Say local only for a volume no other node mounts
+                                                          [default: auto]
 
 ENDPOINTS:
     GET /pingpong   `pong N`: N requests were answered before this one; sent once durable.
                     Only GET: HEAD and every other method are 405 and hand out nothing
     GET /pings      the current count, no increment (HEAD too, as on the routes below)
     GET /healthz    200 while the process runs
-    GET /readyz     200 when the counter is valid, below u64::MAX and the volume writable,
-                    else 503 + reason
+    GET /readyz     200 when the counter is valid, below u64::MAX, the volume writable and
+                    durable writes work, else 503 + reason
     GET /metrics    Prometheus text
 
 FILES in DATA_DIR:
-    pingpong_counter.txt        the count and a newline, replaced atomically; at most 64 bytes
-                                are read: a longer file is corrupt (too large), never loaded
-    pingpong_counter.txt.lock   the cross-process lock; never delete it
+    pingpong_counter.txt        the count and a newline, replaced atomically before the lock
+                                is given back; at most 64 bytes are read: a longer file is
+                                corrupt (too large), never loaded
+    pingpong_counter.txt.lock   the cross-process lock, and the durable record (two
+                                checksummed slots, written in place); never delete it
 
 ",
     service_kit::http_limits_help!(),
@@ -81,7 +89,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
         // First, before anything touches the volume: a SIGTERM from here on is never lost.
         let draining = Draining::default();
         shutdown::install(&draining)?;
-        let file = CounterFile::in_dir(&config.data_dir);
+        let file = CounterFile::in_dir(&config.data_dir).with_volume_kind(config.volume_kind);
         let listener = http::bind(config.port)
             .await
             .with_context(|| format!("binding port {}", config.port))?;
@@ -140,11 +148,16 @@ fn counter_command(args: &[String]) -> ExitCode {
         Err(error) => return usage_error("pingpong", &error.to_string()),
     };
     let data_dir = service_kit::config::data_dir(&process_env);
+    let kind = match pingpong::config::volume_kind(&process_env) {
+        Ok(kind) => kind,
+        Err(error) => return usage_error("pingpong", &error.to_string()),
+    };
     // Both take the lock (`get` to bring the published file up to the record): refused where
     // the lock would be local to this node.
     if let Err(refusal) = mounts::check(&data_dir) {
         return usage_error("pingpong", &refusal.to_string());
     }
-    let result = operator::run(&command, &data_dir).map(|line| println!("{line}"));
+    let file = CounterFile::in_dir(&data_dir).with_volume_kind(kind);
+    let result = operator::run(&command, &file).map(|line| println!("{line}"));
     cli::exit("pingpong", format, result.map_err(anyhow::Error::from))
 }

@@ -44,6 +44,10 @@ use support::{BIN, Server, eventually, pong_number, try_get};
 
 const COUNTER: &str = "pingpong_counter.txt";
 
+/// crashfs is a FUSE filesystem, which pingpong would take for a network one: each proof runs
+/// pingpong both ways (`VOLUME_KIND`), so that the single-node path is proved as well.
+const KINDS: [&str; 2] = ["local", "network"];
+
 /// What a cut left in the published counter file.
 #[derive(Debug, PartialEq, Eq)]
 enum OnDisk {
@@ -107,7 +111,7 @@ fn power_cuts_at_random_instants_under_two_processes_never_lose_an_acknowledged_
     // Every acknowledged number (each must be distinct) and the least the file may hold.
     let mut acknowledged = BTreeSet::new();
     let mut floor = 0;
-    let mut a = Server::start(&dir);
+    let mut a = Server::start_with(&dir, &[("VOLUME_KIND", KINDS[rng.usize(..2)])]);
     let (status, body) = a.get("/pingpong");
     assert_eq!((status, body.as_str()), (200, "pong 0"));
     acknowledged.insert(0);
@@ -122,7 +126,8 @@ fn power_cuts_at_random_instants_under_two_processes_never_lose_an_acknowledged_
         };
         // 5 operations per durable write: up to about 20 writes into the round.
         let k = rng.u64(0..100);
-        let b = Server::start(&dir);
+        // Each replica reads the record as on a local volume or as on a network one, at random.
+        let b = Server::start_with(&dir, &[("VOLUME_KIND", KINDS[rng.usize(..2)])]);
         fs.crash_after(k);
         let clients: Vec<_> = [a.port, a.port, b.port, b.port]
             .into_iter()
@@ -152,7 +157,7 @@ fn power_cuts_at_random_instants_under_two_processes_never_lose_an_acknowledged_
             floor - 1
         );
         // The restarted server continues from the count, exactly, and publishes it at start.
-        a = Server::start(&dir);
+        a = Server::start_with(&dir, &[("VOLUME_KIND", KINDS[rng.usize(..2)])]);
         assert_eq!(
             a.get("/pingpong"),
             (200, format!("pong {value}")),
@@ -189,8 +194,8 @@ fn check_crash_point(dir: &Path, at: &str, old: u64, new: u64, acknowledged: boo
 /// Starts pingpong on `dir`, increments once and waits until the count is published (the
 /// lock given back), returning the number answered and whether the answer came before the
 /// power failed.
-fn one_increment(fs: &CrashFs, dir: &Path) -> (u64, bool) {
-    let server = Server::start(dir);
+fn one_increment(fs: &CrashFs, dir: &Path, kind: &str) -> (u64, bool) {
+    let server = Server::start_with(dir, &[("VOLUME_KIND", kind)]);
     let (status, body) = server.get("/pingpong");
     assert_eq!(status, 200, "{body}");
     let acknowledged = !fs.frozen();
@@ -211,73 +216,85 @@ fn every_crash_point_of_one_increment_leaves_the_old_or_the_acknowledged_value()
         return;
     };
     let dir = fs.path().to_path_buf();
-    assert_eq!(one_increment(&fs, &dir), (0, true));
-    let before = fs.mutating_ops();
-    assert_eq!(one_increment(&fs, &dir), (1, true));
-    let ops = fs.mutating_ops() - before;
-    assert_eq!(ops, OPS_PER_INCREMENT);
-    let mut value = 2;
+    let mut value = 0;
     let mut cuts = 0;
+    for kind in KINDS {
+        let start = || Server::start_with(&dir, &[("VOLUME_KIND", kind)]);
+        assert_eq!(one_increment(&fs, &dir, kind), (value, true));
+        let before = fs.mutating_ops();
+        assert_eq!(one_increment(&fs, &dir, kind), (value + 1, true));
+        let ops = fs.mutating_ops() - before;
+        assert_eq!(ops, OPS_PER_INCREMENT, "{kind}");
+        value += 2;
 
-    // k = ops + 1: the power fails after everything. The recipe runs once per k; the state it
-    // left is then cut every way: both models, and every tear of each write still pending.
-    for k in 0..=ops + 1 {
-        // Start-up publishes nothing here (the file is current): its operations are none.
-        let server = Server::start(&dir);
-        fs.crash_after(k);
-        let (status, body) = server.get("/pingpong");
-        assert_eq!((status, body), (200, format!("pong {value}")), "k={k}");
-        let acknowledged = !fs.frozen();
-        test_support::assert_published(&dir.join(COUNTER), &format!("{}\n", value + 1));
-        server.kill9();
-        let snapshot = fs.snapshot();
-        let mut outcomes = Vec::new();
-        for cut in crashfs::points::every_cut(&fs.pending()) {
-            let tears = fs
-                .cut_power_from(&snapshot, cut.clone())
-                .unwrap_or_else(|e| panic!("k={k}, {cut:?}: {e}"));
-            let at = format!("crash point {k} of {ops}, {:?}, tears {tears:?}", cut.names);
-            remove_temporary_files(&dir);
-            outcomes.push(check_crash_point(&dir, &at, value, value + 1, acknowledged));
-            cuts += 1;
+        // k = ops + 1: the power fails after everything. The recipe runs once per k; the state
+        // it left is then cut every way: both models, and every tear of each write pending.
+        for k in 0..=ops + 1 {
+            // Start-up publishes nothing here (the file is current): its operations are none.
+            let server = start();
+            fs.crash_after(k);
+            let (status, body) = server.get("/pingpong");
+            assert_eq!(
+                (status, body),
+                (200, format!("pong {value}")),
+                "{kind}, k={k}"
+            );
+            let acknowledged = !fs.frozen();
+            test_support::assert_published(&dir.join(COUNTER), &format!("{}\n", value + 1));
+            server.kill9();
+            let snapshot = fs.snapshot();
+            let mut outcomes = Vec::new();
+            for cut in crashfs::points::every_cut(&fs.pending()) {
+                let tears = fs
+                    .cut_power_from(&snapshot, cut.clone())
+                    .unwrap_or_else(|e| panic!("{kind}, k={k}, {cut:?}: {e}"));
+                let at = format!(
+                    "{kind}, crash point {k} of {ops}, {:?}, tears {tears:?}",
+                    cut.names
+                );
+                remove_temporary_files(&dir);
+                outcomes.push(check_crash_point(&dir, &at, value, value + 1, acknowledged));
+                cuts += 1;
+            }
+            // Before the record's write nothing changed; from its fdatasync (operation 2) on,
+            // the new count is durable; in between, the write pending may be lost, whole or
+            // torn, and a torn slot counts for nothing, so the count is the old or the new one.
+            let expected = match k {
+                0 => "old",
+                1 => "old or new",
+                _ => "new",
+            };
+            let seen = match (outcomes.contains(&false), outcomes.contains(&true)) {
+                (true, false) => "old",
+                (true, true) => "old or new",
+                (false, true) => "new",
+                (false, false) => "no cut",
+            };
+            assert_eq!(seen, expected, "{kind}, crash point {k} of {ops}");
+            // The last cut's state goes on: the restart continues from its count, and
+            // publishes it.
+            let count = if *outcomes.last().expect("a cut") {
+                value + 1
+            } else {
+                value
+            };
+            let server = start();
+            assert_eq!(
+                server.get("/pingpong"),
+                (200, format!("pong {count}")),
+                "{kind}, crash point {k}: the restart continues from the count"
+            );
+            test_support::assert_published(&dir.join(COUNTER), &format!("{}\n", count + 1));
+            server.kill9();
+            value = count + 1;
         }
-        // Before the record's write nothing changed; from its fdatasync (operation 2) on, the
-        // new count is durable; in between, the write pending may be lost, whole or torn, and
-        // a torn slot counts for nothing, so the count is the old one or the new one.
-        let expected = match k {
-            0 => "old",
-            1 => "old or new",
-            _ => "new",
-        };
-        let seen = match (outcomes.contains(&false), outcomes.contains(&true)) {
-            (true, false) => "old",
-            (true, true) => "old or new",
-            (false, true) => "new",
-            (false, false) => "no cut",
-        };
-        assert_eq!(seen, expected, "crash point {k} of {ops}");
-        // The last cut's state goes on: the restart continues from its count, and publishes it.
-        let count = if *outcomes.last().expect("a cut") {
-            value + 1
-        } else {
-            value
-        };
-        let server = Server::start(&dir);
-        assert_eq!(
-            server.get("/pingpong"),
-            (200, format!("pong {count}")),
-            "crash point {k}: the restart continues from the count"
-        );
-        test_support::assert_published(&dir.join(COUNTER), &format!("{}\n", count + 1));
-        server.kill9();
-        value = count + 1;
     }
     println!("{cuts} cuts of one increment");
 }
 
-/// The operations of `pingpong counter set`: the published file replaced durably (temporary
-/// file, write, fsync, rename, fsync of the directory), then the record's write and
-/// `fdatasync`.
+/// The operations of `pingpong counter set`: the record's write and `fdatasync`, then the
+/// published file replaced durably (temporary file, write, fsync, rename, fsync of the
+/// directory).
 const OPS_PER_SET: u64 = 7;
 
 #[test]
@@ -286,55 +303,55 @@ fn every_crash_point_of_counter_set_leaves_the_old_or_the_new_value() {
         return;
     };
     let dir = fs.path().to_path_buf();
-    let set = |n: u64| {
-        let out = Command::new(BIN)
-            .args(["counter", "set", &n.to_string()])
-            .env("DATA_DIR", &dir)
-            .output()
-            .expect("pingpong counter set");
-        assert!(out.status.success(), "{out:?}");
-    };
-    set(7);
-    let before = fs.mutating_ops();
-    set(8);
-    let ops = fs.mutating_ops() - before;
-    assert_eq!(ops, OPS_PER_SET);
-    fs.cut_power(Model::NamesDurable).expect("cut");
     let mut value = 8;
-
-    for model in [Model::Strict, Model::NamesDurable] {
-        let mut outcomes = Vec::new();
-        for k in 0..=ops + 1 {
-            let at = format!("{model:?}, crash point {k} of {ops}");
-            let new = value + 100;
-            fs.crash_after(k);
-            set(new);
-            let acknowledged = !fs.frozen();
-            cut(&mut fs, model, k);
-
-            let is_new = check_crash_point(&dir, &at, value, new, acknowledged);
-            outcomes.push(is_new);
-            let count = if is_new { new } else { value };
-            let server = Server::start(&dir);
-            assert_eq!(
-                server.get("/pingpong"),
-                (200, format!("pong {count}")),
-                "{at}: the restart continues from the count"
-            );
-            server.kill9();
-            value = count + 1;
-        }
-        // The count is the larger of the two files: the new value counts from the published
-        // file's rename in the names-durable model, from its directory's fsync in the strict one.
-        let first_new = match model {
-            Model::Strict => 5,
-            Model::NamesDurable => 4,
+    for kind in KINDS {
+        let set = |n: u64| {
+            let out = Command::new(BIN)
+                .args(["counter", "set", &n.to_string()])
+                .env("DATA_DIR", &dir)
+                .env("VOLUME_KIND", kind)
+                .output()
+                .expect("pingpong counter set");
+            assert!(out.status.success(), "{out:?}");
         };
-        assert_eq!(
-            outcomes,
-            (0..=ops + 1).map(|k| k >= first_new).collect::<Vec<_>>(),
-            "{model:?}"
-        );
+        set(value - 1);
+        let before = fs.mutating_ops();
+        set(value);
+        let ops = fs.mutating_ops() - before;
+        assert_eq!(ops, OPS_PER_SET, "{kind}");
+        fs.cut_power(Model::NamesDurable).expect("cut");
+
+        for model in [Model::Strict, Model::NamesDurable] {
+            let mut outcomes = Vec::new();
+            for k in 0..=ops + 1 {
+                let at = format!("{kind}, {model:?}, crash point {k} of {ops}");
+                let new = value + 100;
+                fs.crash_after(k);
+                set(new);
+                let acknowledged = !fs.frozen();
+                cut(&mut fs, model, k);
+
+                let is_new = check_crash_point(&dir, &at, value, new, acknowledged);
+                outcomes.push(is_new);
+                let count = if is_new { new } else { value };
+                let server = Server::start_with(&dir, &[("VOLUME_KIND", kind)]);
+                assert_eq!(
+                    server.get("/pingpong"),
+                    (200, format!("pong {count}")),
+                    "{at}: the restart continues from the count"
+                );
+                server.kill9();
+                value = count + 1;
+            }
+            // The record first: the new count is durable from its fdatasync (operation 2) on,
+            // in both models, on both kinds of volume (the published file, durable from
+            // operation 6 or 7, never ahead of it).
+            assert_eq!(
+                outcomes,
+                (0..=ops + 1).map(|k| k >= 2).collect::<Vec<_>>(),
+                "{kind}, {model:?}"
+            );
+        }
     }
 }
 

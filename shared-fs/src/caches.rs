@@ -52,6 +52,44 @@ pub fn is_local(file: &File) -> bool {
     fstatfs(file).is_ok_and(|stat| LOCAL.contains(&(stat.f_type as u64)))
 }
 
+/// What the volume is, for reading the record: learnt from the filesystem ([`is_local`]), or
+/// said by the operator (`VOLUME_KIND`) for a filesystem whose type does not tell, such as a
+/// FUSE filesystem that only this node mounts (the power-loss tests' crashfs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VolumeKind {
+    /// [`is_local`] decides.
+    #[default]
+    Auto,
+    /// One node's filesystem: the page cache is the truth.
+    Local,
+    /// Shared by several nodes: read past the client's caches.
+    Network,
+}
+
+impl VolumeKind {
+    /// `auto`, `local` or `network`, as `VOLUME_KIND` spells them.
+    pub fn parse(value: &str) -> Option<VolumeKind> {
+        match value {
+            "auto" => Some(VolumeKind::Auto),
+            "local" => Some(VolumeKind::Local),
+            "network" => Some(VolumeKind::Network),
+            _ => None,
+        }
+    }
+
+    /// What `VOLUME_KIND` takes, in words, for its error.
+    pub const EXPECTED: &'static str = "auto, local or network";
+
+    /// Whether the volume of `file` is to be treated as local.
+    pub fn is_local(self, file: &File) -> bool {
+        match self {
+            VolumeKind::Auto => is_local(file),
+            VolumeKind::Local => true,
+            VolumeKind::Network => false,
+        }
+    }
+}
+
 /// The lock file at `path` opened with `O_DIRECT`, for [`read_slots_uncached`]; `None` where
 /// the filesystem refuses `O_DIRECT` (`EINVAL`: tmpfs, some FUSE filesystems).
 pub fn open_direct(path: &Path) -> io::Result<Option<File>> {

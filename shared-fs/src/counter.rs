@@ -21,6 +21,7 @@ use std::{
 
 use crate::{
     atomic,
+    caches::VolumeKind,
     error::{Error, Escaped, Result},
     lease::{Advance, Lease, LockFile},
     lock::LockedFile,
@@ -69,6 +70,8 @@ pub struct CounterFile {
     /// The lock file as the readers of this handle (and its clones) keep it open (see
     /// [`LockFile`]); opened at the first read, dropped after an error.
     reader: Arc<Mutex<Option<Arc<LockFile>>>>,
+    /// Local or shared by several nodes (see [`crate::caches`]).
+    kind: VolumeKind,
 }
 
 impl CounterFile {
@@ -77,7 +80,20 @@ impl CounterFile {
         CounterFile {
             file: LockedFile::new(path),
             reader: Arc::default(),
+            kind: VolumeKind::Auto,
         }
+    }
+
+    /// The same counter, on a volume of the given kind rather than the one its filesystem
+    /// type suggests (`VOLUME_KIND`).
+    pub fn with_volume_kind(mut self, kind: VolumeKind) -> Self {
+        self.kind = kind;
+        self
+    }
+
+    /// What the volume is taken to be.
+    pub fn volume_kind(&self) -> VolumeKind {
+        self.kind
     }
 
     /// The counter [`COUNTER_FILE`] in `data_dir`.
@@ -198,7 +214,7 @@ impl CounterFile {
     pub fn reconcile(&self) -> Result<u64> {
         let mut lease = self.lock()?;
         atomic::sweep_temp_files(self.path())?;
-        lease.publish(true)?;
+        lease.reconcile()?;
         Ok(lease.value())
     }
 
@@ -211,7 +227,7 @@ impl CounterFile {
         }
         match Lease::try_acquire(self, Arc::new(LockFile::open(self)?))? {
             Some(mut lease) => {
-                lease.publish(true)?;
+                lease.reconcile()?;
                 Ok(lease.value())
             }
             None => self.read(),

@@ -26,7 +26,7 @@
 use std::{
     fs::{File, OpenOptions, TryLockError},
     ops::Range,
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -63,6 +63,10 @@ pub struct LockFile {
     /// `O_DIRECT`, where the filesystem is not local and takes it.
     direct: Option<File>,
     local: bool,
+    /// The count this process last published under this lock file: where the published file
+    /// is not read under the lock (a network filesystem), a lease that would publish the same
+    /// count again skips it.
+    published: Mutex<Option<u64>>,
 }
 
 impl LockFile {
@@ -94,7 +98,7 @@ impl LockFile {
     }
 
     fn with(counter: &CounterFile, file: File, writable: bool) -> Result<LockFile> {
-        let local = caches::is_local(&file);
+        let local = counter.volume_kind().is_local(&file);
         let direct = if local {
             None
         } else {
@@ -106,6 +110,7 @@ impl LockFile {
             writable,
             direct,
             local,
+            published: Mutex::new(None),
         })
     }
 
@@ -141,6 +146,8 @@ pub struct Lease<'a> {
     next_slot: usize,
     /// The count: every number below it has been used.
     value: u64,
+    /// What `pingpong_counter.txt` holds, where known.
+    published: Option<u64>,
     /// When the lock was taken, and when the lease was last used successfully.
     taken: Instant,
     used: Instant,
@@ -215,14 +222,18 @@ impl<'a> Lease<'a> {
                 path: counter.lock_path().to_owned(),
             })?;
         let recorded = latest.record.unwrap_or(Record { seq: 0, value: 0 });
-        let published = if lease.lock.local || latest.record.is_none() {
-            read_counter(counter.path())?
+        lease.published = if lease.lock.local || latest.record.is_none() {
+            Some(read_counter(counter.path())?)
         } else {
-            0
+            *lease
+                .lock
+                .published
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
         };
         lease.seq = recorded.seq;
         lease.next_slot = latest.next_slot;
-        lease.value = recorded.value.max(published);
+        lease.value = recorded.value.max(lease.published.unwrap_or(0));
         Ok(lease)
     }
 
@@ -257,6 +268,7 @@ impl<'a> Lease<'a> {
             seq: recorded.seq,
             next_slot,
             value: recorded.value,
+            published: None,
             taken: now,
             used: now,
         }
@@ -326,26 +338,42 @@ impl<'a> Lease<'a> {
         }
     }
 
-    /// Brings `pingpong_counter.txt` up to the count. On a local volume it is read first: if it
-    /// is ahead (a hand or a replica of the previous release wrote it) the count follows, and a
-    /// corrupt file is left for the operator. On a network filesystem it is not read (see
-    /// [`Lease::read`]): the count, from the record, is written over it. `durable_name`: also
-    /// fsync the directory, so that the new name, not only the new content, survives a power
-    /// cut.
-    pub fn publish(&mut self, durable_name: bool) -> Result<()> {
-        if self.lock.local {
+    /// Brings `pingpong_counter.txt` up to the count, unless it is known to hold it already.
+    /// `read_first`: read it first, as on a local volume (see [`Lease::read`]): if it is
+    /// ahead (a hand or a replica of the previous release wrote it) the count follows, and a
+    /// corrupt file is left for the operator. Without, the count, from the record, is written
+    /// over it. `durable_name`: also fsync the directory, so that the new name, not only the
+    /// new content, survives a power cut.
+    fn publish(&mut self, read_first: bool, durable_name: bool) -> Result<()> {
+        if read_first {
             let on_disk = read_counter(self.counter.path())?;
+            self.published = Some(on_disk);
             if on_disk >= self.value {
                 self.value = on_disk;
                 return Ok(());
             }
+        } else if self.published == Some(self.value) {
+            return Ok(());
         }
         let contents = format!("{}\n", self.value);
         if durable_name {
-            atomic::replace(self.counter.path(), contents.as_bytes())
+            atomic::replace(self.counter.path(), contents.as_bytes())?;
         } else {
-            atomic::replace_content_durably(self.counter.path(), contents.as_bytes())
+            atomic::replace_content_durably(self.counter.path(), contents.as_bytes())?;
         }
+        self.published = Some(self.value);
+        *self
+            .lock
+            .published
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(self.value);
+        Ok(())
+    }
+
+    /// Start-up's and `counter get`'s reconciliation: the published file read (whatever the
+    /// volume: once, not per lease) and brought up to the count, durably.
+    pub fn reconcile(&mut self) -> Result<()> {
+        self.publish(true, true)
     }
 
     /// Gives the lock back, publishing first (see the module docs); a lease that is not
@@ -354,14 +382,16 @@ impl<'a> Lease<'a> {
         if self.stale() {
             return Ok(());
         }
-        self.publish(false)
+        let read_first = self.lock.local;
+        self.publish(read_first, false)
     }
 
-    /// Sets the count to `value` whatever it was: the operator's repair or reset. The
-    /// published file first, then the record, both durable: if either fails, the count is
-    /// what it was (the larger of the two) or `value`, never a third thing.
+    /// Sets the count to `value` whatever it was: the operator's repair or reset. The record
+    /// first, then the published file, both durable: cut in between, the published file is
+    /// behind a raised count (as after any increment), and a lowered count is not lowered yet
+    /// where the published file counts too (a local volume); `set` reports the failure either
+    /// way.
     pub fn set(&mut self, value: u64) -> Result<()> {
-        atomic::replace(self.counter.path(), format!("{value}\n").as_bytes())?;
         let record = Record {
             seq: self.seq + 1,
             value,
@@ -372,6 +402,8 @@ impl<'a> Lease<'a> {
         self.seq = record.seq;
         self.next_slot = 1 - self.next_slot;
         self.value = value;
+        atomic::replace(self.counter.path(), format!("{value}\n").as_bytes())?;
+        self.published = Some(value);
         Ok(())
     }
 }
