@@ -18,7 +18,7 @@ use std::{fs, path::Path, sync::mpsc::TryRecvError, time::Duration};
 use common::{Entry, Proc, parse_entry, poll_within, start_writer};
 use crashfs::{
     CrashFs, Model,
-    env::{Replay, mount_or_skip, replay},
+    env::{Cut, Replay, mount_or_skip, old_or_new, replay, report},
 };
 
 const OUTPUT: &str = "output.log";
@@ -69,6 +69,7 @@ fn power_cuts_at_random_instants_leave_output_log_one_complete_entry() {
         // 5 operations per entry, an entry at once and then every 100 ms (the shortest interval
         // allowed): up to 3 entries into the round.
         let k = rng.u64(0..15);
+        let acknowledged_before = acknowledged_entries;
         fs.crash_after(k);
         let writer: Proc = start_writer(&dir, "100ms");
         let power = fs.probe();
@@ -90,9 +91,18 @@ fn power_cuts_at_random_instants_leave_output_log_one_complete_entry() {
         fs.cut_power(model)
             .unwrap_or_else(|e| panic!("{at}: cut: {e}"));
 
-        let (_, entry) =
+        let (text, entry) =
             on_disk(&dir).unwrap_or_else(|e| panic!("{at} ({model:?}, k={k}): after the cut: {e}"));
         let acknowledged = parse_entry(&last_acknowledged).expect("a printed entry parses");
+        report(&Cut {
+            test: "log-writer random instants",
+            model,
+            after: k,
+            of: None,
+            expected: &format!("at or after {}", stamp(&last_acknowledged)),
+            found: stamp(&text),
+            acknowledged: acknowledged_entries - acknowledged_before,
+        });
         assert!(
             entry.at >= acknowledged.at,
             "{at} ({model:?}, k={k}): {OUTPUT} went back to {entry:?} after {acknowledged:?} was printed"
@@ -102,6 +112,11 @@ fn power_cuts_at_random_instants_leave_output_log_one_complete_entry() {
         "{rounds} rounds in {:.1?}, {acknowledged_entries} entries printed before a power failure",
         started.elapsed()
     );
+}
+
+/// An entry's timestamp, as [`report`] shows it.
+fn stamp(entry: &str) -> &str {
+    entry.split(": ").next().unwrap_or_default()
 }
 
 /// Whether the new entry survived at each crash point k = 0..=6 of one write (create, write,
@@ -153,6 +168,15 @@ fn every_crash_point_of_one_entry_leaves_the_old_or_the_new_entry() {
                 )
             };
             outcomes.push(is_new);
+            report(&Cut {
+                test: "log-writer entry",
+                model,
+                after: k,
+                of: Some(ops),
+                expected: old_or_new(expected_outcomes(model).get(k as usize).copied()),
+                found: old_or_new(Some(is_new)),
+                acknowledged: u64::from(acknowledged),
+            });
             if is_new {
                 old = new;
             }

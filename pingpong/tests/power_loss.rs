@@ -29,7 +29,7 @@ use std::{
 
 use crashfs::{
     CrashFs, Model, Probe,
-    env::{Replay, mount_or_skip, replay},
+    env::{Cut, Replay, mount_or_skip, old_or_new, replay, report},
 };
 use support::{BIN, Server, eventually, pong_number, try_get};
 
@@ -100,6 +100,7 @@ fn power_cuts_at_random_instants_under_two_processes_never_lose_an_acknowledged_
         // 5 operations per durable write: up to about 20 writes into the round.
         let k = rng.u64(0..100);
         let b = Server::start(&dir);
+        let acknowledged_before = acknowledged.len();
         fs.crash_after(k);
         let clients: Vec<_> = [a.port, a.port, b.port, b.port]
             .into_iter()
@@ -124,6 +125,15 @@ fn power_cuts_at_random_instants_under_two_processes_never_lose_an_acknowledged_
             OnDisk::Value(v) => v,
             other => panic!("{at} ({model:?}, k={k}): after the cut the counter is {other:?}"),
         };
+        report(&Cut {
+            test: "pingpong random instants",
+            model,
+            after: k,
+            of: None,
+            expected: &format!("at least {floor}"),
+            found: &value.to_string(),
+            acknowledged: (acknowledged.len() - acknowledged_before) as u64,
+        });
         assert!(
             value >= floor,
             "{at} ({model:?}, k={k}): pong {} was acknowledged but the file holds {value}",
@@ -222,6 +232,15 @@ fn every_crash_point_of_one_increment_leaves_the_old_or_the_acknowledged_value()
             let new = check_crash_point(&dir, &at, value, value + 1, acknowledged);
             outcomes.push(new);
             let on_file = if new { value + 1 } else { value };
+            report(&Cut {
+                test: "pingpong increment",
+                model,
+                after: k,
+                of: Some(ops),
+                expected: old_or_new(expected_outcomes(model).get(k as usize).copied()),
+                found: old_or_new(Some(new)),
+                acknowledged: u64::from(acknowledged),
+            });
             let server = Server::start(&dir);
             assert_eq!(
                 server.get("/pingpong"),
@@ -270,6 +289,15 @@ fn every_crash_point_of_counter_set_leaves_the_old_or_the_new_value() {
             let is_new = check_crash_point(&dir, &at, value, new, acknowledged);
             outcomes.push(is_new);
             let on_file = if is_new { new } else { value };
+            report(&Cut {
+                test: "pingpong counter set",
+                model,
+                after: k,
+                of: Some(ops),
+                expected: old_or_new(expected_outcomes(model).get(k as usize).copied()),
+                found: old_or_new(Some(is_new)),
+                acknowledged: u64::from(acknowledged),
+            });
             let server = Server::start(&dir);
             assert_eq!(
                 server.get("/pingpong"),
