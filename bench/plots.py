@@ -133,8 +133,8 @@ def http_figure(plt, record, path, field, ylabel, title):
     ax.set_title(f"{title}\nmedians of {record['runs']} runs of {record['seconds']} s (bars: min to"
                  f" max), {record['machine']['cpus']} cores, load {min(loads):.0f}-{max(loads):.0f};"
                  f" {record['date'][:10]}, commit {record['commit']}", fontsize=10)
-    ax.legend(fontsize=8, loc="best")
-    fig.text(0.01, 0.01, f"data: {rel(record['_path'])}", fontsize=7, color="#555555")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.text(0.01, -0.02, f"data: {rel(record['_path'])}", fontsize=7, color="#555555")
     save(plt, fig, path)
 
 
@@ -168,8 +168,9 @@ def downtime_figure(plt, records, path):
         ax.bar(xs, meds, width, color=colors[i % len(colors)], label=label,
                yerr=[[m - low for m, low in zip(meds, lows)],
                      [high - m for m, high in zip(meds, highs)]], capsize=3)
-        for x, m, t in zip(xs, meds, totals):
-            ax.annotate(f"{m:g}\nof {t:g}", (x, m), textcoords="offset points", xytext=(0, 3),
+        # Above the whisker, so that a 0 bar still says 0.
+        for x, m, high, t in zip(xs, meds, highs, totals):
+            ax.annotate(f"{m:g}\nof {t:g}", (x, high), textcoords="offset points", xytext=(0, 3),
                         ha="center", va="bottom", fontsize=7)
     ax.set_ylim(0, top * 1.3 + 1)
     ax.set_xticks(range(len(STEPS)), STEPS)
@@ -179,7 +180,7 @@ def downtime_figure(plt, records, path):
                  f" 1 s, no retries; {'/'.join(map(str, runs))} runs each;"
                  f" {max(r['date'] for r in records)[:10]})", fontsize=10)
     ax.legend(fontsize=8, loc="upper left")
-    fig.text(0.01, 0.01, "data: " + ", ".join(rel(r["_path"]) for r in groups), fontsize=6,
+    fig.text(0.01, -0.02, "data: " + ", ".join(rel(r["_path"]) for r in groups), fontsize=6,
              color="#555555")
     save(plt, fig, path)
 
@@ -284,6 +285,8 @@ def draw(args, out_dir):
     import matplotlib.pyplot as plt
     # Fixed ids in the SVG, so that the same data gives the same bytes.
     matplotlib.rcParams["svg.hashsalt"] = "pingpong-bench"
+    # Text as text: about half the size, searchable, and drawn in the reader's sans-serif.
+    matplotlib.rcParams["svg.fonttype"] = "none"
     written = []
 
     def is_sweep(path):
