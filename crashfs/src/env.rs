@@ -16,7 +16,7 @@
 
 use std::{cell::Cell, io::Write, path::Path};
 
-use crate::{CrashFs, Model};
+use crate::{CrashFs, Model, Pending, Tear};
 
 /// The variable that turns a skip into a failure.
 pub const REQUIRED: &str = "CRASHFS_REQUIRED";
@@ -128,10 +128,13 @@ pub const REPORT: &str = "POWER_LOSS_REPORT";
 
 /// What one power cut of a proof left, as [`report`] records it.
 #[derive(Debug, Clone, Copy)]
-pub struct Cut<'a> {
+pub struct Outcome<'a> {
     /// Which proof, e.g. `pingpong increment`.
     pub test: &'a str,
+    /// The names model of the cut, and how it tore each pending write (what
+    /// [`crate::CrashFs::cut_power`] returned; empty when nothing was pending).
     pub model: Model,
+    pub tears: &'a [(Pending, Tear)],
     /// The crash point: the power failed after this many mutating operations.
     pub after: u64,
     /// The mutating operations of the one write whose every crash point is enumerated; `None`
@@ -144,23 +147,29 @@ pub struct Cut<'a> {
     pub acknowledged: u64,
 }
 
-/// Appends `cut` as one JSON object on one line to the file named by `POWER_LOSS_REPORT`, if
+/// Appends `outcome` as one JSON object on one line to the file named by `POWER_LOSS_REPORT`, if
 /// set; does nothing otherwise. One `write` of an `O_APPEND` file per line, so that tests
 /// running at once do not interleave their lines. Panics if the file cannot be written: a proof
 /// asked for its report must not lose it silently.
-pub fn report(cut: &Cut<'_>) {
+pub fn report(outcome: &Outcome<'_>) {
     let Some(path) = std::env::var_os(REPORT) else {
         return;
     };
-    let of = cut.of.map_or("null".to_owned(), |n| n.to_string());
+    let of = outcome.of.map_or("null".to_owned(), |n| n.to_string());
+    let tears: Vec<String> = outcome
+        .tears
+        .iter()
+        .map(|(_, tear)| json_string(&format!("{tear:?}")))
+        .collect();
     let line = format!(
-        "{{\"test\":{},\"model\":{},\"after\":{},\"of\":{of},\"expected\":{},\"found\":{},\"acknowledged\":{}}}\n",
-        json_string(cut.test),
-        json_string(&format!("{:?}", cut.model)),
-        cut.after,
-        json_string(cut.expected),
-        json_string(cut.found),
-        cut.acknowledged,
+        "{{\"test\":{},\"model\":{},\"tears\":[{}],\"after\":{},\"of\":{of},\"expected\":{},\"found\":{},\"acknowledged\":{}}}\n",
+        json_string(outcome.test),
+        json_string(&format!("{:?}", outcome.model)),
+        tears.join(","),
+        outcome.after,
+        json_string(outcome.expected),
+        json_string(outcome.found),
+        outcome.acknowledged,
     );
     std::fs::OpenOptions::new()
         .create(true)
@@ -170,7 +179,7 @@ pub fn report(cut: &Cut<'_>) {
         .unwrap_or_else(|e| panic!("{REPORT}={}: {e}", Path::new(&path).display()));
 }
 
-/// How a [`Cut`] at an enumerated crash point words its outcome: whether the write's new
+/// How an [`Outcome`] at an enumerated crash point words what it found: whether the write's new
 /// content is there (`Some(true)`), the old one (`Some(false)`), or the proof has no expectation.
 pub fn old_or_new(new: Option<bool>) -> &'static str {
     match new {
