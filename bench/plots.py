@@ -195,7 +195,7 @@ def power_loss_figure(plt, cuts, source, path):
     grid = fig.add_gridspec(2, 2, height_ratios=[0.45 * len(rows) + 0.9, 3.0], hspace=0.55)
     ax = fig.add_subplot(grid[0, :])
     width = max(c["of"] for c in points) + 2 if points else 1
-    colour = {"old": "#d9d9d9", "new": "#8fd19e"}
+    colour = {"old": "#d9d9d9", "new": "#8fd19e", "old/new": "#ffe699"}
     wrong = 0
     for y, (test, model) in enumerate(rows):
         cells = {}
@@ -203,15 +203,19 @@ def power_loss_figure(plt, cuts, source, path):
             if (c["test"], c["model"]) == (test, model):
                 cells.setdefault(c["after"], []).append(c)
         for k, cs in cells.items():
-            found = {c["found"] for c in cs}
-            bad = any(c["found"] != c["expected"] for c in cs)
+            found = "/".join(sorted({c["found"] for c in cs}, reverse=True))
+            # "old or new": either is right (a write pending at the cut, torn every way).
+            bad = any(c["found"] not in c["expected"].split(" or ") for c in cs)
             wrong += bad
             ax.add_patch(plt.Rectangle((k - 0.45, y - 0.4), 0.9, 0.8,
-                                       facecolor=colour.get(found.pop(), "#ff9896")
-                                       if len(found) == 1 else "#ff9896",
+                                       facecolor=colour.get(found, "#ff9896"),
                                        edgecolor="#d62728" if bad else "white",
                                        linewidth=2 if bad else 1))
-            text = "/".join(sorted({c["found"] for c in cs}))
+            if len(cs) == 1:
+                text = found
+            else:
+                counts = {f: sum(c["found"] == f for c in cs) for f in found.split("/")}
+                text = "\n".join(f"{f} ×{n}" for f, n in counts.items())
             if any(c["acknowledged"] for c in cs):
                 text += "\nanswered"
             ax.text(k, y, text + (" ✗" if bad else ""), ha="center", va="center", fontsize=7)
@@ -220,10 +224,11 @@ def power_loss_figure(plt, cuts, source, path):
     ax.set_yticks(range(len(rows)), [f"{t} ({m})" for t, m in rows], fontsize=8)
     ax.set_xticks(range(width))
     ax.set_xlabel("the power fails after k mutating operations of one write"
-                  " (the last k: after the answer)", fontsize=8)
-    ax.set_title("Every crash point: what the file holds after the cut (grey: old value, green:"
-                 f" new; {'no' if not wrong else wrong} cell{'s' * (wrong != 1)} against the"
-                 " expectation)", fontsize=9)
+                  " (the last: after all of them)", fontsize=8)
+    ax.set_title(f"Every crash point, {len(points)} cuts: what the count is after the cut (grey:"
+                 " the old value, green: the new, yellow: either, by how a pending write tore;"
+                 f"\n×n: cuts of that crash point; {'no' if not wrong else wrong}"
+                 f" cell{'s' * (wrong != 1)} against the proof's expectation)", fontsize=9)
     for spine in ax.spines.values():
         spine.set_visible(False)
 
@@ -262,7 +267,7 @@ def power_loss_figure(plt, cuts, source, path):
 
     random_panel(grid[1, 0], "pingpong random instants",
                  lambda c: int(c["found"]) - int(re.search(r"\d+", c["expected"]).group()),
-                 "file minus (last answered + 1)", "answers")
+                 "count minus (last answered + 1)", "answers")
     random_panel(grid[1, 1], "log-writer random instants",
                  lambda c: ms(c["found"]) - ms(c["expected"].split()[-1]),
                  "entry on file minus last printed (ms)", "entries printed")
