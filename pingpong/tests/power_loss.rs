@@ -36,8 +36,8 @@ use std::{
 };
 
 use crashfs::{
-    CrashFs, Cut, Model, Probe,
-    env::{Replay, mount_or_skip, replay},
+    CrashFs, Cut, Model, Pending, Probe, Tear,
+    env::{Outcome, Replay, mount_or_skip, old_or_new, replay, report},
 };
 use shared_fs::CounterFile;
 use support::{BIN, Server, eventually, pong_number, try_get};
@@ -128,6 +128,7 @@ fn power_cuts_at_random_instants_under_two_processes_never_lose_an_acknowledged_
         let k = rng.u64(0..100);
         // Each replica reads the record as on a local volume or as on a network one, at random.
         let b = Server::start_with(&dir, &[("VOLUME_KIND", KINDS[rng.usize(..2)])]);
+        let acknowledged_before = acknowledged.len();
         fs.crash_after(k);
         let clients: Vec<_> = [a.port, a.port, b.port, b.port]
             .into_iter()
@@ -151,6 +152,16 @@ fn power_cuts_at_random_instants_under_two_processes_never_lose_an_acknowledged_
         let at = format!("{at} (tears {tears:?})");
 
         let value = count_after_cut(&dir, &format!("{at} ({model:?}, k={k})"));
+        report(&Outcome {
+            test: "pingpong random instants",
+            model,
+            tears: &tears,
+            after: k,
+            of: None,
+            expected: &format!("at least {floor}"),
+            found: &value.to_string(),
+            acknowledged: (acknowledged.len() - acknowledged_before) as u64,
+        });
         assert!(
             value >= floor,
             "{at} ({model:?}, k={k}): pong {} was acknowledged but the count is {value}",
@@ -244,6 +255,14 @@ fn every_crash_point_of_one_increment_leaves_the_old_or_the_acknowledged_value()
             server.kill9();
             let snapshot = fs.snapshot();
             let mut outcomes = Vec::new();
+            // Before the record's write nothing changed; from its fdatasync (operation 2) on,
+            // the new count is durable; in between, the write pending may be lost, whole or
+            // torn, and a torn slot counts for nothing, so the count is the old or the new one.
+            let expected = match k {
+                0 => "old",
+                1 => "old or new",
+                _ => "new",
+            };
             for cut in crashfs::points::every_cut(&fs.pending()) {
                 let tears = fs
                     .cut_power_from(&snapshot, cut.clone())
@@ -253,17 +272,20 @@ fn every_crash_point_of_one_increment_leaves_the_old_or_the_acknowledged_value()
                     cut.names
                 );
                 remove_temporary_files(&dir);
-                outcomes.push(check_crash_point(&dir, &at, value, value + 1, acknowledged));
+                let new = check_crash_point(&dir, &at, value, value + 1, acknowledged);
+                outcomes.push(new);
+                report(&Outcome {
+                    test: "pingpong increment",
+                    model: cut.names,
+                    tears: &tears,
+                    after: k,
+                    of: Some(ops),
+                    expected,
+                    found: old_or_new(Some(new)),
+                    acknowledged: u64::from(acknowledged),
+                });
                 cuts += 1;
             }
-            // Before the record's write nothing changed; from its fdatasync (operation 2) on,
-            // the new count is durable; in between, the write pending may be lost, whole or
-            // torn, and a torn slot counts for nothing, so the count is the old or the new one.
-            let expected = match k {
-                0 => "old",
-                1 => "old or new",
-                _ => "new",
-            };
             let seen = match (outcomes.contains(&false), outcomes.contains(&true)) {
                 (true, false) => "old",
                 (true, true) => "old or new",
@@ -329,10 +351,20 @@ fn every_crash_point_of_counter_set_leaves_the_old_or_the_new_value() {
                 fs.crash_after(k);
                 set(new);
                 let acknowledged = !fs.frozen();
-                cut(&mut fs, model, k);
+                let tears = cut(&mut fs, model, k);
 
                 let is_new = check_crash_point(&dir, &at, value, new, acknowledged);
                 outcomes.push(is_new);
+                report(&Outcome {
+                    test: "pingpong counter set",
+                    model,
+                    tears: &tears,
+                    after: k,
+                    of: Some(ops),
+                    expected: old_or_new(Some(k >= 2)),
+                    found: old_or_new(Some(is_new)),
+                    acknowledged: u64::from(acknowledged),
+                });
                 let count = if is_new { new } else { value };
                 let server = Server::start_with(&dir, &[("VOLUME_KIND", kind)]);
                 assert_eq!(
@@ -358,9 +390,10 @@ fn every_crash_point_of_counter_set_leaves_the_old_or_the_new_value() {
 /// Cuts the power (every process on the mount already killed), tearing what is pending as
 /// drawn from `seed`, and removes what a crashed write left (temporary files), so that the
 /// next operations are exactly the next request's.
-fn cut(fs: &mut CrashFs, model: Model, seed: u64) {
-    fs.cut_power(Cut::seeded(model, seed)).expect("cut");
+fn cut(fs: &mut CrashFs, model: Model, seed: u64) -> Vec<(Pending, Tear)> {
+    let tears = fs.cut_power(Cut::seeded(model, seed)).expect("cut");
     remove_temporary_files(fs.path());
+    tears
 }
 
 fn remove_temporary_files(dir: &Path) {
