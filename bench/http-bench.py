@@ -1,23 +1,36 @@
 #!/usr/bin/env python3
-"""HTTP benchmark: the services against the HTTP ceiling, side by side in one run.
+"""HTTP benchmark: pingpong against its yardsticks, side by side in every run.
 
-    python3 bench/http-bench.py [--runs 5] [--seconds 5] [--connections 1,64]
+    python3 bench/http-bench.py [--runs 5] [--seconds 5] [--connections 1,64 | --sweep]
+    python3 bench/http-bench.py --report bench/data/http-<stamp>.json   # tables of a recorded run
 
-Builds the release binaries, starts on loopback with RUST_LOG=warn (no per-request log line, the
-same for every server):
-  ceiling   service-kit/examples/ceiling.rs: the same HTTP stack answering a constant, no I/O
-  pingpong  durable increments through group commit
-  one-write pingpong/examples/one_write_per_request.rs: one durable write per request
-  reader    log-reader serving output.log (log-writer running with LOG_INTERVAL=1s)
-then, for each run and each connection count, runs wrk against each in turn (so a noisy
-neighbour hurts all of them alike) and prints medians, the ratio of each median to the
-ceiling's, and peak RSS (VmHWM) of each server. The data directory is a temp dir under
-BENCH_DIR (default: the system temp dir); put it on the disk you care about.
-Needs wrk (Debian package `wrk`; installed if missing when run as root).
+Builds the release binaries (CARGO_TARGET_DIR honoured; --bin-dir to use others) and starts,
+all at once on loopback with RUST_LOG=warn (no per-request log line, the same for every one):
+  bare           service-kit/examples/bare.rs: axum::serve answering a constant, nothing else
+  ceiling        service-kit/examples/ceiling.rs: service-kit's whole stack, a constant answer
+  pingpong       the service: durable increments through group commit
+  one-write      pingpong/examples/one_write_per_request.rs: one locked durable write a request
+  careless       pingpong/examples/careless.rs: count in memory, file rewritten, no fsync, no lock
+  durable-floor  pingpong/examples/durable_floor.rs: one pwrite + fdatasync a request, measured
+                 at 1 connection only (the least a durable answer can cost)
+  reader         log-reader serving output.log (log-writer running, LOG_INTERVAL=1s)
+Every server but reader has a data directory of its own (reader and log-writer share
+pingpong's), all under one temp dir in BENCH_DIR (default: the system temp dir): put it on the
+disk you care about. Then, for each run and each connection count, wrk measures each server in
+turn (the order rotates from run to run), so a noisy neighbour hurts all of them alike. Each
+run also times 1000 bare `pwrite` + `fdatasync` of a 32-byte record in the data directory.
+
+Prints one Markdown table (medians over runs; ratios are medians of the per-run ratios, i.e.
+measured side by side) and the targets of issue 17, met or not. Writes every measurement to a
+data file (default bench/data/http-<UTC stamp>.json), which bench/plots.py and --report read.
+Needs wrk (Debian package; installed with apt-get if missing when run as root).
 """
 
 import argparse
+import datetime
+import json
 import os
+import platform
 import re
 import shutil
 import signal
@@ -30,7 +43,24 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RELEASE = os.path.join(ROOT, "target", "release")
+DATA = os.path.join(ROOT, "bench", "data")
+SWEEP = [1, 4, 16, 64, 256]
+
+# name: (binary under the release dir, path, the only connection counts it runs at or None)
+SERVERS = {
+    "bare": ("examples/bare", "/pingpong", None),
+    "ceiling": ("examples/ceiling", "/pingpong", None),
+    "pingpong": ("pingpong", "/pingpong", None),
+    "one-write": ("examples/one_write_per_request", "/pingpong", None),
+    "careless": ("examples/careless", "/pingpong", None),
+    # One write per request with no batching: above one connection it measures nothing
+    # pingpong could be held to.
+    "durable-floor": ("examples/durable_floor", "/pingpong", {1}),
+    "reader": ("log-reader", "/", None),
+}
+# The servers that count, for which "ratio to careless" means something.
+COUNTERS = ("pingpong", "one-write", "careless", "durable-floor")
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
 def ensure_wrk():
@@ -42,14 +72,18 @@ def ensure_wrk():
     subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
 
 
+def release_dir():
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+    return os.path.join(target, "release")
+
+
 def build():
-    subprocess.run(
-        ["cargo", "build", "--release", "--locked", "-p", "pingpong", "-p", "log-output",
-         "--bins", "--example", "one_write_per_request"],
-        cwd=ROOT, check=True)
-    subprocess.run(
-        ["cargo", "build", "--release", "--locked", "-p", "service-kit", "--example", "ceiling"],
-        cwd=ROOT, check=True)
+    cargo = ["cargo", "build", "--release", "--locked"]
+    subprocess.run(cargo + ["-p", "pingpong", "-p", "log-output", "--bins",
+                            "--example", "one_write_per_request", "--example", "careless",
+                            "--example", "durable_floor"], cwd=ROOT, check=True)
+    subprocess.run(cargo + ["-p", "service-kit", "--example", "ceiling", "--example", "bare"],
+                   cwd=ROOT, check=True)
 
 
 def free_port():
@@ -76,9 +110,6 @@ def wait_ready(port, path, deadline=30):
     sys.exit(f"port {port}{path} never answered 200")
 
 
-UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
-
-
 def cpu_seconds(proc):
     """User + system CPU time of a process (all its threads) so far."""
     with open(f"/proc/{proc.pid}/stat") as f:
@@ -86,18 +117,14 @@ def cpu_seconds(proc):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def wrk(port, path, connections, seconds):
-    threads = min(2, connections)
-    out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency",
-         f"http://127.0.0.1:{port}{path}"],
-        capture_output=True, text=True, check=True).stdout
-    if "Non-2xx" in out or "Socket errors" in out:
-        sys.exit(f"errors under load on {path}:\n{out}")
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    value, unit = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()
-    requests = int(re.search(r"(\d+) requests in", out).group(1))
-    return rps, float(value) * UNITS[unit], requests
+def reset_peak_rss(proc):
+    """Resets VmHWM to the current RSS, so the next reading is the peak of one measurement."""
+    try:
+        with open(f"/proc/{proc.pid}/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def peak_rss_mib(proc):
@@ -106,75 +133,277 @@ def peak_rss_mib(proc):
     return kib / 1024
 
 
+def load_average():
+    with open("/proc/loadavg") as f:
+        return [float(v) for v in f.read().split()[:3]]
+
+
+def wrk(port, path, connections, seconds):
+    threads = min(2, connections)
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency",
+         f"http://127.0.0.1:{port}{path}"],
+        capture_output=True, text=True, check=True).stdout
+
+    def latency(pct):
+        value, unit = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()
+        return float(value) * UNITS[unit]
+
+    errors = 0
+    if m := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
+        errors += int(m.group(1))
+    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
+                      out):
+        errors += sum(int(g) for g in m.groups())
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p50_ms": latency(50),
+        "p99_ms": latency(99),
+        "requests": int(re.search(r"(\d+) requests in", out).group(1)),
+        "errors": errors,
+    }
+
+
+def record_write_us(directory, count=1000):
+    """Median wall time of one 32-byte pwrite at offset 0 plus fdatasync, in microseconds."""
+    path = os.path.join(directory, "record-write.probe")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.pwrite(fd, bytes(32), 0)
+        os.fsync(fd)
+        times = []
+        for i in range(count):
+            t = time.perf_counter()
+            os.pwrite(fd, i.to_bytes(8, "little") + bytes(24), 0)
+            os.fdatasync(fd)
+            times.append(time.perf_counter() - t)
+        return statistics.median(times) * 1e6
+    finally:
+        os.close(fd)
+        os.unlink(path)
+
+
+def git_commit():
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True,
+                              text=True).stdout.strip()
+    commit = git("rev-parse", "--short=12", "HEAD")
+    return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def filesystem_of(path):
+    out = subprocess.run(["df", "--output=fstype", path], capture_output=True, text=True).stdout
+    return out.split()[-1] if out.split() else "unknown"
+
+
+def measure(args, connection_counts, bin_dir):
+    base = os.environ.get("BENCH_DIR", tempfile.gettempdir())
+    data = tempfile.mkdtemp(prefix="pingpong-bench-", dir=base)
+    procs = {}
+    ports = {}
+    record = {
+        "bench": "http",
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "commit": git_commit(),
+        "command": " ".join(["python3", "bench/http-bench.py"] + sys.argv[1:]),
+        "machine": {"cpus": os.cpu_count(), "kernel": platform.release(),
+                    "data_fs": filesystem_of(data)},
+        "runs": args.runs,
+        "seconds": args.seconds,
+        "connections": connection_counts,
+        "servers": list(args.servers),
+        "load_average": [],
+        "record_write_us": [],
+        "measurements": [],
+    }
+    try:
+        for name in args.servers:
+            binary, path, _ = SERVERS[name]
+            ports[name] = free_port()
+            own = name not in ("pingpong", "reader")
+            d = os.path.join(data, name) if own else data
+            procs[name] = start(os.path.join(bin_dir, binary), ports[name], d)
+        if "reader" in args.servers:
+            procs["log-writer"] = start(os.path.join(bin_dir, "log-writer"), 0, data,
+                                        LOG_INTERVAL="1s")
+        for name in args.servers:
+            wait_ready(ports[name], SERVERS[name][1])
+
+        for run in range(args.runs):
+            record["load_average"].append(load_average())
+            record["record_write_us"].append(record_write_us(data))
+            for c in connection_counts:
+                names = [n for n in args.servers
+                         if SERVERS[n][2] is None or c in SERVERS[n][2]]
+                shift = run % len(names)
+                for name in names[shift:] + names[:shift]:
+                    proc = procs[name]
+                    per_measurement = reset_peak_rss(proc)
+                    before = cpu_seconds(proc)
+                    m = wrk(ports[name], SERVERS[name][1], c, args.seconds)
+                    m["cpu_us_per_request"] = ((cpu_seconds(proc) - before)
+                                               / max(m["requests"], 1) * 1e6)
+                    m["peak_rss_mib"] = peak_rss_mib(proc)
+                    m["peak_rss_scope"] = "measurement" if per_measurement else "process"
+                    m.update(run=run, server=name, connections=c)
+                    record["measurements"].append(m)
+                    if m["errors"]:
+                        print(f"run {run + 1}: {name} at {c} connections: {m['errors']} errors",
+                              file=sys.stderr)
+            print(f"run {run + 1}/{args.runs} done, load average"
+                  f" {' '.join(map(str, load_average()))}", file=sys.stderr)
+        record["load_average"].append(load_average())
+        if "log-writer" in procs:
+            record["log_writer_peak_rss_mib"] = peak_rss_mib(procs["log-writer"])
+    finally:
+        for proc in procs.values():
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs.values():
+            proc.wait(timeout=15)
+        shutil.rmtree(data, ignore_errors=True)
+    return record
+
+
+def cells(record):
+    """{(server, connections): [measurement of each run, in run order]}"""
+    out = {}
+    for m in sorted(record["measurements"], key=lambda m: m["run"]):
+        out.setdefault((m["server"], m["connections"]), []).append(m)
+    return out
+
+
+def ratio(cell, a, b):
+    """Median over runs of a's requests/s over b's in the same run, or None."""
+    if a not in cell or b not in cell:
+        return None
+    theirs = {m["run"]: m["rps"] for m in cell[b]}
+    per_run = [m["rps"] / theirs[m["run"]] for m in cell[a] if m["run"] in theirs]
+    return statistics.median(per_run) if per_run else None
+
+
+def median(cell, key, field):
+    return statistics.median(m[field] for m in cell[key])
+
+
+def fmt_ratio(r):
+    return "" if r is None else f"{r:.2f}x"
+
+
+def print_table(record):
+    cell = cells(record)
+    loads = [la[0] for la in record["load_average"]]
+    writes = record["record_write_us"]
+    print(f"{record['date']}, commit {record['commit']}: {record['runs']} runs of"
+          f" {record['seconds']} s, medians; wrk on loopback; data on {record['machine']['data_fs']};"
+          f" load average (1 min) {min(loads):.1f}-{max(loads):.1f}; one 32-byte pwrite +"
+          f" fdatasync {statistics.median(writes):.0f} µs (median of the runs' medians)")
+    print()
+    print("| server | connections | requests/s | ratio to ceiling | ratio to careless"
+          " | ratio to bare | p99 (ms) | server CPU per request (µs) | peak RSS (MiB) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for c in record["connections"]:
+        for name in record["servers"]:
+            key = (name, c)
+            if key not in cell:
+                continue
+            at_c = {n: cell[(n, c)] for n in record["servers"] if (n, c) in cell}
+            errors = sum(m["errors"] for m in cell[key])
+            print(f"| {name} | {c} | {median(cell, key, 'rps'):.0f}"
+                  f" | {fmt_ratio(ratio(at_c, name, 'ceiling'))}"
+                  f" | {fmt_ratio(ratio(at_c, name, 'careless') if name in COUNTERS else None)}"
+                  f" | {fmt_ratio(ratio(at_c, name, 'bare'))}"
+                  f" | {median(cell, key, 'p99_ms'):.2f}"
+                  f" | {median(cell, key, 'cpu_us_per_request'):.1f}"
+                  f" | {max(m['peak_rss_mib'] for m in cell[key]):.1f} |"
+                  + (f" {errors} errors" if errors else ""))
+    if "log_writer_peak_rss_mib" in record:
+        print()
+        print(f"log-writer peak RSS: {record['log_writer_peak_rss_mib']:.1f} MiB")
+
+
+def targets(record):
+    """Issue 17's targets: (target, figure, met) for those the record has the data for."""
+    cell = cells(record)
+
+    def at(c):
+        return {n: cell[(n, c)] for n in record["servers"] if (n, c) in cell}
+
+    rows = []
+
+    def against(a, b, c, floor):
+        r = ratio(at(c), a, b)
+        if r is not None:
+            rows.append((f"{a} at {c} connection{'s' * (c > 1)}: at least {floor}x {b}",
+                         f"{r:.2f}x ({median(cell, (a, c), 'rps'):.0f} against"
+                         f" {median(cell, (b, c), 'rps'):.0f}/s)", r >= floor))
+
+    against("pingpong", "careless", 1, 1.0)
+    against("pingpong", "durable-floor", 1, 0.8)
+    against("pingpong", "ceiling", 64, 0.8)
+    if ("pingpong", 64) in cell:
+        p99 = median(cell, ("pingpong", 64), "p99_ms")
+        rows.append(("pingpong at 64 connections: p99 at most 5 ms", f"{p99:.2f} ms", p99 <= 5))
+        rss = max(m["peak_rss_mib"] for m in cell[("pingpong", 64)])
+        rows.append(("pingpong at 64 connections: peak RSS at most 20 MiB", f"{rss:.1f} MiB",
+                     rss <= 20))
+    against("ceiling", "bare", 64, 0.9)
+    return rows
+
+
+def print_targets(record):
+    rows = targets(record)
+    if not rows:
+        return
+    print()
+    print("| target (issue 17) | figure | |")
+    print("|---|---|---|")
+    for target, figure, met in rows:
+        print(f"| {target} | {figure} | {'met' if met else '**not met**'} |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--connections", default="1,64")
+    parser.add_argument("--connections", default="1,64",
+                        help="comma-separated connection counts (default 1,64)")
+    parser.add_argument("--sweep", action="store_true",
+                        help=f"connection counts {','.join(map(str, SWEEP))}")
+    parser.add_argument("--servers", default=",".join(SERVERS),
+                        help="comma-separated subset of the servers, in this order")
+    parser.add_argument("--bin-dir", help="where the binaries are (default: the release dir)")
     parser.add_argument("--no-build", action="store_true")
+    parser.add_argument("--out", help="the data file (default bench/data/http-<stamp>.json)")
+    parser.add_argument("--report", metavar="FILE",
+                        help="print the tables of a recorded data file; measure nothing")
     args = parser.parse_args()
-    connection_counts = [int(c) for c in args.connections.split(",")]
 
+    if args.report:
+        with open(args.report) as f:
+            record = json.load(f)
+        print_table(record)
+        print_targets(record)
+        return
+
+    args.servers = args.servers.split(",")
+    unknown = [s for s in args.servers if s not in SERVERS]
+    if unknown:
+        sys.exit(f"unknown servers {unknown}; known: {', '.join(SERVERS)}")
+    connection_counts = SWEEP if args.sweep else [int(c) for c in args.connections.split(",")]
     ensure_wrk()
-    if not args.no_build:
+    if not args.no_build and not args.bin_dir:
         build()
-    base = os.environ.get("BENCH_DIR", tempfile.gettempdir())
-    data = tempfile.mkdtemp(prefix="pingpong-bench-", dir=base)
-    servers = {}
-    try:
-        targets = {
-            "ceiling": (os.path.join(RELEASE, "examples", "ceiling"), "/pingpong", {}),
-            "pingpong": (os.path.join(RELEASE, "pingpong"), "/pingpong", {}),
-            "one-write": (os.path.join(RELEASE, "examples", "one_write_per_request"),
-                          "/pingpong", {}),
-            "reader": (os.path.join(RELEASE, "log-reader"), "/", {}),
-        }
-        ports = {}
-        for name, (binary, path, env) in targets.items():
-            ports[name] = free_port()
-            # one-write gets a volume of its own so the counters do not mix.
-            d = os.path.join(data, "one-write") if name == "one-write" else data
-            servers[name] = start(binary, ports[name], d, **env)
-        servers["log-writer"] = start(os.path.join(RELEASE, "log-writer"), 0, data,
-                                      LOG_INTERVAL="1s")
-        for name, (_, path, _) in targets.items():
-            wait_ready(ports[name], path)
-
-        results = {(n, c): [] for n in targets for c in connection_counts}
-        for run in range(args.runs):
-            for c in connection_counts:
-                for name, (_, path, _) in targets.items():
-                    before = cpu_seconds(servers[name])
-                    rps, p99, requests = wrk(ports[name], path, c, args.seconds)
-                    cpu_us = (cpu_seconds(servers[name]) - before) / requests * 1e6
-                    results[(name, c)].append((rps, p99, cpu_us))
-            print(f"run {run + 1}/{args.runs} done", file=sys.stderr)
-
-        print(f"{args.runs} runs of {args.seconds} s, medians; wrk on loopback; data in {data}")
-        print()
-        print("| server | connections | requests/s | ratio to ceiling | p99 latency (ms)"
-              " | server CPU per request (µs) |")
-        print("|---|---:|---:|---:|---:|---:|")
-        for c in connection_counts:
-            ceiling = [rps for rps, _, _ in results[("ceiling", c)]]
-            for name in targets:
-                rows = results[(name, c)]
-                rps = statistics.median(r for r, _, _ in rows)
-                ratio = statistics.median(r / cl for (r, _, _), cl in zip(rows, ceiling))
-                p99 = statistics.median(p for _, p, _ in rows)
-                cpu = statistics.median(u for _, _, u in rows)
-                print(f"| {name} | {c} | {rps:.0f} | {ratio:.2f}x | {p99:.2f} | {cpu:.1f} |")
-        print()
-        print("| server | peak RSS (MiB) |")
-        print("|---|---:|")
-        for name in list(targets) + ["log-writer"]:
-            print(f"| {name} | {peak_rss_mib(servers[name]):.1f} |")
-    finally:
-        for proc in servers.values():
-            proc.send_signal(signal.SIGTERM)
-        for proc in servers.values():
-            proc.wait(timeout=15)
-        shutil.rmtree(data, ignore_errors=True)
+    record = measure(args, connection_counts, args.bin_dir or release_dir())
+    out = args.out or os.path.join(
+        DATA, "http-" + record["date"].replace(":", "").replace("-", "") + ".json")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(record, f, indent=1)
+        f.write("\n")
+    print_table(record)
+    print_targets(record)
+    print()
+    print(f"data: {os.path.relpath(out, ROOT)}")
 
 
 if __name__ == "__main__":

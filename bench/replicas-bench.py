@@ -2,6 +2,7 @@
 """Replicas benchmark: one against two pingpong replicas on one volume behind HAProxy.
 
     python3 bench/replicas-bench.py [--runs 3] [--seconds 5] [--connections 64] [--no-build]
+    python3 bench/replicas-bench.py --report bench/data/replicas-<stamp>.json
 
 Starts, on loopback with RUST_LOG=warn, two pingpong processes sharing one DATA_DIR (the
 flock of SPEC §3 serialises their durable writes) and two HAProxy instances configured as
@@ -12,12 +13,16 @@ replica A alone, one over A and B. In every run, wrk (-t2) measures in turn:
   2 replicas HAProxy over A and B
 and /metrics of both replicas before and after gives, for each measurement, the durable writes
 (pingpong_batch_size_count), the mean batch (increments per durable write) and the mean
-durable-write time. Prints medians. Needs wrk and haproxy (Debian packages; installed if
+durable-write time. Prints medians and issue 17's target (two replicas at least 1.0x one),
+and writes every measurement to a data file (default bench/data/replicas-<UTC stamp>.json),
+which bench/plots.py and --report read. Needs wrk and haproxy (Debian packages; installed if
 missing when run as root). The data directory is a temp dir under BENCH_DIR (default: the
 system temp dir).
 """
 
 import argparse
+import datetime
+import json
 import os
 import re
 import shutil
@@ -31,6 +36,7 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA = os.path.join(ROOT, "bench", "data")
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
@@ -110,14 +116,65 @@ def wrk(port, connections, seconds):
     return rps, float(value) * UNITS[unit]
 
 
+def load_average():
+    with open("/proc/loadavg") as f:
+        return [float(v) for v in f.read().split()[:3]]
+
+
+def git_commit():
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True,
+                              text=True).stdout.strip()
+    commit = git("rev-parse", "--short=12", "HEAD")
+    return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+FIELDS = ("rps", "p99_ms", "durable_writes_per_s", "mean_batch", "mean_durable_write_ms")
+
+
+def print_report(record):
+    rows = {}
+    for m in sorted(record["measurements"], key=lambda m: m["run"]):
+        rows.setdefault(m["target"], []).append(m)
+    loads = [la[0] for la in record["load_average"]]
+    print(f"{record['date']}, commit {record['commit']}: {record['runs']} runs of"
+          f" {record['seconds']} s at {record['connections']} connections, medians;"
+          f" wrk -t2 on loopback; load average (1 min) {min(loads):.1f}-{max(loads):.1f}")
+    print()
+    print("| target | requests/s | ratio to 1 replica | p99 (ms) | durable writes/s"
+          " | mean batch | mean durable write (ms) |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    one = {m["run"]: m["rps"] for m in rows["1 replica"]}
+    ratios = {}
+    for name, ms in rows.items():
+        med = [statistics.median(m[f] for m in ms) for f in FIELDS]
+        ratios[name] = statistics.median(m["rps"] / one[m["run"]] for m in ms)
+        print(f"| {name} | {med[0]:.0f} | {ratios[name]:.2f}x | {med[1]:.2f} | {med[2]:.0f}"
+              f" | {med[3]:.1f} | {med[4]:.2f} |")
+    r = ratios["2 replicas"]
+    print()
+    print("| target (issue 17) | figure | |")
+    print("|---|---|---|")
+    print(f"| two replicas at least 1.0x one replica | {r:.2f}x |"
+          f" {'met' if r >= 1.0 else '**not met**'} |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--bin-dir", default=os.path.join(ROOT, "target", "release"))
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+    parser.add_argument("--bin-dir", default=os.path.join(target, "release"))
     parser.add_argument("--no-build", action="store_true")
+    parser.add_argument("--out", help="the data file (default bench/data/replicas-<stamp>.json)")
+    parser.add_argument("--report", metavar="FILE",
+                        help="print the tables of a recorded data file; measure nothing")
     args = parser.parse_args()
+    if args.report:
+        with open(args.report) as f:
+            print_report(json.load(f))
+        return
 
     ensure("wrk")
     ensure("haproxy")
@@ -127,6 +184,18 @@ def main():
     base = os.environ.get("BENCH_DIR", tempfile.gettempdir())
     data = tempfile.mkdtemp(prefix="pingpong-replicas-", dir=base)
     procs = []
+    record = {
+        "bench": "replicas",
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "commit": git_commit(),
+        "command": " ".join(["python3", "bench/replicas-bench.py"] + sys.argv[1:]),
+        "machine": {"cpus": os.cpu_count()},
+        "runs": args.runs,
+        "seconds": args.seconds,
+        "connections": args.connections,
+        "load_average": [],
+        "measurements": [],
+    }
     try:
         a, b = free_port(), free_port()
         for port in (a, b):
@@ -157,8 +226,8 @@ def main():
             fronts[name] = front
         targets = {"direct": a, **fronts}
 
-        results = {name: [] for name in targets}
         for run in range(args.runs):
+            record["load_average"].append(load_average())
             for name, port in targets.items():
                 before = [metrics(p) for p in (a, b)]
                 rps, p99 = wrk(port, args.connections, args.seconds)
@@ -166,28 +235,25 @@ def main():
                 writes = sum(x[0] - y[0] for x, y in zip(after, before))
                 incs = sum(x[1] - y[1] for x, y in zip(after, before))
                 secs = sum(x[2] - y[2] for x, y in zip(after, before))
-                results[name].append((rps, p99, writes / args.seconds, incs / writes,
-                                      secs / writes * 1e3))
+                values = (rps, p99, writes / args.seconds, incs / writes, secs / writes * 1e3)
+                record["measurements"].append(dict(zip(FIELDS, values), run=run, target=name))
             print(f"run {run + 1}/{args.runs} done", file=sys.stderr)
-
-        print(f"{args.runs} runs of {args.seconds} s at {args.connections} connections, medians;"
-              f" wrk -t2 on loopback; one DATA_DIR in {data}")
-        print()
-        print("| target | requests/s | ratio to 1 replica | p99 (ms) | durable writes/s"
-              " | mean batch | mean durable write (ms) |")
-        print("|---|---:|---:|---:|---:|---:|---:|")
-        one = [r[0] for r in results["1 replica"]]
-        for name, rows in results.items():
-            med = [statistics.median(col) for col in zip(*rows)]
-            ratio = statistics.median(r[0] / o for r, o in zip(rows, one))
-            print(f"| {name} | {med[0]:.0f} | {ratio:.2f}x | {med[1]:.2f} | {med[2]:.0f}"
-                  f" | {med[3]:.1f} | {med[4]:.2f} |")
+        record["load_average"].append(load_average())
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
         for proc in procs:
             proc.wait(timeout=20)
         shutil.rmtree(data, ignore_errors=True)
+    out = args.out or os.path.join(
+        DATA, "replicas-" + record["date"].replace(":", "").replace("-", "") + ".json")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(record, f, indent=1)
+        f.write("\n")
+    print_report(record)
+    print()
+    print(f"data: {os.path.relpath(out, ROOT)}")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use service_kit::config::{self, ConfigError};
+use shared_fs::caches::VolumeKind;
 
 /// `PORT` when unset: pingpong has 3000.
 pub const DEFAULT_READER_PORT: u16 = 3001;
@@ -25,11 +26,14 @@ pub const LOG_INTERVAL_RANGE: (Duration, Duration) = (
 pub struct WriterConfig {
     pub data_dir: PathBuf,
     pub interval: Duration,
+    /// `VOLUME_KIND`: whether `DATA_DIR` is one node's filesystem or shared by several (how the
+    /// count's record is read).
+    pub volume_kind: VolumeKind,
 }
 
 impl WriterConfig {
-    /// Reads `DATA_DIR` and `LOG_INTERVAL` through `lookup` (the process environment in the
-    /// binary, a map in tests).
+    /// Reads `DATA_DIR`, `LOG_INTERVAL` and `VOLUME_KIND` through `lookup` (the process
+    /// environment in the binary, a map in tests).
     pub fn from_env(lookup: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         Ok(WriterConfig {
             data_dir: config::data_dir(lookup),
@@ -40,6 +44,13 @@ impl WriterConfig {
                 LOG_INTERVAL_RANGE,
                 "a duration from 100ms to 24h, such as 250ms, 5s or 1m",
             )?,
+            volume_kind: config::parse_var(
+                lookup,
+                "VOLUME_KIND",
+                VolumeKind::EXPECTED,
+                VolumeKind::parse,
+            )?
+            .unwrap_or_default(),
         })
     }
 }
@@ -78,11 +89,18 @@ ENVIRONMENT (unset means the default; a malformed value exits with status 2):
     LOG_INTERVAL   time between entries, 100ms to 24h,        [default: 5s]
                    such as 250ms, 5s or 1m
     RUST_LOG       tracing filter; logs go to stderr          [default: info]
+    LOG_FORMAT     text or json: one line per event, or one   [default: text]
+                   JSON object per line with timestamp, level, message and fields;
+                   the entries on stdout are the same in both
+    VOLUME_KIND    auto, local or network: how the count's    [default: auto]
+                   record is read (see pingpong --help)
 
 FILES in DATA_DIR:
     output.log             the latest entry, replaced atomically under output.log.lock (so
                            two writers overlapping in a rollout are safe); never delete the lock
-    pingpong_counter.txt   read without a lock, at most 64 bytes; missing means 0; when corrupt
+    pingpong_counter.txt   the count: the larger of this file and the durable record in
+                           pingpong_counter.txt.lock, both read without a lock; the file
+                           at most 64 bytes; missing means 0; when corrupt
                            or too large, the error is logged and the entry skipped, so the last
                            good entry stays
 
@@ -103,6 +121,8 @@ ENVIRONMENT (unset means the default; a malformed value exits with status 2):
     PORT       TCP port, bound on all interfaces          [default: 3001]
     DATA_DIR   the shared volume, created if missing      [default: files]
     RUST_LOG   tracing filter; logs go to stderr          [default: info]
+    LOG_FORMAT text or json: one line per event, or one JSON object per line with
+               timestamp, level, message and fields       [default: text]
     SHUTDOWN_DELAY
                after SIGTERM, keep serving this long with /readyz already 503, then
                drain; 0s to 60s, e.g. 5s behind a load balancer  [default: 0s]
@@ -132,6 +152,7 @@ mod tests {
             Ok(WriterConfig {
                 data_dir: PathBuf::from("files"),
                 interval: Duration::from_secs(5),
+                volume_kind: VolumeKind::Auto,
             })
         );
         assert_eq!(
@@ -157,6 +178,7 @@ mod tests {
             Ok(WriterConfig {
                 data_dir: PathBuf::from("/usr/src/app/files"),
                 interval: Duration::from_millis(250),
+                volume_kind: VolumeKind::Auto,
             })
         );
         assert_eq!(

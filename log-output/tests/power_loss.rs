@@ -17,8 +17,8 @@ use std::{fs, path::Path, sync::mpsc::TryRecvError, time::Duration};
 
 use common::{Entry, Proc, parse_entry, poll_within, start_writer};
 use crashfs::{
-    CrashFs, Model,
-    env::{Replay, mount_or_skip, replay},
+    CrashFs, Cut, Model, Pending, Tear,
+    env::{Outcome, Replay, mount_or_skip, old_or_new, replay, report},
 };
 
 const OUTPUT: &str = "output.log";
@@ -32,15 +32,16 @@ fn on_disk(dir: &Path) -> Result<(String, Entry), String> {
 }
 
 /// Cuts the power and removes what a crashed write left (temporary files), so that the next
-/// writer's first operations are exactly its entry's.
-fn cut(fs: &mut CrashFs, model: Model) {
-    fs.cut_power(model).expect("cut");
+/// writer's first operations are exactly its entry's. Returns how it tore what was pending.
+fn cut(fs: &mut CrashFs, model: Model) -> Vec<(Pending, Tear)> {
+    let tears = fs.cut_power(model).expect("cut");
     for entry in fs::read_dir(fs.path()).expect("list") {
         let path = entry.expect("entry").path();
         if path.extension().is_some_and(|e| e == "tmp") {
             fs::remove_file(&path).expect("remove temporary file");
         }
     }
+    tears
 }
 
 #[test]
@@ -69,6 +70,7 @@ fn power_cuts_at_random_instants_leave_output_log_one_complete_entry() {
         // 5 operations per entry, an entry at once and then every 100 ms (the shortest interval
         // allowed): up to 3 entries into the round.
         let k = rng.u64(0..15);
+        let acknowledged_before = acknowledged_entries;
         fs.crash_after(k);
         let writer: Proc = start_writer(&dir, "100ms");
         let power = fs.probe();
@@ -87,12 +89,25 @@ fn power_cuts_at_random_instants_leave_output_log_one_complete_entry() {
             }
         });
         drop(writer); // killed and reaped
-        fs.cut_power(model)
+        // Whatever was written and not yet synced may survive torn (crashfs's data axis).
+        let tears = fs
+            .cut_power(Cut::seeded(model, rng.u64(..)))
             .unwrap_or_else(|e| panic!("{at}: cut: {e}"));
+        let at = format!("{at} (tears {tears:?})");
 
-        let (_, entry) =
+        let (text, entry) =
             on_disk(&dir).unwrap_or_else(|e| panic!("{at} ({model:?}, k={k}): after the cut: {e}"));
         let acknowledged = parse_entry(&last_acknowledged).expect("a printed entry parses");
+        report(&Outcome {
+            test: "log-writer random instants",
+            model,
+            tears: &tears,
+            after: k,
+            of: None,
+            expected: &format!("at or after {}", stamp(&last_acknowledged)),
+            found: stamp(&text),
+            acknowledged: acknowledged_entries - acknowledged_before,
+        });
         assert!(
             entry.at >= acknowledged.at,
             "{at} ({model:?}, k={k}): {OUTPUT} went back to {entry:?} after {acknowledged:?} was printed"
@@ -102,6 +117,11 @@ fn power_cuts_at_random_instants_leave_output_log_one_complete_entry() {
         "{rounds} rounds in {:.1?}, {acknowledged_entries} entries printed before a power failure",
         started.elapsed()
     );
+}
+
+/// An entry's timestamp, as [`report`] shows it.
+fn stamp(entry: &str) -> &str {
+    entry.split(": ").next().unwrap_or_default()
 }
 
 /// Whether the new entry survived at each crash point k = 0..=6 of one write (create, write,
@@ -140,7 +160,7 @@ fn every_crash_point_of_one_entry_leaves_the_old_or_the_new_entry() {
             let new = writer.next_entry();
             let acknowledged = !fs.frozen();
             drop(writer);
-            cut(&mut fs, model);
+            let tears = cut(&mut fs, model);
 
             let (text, _) = on_disk(&dir).unwrap_or_else(|e| panic!("{at}: {e}"));
             let is_new = if text == new {
@@ -153,6 +173,16 @@ fn every_crash_point_of_one_entry_leaves_the_old_or_the_new_entry() {
                 )
             };
             outcomes.push(is_new);
+            report(&Outcome {
+                test: "log-writer entry",
+                model,
+                tears: &tears,
+                after: k,
+                of: Some(ops),
+                expected: old_or_new(expected_outcomes(model).get(k as usize).copied()),
+                found: old_or_new(Some(is_new)),
+                acknowledged: u64::from(acknowledged),
+            });
             if is_new {
                 old = new;
             }

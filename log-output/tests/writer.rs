@@ -36,6 +36,7 @@ fn spawn_writer(data_dir: &Path, id: Uuid) -> Running {
     let config = WriterConfig {
         data_dir: data_dir.to_owned(),
         interval: INTERVAL,
+        volume_kind: shared_fs::caches::VolumeKind::Auto,
     };
     let shutdown = async {
         let _ = stopped.await;

@@ -2,7 +2,8 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use service_kit::config::{ConfigError, data_dir, port, shutdown_delay};
+use service_kit::config::{ConfigError, data_dir, parse_var, port, shutdown_delay};
+use shared_fs::caches::VolumeKind;
 
 pub const DEFAULT_PORT: u16 = 3000;
 
@@ -14,15 +15,29 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `SHUTDOWN_DELAY`: how long to keep serving after SIGTERM (SPEC §6).
     pub shutdown_delay: Duration,
+    /// `VOLUME_KIND`: whether `DATA_DIR` is one node's filesystem or shared by several.
+    pub volume_kind: VolumeKind,
 }
 
 impl Config {
-    /// Reads `PORT`, `DATA_DIR` and `SHUTDOWN_DELAY` through `lookup`.
+    /// Reads `PORT`, `DATA_DIR`, `SHUTDOWN_DELAY` and `VOLUME_KIND` through `lookup`.
     pub fn from_env(lookup: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         Ok(Config {
             port: port(lookup, DEFAULT_PORT)?,
             data_dir: data_dir(lookup),
             shutdown_delay: shutdown_delay(lookup)?,
+            volume_kind: volume_kind(lookup)?,
         })
     }
+}
+
+/// `VOLUME_KIND`: `auto` (the default: the filesystem's type decides), `local` or `network`.
+pub fn volume_kind(lookup: &impl Fn(&str) -> Option<String>) -> Result<VolumeKind, ConfigError> {
+    Ok(parse_var(
+        lookup,
+        "VOLUME_KIND",
+        VolumeKind::EXPECTED,
+        VolumeKind::parse,
+    )?
+    .unwrap_or_default())
 }

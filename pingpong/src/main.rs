@@ -6,12 +6,12 @@ use std::{env, path::Path, process::ExitCode};
 use anyhow::Context;
 use pingpong::{config::Config, operator, routes};
 use service_kit::{
-    cli::{Binary, run_main, usage_error},
-    config::{check_utf8, process_env},
+    cli::{self, Binary, run_main, usage_error},
+    config::{EXIT_USAGE, check_utf8, process_env},
     http,
     shutdown::{self, Draining, Flavor},
 };
-use shared_fs::CounterFile;
+use shared_fs::{CounterFile, mounts};
 
 const HELP: &str = concat!(
     "\
@@ -26,30 +26,44 @@ USAGE:
 ENVIRONMENT (unset means the default; a malformed value exits with status 2):
     PORT       TCP port, bound on all interfaces          [default: 3000]
     DATA_DIR   the shared volume, created if missing      [default: files]
-    RUST_LOG   tracing filter                             [default: info]
+    RUST_LOG   tracing filter; logs go to stderr          [default: info]
+    LOG_FORMAT text or json: one line per event, or one JSON object per line with
+               timestamp, level, message and fields       [default: text]
     SHUTDOWN_DELAY
                after SIGTERM, keep serving this long with /readyz already 503, then
                drain; 0s to 60s, e.g. 5s behind a load balancer  [default: 0s]
+    VOLUME_KIND
+               auto, local or network: how the count's record is read; auto takes ext4,
+               XFS, Btrfs, tmpfs, ZFS and the like for one node's filesystem and anything
+               else (NFS, CephFS, SMB, FUSE) for one shared by several nodes, read past
+               its client's caches. Say local only for a volume no other node mounts
+                                                          [default: auto]
 
 ENDPOINTS:
     GET /pingpong   `pong N`: N requests were answered before this one; sent once durable.
                     Only GET: HEAD and every other method are 405 and hand out nothing
     GET /pings      the current count, no increment (HEAD too, as on the routes below)
     GET /healthz    200 while the process runs
-    GET /readyz     200 when the counter is valid, below u64::MAX and the volume writable,
-                    else 503 + reason
+    GET /readyz     200 when the counter is valid, below u64::MAX, the volume writable and
+                    durable writes work, else 503 + reason
     GET /metrics    Prometheus text
 
 FILES in DATA_DIR:
-    pingpong_counter.txt        the count and a newline, replaced atomically; at most 64 bytes
-                                are read: a longer file is corrupt (too large), never loaded
-    pingpong_counter.txt.lock   the cross-process lock; never delete it
+    pingpong_counter.txt        the count and a newline, replaced atomically before the lock
+                                is given back; at most 64 bytes are read: a longer file is
+                                corrupt (too large), never loaded
+    pingpong_counter.txt.lock   the cross-process lock, and the durable record (two
+                                checksummed slots, written in place); never delete it
 
 ",
     service_kit::http_limits_help!(),
     "    A /pingpong that times out while its increment is still queued hands out no number.
 "
 );
+
+/// How long the exit waits for the counter writer to publish and give the lock back; within
+/// SPEC §6's `SHUTDOWN_DELAY` + 10 s with the drain's 8 s.
+const WRITER_EXIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
@@ -65,11 +79,17 @@ fn main() -> ExitCode {
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
+    // Before anything touches the volume: a mount whose locks would be local to this node is
+    // refused like a malformed variable (SPEC §7.7).
+    if let Err(refusal) = mounts::check(&config.data_dir) {
+        eprintln!("pingpong: {refusal}");
+        std::process::exit(EXIT_USAGE);
+    }
     shutdown::block_on(Flavor::MultiThread, async {
         // First, before anything touches the volume: a SIGTERM from here on is never lost.
         let draining = Draining::default();
         shutdown::install(&draining)?;
-        let file = CounterFile::in_dir(&config.data_dir);
+        let file = CounterFile::in_dir(&config.data_dir).with_volume_kind(config.volume_kind);
         let listener = http::bind(config.port)
             .await
             .with_context(|| format!("binding port {}", config.port))?;
@@ -83,12 +103,20 @@ fn serve(config: Config) -> anyhow::Result<()> {
             let data_dir = config.data_dir.clone();
             move || check_volume(&data_dir, &file)
         });
-        let app = routes::app_for(file, draining.clone());
+        let (app, writer) = routes::service(file, draining.clone());
         // The bound port, not the configured one: with PORT=0 the tests learn it from here.
         tracing::info!(port = addr.port(), data_dir = %config.data_dir.display(), "pingpong listening");
         http::serve(listener, app, draining, config.shutdown_delay)
             .await
             .context("serving HTTP")?;
+        // The app is gone: the counter writer finishes, publishes and gives the lock back.
+        // Bounded, so a volume that hangs cannot hold the exit past the grace period.
+        if !tokio::task::spawn_blocking(move || writer.wait(WRITER_EXIT))
+            .await
+            .unwrap_or(false)
+        {
+            tracing::warn!(after = ?WRITER_EXIT, "the counter writer did not finish; exiting without it");
+        }
         tracing::info!("pingpong stopped cleanly");
         Ok(())
     })
@@ -105,6 +133,8 @@ fn check_volume(data_dir: &Path, file: &CounterFile) {
     }
 }
 
+/// `pingpong counter get|set N`: the answer on stdout; logs, and the error if any, on stderr
+/// in `LOG_FORMAT` like the server's.
 fn counter_command(args: &[String]) -> ExitCode {
     let command = match operator::parse(args) {
         Ok(command) => command,
@@ -113,15 +143,21 @@ fn counter_command(args: &[String]) -> ExitCode {
     if let Err(error) = check_utf8(|var| env::var_os(var)) {
         return usage_error("pingpong", &error.to_string());
     }
+    let format = match cli::logging(&process_env) {
+        Ok(format) => format,
+        Err(error) => return usage_error("pingpong", &error.to_string()),
+    };
     let data_dir = service_kit::config::data_dir(&process_env);
-    match operator::run(&command, &data_dir) {
-        Ok(line) => {
-            println!("{line}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
+    let kind = match pingpong::config::volume_kind(&process_env) {
+        Ok(kind) => kind,
+        Err(error) => return usage_error("pingpong", &error.to_string()),
+    };
+    // Both take the lock (`get` to bring the published file up to the record): refused where
+    // the lock would be local to this node.
+    if let Err(refusal) = mounts::check(&data_dir) {
+        return usage_error("pingpong", &refusal.to_string());
     }
+    let file = CounterFile::in_dir(&data_dir).with_volume_kind(kind);
+    let result = operator::run(&command, &file).map(|line| println!("{line}"));
+    cli::exit("pingpong", format, result.map_err(anyhow::Error::from))
 }

@@ -3,8 +3,6 @@
 //! as the server, so it is safe while the server runs, and the server picks the new value up
 //! at its next increment because every batch re-reads the file under the lock.
 
-use std::path::Path;
-
 use shared_fs::CounterFile;
 
 /// What the operator asked for.
@@ -33,17 +31,15 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     }
 }
 
-/// Runs the command against the counter in `data_dir`; returns the line to print.
-pub fn run(command: &Command, data_dir: &Path) -> shared_fs::Result<String> {
-    let file = CounterFile::in_dir(data_dir);
+/// Runs the command against the counter `file`; returns the line to print.
+pub fn run(command: &Command, file: &CounterFile) -> shared_fs::Result<String> {
     match *command {
-        Command::Get => file.read().map(|n| n.to_string()),
+        // Also brings the published file up to the record, if the lock is free (a crash or a
+        // power cut may have left it behind): what a downgrade to a release without the
+        // record needs first.
+        Command::Get => file.reconcile_if_free().map(|n| n.to_string()),
         Command::Set(n) => {
-            std::fs::create_dir_all(data_dir).map_err(|e| shared_fs::Error::Io {
-                op: "create directory",
-                path: data_dir.to_owned(),
-                error: e.into(),
-            })?;
+            file.create_dir()?;
             file.set(n)?;
             Ok(format!("{} set to {n}", file.path().display()))
         }

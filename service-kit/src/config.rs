@@ -47,12 +47,14 @@ pub fn parse_var<T>(
 }
 
 /// Every variable a binary of this workspace reads (SPEC §2).
-pub const VARIABLES: [&str; 5] = [
+pub const VARIABLES: [&str; 7] = [
     "PORT",
     "DATA_DIR",
     "LOG_INTERVAL",
     "RUST_LOG",
+    "LOG_FORMAT",
     "SHUTDOWN_DELAY",
+    "VOLUME_KIND",
 ];
 
 /// The process environment as a lookup. Call [`check_utf8`] first: a value that is not UTF-8

@@ -3,11 +3,13 @@
 //! the process is draining.
 //!
 //! Promises, for every answer, the fallbacks' 404 and 405 included:
-//! - **One log line at INFO** (`finished processing request` with `latency` and `status`) in a
-//!   `request{method, route}` span, and a second one at ERROR (`response failed`) for a 5xx;
-//!   `started processing request` at DEBUG. The lines are those tower-http's `TraceLayer` wrote,
-//!   with the same targets, so a `RUST_LOG` written for them (`tower_http=warn`) still selects them.
-//!   When they are filtered out, nothing is formatted and no span is made.
+//! - **One log line at INFO** (`finished processing request` with `status` and `latency_us`, as
+//!   numbers, so that in JSON they are numbers) in a `request{method, route}` span, and a second
+//!   one at ERROR (`response failed`, with `classification` and `latency_us`) for a 5xx;
+//!   `started processing request` at DEBUG. These are the lines, with the same targets, that
+//!   tower-http's `TraceLayer` and its callbacks in `http.rs` wrote before, so a `RUST_LOG`
+//!   written for them still selects them. When they are filtered out, nothing is formatted and
+//!   no span is made.
 //! - **A time limit**: a request not answered within [`REQUEST_TIMEOUT`] is answered `503` with
 //!   the reason, and the route's future is dropped (an increment still queued hands out no
 //!   number). The timer is armed only once the route has to wait, so an answer ready at once
@@ -30,11 +32,12 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll, ready},
+    time::Duration,
 };
 
 use axum::{
     extract::{MatchedPath, Request},
-    http::{HeaderValue, header},
+    http::{HeaderValue, StatusCode, header},
     response::Response,
 };
 use pin_project_lite::pin_project;
@@ -184,27 +187,28 @@ where
     }
 }
 
-/// The lines of tower-http's `DefaultOnResponse` (at INFO, in µs) and `DefaultOnFailure` (for a
-/// 5xx, in ms), with their targets. The clock is read only for a line that is written: an
-/// event's fields are evaluated only when it is enabled.
-fn log_answer(status: axum::http::StatusCode, start: Instant) {
+/// The answer's lines (target `service_kit::http`, where `TraceLayer`'s callbacks wrote them).
+/// The clock is read only for a line that is written: an event's fields are evaluated only
+/// when it is enabled.
+fn log_answer(status: StatusCode, start: Instant) {
     // A 5xx has two lines with one latency; any other answer reads the clock only for its line.
     let failed = status.is_server_error().then(|| start.elapsed());
     tracing::info!(
-        target: "tower_http::trace::on_response",
-        latency = format_args!(
-            "{} μs",
-            failed.unwrap_or_else(|| start.elapsed()).as_micros()
-        ),
-        status = i32::from(status.as_u16()),
+        target: "service_kit::http",
+        status = status.as_u16(),
+        latency_us = micros(failed.unwrap_or_else(|| start.elapsed())),
         "finished processing request"
     );
     if let Some(latency) = failed {
         tracing::error!(
-            target: "tower_http::trace::on_failure",
+            target: "service_kit::http",
             classification = format_args!("Status code: {status}"),
-            latency = format_args!("{} ms", latency.as_millis()),
+            latency_us = micros(latency),
             "response failed"
         );
     }
+}
+
+fn micros(latency: Duration) -> u64 {
+    u64::try_from(latency.as_micros()).unwrap_or(u64::MAX)
 }

@@ -19,6 +19,7 @@ use crate::{
     every_request::EveryRequestLayer,
     metrics::{self, HttpMetrics},
     shutdown::Draining,
+    single_flight::SingleFlight,
 };
 
 /// The `LIMITS` section of both HTTP servers' `--help`, as a literal so that a help text can
@@ -65,7 +66,10 @@ pub fn finish(
     ready: ReadyCheck,
 ) -> Router {
     let http_metrics = HttpMetrics::register(&mut registry);
+    metrics::register_process_metrics(&mut registry);
     let registry = Arc::new(registry);
+    // One check of the volume in flight at a time, however often the kubelet probes.
+    let ready = SingleFlight::new(move || ready());
     let readyz = {
         let draining = draining.clone();
         move || readyz(draining.clone(), ready.clone())
@@ -113,14 +117,18 @@ pub fn unavailable(reason: impl Into<String>) -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, reason).into_response()
 }
 
-async fn readyz(draining: Draining, ready: ReadyCheck) -> impl IntoResponse {
+async fn readyz(draining: Draining, ready: SingleFlight<Result<(), String>>) -> impl IntoResponse {
     if draining.is_draining() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "draining: shutting down".to_owned(),
         );
     }
-    match ready().await {
+    let answer = ready
+        .get()
+        .await
+        .unwrap_or_else(|| Err("shutting down".to_owned()));
+    match answer {
         Ok(()) => (StatusCode::OK, "ready".to_owned()),
         Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason),
     }

@@ -84,18 +84,20 @@ impl Captured {
         (captured, tracing::subscriber::set_default(subscriber))
     }
 
-    /// Each line without its timestamp, with every number after `latency=` replaced by `N`.
+    /// Each line without its timestamp, with the number after `latency_us=` replaced by `N`.
     fn lines(&self) -> Vec<String> {
         let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
         text.lines()
             .map(|line| {
                 let (_timestamp, rest) = line.trim_start().split_once(' ').unwrap();
                 let rest = rest.trim_start();
-                match rest.split_once("latency=") {
+                match rest.split_once("latency_us=") {
                     Some((before, after)) => {
-                        let digits = after.find(|c: char| !c.is_ascii_digit()).unwrap();
-                        assert!(digits > 0, "no latency in {line:?}");
-                        format!("{before}latency=N{}", &after[digits..])
+                        let end = after
+                            .find(|c: char| !c.is_ascii_digit())
+                            .unwrap_or(after.len());
+                        assert!(end > 0, "no latency in {line:?}");
+                        format!("{before}latency_us=N{}", &after[end..])
                     }
                     None => rest.to_owned(),
                 }
@@ -115,9 +117,9 @@ async fn every_request_is_one_line_at_info() {
     assert_eq!(
         captured.lines(),
         [
-            r#"INFO request{method="GET" route="/pingpong"}: finished processing request latency=N μs status=200"#,
-            r#"INFO request{method="GET" route="unmatched"}: finished processing request latency=N μs status=404"#,
-            r#"INFO request{method="DELETE" route="/pingpong"}: finished processing request latency=N μs status=405"#,
+            r#"INFO request{method="GET" route="/pingpong"}: finished processing request status=200 latency_us=N"#,
+            r#"INFO request{method="GET" route="unmatched"}: finished processing request status=404 latency_us=N"#,
+            r#"INFO request{method="DELETE" route="/pingpong"}: finished processing request status=405 latency_us=N"#,
         ]
     );
 }
@@ -133,7 +135,7 @@ async fn at_warn_only_a_server_error_writes_a_line() {
     assert_eq!(call(&app, Method::GET, "/stuck").await.status, 503);
     assert_eq!(
         captured.lines(),
-        ["ERROR response failed classification=Status code: 503 Service Unavailable latency=N ms"]
+        ["ERROR response failed classification=Status code: 503 Service Unavailable latency_us=N"]
     );
 }
 
@@ -153,8 +155,8 @@ async fn a_request_that_takes_too_long_is_503_with_its_reason_after_exactly_the_
     assert_eq!(
         captured.lines(),
         [
-            r#"INFO request{method="GET" route="/stuck"}: finished processing request latency=N μs status=503"#,
-            r#"ERROR request{method="GET" route="/stuck"}: response failed classification=Status code: 503 Service Unavailable latency=N ms"#,
+            r#"INFO request{method="GET" route="/stuck"}: finished processing request status=503 latency_us=N"#,
+            r#"ERROR request{method="GET" route="/stuck"}: response failed classification=Status code: 503 Service Unavailable latency_us=N"#,
         ]
     );
 }

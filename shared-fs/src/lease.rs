@@ -1,0 +1,409 @@
+//! The counter while this process holds its lock: a *lease* on it, kept across many durable
+//! writes while the process is busy, given back when it is idle, after [`MAX_HOLD`], or when
+//! another process waits.
+//!
+//! While the lease is held, the count lives in memory and in the durable record
+//! ([`crate::record`], in the lock file, read and written through the locked descriptor): an
+//! increment is one in-place write and one `fdatasync`, and nothing is re-read. The published
+//! file, `pingpong_counter.txt`, is brought up to the count before the lock is given back
+//! ([`Lease::release`]), so it is current whenever nobody holds the lock. That is what a
+//! replica of the previous release (which knows only that file, and reads it under the lock)
+//! relies on during a rolling update, and what `cat`, log-writer and `/pings` see.
+//!
+//! On taking the lock, the count is the larger of the record and the published file: the file
+//! is ahead when a replica of the previous release (or an operator's hand) wrote it, the record
+//! when a holder was killed before it published.
+//!
+//! A lease can be lost without this process noticing, on a network filesystem: a client cut off
+//! from the server for longer than the server's lock timeout (a partition, a paused node) has
+//! its lock given to another client while it still believes it holds it. Filesystems that fence
+//! make every later write through the old descriptor fail (NFSv4 after its lease expires,
+//! CephFS once it blocklists the client, GlusterFS with `client.strict-locks`). Where they do
+//! not, the lease distrusts itself: a durable write that took longer than [`TRUST`], or a lease
+//! left unused for longer than that, may have outlived the lock; its numbers are not handed
+//! out, nothing is published from it, and the lock is taken again.
+
+use std::{
+    fs::{File, OpenOptions, TryLockError},
+    ops::Range,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use crate::{
+    atomic, caches,
+    counter::{CounterFile, read_counter},
+    error::{Error, Result},
+    read::open_regular,
+    record::{self, Record},
+};
+
+/// The longest a busy process keeps the lock: another replica, a `counter set` or a replica of
+/// the previous release waits at most this long for it, and `pingpong_counter.txt` trails the
+/// count by at most this much while the process is busy.
+pub const MAX_HOLD: Duration = Duration::from_millis(20);
+
+/// The longest a durable write, or a pause between two uses of the lease, may take before the
+/// lease is not trusted any more. Far below the lock timeouts of the network filesystems (tens
+/// of seconds), far above a healthy `fdatasync` (a millisecond).
+pub const TRUST: Duration = Duration::from_secs(2);
+
+/// The lock file, opened once and kept open for many leases: opening a file by name costs a
+/// lookup, and on CephFS an open by name in a directory another mount reads in waited up to
+/// 5 s for the metadata server's tick (`test/rwx/FACTS.md` §8), where calls on an open
+/// descriptor did not. Also holds a second descriptor opened with `O_DIRECT`, for reading the
+/// record past a network client's caches ([`crate::caches`]), and whether the filesystem is
+/// local. A writer drops it after an I/O error (a fenced descriptor answers nothing but errors)
+/// and opens it again.
+#[derive(Debug)]
+pub struct LockFile {
+    file: File,
+    /// Whether `file` may be written (readers open it read-only on a read-only volume).
+    writable: bool,
+    /// `O_DIRECT`, where the filesystem is not local and takes it.
+    direct: Option<File>,
+    local: bool,
+    /// The count this process last published under this lock file: where the published file
+    /// is not read under the lock (a network filesystem), a lease that would publish the same
+    /// count again skips it.
+    published: Mutex<Option<u64>>,
+}
+
+impl LockFile {
+    /// Opens (creating it if needed) the lock file for writing; anything but a regular file
+    /// there is [`Error::NotRegular`], and the open never blocks.
+    pub fn open(counter: &CounterFile) -> Result<LockFile> {
+        LockFile::with(counter, counter.open_lock_file()?, true)
+    }
+
+    /// Opens the lock file for a reader, who takes no lock: for writing too where the volume
+    /// allows it (a network client's cache is dropped through a writable descriptor), else
+    /// read-only. `None` when there is no lock file, so no record yet.
+    pub fn open_for_reading(counter: &CounterFile) -> Result<Option<LockFile>> {
+        let path = counter.lock_path();
+        let (file, writable) = match open_regular(path, OpenOptions::new().read(true).write(true)) {
+            Ok(file) => (file, true),
+            Err(Error::Io { error, .. })
+                if matches!(
+                    error.raw_os_error(),
+                    Some(libc::EROFS | libc::EACCES | libc::EPERM)
+                ) =>
+            {
+                (open_regular(path, OpenOptions::new().read(true))?, false)
+            }
+            Err(error) => return Err(error),
+        };
+        file.map(|file| LockFile::with(counter, file, writable))
+            .transpose()
+    }
+
+    fn with(counter: &CounterFile, file: File, writable: bool) -> Result<LockFile> {
+        let local = counter.volume_kind().is_local(&file);
+        let direct = if local {
+            None
+        } else {
+            caches::open_direct(counter.lock_path())
+                .map_err(|e| Error::io("open", counter.lock_path(), e))?
+        };
+        Ok(LockFile {
+            file,
+            writable,
+            direct,
+            local,
+            published: Mutex::new(None),
+        })
+    }
+
+    /// Whether the filesystem is local (see [`crate::caches::is_local`]).
+    pub fn is_local(&self) -> bool {
+        self.local
+    }
+
+    /// Both slots of the record: through the page cache on a local filesystem, past the
+    /// client's caches on any other.
+    pub fn read_slots(&self, counter: &CounterFile) -> Result<record::Slots> {
+        let slots = if self.local {
+            record::read_slots(&self.file)
+        } else {
+            caches::read_slots_uncached(
+                self.writable.then_some(&self.file),
+                self.direct.as_ref().unwrap_or(&self.file),
+            )
+        };
+        slots.map_err(|e| Error::io("read", counter.lock_path(), e))
+    }
+}
+
+/// The counter's lock, held, with the count it protects. Dropping it unlocks.
+#[derive(Debug)]
+pub struct Lease<'a> {
+    counter: &'a CounterFile,
+    /// The lock file, locked: the record's home.
+    lock: Arc<LockFile>,
+    /// The sequence number of the latest record, 0 if none yet.
+    seq: u64,
+    /// Where the next record goes: never the slot of the latest durable one.
+    next_slot: usize,
+    /// The count: every number below it has been used.
+    value: u64,
+    /// What `pingpong_counter.txt` holds, where known.
+    published: Option<u64>,
+    /// When the lock was taken, and when the lease was last used successfully.
+    taken: Instant,
+    used: Instant,
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        // On a descriptor the filesystem fenced this fails too; the lock is gone anyway.
+        let _ = self.lock.file.unlock();
+    }
+}
+
+/// What [`Lease::advance`] did.
+#[derive(Debug)]
+pub enum Advance {
+    /// Durable: the numbers `first .. first + n` are the caller's to hand out.
+    Durable { first: u64 },
+    /// Not durable, and no number may be handed out. `skipped` are numbers that may have
+    /// become visible anyway (the record was written, its `fdatasync` failed, or the write
+    /// took so long the lease is not trusted): they are never handed out, so they are skipped.
+    Failed {
+        error: Error,
+        skipped: Option<Range<u64>>,
+    },
+}
+
+impl<'a> Lease<'a> {
+    /// Takes the lock on `lock`, waiting for other holders, and reads the count. `contended`
+    /// tells whether another process held the lock when this one asked.
+    pub fn acquire(counter: &'a CounterFile, lock: Arc<LockFile>) -> Result<(Lease<'a>, bool)> {
+        let contended = match lock.file.try_lock() {
+            Ok(()) => false,
+            Err(TryLockError::WouldBlock) => {
+                lock.file
+                    .lock()
+                    .map_err(|e| Error::io("lock", counter.lock_path(), e))?;
+                true
+            }
+            Err(TryLockError::Error(e)) => return Err(Error::io("lock", counter.lock_path(), e)),
+        };
+        Ok((Lease::read(counter, lock)?, contended))
+    }
+
+    /// Takes the lock on `lock` only if nobody holds it.
+    pub fn try_acquire(counter: &'a CounterFile, lock: Arc<LockFile>) -> Result<Option<Lease<'a>>> {
+        match lock.file.try_lock() {
+            Ok(()) => Lease::read(counter, lock).map(Some),
+            Err(TryLockError::WouldBlock) => Ok(None),
+            Err(TryLockError::Error(e)) => Err(Error::io("lock", counter.lock_path(), e)),
+        }
+    }
+
+    /// With the lock held: the record through the locked descriptor, and, where a replica of
+    /// the previous release may have advanced it, the published file. That is a local volume
+    /// (the previous release ran on one node only); on a network filesystem the published file
+    /// is read only while there is no record yet (the first start after that release), since
+    /// opening it by name is what stalls there (see [`LockFile`]).
+    fn read(counter: &'a CounterFile, lock: Arc<LockFile>) -> Result<Lease<'a>> {
+        let mut lease = Lease::new(counter, lock, Record { seq: 0, value: 0 }, 0);
+        if record::allocate(&lease.lock.file)
+            .map_err(|e| Error::io("allocate", counter.lock_path(), e))?
+        {
+            // The lock file may be new: its name must be durable before anything counts on
+            // what it holds, or a power cut could take the record with the name.
+            atomic::sync_dir(atomic::parent_dir(counter.lock_path()))?;
+        }
+        let latest = lease
+            .lock
+            .read_slots(counter)?
+            .latest()
+            .map_err(|record::BothTorn| Error::CorruptRecord {
+                path: counter.lock_path().to_owned(),
+            })?;
+        let recorded = latest.record.unwrap_or(Record { seq: 0, value: 0 });
+        lease.published = if lease.lock.local || latest.record.is_none() {
+            Some(read_counter(counter.path())?)
+        } else {
+            *lease
+                .lock
+                .published
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+        };
+        lease.seq = recorded.seq;
+        lease.next_slot = latest.next_slot;
+        lease.value = recorded.value.max(lease.published.unwrap_or(0));
+        Ok(lease)
+    }
+
+    /// Takes the lock for the operator's `set`, which repairs what [`Lease::acquire`] refuses:
+    /// a corrupt published file, two torn slots.
+    pub fn acquire_for_repair(counter: &'a CounterFile) -> Result<Lease<'a>> {
+        let lock = Arc::new(LockFile::open(counter)?);
+        lock.file
+            .lock()
+            .map_err(|e| Error::io("lock", counter.lock_path(), e))?;
+        let latest = lock
+            .read_slots(counter)?
+            .latest()
+            .unwrap_or(record::Latest {
+                record: None,
+                next_slot: 0,
+            });
+        let recorded = latest.record.unwrap_or(Record { seq: 0, value: 0 });
+        Ok(Lease::new(counter, lock, recorded, latest.next_slot))
+    }
+
+    fn new(
+        counter: &'a CounterFile,
+        lock: Arc<LockFile>,
+        recorded: Record,
+        next_slot: usize,
+    ) -> Lease<'a> {
+        let now = Instant::now();
+        Lease {
+            counter,
+            lock,
+            seq: recorded.seq,
+            next_slot,
+            value: recorded.value,
+            published: None,
+            taken: now,
+            used: now,
+        }
+    }
+
+    /// The count: the first number the next increment hands out.
+    pub fn value(&self) -> u64 {
+        self.value
+    }
+
+    /// How long the lock has been held.
+    pub fn held(&self) -> Duration {
+        self.taken.elapsed()
+    }
+
+    /// Whether the lease has gone unused for longer than [`TRUST`]: the lock may have been
+    /// given away meanwhile (see the module docs); take it again rather than use it.
+    pub fn stale(&self) -> bool {
+        self.used.elapsed() > TRUST
+    }
+
+    /// Makes `n` more increments durable: one record write and one `fdatasync`.
+    pub fn advance(&mut self, n: u64) -> Advance {
+        let first = self.value;
+        let Some(next) = first.checked_add(n) else {
+            return Advance::Failed {
+                error: Error::Overflow {
+                    path: self.counter.path().to_owned(),
+                    value: first,
+                    add: n,
+                },
+                skipped: None,
+            };
+        };
+        let record = Record {
+            seq: self.seq + 1,
+            value: next,
+        };
+        let started = Instant::now();
+        if let Err(e) = record::write_slot(&self.lock.file, self.next_slot, &record) {
+            return Advance::Failed {
+                error: Error::io("write", self.counter.lock_path(), e),
+                skipped: None,
+            };
+        }
+        // From here the record may be visible (the page cache has it): numbers below `next`
+        // are used, whatever `fdatasync` says.
+        self.seq = record.seq;
+        self.value = next;
+        let synced = self.lock.file.sync_data();
+        let took = started.elapsed();
+        let error = match synced {
+            Ok(()) if took <= TRUST => {
+                self.next_slot = 1 - self.next_slot;
+                self.used = Instant::now();
+                return Advance::Durable { first };
+            }
+            Ok(()) => Error::LeaseDistrusted {
+                path: self.counter.lock_path().to_owned(),
+                took,
+            },
+            Err(e) => Error::io("fdatasync", self.counter.lock_path(), e),
+        };
+        Advance::Failed {
+            error,
+            skipped: Some(first..next),
+        }
+    }
+
+    /// Brings `pingpong_counter.txt` up to the count, unless it is known to hold it already.
+    /// `read_first`: read it first, as on a local volume (see [`Lease::read`]): if it is
+    /// ahead (a hand or a replica of the previous release wrote it) the count follows, and a
+    /// corrupt file is left for the operator. Without, the count, from the record, is written
+    /// over it. `durable_name`: also fsync the directory, so that the new name, not only the
+    /// new content, survives a power cut.
+    fn publish(&mut self, read_first: bool, durable_name: bool) -> Result<()> {
+        if read_first {
+            let on_disk = read_counter(self.counter.path())?;
+            self.published = Some(on_disk);
+            if on_disk >= self.value {
+                self.value = on_disk;
+                return Ok(());
+            }
+        } else if self.published == Some(self.value) {
+            return Ok(());
+        }
+        let contents = format!("{}\n", self.value);
+        if durable_name {
+            atomic::replace(self.counter.path(), contents.as_bytes())?;
+        } else {
+            atomic::replace_content_durably(self.counter.path(), contents.as_bytes())?;
+        }
+        self.published = Some(self.value);
+        *self
+            .lock
+            .published
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(self.value);
+        Ok(())
+    }
+
+    /// Start-up's and `counter get`'s reconciliation: the published file read (whatever the
+    /// volume: once, not per lease) and brought up to the count, durably.
+    pub fn reconcile(&mut self) -> Result<()> {
+        self.publish(true, true)
+    }
+
+    /// Gives the lock back, publishing first (see the module docs); a lease that is not
+    /// trusted any more is given back without publishing, since its count may be old.
+    pub fn release(mut self) -> Result<()> {
+        if self.stale() {
+            return Ok(());
+        }
+        let read_first = self.lock.local;
+        self.publish(read_first, false)
+    }
+
+    /// Sets the count to `value` whatever it was: the operator's repair or reset. The record
+    /// first, then the published file, both durable: cut in between, the published file is
+    /// behind a raised count (as after any increment), and a lowered count is not lowered yet
+    /// where the published file counts too (a local volume); `set` reports the failure either
+    /// way.
+    pub fn set(&mut self, value: u64) -> Result<()> {
+        let record = Record {
+            seq: self.seq + 1,
+            value,
+        };
+        record::write_slot(&self.lock.file, self.next_slot, &record)
+            .and_then(|()| self.lock.file.sync_data())
+            .map_err(|e| Error::io("write", self.counter.lock_path(), e))?;
+        self.seq = record.seq;
+        self.next_slot = 1 - self.next_slot;
+        self.value = value;
+        atomic::replace(self.counter.path(), format!("{value}\n").as_bytes())?;
+        self.published = Some(value);
+        Ok(())
+    }
+}
