@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# A GlusterFS 10 volume on loopback, mounted twice (two "nodes" of one ReadWriteMany volume),
+# from Debian's packages. Several instances coexist: each DIR gets its own volume (named after
+# DIR) under the machine's one glusterd, which is started if not running and stopped again
+# only by the instance that started it, once no volume is left.
+#
+#   glusterfs.sh up DIR [--set KEY VALUE]...   brick DIR/brick, mounts DIR/m1 and DIR/m2
+#   glusterfs.sh down DIR                      the apps using the mounts, the mounts, the volume
+#   glusterfs.sh info DIR                      what `up` made (KEY=value lines)
+#
+# `--set` is any `gluster volume set` option, applied before the volume starts, e.g.
+#   --set performance.open-behind off --set performance.stat-prefetch off
+#   --set performance.quick-read off --set network.ping-timeout 5 --set client.strict-locks on
+# Everything listens on 127.0.0.1 (glusterd's bind address is passed on to the bricks); the
+# brick is named by the host name, which must resolve to a loopback address (gluster refuses
+# "localhost"). Root only.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=test/rwx/lib.sh
+. "$here/lib.sh"
+
+gluster_cli() { timeout 60 gluster --mode=script "$@"; }
+
+glusterd_running() { [[ -n "$(live_pids glusterd)" ]]; }
+
+up() {
+  local dir="$1" t0 vol host key
+  shift
+  local -a sets=()
+  while (($#)); do
+    case "$1" in
+      --set)
+        (($# >= 3)) || die "--set needs KEY VALUE"
+        sets+=("$2" "$3")
+        shift 3
+        ;;
+      *) die "unknown option $1 (expected --set KEY VALUE)" ;;
+    esac
+  done
+  t0=$(now_ms)
+  mkdir -p "$dir"
+  dir="$(realpath "$dir")"
+  [[ ! -f "$(state_file "$dir")" ]] || die "$dir already holds an instance: glusterfs.sh down $dir first"
+
+  # 1. Packages.
+  apt_install glusterfs-server glusterfs-client
+  local t_installed
+  t_installed=$(now_ms)
+
+  # 2. glusterd, on loopback, unless one already runs (then it is left as it is).
+  host="$(hostname)"
+  case "$(getent ahostsv4 "$host" | awk 'NR == 1 { print $1 }')" in
+    127.*) ;;
+    *) die "host name $host does not resolve to a loopback address" ;;
+  esac
+  : >"$(state_file "$dir")"
+  state_set "$dir" FS glusterfs
+  if ! glusterd_running; then
+    glusterd -l "$dir/glusterd.log" --xlator-option management.transport.socket.bind-address=127.0.0.1
+    state_set "$dir" GLUSTERD_STARTED "$(live_pids glusterd | head -n 1)"
+  fi
+  local deadline=$(($(now_ms) + 20000))
+  until gluster_cli pool list >/dev/null 2>&1; do
+    (($(now_ms) < deadline)) || die "glusterd does not answer (log: $dir/glusterd.log)"
+    sleep 0.1
+  done
+
+  # 3. The volume: one brick, the options, started.
+  vol="$(instance_name "$dir")"
+  state_set "$dir" VOLUME "$vol"
+  mkdir -p "$dir/brick" "$dir/m1" "$dir/m2"
+  gluster_cli volume create "$vol" "$host:$dir/brick" force >/dev/null 2>"$dir/create.err" ||
+    die "volume create $vol: $(cat "$dir/create.err")"
+  local i
+  for ((i = 0; i < ${#sets[@]}; i += 2)); do
+    key="${sets[i]}"
+    gluster_cli volume set "$vol" "$key" "${sets[i + 1]}" >/dev/null ||
+      die "volume set $vol $key ${sets[i + 1]} failed"
+    state_set "$dir" "SET" "$key=${sets[i + 1]}"
+  done
+  gluster_cli volume start "$vol" >/dev/null || die "volume start $vol failed"
+
+  # 4. Two client mounts, each its own glusterfs process.
+  local m pid
+  for m in m1 m2; do
+    mount -t glusterfs -o "log-file=$dir/$m.log" "$host:/$vol" "$dir/$m" ||
+      die "mount $dir/$m failed (log: $dir/$m.log)"
+    pid="$(fuse_daemon_pid "$dir/$m")"
+    [[ -n "$pid" ]] || die "no glusterfs process for $dir/$m"
+    state_set "$dir" "${m^^}_PID" "$pid"
+  done
+  state_set "$dir" BRICK_PID "$(brick_pid "$dir")"
+  local t_end
+  t_end=$(now_ms)
+  state_set "$dir" INSTALL_MS $((t_installed - t0))
+  state_set "$dir" UP_MS $((t_end - t_installed))
+  cat "$(state_file "$dir")"
+}
+
+# The brick process (glusterfsd) serving DIR/brick.
+brick_pid() {
+  local pid
+  for pid in $(live_pids glusterfsd); do
+    tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "--brick-name $1/brick " && echo "$pid"
+  done
+  return 0
+}
+
+down() {
+  local dir vol started
+  dir="$(realpath -m "$1")"
+  [[ -f "$(state_file "$dir")" ]] || { info "nothing to tear down in $dir"; return 0; }
+  vol="$(state_get "$dir" VOLUME)"
+  # 1. Apps, 2. mounts (each resumed first: a test may have left its client stopped).
+  fuse_unmount "$dir/m1" "$(state_get "$dir" M1_PID)"
+  fuse_unmount "$dir/m2" "$(state_get "$dir" M2_PID)"
+  stop_pid "$(state_get "$dir" M1_PID)"
+  stop_pid "$(state_get "$dir" M2_PID)"
+  # 3. The volume, then glusterd if this instance started it and no volume is left.
+  if [[ -n "$vol" ]] && glusterd_running; then
+    gluster_cli volume stop "$vol" force >/dev/null 2>&1 || true
+    gluster_cli volume delete "$vol" >/dev/null 2>&1 || true
+  fi
+  stop_pid "$(brick_pid "$dir")"
+  started="$(state_get "$dir" GLUSTERD_STARTED)"
+  if [[ -n "$started" ]] && [[ "$(live_pids glusterd | head -n 1)" == "$started" ]] &&
+    gluster_cli volume list 2>&1 | grep -q '^No volumes present'; then
+    stop_pid "$started"
+  fi
+  rm -f "$(state_file "$dir")"
+  info "glusterfs instance $vol in $dir is down"
+}
+
+case "${1:-}" in
+  up)
+    (($# >= 2)) || die "usage: glusterfs.sh up DIR [--set KEY VALUE]..."
+    shift
+    up "$@"
+    ;;
+  down)
+    (($# == 2)) || die "usage: glusterfs.sh down DIR"
+    down "$2"
+    ;;
+  info)
+    (($# == 2)) || die "usage: glusterfs.sh info DIR"
+    cat "$(state_file "$(realpath -m "$2")")"
+    ;;
+  *) die "usage: glusterfs.sh up DIR [--set KEY VALUE]... | down DIR | info DIR" ;;
+esac
