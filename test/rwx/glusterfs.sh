@@ -4,13 +4,15 @@
 # DIR) under the machine's one glusterd, which is started if not running and stopped again
 # only by the instance that started it, once no volume is left.
 #
-#   glusterfs.sh up DIR [--set KEY VALUE]...   brick DIR/brick, mounts DIR/m1 and DIR/m2
+#   glusterfs.sh up DIR [--set KEY VALUE]... [--mount-option OPT]...
+#                                              brick DIR/brick, mounts DIR/m1 and DIR/m2
 #   glusterfs.sh down DIR                      the apps using the mounts, the mounts, the volume
 #   glusterfs.sh info DIR                      what `up` made (KEY=value lines)
 #
 # `--set` is any `gluster volume set` option, applied before the volume starts, e.g.
 #   --set performance.open-behind off --set performance.stat-prefetch off
 #   --set performance.quick-read off --set network.ping-timeout 5 --set client.strict-locks on
+# and `--mount-option` any option of mount.glusterfs for both mounts, e.g. fopen-keep-cache=off.
 # Everything listens on 127.0.0.1 (glusterd's bind address is passed on to the bricks); the
 # brick is named by the host name, which must resolve to a loopback address (gluster refuses
 # "localhost"). Root only.
@@ -24,7 +26,7 @@ gluster_cli() { timeout 60 gluster --mode=script "$@"; }
 glusterd_running() { [[ -n "$(live_pids glusterd)" ]]; }
 
 up() {
-  local dir="$1" t0 vol host key
+  local dir="$1" t0 vol host key mount_opts=""
   shift
   local -a sets=()
   while (($#)); do
@@ -34,7 +36,12 @@ up() {
         sets+=("$2" "$3")
         shift 3
         ;;
-      *) die "unknown option $1 (expected --set KEY VALUE)" ;;
+      --mount-option)
+        (($# >= 2)) || die "--mount-option needs OPTION"
+        mount_opts+=",$2"
+        shift 2
+        ;;
+      *) die "unknown option $1 (expected --set KEY VALUE or --mount-option OPTION)" ;;
     esac
   done
   t0=$(now_ms)
@@ -83,12 +90,13 @@ up() {
   # 4. Two client mounts, each its own glusterfs process.
   local m pid
   for m in m1 m2; do
-    mount -t glusterfs -o "log-file=$dir/$m.log" "$host:/$vol" "$dir/$m" ||
+    mount -t glusterfs -o "log-file=$dir/$m.log$mount_opts" "$host:/$vol" "$dir/$m" ||
       die "mount $dir/$m failed (log: $dir/$m.log)"
     pid="$(fuse_daemon_pid "$dir/$m")"
     [[ -n "$pid" ]] || die "no glusterfs process for $dir/$m"
     state_set "$dir" "${m^^}_PID" "$pid"
   done
+  [[ -z "$mount_opts" ]] || state_set "$dir" MOUNT_OPTIONS "${mount_opts#,}"
   state_set "$dir" BRICK_PID "$(brick_pid "$dir")"
   local t_end
   t_end=$(now_ms)
@@ -114,18 +122,17 @@ down() {
   # 1. Apps, 2. mounts (each resumed first: a test may have left its client stopped).
   fuse_unmount "$dir/m1" "$(state_get "$dir" M1_PID)"
   fuse_unmount "$dir/m2" "$(state_get "$dir" M2_PID)"
-  stop_pid "$(state_get "$dir" M1_PID)"
-  stop_pid "$(state_get "$dir" M2_PID)"
+  stop_pids "$(state_get "$dir" M1_PID)" "$(state_get "$dir" M2_PID)"
   # 3. The volume, then glusterd if this instance started it and no volume is left.
   if [[ -n "$vol" ]] && glusterd_running; then
     gluster_cli volume stop "$vol" force >/dev/null 2>&1 || true
     gluster_cli volume delete "$vol" >/dev/null 2>&1 || true
   fi
-  stop_pid "$(brick_pid "$dir")"
+  stop_pids "$(brick_pid "$dir")"
   started="$(state_get "$dir" GLUSTERD_STARTED)"
   if [[ -n "$started" ]] && [[ "$(live_pids glusterd | head -n 1)" == "$started" ]] &&
     gluster_cli volume list 2>&1 | grep -q '^No volumes present'; then
-    stop_pid "$started"
+    stop_pids "$started"
   fi
   rm -f "$(state_file "$dir")"
   info "glusterfs instance $vol in $dir is down"

@@ -88,17 +88,27 @@ fuse_unmount() {
   ! is_mounted "$path" || die "could not unmount $path"
 }
 
-# Waits until PID has exited (up to 10 s), then kills it.
-stop_pid() {
-  local pid="$1" deadline
-  [[ -n "$pid" ]] || return 0
-  kill -CONT "$pid" 2>/dev/null || true
-  kill -TERM "$pid" 2>/dev/null || return 0
+# SIGTERM to each PID (resumed first), SIGKILL to those still there after 10 s.
+stop_pids() {
+  local pid deadline alive
+  for pid in "$@"; do
+    [[ -n "$pid" ]] || continue
+    kill -CONT "$pid" 2>/dev/null || true
+    kill -TERM "$pid" 2>/dev/null || true
+  done
   deadline=$(($(now_ms) + 10000))
-  while kill -0 "$pid" 2>/dev/null && (($(now_ms) < deadline)); do
+  while (($(now_ms) < deadline)); do
+    alive=false
+    for pid in "$@"; do
+      [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && [[ "$(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null)" != Z ]] && alive=true
+    done
+    [[ "$alive" == true ]] || return 0
     sleep 0.1
   done
-  kill -KILL "$pid" 2>/dev/null || true
+  for pid in "$@"; do
+    [[ -n "$pid" ]] && { kill -KILL "$pid" 2>/dev/null || true; }
+  done
+  return 0
 }
 
 # The PID of the FUSE daemon serving PATH: a process whose command line ends with PATH (both
