@@ -89,6 +89,9 @@ up() {
   dir="$(realpath "$dir")"
   [[ ! -f "$(state_file "$dir")" ]] || die "$dir already holds an instance: cephfs.sh down $dir first"
 
+  # A failed `up` leaves nothing behind.
+  trap 'undo_failed_up "$dir"' EXIT
+
   # 1. Packages.
   apt_install ceph-mon ceph-osd ceph-mds ceph-fuse ceph-common
   local t_installed
@@ -190,6 +193,7 @@ CONF
   t_end=$(now_ms)
   state_set "$dir" INSTALL_MS $((t_installed - t0))
   state_set "$dir" UP_MS $((t_end - t_installed))
+  trap - EXIT
   cat "$(state_file "$dir")"
 }
 

@@ -4,7 +4,7 @@
 # DIR) under the machine's one glusterd, which is started if not running and stopped again
 # only by the instance that started it, once no volume is left.
 #
-#   glusterfs.sh up DIR [--set KEY VALUE]... [--mount-option OPT]...
+#   glusterfs.sh up DIR [--set KEY VALUE]... [--client-option OPT]...
 #                                              brick DIR/brick, mounts DIR/m1 and DIR/m2
 #   glusterfs.sh down DIR                      the apps using the mounts, the mounts, the volume
 #   glusterfs.sh info DIR                      what `up` made (KEY=value lines)
@@ -12,7 +12,8 @@
 # `--set` is any `gluster volume set` option, applied before the volume starts, e.g.
 #   --set performance.open-behind off --set performance.stat-prefetch off
 #   --set performance.quick-read off --set network.ping-timeout 5 --set client.strict-locks on
-# and `--mount-option` any option of mount.glusterfs for both mounts, e.g. fopen-keep-cache=off.
+# and `--client-option` any option of the glusterfs client for both mounts, e.g.
+#   --client-option --fopen-keep-cache=off --client-option --attribute-timeout=0
 # Everything listens on 127.0.0.1 (glusterd's bind address is passed on to the bricks); the
 # brick is named by the host name, which must resolve to a loopback address (gluster refuses
 # "localhost"). Root only.
@@ -26,7 +27,8 @@ gluster_cli() { timeout 60 gluster --mode=script "$@"; }
 glusterd_running() { [[ -n "$(live_pids glusterd)" ]]; }
 
 up() {
-  local dir="$1" t0 vol host key mount_opts=""
+  local dir="$1" t0 vol host key
+  local -a client_opts=()
   shift
   local -a sets=()
   while (($#)); do
@@ -36,18 +38,21 @@ up() {
         sets+=("$2" "$3")
         shift 3
         ;;
-      --mount-option)
-        (($# >= 2)) || die "--mount-option needs OPTION"
-        mount_opts+=",$2"
+      --client-option)
+        (($# >= 2)) || die "--client-option needs OPTION"
+        client_opts+=("$2")
         shift 2
         ;;
-      *) die "unknown option $1 (expected --set KEY VALUE or --mount-option OPTION)" ;;
+      *) die "unknown option $1 (expected --set KEY VALUE or --client-option OPTION)" ;;
     esac
   done
   t0=$(now_ms)
   mkdir -p "$dir"
   dir="$(realpath "$dir")"
   [[ ! -f "$(state_file "$dir")" ]] || die "$dir already holds an instance: glusterfs.sh down $dir first"
+
+  # A failed `up` leaves nothing behind.
+  trap 'undo_failed_up "$dir"' EXIT
 
   # 1. Packages.
   apt_install glusterfs-server glusterfs-client
@@ -90,18 +95,27 @@ up() {
   # 4. Two client mounts, each its own glusterfs process.
   local m pid
   for m in m1 m2; do
-    mount -t glusterfs -o "log-file=$dir/$m.log$mount_opts" "$host:/$vol" "$dir/$m" ||
-      die "mount $dir/$m failed (log: $dir/$m.log)"
+    # The client itself rather than mount.glusterfs, whose parsing of fopen-keep-cache=off is
+    # broken in 10.3 (it passes --fopen-keep-cache==off).
+    glusterfs --process-name fuse --volfile-server="$host" --volfile-id="/$vol" \
+      --log-file="$dir/$m.log" "${client_opts[@]}" "$dir/$m" ||
+      die "glusterfs client for $dir/$m failed (log: $dir/$m.log)"
+    deadline=$(($(now_ms) + 10000))
+    until is_mounted "$dir/$m"; do
+      (($(now_ms) < deadline)) || die "$dir/$m not mounted within 10 s (log: $dir/$m.log)"
+      sleep 0.05
+    done
     pid="$(fuse_daemon_pid "$dir/$m")"
     [[ -n "$pid" ]] || die "no glusterfs process for $dir/$m"
     state_set "$dir" "${m^^}_PID" "$pid"
   done
-  [[ -z "$mount_opts" ]] || state_set "$dir" MOUNT_OPTIONS "${mount_opts#,}"
+  ((${#client_opts[@]} == 0)) || state_set "$dir" CLIENT_OPTIONS "${client_opts[*]}"
   state_set "$dir" BRICK_PID "$(brick_pid "$dir")"
   local t_end
   t_end=$(now_ms)
   state_set "$dir" INSTALL_MS $((t_installed - t0))
   state_set "$dir" UP_MS $((t_end - t_installed))
+  trap - EXIT
   cat "$(state_file "$dir")"
 }
 

@@ -133,3 +133,11 @@ live_pids() {
   done
   return 0
 }
+
+# The EXIT trap of `up`: a failed `up` runs `down` (defined by the sourcing script), so that it
+# leaves nothing behind.
+undo_failed_up() {
+  local status=$?
+  ((status == 0)) || down "$1" >/dev/null 2>&1 || true
+  exit "$status"
+}

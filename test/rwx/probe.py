@@ -288,6 +288,15 @@ def caches(args):
          lambda d: write_small(d, big), lambda: os.pread(held["fd"], 64, 0))
     os.close(held["fd"])
 
+    def open_before_big_locked():
+        make_big()
+        held["fd"] = os.open(os.path.join(m2, big), os.O_RDWR)
+        os.pread(held["fd"], 64, 0)
+
+    case("1 MiB sparse file, pread on m2 under flock of that descriptor", open_before_big_locked,
+         lambda d: write_small(d, big), read_locked)
+    os.close(held["fd"])
+
     renamed = "probe-renamed-%d" % pid
 
     def replace(data):
