@@ -8,6 +8,8 @@
 #
 #   cephfs.sh up DIR [options]   mounts DIR/m1 (client.m1) and DIR/m2 (client.m2)
 #   cephfs.sh down DIR           the apps using the mounts, the mounts, the daemons
+#   cephfs.sh cut DIR m1|m2   drop every packet of that mount's client (a partition)
+#   cephfs.sh heal DIR m1|m2  and let them through again
 #   cephfs.sh info DIR           what `up` made (KEY=value lines)
 #
 # Options of `up`:
@@ -203,6 +205,8 @@ down() {
   c="$dir/ceph"
   [[ -f "$(state_file "$dir")" ]] || { info "nothing to tear down in $dir"; return 0; }
   # 1. Apps, 2. mounts (each client resumed first: a test may have left it stopped).
+  net_heal "$(instance_name "$dir")m1"
+  net_heal "$(instance_name "$dir")m2"
   fuse_unmount "$dir/m1" "$(state_get "$dir" M1_PID)"
   fuse_unmount "$dir/m2" "$(state_get "$dir" M2_PID)"
   stop_pids "$(state_get "$dir" M1_PID)" "$(state_get "$dir" M2_PID)"
@@ -226,6 +230,15 @@ case "${1:-}" in
   down)
     (($# == 2)) || die "usage: cephfs.sh down DIR"
     down "$2"
+    ;;
+  cut | heal)
+    [[ $# == 3 && ("$3" == m1 || "$3" == m2) ]] || die "usage: cephfs.sh cut|heal DIR m1|m2"
+    table="$(instance_name "$(realpath -m "$2")")$3"
+    if [[ "$1" == cut ]]; then
+      net_cut "$(state_get "$(realpath -m "$2")" "${3^^}_PID")" "$table"
+    else
+      net_heal "$table"
+    fi
     ;;
   info)
     (($# == 2)) || die "usage: cephfs.sh info DIR"

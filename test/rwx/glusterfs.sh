@@ -7,6 +7,8 @@
 #   glusterfs.sh up DIR [--set KEY VALUE]... [--client-option OPT]...
 #                                              brick DIR/brick, mounts DIR/m1 and DIR/m2
 #   glusterfs.sh down DIR                      the apps using the mounts, the mounts, the volume
+#   glusterfs.sh cut DIR m1|m2                 drop every packet of that mount's client (a partition)
+#   glusterfs.sh heal DIR m1|m2                and let them through again
 #   glusterfs.sh info DIR                      what `up` made (KEY=value lines)
 #
 # `--set` is any `gluster volume set` option, applied before the volume starts, e.g.
@@ -22,7 +24,22 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=test/rwx/lib.sh
 . "$here/lib.sh"
 
-gluster_cli() { timeout 60 gluster --mode=script "$@"; }
+# The gluster CLI, retried for up to 60 s while glusterd is busy with another instance's
+# transaction (it refuses concurrent ones: "Another transaction is in progress").
+gluster_cli() {
+  local out status deadline=$(($(now_ms) + 60000))
+  while :; do
+    status=0
+    out="$(timeout 60 gluster --mode=script "$@" 2>&1)" || status=$?
+    if ((status != 0)) && grep -qE 'Another transaction|Locking failed|try again' <<<"$out" &&
+      (($(now_ms) < deadline)); then
+      sleep 0.5
+      continue
+    fi
+    printf '%s\n' "$out"
+    return "$status"
+  done
+}
 
 glusterd_running() { [[ -n "$(live_pids glusterd)" ]]; }
 
@@ -81,8 +98,8 @@ up() {
   vol="$(instance_name "$dir")"
   state_set "$dir" VOLUME "$vol"
   mkdir -p "$dir/brick" "$dir/m1" "$dir/m2"
-  gluster_cli volume create "$vol" "$host:$dir/brick" force >/dev/null 2>"$dir/create.err" ||
-    die "volume create $vol: $(cat "$dir/create.err")"
+  gluster_cli volume create "$vol" "$host:$dir/brick" force >"$dir/create.out" ||
+    die "volume create $vol: $(cat "$dir/create.out")"
   local i
   for ((i = 0; i < ${#sets[@]}; i += 2)); do
     key="${sets[i]}"
@@ -134,13 +151,17 @@ down() {
   [[ -f "$(state_file "$dir")" ]] || { info "nothing to tear down in $dir"; return 0; }
   vol="$(state_get "$dir" VOLUME)"
   # 1. Apps, 2. mounts (each resumed first: a test may have left its client stopped).
+  net_heal "$(instance_name "$dir")m1"
+  net_heal "$(instance_name "$dir")m2"
   fuse_unmount "$dir/m1" "$(state_get "$dir" M1_PID)"
   fuse_unmount "$dir/m2" "$(state_get "$dir" M2_PID)"
   stop_pids "$(state_get "$dir" M1_PID)" "$(state_get "$dir" M2_PID)"
   # 3. The volume, then glusterd if this instance started it and no volume is left.
-  if [[ -n "$vol" ]] && glusterd_running; then
-    gluster_cli volume stop "$vol" force >/dev/null 2>&1 || true
-    gluster_cli volume delete "$vol" >/dev/null 2>&1 || true
+  local leftover=""
+  if [[ -n "$vol" ]] && glusterd_running &&
+    gluster_cli volume info "$vol" >/dev/null 2>&1; then
+    gluster_cli volume stop "$vol" force >/dev/null || true
+    gluster_cli volume delete "$vol" >/dev/null || leftover="$vol"
   fi
   stop_pids "$(brick_pid "$dir")"
   started="$(state_get "$dir" GLUSTERD_STARTED)"
@@ -148,6 +169,7 @@ down() {
     gluster_cli volume list 2>&1 | grep -q '^No volumes present'; then
     stop_pids "$started"
   fi
+  [[ -z "$leftover" ]] || die "volume $leftover could not be deleted: left in $(state_file "$dir")"
   rm -f "$(state_file "$dir")"
   info "glusterfs instance $vol in $dir is down"
 }
@@ -161,6 +183,15 @@ case "${1:-}" in
   down)
     (($# == 2)) || die "usage: glusterfs.sh down DIR"
     down "$2"
+    ;;
+  cut | heal)
+    [[ $# == 3 && ("$3" == m1 || "$3" == m2) ]] || die "usage: glusterfs.sh cut|heal DIR m1|m2"
+    table="$(instance_name "$(realpath -m "$2")")$3"
+    if [[ "$1" == cut ]]; then
+      net_cut "$(state_get "$(realpath -m "$2")" "${3^^}_PID")" "$table"
+    else
+      net_heal "$table"
+    fi
     ;;
   info)
     (($# == 2)) || die "usage: glusterfs.sh info DIR"

@@ -141,3 +141,24 @@ undo_failed_up() {
   ((status == 0)) || down "$1" >/dev/null 2>&1 || true
   exit "$status"
 }
+
+# A network partition of one FUSE client on loopback: every TCP packet to or from the local
+# ports of PID's connections is dropped (an nftables table of its own, named TABLE), so that
+# the servers' keepalives and timeouts fire as they would for a node cut off. SIGSTOP alone
+# cannot do that: the kernel keeps acknowledging a stopped process's connections.
+net_cut() {
+  local pid="$1" table="$2" ports
+  apt_install nftables
+  ports="$(ss -tnpH state established 2>/dev/null |
+    awk -v p="pid=$pid," 'index($0, p) { n = split($3, a, ":"); print a[n] }' | sort -un | paste -sd, -)"
+  [[ -n "$ports" ]] || die "no TCP connection of pid $pid to cut"
+  nft add table inet "$table"
+  nft add chain inet "$table" in '{ type filter hook input priority 0; policy accept; }'
+  nft add rule inet "$table" in tcp sport "{ $ports }" drop
+  nft add rule inet "$table" in tcp dport "{ $ports }" drop
+  info "cut pid $pid's TCP ports $ports (nft table inet $table)"
+}
+
+net_heal() {
+  nft delete table inet "$1" 2>/dev/null || true
+}
