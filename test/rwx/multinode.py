@@ -8,10 +8,10 @@ redispatch), and around them:
 
 - a load client: C connections for T seconds (or K requests), every answer recorded;
 - pollers through HAProxy on /pings (each asserts its values never decrease) and /readyz;
-- a reader that reads pingpong_counter.txt through the *other* mount in a loop (always
-  parseable, never decreasing);
+- a reader that reads pingpong_counter.txt in a loop through a mount no replica uses, else
+  the last mount (always parseable, never decreasing);
 - optionally log-writer on MOUNT1 (LOG_INTERVAL=100ms) and a reader of output.log on MOUNT2
-  whose counts must never go backwards;
+  whose counts must never go backwards (with --pingpong-on 1: pingpong only on MOUNT2);
 - optionally a partition: the FUSE client of the mount whose replicas hold the counter's lock
   is stopped (SIGSTOP) for S seconds, then resumed.
 
@@ -109,8 +109,10 @@ class Run:
     def start_replicas(self):
         os.makedirs(self.dirs[0], exist_ok=True)
         self.replicas = []
+        on = self.args.pingpong_on or list(range(len(self.dirs)))
         for i in range(self.args.replicas):
-            data_dir = self.dirs[i % len(self.dirs)]
+            mount = on[i % len(on)]
+            data_dir = self.dirs[mount]
             env = {
                 "PORT": str(self.port(i + 1)),
                 "DATA_DIR": data_dir,
@@ -118,8 +120,11 @@ class Run:
                 "SHUTDOWN_DELAY": "0s",
             }
             p = self.spawn("pingpong-%d" % (i + 1), [os.path.join(self.args.bin, "pingpong")], env)
-            self.replicas.append({"n": i + 1, "port": self.port(i + 1), "mount": i % len(self.dirs),
-                                  "proc": p})
+            self.replicas.append({"n": i + 1, "port": self.port(i + 1), "mount": mount, "proc": p})
+        # The counter's reader reads through a mount no replica uses, else the last one.
+        used = {r["mount"] for r in self.replicas}
+        free = [k for k in range(len(self.dirs)) if k not in used]
+        self.reader_dir = self.dirs[free[0] if free else -1]
         for r in self.replicas:
             self.wait_ok(r["port"], "/readyz", 30, "replica %d" % r["n"])
 
@@ -247,7 +252,7 @@ listen stats
             time.sleep(0.05)
 
     def counter_reader(self):
-        path = os.path.join(self.dirs[-1], "pingpong_counter.txt")
+        path = os.path.join(self.reader_dir, "pingpong_counter.txt")
         last = -1
         while not self.stop.is_set():
             try:
@@ -275,7 +280,7 @@ listen stats
         self.reader_last = last
 
     def log_reader(self):
-        path = os.path.join(self.dirs[-1], "output.log")
+        path = os.path.join(self.dirs[1 % len(self.dirs)], "output.log")
         last = -1
         entries = 0
         while not self.stop.is_set():
@@ -460,6 +465,15 @@ listen stats
         if a.log_writer:
             f["output_log_reads"] = getattr(self, "log_reads", 0)
             f["output_log_last"] = getattr(self, "log_last", -1)
+            self.writer_out.close()
+            with open(os.path.join(self.work, "log-writer.stdout"), "rb") as fh:
+                printed = [int(x) for x in re.findall(rb"Ping / Pongs: (\d+)", fh.read())]
+            f["log_writer_entries"] = len(printed)
+            back = sum(1 for x, y in zip(printed, printed[1:]) if y < x)
+            if back:
+                self.problem("log-writer's own entries went backwards %d times" % back)
+            with open(os.path.join(self.work, "log-writer.log"), "rb") as fh:
+                f["log_writer_log_lines"] = len(fh.read().splitlines())
         statuses = {}
         for x in failed:
             key = str(x[2]) + " " + (x[3].strip()[:70] if x[2] else x[3][:40])
@@ -529,7 +543,10 @@ def main():
     p.add_argument("--duration", type=float, default=10)
     p.add_argument("--requests", type=int, help="stop after K requests instead of --duration")
     p.add_argument("--port-base", type=int, default=19000)
-    p.add_argument("--log-writer", action="store_true")
+    p.add_argument("--pingpong-on", type=int, nargs="+",
+                   help="indexes of the mounts the replicas alternate over (default: all)")
+    p.add_argument("--log-writer", action="store_true",
+                   help="log-writer on the first mount, output.log read on the second")
     p.add_argument("--fuse-pids", help="PID1,PID2: the FUSE clients of the two mounts (partition)")
     p.add_argument("--cut-cmd", help="run once the client is stopped ({mount}: m1 or m2), "
                    "e.g. to drop its packets so that the servers' timeouts fire")
