@@ -49,7 +49,9 @@ rwx_exit() {
   local status=$?
   teardown
   if ((${#summary[@]})); then
-    printf '\n==> figures\n%-26s %8s %8s %5s %5s %7s %9s %9s\n' scenario requests answered dups 5xx "req/s" "failed-in" "failed-aft"
+    printf '\n==> figures (failed-in, failed-after: requests failed during the partition and after it; gap:
+    the longest time in seconds without one answered request)
+%-26s %8s %8s %5s %6s %7s %9s %9s %6s\n' scenario requests answered dups 5xx "req/s" "failed-in" "failed-aft" gap
     printf '%s\n' "${summary[@]}"
   fi
   (exit "$status")
@@ -72,9 +74,9 @@ for line in open(sys.argv[1]):
     if line.startswith("FIGURES "):
         f = json.loads(line[8:])
 g = lambda k: f.get(k, "-")
-print("%-26s %8s %8s %5s %5s %7s %9s %9s" % (sys.argv[2], g("requests"), g("answered"),
+print("%-26s %8s %8s %5s %6s %7s %9s %9s %6s" % (sys.argv[2], g("requests"), g("answered"),
       g("duplicates"), g("5xx"), g("req_per_s"), g("failed_during_partition"),
-      g("failed_after_partition")))
+      g("failed_after_partition"), g("longest_gap_s")))
 PY
 )")
   if ((status == 0)); then

@@ -474,6 +474,11 @@ listen stats
                 self.problem("log-writer's own entries went backwards %d times" % back)
             with open(os.path.join(self.work, "log-writer.log"), "rb") as fh:
                 f["log_writer_log_lines"] = len(fh.read().splitlines())
+        # The longest time without a single 200: what a user of the service sees as an outage.
+        ends = sorted(x[1] for x in ok)
+        edges = [0.0] + ends + [self.elapsed]
+        f["longest_gap_s"] = round(max(b - a_ for a_, b in zip(edges, edges[1:])), 2)
+        f["no_server_503"] = sum(1 for x in failed if x[2] == 503 and "No server is available" in x[3])
         statuses = {}
         for x in failed:
             key = str(x[2]) + " " + (x[3].strip()[:70] if x[2] else x[3][:40])
