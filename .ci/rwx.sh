@@ -133,7 +133,8 @@ if [[ -z "$only" || "$only" == glusterfs ]]; then
   scenario glusterfs-partition --bin "$bin" --mounts "$g/m1" "$g/m2" --replicas 2 \
     --duration $((seconds + 18)) --fuse-pids "$(fuse_pids "$g")" --stop-seconds 12 \
     --cut-cmd "bash test/rwx/glusterfs.sh cut $g {mount}" \
-    --heal-cmd "bash test/rwx/glusterfs.sh heal $g {mount}"
+    --heal-cmd "bash test/rwx/glusterfs.sh heal $g {mount}" \
+    --holder-cmd "bash test/rwx/glusterfs.sh lock-holder $g pingpong_counter.txt.lock"
   teardown
 
   step "5. d. GlusterFS with default options: the hazard of today's recipe"

@@ -154,6 +154,7 @@ CONF
     die "ceph-mon --mkfs: $(tail -n 3 "$c/log/mkfs.log")"
   ceph-mon -c "$c/ceph.conf" -i a >>"$c/log/start.log" 2>&1 || die "ceph-mon did not start (log: $c/log/mon.a.log)"
   wait_for "monitor answers" 30 ceph_cli "$dir" mon stat
+  state_set "$dir" MON_READY_MS $(($(now_ms) - t_installed))
 
   # 4. OSD (memstore) and the two pools.
   local osd_id
@@ -163,6 +164,7 @@ CONF
     die "ceph-osd --mkfs: $(tail -n 3 "$c/log/mkfs.log")"
   ceph-osd -c "$c/ceph.conf" -i 0 >>"$c/log/start.log" 2>&1 || die "ceph-osd did not start (log: $c/log/osd.0.log)"
   wait_for "OSD up" 60 osd_up "$dir"
+  state_set "$dir" OSD_UP_MS $(($(now_ms) - t_installed))
   ceph_cli "$dir" osd pool create "${name}_meta" 8 >/dev/null 2>&1
   ceph_cli "$dir" osd pool create "${name}_data" 8 >/dev/null 2>&1
   ceph_cli "$dir" fs new "$name" "${name}_meta" "${name}_data" >/dev/null 2>&1
@@ -170,6 +172,7 @@ CONF
   # 5. MDS, then the fs settings.
   ceph-mds -c "$c/ceph.conf" -i a >>"$c/log/start.log" 2>&1 || die "ceph-mds did not start (log: $c/log/mds.a.log)"
   wait_for "MDS active" 60 mds_active "$dir"
+  state_set "$dir" MDS_ACTIVE_MS $(($(now_ms) - t_installed))
   if [[ -n "$evict_after" ]]; then
     local floor=$((evict_after < 30 ? 30 : evict_after))
     fs_sets+=(session_timeout "$floor" session_autoclose "$floor")

@@ -9,6 +9,7 @@
 #   glusterfs.sh down DIR                      the apps using the mounts, the mounts, the volume
 #   glusterfs.sh cut DIR m1|m2                 drop every packet of that mount's client (a partition)
 #   glusterfs.sh heal DIR m1|m2                and let them through again
+#   glusterfs.sh lock-holder DIR NAME          who holds a lock on .../NAME: "CLIENT_PID APP_PID"
 #   glusterfs.sh info DIR                      what `up` made (KEY=value lines)
 #
 # `--set` is any `gluster volume set` option, applied before the volume starts, e.g.
@@ -145,6 +146,29 @@ brick_pid() {
   return 0
 }
 
+# Which client holds a lock on a file whose name ends with NAME, from a statedump of the
+# brick (/proc/locks does not show locks a FUSE daemon handles): "CLIENT_PID APP_PID" per
+# granted lock, CLIENT_PID being the glusterfs process of the mount, APP_PID the process that
+# took it. Takes about a second.
+lock_holder() {
+  local dir="$1" name="$2" vol brick dumpdir dump
+  vol="$(state_get "$dir" VOLUME)"
+  brick="$(brick_pid "$dir")"
+  [[ -n "$brick" ]] || die "no brick process for $dir"
+  dumpdir="$(gluster --print-statedumpdir)"
+  gluster_cli volume statedump "$vol" >/dev/null || die "statedump of $vol failed"
+  dump="$(find "$dumpdir" -maxdepth 1 -name "*.$brick.dump.*" -printf '%T@ %p\n' | sort -n | tail -n 1 | cut -d' ' -f2)"
+  [[ -n "$dump" ]] || die "no statedump of brick $brick in $dumpdir"
+  awk -v name="$name" '
+    /^path=/ { hit = (substr($0, length($0) - length(name) + 1) == name) }
+    hit && /\(ACTIVE\)=type=WRITE/ {
+      app = $0; sub(/.*pid = /, "", app); sub(/,.*/, "", app)
+      client = $0; sub(/.*-PID:/, "", client); sub(/-.*/, "", client)
+      print client, app
+    }' "$dump"
+  rm -f "$dump"
+}
+
 down() {
   local dir vol started
   dir="$(realpath -m "$1")"
@@ -192,6 +216,10 @@ case "${1:-}" in
     else
       net_heal "$table"
     fi
+    ;;
+  lock-holder)
+    (($# == 3)) || die "usage: glusterfs.sh lock-holder DIR NAME"
+    lock_holder "$(realpath -m "$2")" "$3"
     ;;
   info)
     (($# == 2)) || die "usage: glusterfs.sh info DIR"

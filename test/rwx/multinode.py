@@ -326,13 +326,15 @@ listen stats
         return metric(body, "pingpong_increments_total")
 
     def partition(self):
-        """Stops the FUSE client of the mount whose replicas hold the lock: stop one mount's
-        client, and if the other mount's replicas still make progress within 2 s the lock was
-        not there (resume, try the other mount). Then keep it stopped for --stop-seconds."""
+        """Stops the FUSE client of the mount whose replica holds the lock, for --stop-seconds.
+        Which one holds it: with --holder-cmd, asked of the filesystem once the client is
+        stopped (GlusterFS: a statedump of the brick); else inferred: if the other mount's
+        replicas still make progress within 2 s, the lock was not there. Either way, when the
+        stopped client does not hold it, it is resumed and the other mount is tried."""
         a = self.args
         time.sleep(a.partition_after)
         pids = [int(p) for p in a.fuse_pids.split(",")]
-        for attempt in range(8):
+        for attempt in range(12):
             if self.stop.is_set():
                 return
             victim = attempt % 2
@@ -340,16 +342,26 @@ listen stats
             before = [self.increments(r) for r in others]
             os.kill(pids[victim], signal.SIGSTOP)
             t_stop = self.now()
-            time.sleep(2)
-            after = [self.increments(r) for r in others]
-            if after == before:
+            if a.holder_cmd:
+                time.sleep(0.2)
+                out = subprocess.run(a.holder_cmd, shell=True, capture_output=True, text=True).stdout
+                holders = [line.split()[0] for line in out.splitlines() if line.split()]
+                holds = str(pids[victim]) in holders
+                how = "the filesystem says its client holds the lock (%s)" % " ".join(holders)
+                if not holds:
+                    say("partition: attempt %d: mount %d's client does not hold the lock (holders: %s)"
+                        % (attempt + 1, victim + 1, " ".join(holders) or "none"))
+                time.sleep(max(0, 2 - (self.now() - t_stop)))
+            else:
+                time.sleep(2)
+                holds = [self.increments(r) for r in others] == before
+                how = "the other mount's replicas made no progress in 2 s"
+            if holds:
                 if a.cut_cmd:
                     self.shell(a.cut_cmd, victim)
-                self.victim = victim
-                say("partition: SIGSTOP the client of mount %d (pid %d) at %.1fs: the other "
-                    "mount's replicas made no progress in 2 s (attempt %d)"
-                    % (victim + 1, pids[victim], t_stop, attempt + 1))
-                self.stop.wait(a.stop_seconds - 2)
+                say("partition: SIGSTOP the client of mount %d (pid %d) at %.1fs: %s (attempt %d)"
+                    % (victim + 1, pids[victim], t_stop, how, attempt + 1))
+                self.stop.wait(max(0, a.stop_seconds - (self.now() - t_stop)))
                 if a.heal_cmd:
                     self.shell(a.heal_cmd, victim)
                 os.kill(pids[victim], signal.SIGCONT)
@@ -358,7 +370,7 @@ listen stats
                 return
             os.kill(pids[victim], signal.SIGCONT)
             time.sleep(1)
-        say("partition: no mount was found holding the lock in 8 attempts")
+        say("partition: no mount was found holding the lock in 12 attempts")
         self.partition_window = None
 
     def shell(self, template, victim):
@@ -556,6 +568,8 @@ def main():
     p.add_argument("--cut-cmd", help="run once the client is stopped ({mount}: m1 or m2), "
                    "e.g. to drop its packets so that the servers' timeouts fire")
     p.add_argument("--heal-cmd", help="run before SIGCONT ({mount}: m1 or m2)")
+    p.add_argument("--holder-cmd", help="prints the PIDs of the FUSE clients holding the "
+                   "counter's lock, one a line (first word)")
     p.add_argument("--partition-after", type=float, default=3)
     p.add_argument("--stop-seconds", type=float, default=20)
     p.add_argument("--expect-hazard", action="store_true")
