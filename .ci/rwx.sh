@@ -15,7 +15,8 @@
 # Environment: RWX_BIN (directory with pingpong and log-writer), RWX_HAZARD_BIN (the same, for
 # d), RWX_SECONDS (load per run, default 6), RWX_PORT_BASE (default 19000; HAProxy and the
 # replicas use the next 10 ports; CephFS takes 20 ports in 19100-19199), RWX_GLUSTER_OPTIONS
-# (`glusterfs.sh up` options for a-c), RWX_ONLY (glusterfs, cephfs or local).
+# (`glusterfs.sh up` options for a-c), RWX_ONLY (glusterfs, cephfs or local), RWX_FIGURES (a
+# file each scenario's figures are appended to, one JSON object a line: bench/rwx-bench.py).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo="$PWD"
@@ -67,6 +68,9 @@ scenario() {
   python3 test/rwx/multinode.py --work "$work/$name" --label "$name" --port-base "$port_base" "$@" \
     >"$work/$name.out" 2>&1 || status=$?
   grep -E '^(partition:|problem:|ok |FAILED)' "$work/$name.out" | sed 's/^/      /' || true
+  if [[ -n "${RWX_FIGURES:-}" ]]; then
+    sed -n 's/^FIGURES //p' "$work/$name.out" >>"$RWX_FIGURES"
+  fi
   summary+=("$(python3 - "$work/$name.out" "$name" <<'PY'
 import json, sys
 f = {}

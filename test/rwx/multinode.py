@@ -351,7 +351,6 @@ listen stats
                 if not holds:
                     say("partition: attempt %d: mount %d's client does not hold the lock (holders: %s)"
                         % (attempt + 1, victim + 1, " ".join(holders) or "none"))
-                time.sleep(max(0, 2 - (self.now() - t_stop)))
             else:
                 time.sleep(2)
                 holds = [self.increments(r) for r in others] == before
