@@ -13,7 +13,8 @@
 # tears everything down even on failure, and ends with `N passed, M failed`.
 #
 # Environment: RWX_BIN (directory with pingpong and log-writer), RWX_HAZARD_BIN (the same, for
-# d), RWX_SECONDS (load per run, default 6), RWX_PORT_BASE (default 19000; HAProxy and the
+# d) or RWX_HAZARD_REV (a git revision whose pingpong d builds and uses: once the recipe
+# changes, d is meant for the previous one, e.g. RWX_HAZARD_REV=9c060c1), RWX_SECONDS (load per run, default 6), RWX_PORT_BASE (default 19000; HAProxy and the
 # replicas use the next 10 ports; CephFS takes 20 ports in 19100-19199), RWX_GLUSTER_OPTIONS
 # (`glusterfs.sh up` options for a-c), RWX_ONLY (glusterfs, cephfs or local), RWX_FIGURES (a
 # file each scenario's figures are appended to, one JSON object a line: bench/rwx-bench.py).
@@ -105,6 +106,14 @@ if [[ -n "${RWX_BIN:-}" ]]; then
 else
   cargo build --release --locked --quiet --bin pingpong --bin log-writer
   bin="${CARGO_TARGET_DIR:-$repo/target}/release"
+fi
+if [[ -n "${RWX_HAZARD_REV:-}" && -z "${RWX_HAZARD_BIN:-}" ]]; then
+  # d is about the recipe of that revision: build it from git history, inside the checkout.
+  hazard_src="$repo/target/rwx-hazard/src"
+  [[ -d "$hazard_src" ]] || git worktree add --detach "$hazard_src" "$RWX_HAZARD_REV" >/dev/null
+  (cd "$hazard_src" && git checkout -q --detach "$RWX_HAZARD_REV" &&
+    CARGO_TARGET_DIR="$repo/target/rwx-hazard/target" cargo build --release --locked --quiet --bin pingpong)
+  RWX_HAZARD_BIN="$repo/target/rwx-hazard/target/release"
 fi
 hazard_bin="${RWX_HAZARD_BIN:-$bin}"
 for b in "$bin/pingpong" "$bin/log-writer" "$hazard_bin/pingpong"; do
