@@ -51,6 +51,13 @@ claim_ports() {
       port_free "$p" || { ok=false; break; }
     done
     [[ "$ok" == true ]] || continue
+    # A claim whose instance is gone (its DIR has no state file: torn down by hand, or the
+    # machine's /run outlived it) is stale: taken over.
+    local owner
+    owner="$(cat "$port_claims/$base/owner" 2>/dev/null || true)"
+    if [[ -n "$owner" && ! -f "$(state_file "$owner")" ]]; then
+      rm -rf "${port_claims:?}/$base"
+    fi
     if mkdir "$port_claims/$base" 2>/dev/null; then
       echo "$dir" >"$port_claims/$base/owner"
       echo "$base"
