@@ -9,7 +9,8 @@
 #      then resumed: no number twice, no stale value published, failures counted;
 #   d. the hazard: GlusterFS with default options and the binary in RWX_HAZARD_BIN (default:
 #      the checkout's): passes when it shows duplicates or 5xx.
-# Installs what is missing, builds the binaries (cargo, release) unless RWX_BIN names them,
+# Installs what is missing, builds the binaries (cargo; debug, or release with
+# RWX_PROFILE=release) unless RWX_BIN names them,
 # tears everything down even on failure, and ends with `N passed, M failed`.
 #
 # Environment: RWX_BIN (directory with pingpong and log-writer), RWX_HAZARD_BIN (the same, for
@@ -103,9 +104,14 @@ info "$(($(now_ms) - t0)) ms"
 step "2. binaries"
 if [[ -n "${RWX_BIN:-}" ]]; then
   bin="$RWX_BIN"
-else
+elif [[ "${RWX_PROFILE:-debug}" == release ]]; then
   cargo build --release --locked --quiet --bin pingpong --bin log-writer
   bin="${CARGO_TARGET_DIR:-$repo/target}/release"
+else
+  # Debug by default: .ci/run's cargo test has built it already, and the filesystems, not
+  # the binary, set the pace here.
+  cargo build --locked --quiet --bin pingpong --bin log-writer
+  bin="${CARGO_TARGET_DIR:-$repo/target}/debug"
 fi
 if [[ -n "${RWX_HAZARD_REV:-}" && -z "${RWX_HAZARD_BIN:-}" ]]; then
   # d is about the recipe of that revision: build it from git history, inside the checkout.
