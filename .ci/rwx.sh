@@ -30,11 +30,13 @@ repo="$PWD"
 seconds="${RWX_SECONDS:-6}"
 port_base="${RWX_PORT_BASE:-19000}"
 only="${RWX_ONLY:-}"
-# a-c on GlusterFS: the options today's recipe needs (rwx-notes), and short server-side
-# timeouts so that a partitioned client's lock is given away after 5 s instead of 42 s.
+# a-c on GlusterFS: the options today's recipe needs (rwx-notes); client.strict-locks, without
+# which a descriptor whose lock the brick dropped is silently reopened (FACTS.md, 1); and short
+# server-side timeouts so that a partitioned client's lock is given away after 5 s, not 42 s.
 read -r -a gluster_options <<<"${RWX_GLUSTER_OPTIONS:---set performance.open-behind off \
---set performance.stat-prefetch off --set server.keepalive-time 2 --set server.keepalive-interval 1 \
---set server.keepalive-count 3 --set server.tcp-user-timeout 5 --set network.ping-timeout 5}"
+--set performance.stat-prefetch off --set client.strict-locks on --set server.keepalive-time 2 \
+--set server.keepalive-interval 1 --set server.keepalive-count 3 --set server.tcp-user-timeout 5 \
+--set network.ping-timeout 5}"
 instances=()
 summary=()
 

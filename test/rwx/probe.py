@@ -8,8 +8,9 @@ here asserts: the facts are what they are; the harness (multinode.py) asserts th
       A holder on M1 takes flock on a file and writes through that descriptor; the FUSE client
       of M1 (PID) is stopped (and CMD run, e.g. to drop its packets); a waiter on M2 asks for
       the lock for up to S seconds and, when it gets it, writes; then M1 resumes and the holder
-      writes, fdatasyncs, reads and unlocks through its old descriptor. Every step's result and
-      time is printed.
+      writes, fdatasyncs, reads and unlocks through its old descriptor; then writes through a
+      descriptor of a second file it holds no lock on, and replaces a third by rename. Every
+      step's result and time is printed.
   probe.py caches M1 M2
       Writes on M1 and reads on M2 in the ways a counter could be read: a fresh open, pread on
       a descriptor opened before the write, O_DIRECT, a file larger than quick-read's 64 KiB,
@@ -33,6 +34,8 @@ import time
 HOLDER = r"""
 import errno, fcntl, os, sys, time
 fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)
+# A second file beside the lock file, opened without any lock on it (a record kept apart).
+fd2 = os.open(sys.argv[1] + ".record", os.O_RDWR | os.O_CREAT, 0o644)
 def out(*a):
     print(*a, flush=True)
 fcntl.flock(fd, fcntl.LOCK_EX)
@@ -54,6 +57,15 @@ for line in sys.stdin:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); r = "ok"
         elif cmd == "fstat":
             r = os.fstat(fd).st_size
+        elif cmd == "pwrite-record":
+            r = os.pwrite(fd2, (arg + "\n").encode(), 0)
+        elif cmd == "fdatasync-record":
+            os.fdatasync(fd2); r = "ok"
+        elif cmd == "rename-record":
+            tmp = sys.argv[1] + ".tmp"
+            tfd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.write(tfd, (arg + "\n").encode()); os.fsync(tfd); os.close(tfd)
+            os.rename(tmp, sys.argv[1] + ".renamed"); r = "ok"
         else:
             r = "unknown command"
         out("%s -> %r (%.3fs)" % (cmd, r, time.monotonic() - t))
@@ -138,6 +150,8 @@ def partition(args):
     say("holder:", holder.run("pwrite holder-1"))
     say("holder:", holder.run("fdatasync"))
     say("holder:", holder.run("pwrite holder-2-unsynced"))
+    say("holder:", holder.run("pwrite-record holder-record-1"))
+    say("holder:", holder.run("fdatasync-record"))
     early = os.open(os.path.join(args.m2, name), os.O_RDWR) if args.open_first else None
     t0 = time.monotonic()
     os.kill(args.stop_pid, signal.SIGSTOP)
@@ -166,15 +180,21 @@ def partition(args):
     os.kill(args.stop_pid, signal.SIGCONT)
     say("SIGCONT m1's client after %.1fs" % (time.monotonic() - t0))
     for cmd in ["fdatasync", "fstat", "pread", "pwrite holder-3-after-resume", "fdatasync",
-                "pread", "trylock", "unlock"]:
+                "pread", "pwrite-record holder-record-after-resume", "fdatasync-record",
+                "rename-record holder-renamed-after-resume", "trylock", "unlock"]:
         say("holder:", holder.run(cmd))
     if got:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
     time.sleep(args.settle)
+    say("%.0fs later (the client has had time to reconnect):" % args.settle)
+    for cmd in ["pwrite holder-4-late", "fdatasync", "pwrite-record holder-record-late",
+                "fdatasync-record", "rename-record holder-renamed-late"]:
+        say("holder:", holder.run(cmd))
     for m in (args.m1, args.m2):
-        _, r = timed(10, read_fresh, os.path.join(m, name))
-        say("fresh read on %s after %.0fs: %s" % (m, args.settle, describe(r)))
+        for suffix in ("", ".record", ".renamed"):
+            _, r = timed(10, read_fresh, os.path.join(m, name + suffix))
+            say("fresh read of %s%s on %s after %.0fs: %s" % (name, suffix, m, args.settle, describe(r)))
     holder.close()
 
 
