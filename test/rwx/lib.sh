@@ -71,20 +71,25 @@ kill_users_of() {
 }
 
 # Unmounts PATH whatever state its FUSE daemon is in (CLIENT_PID: the daemon, resumed first in
-# case a test left it stopped). A plain umount gets 10 s; then the FUSE connection is aborted,
-# which fails every pending request at once, and the mount is lazily detached.
+# case a test left it stopped). A plain umount gets 5 s; then the FUSE connection is aborted,
+# which fails every pending request at once (processes stuck in the mount wake up with
+# ENOTCONN), and the mount is lazily detached. `umount -c`: no canonicalisation, which would
+# stat the mount point and hang with it; `timeout -k`: a umount stuck in a FUSE request only
+# dies of SIGKILL.
 fuse_unmount() {
   local path="$1" client_pid="${2:-}" conn
   [[ -n "$client_pid" ]] && kill -CONT "$client_pid" 2>/dev/null
   is_mounted "$path" || return 0
   kill_users_of "$path"
-  timeout 10 umount "$path" 2>/dev/null && return 0
+  timeout -k 1 5 umount -c "$path" 2>/dev/null && return 0
   conn="$(fuse_conn "$path")"
+  # The abort files live in the fusectl filesystem, which a fresh machine may not have mounted.
+  grep -q '^fusectl ' /proc/mounts || mount -t fusectl fusectl /sys/fs/fuse/connections 2>/dev/null || true
   if [[ -n "$conn" && -e "/sys/fs/fuse/connections/$conn/abort" ]]; then
     info "umount $path hangs: aborting FUSE connection $conn"
     echo 1 >"/sys/fs/fuse/connections/$conn/abort" || true
   fi
-  timeout 10 umount -l "$path" 2>/dev/null || true
+  timeout -k 1 5 umount -c "$path" 2>/dev/null || timeout -k 1 5 umount -c -l "$path" 2>/dev/null || true
   ! is_mounted "$path" || die "could not unmount $path"
 }
 
