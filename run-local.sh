@@ -17,6 +17,7 @@ Environment:
   LOG_READER_PORT   log-reader's port                                  [default: 3001]
   LOG_INTERVAL      log-writer's time between entries: 250ms, 5s, 1m   [default: 5s]
   RUST_LOG          log filter of all three                            [default: info]
+  LOG_FORMAT        text or json: how all three log                    [default: text]
 EOF
 }
 

@@ -40,6 +40,11 @@
 #   6. graceful deletion of one pingpong replica: 0 failed requests
 #   7. a rolling update of pingpong, replica by replica, new before old: 0 failed requests
 #   8. kill -9 of one replica: failed requests are reported, not asserted
+#   9. k3d only, when the volume is pinned to one node (storage/'s local PV): kubectl drain of
+#      that node, under load, given DRAIN_TIMEOUT seconds (default 30): the PodDisruptionBudget
+#      blocks it, one replica keeps answering; then kubectl uncordon, and everything comes back
+# k3d, in step 0: only / and /pingpong are public; /metrics, /readyz, /pings... through the
+# ingress answer the ingress's own 404.
 #
 # Each engine's operations live in test/engines/<engine>.sh, the shared checks in
 # test/common.sh. On failure it prints pod states and logs. The last line is
@@ -152,3 +157,8 @@ under_load "rolling update" none-fail engine_roll_pingpong
 
 step "8. kill -9 of one pingpong replica, under load"
 under_load "kill -9" report engine_kill_replica
+
+if declare -F engine_drain_volume_node >/dev/null; then
+  step "9. kubectl drain of the volume's node, under load, then uncordon"
+  engine_drain_volume_node
+fi

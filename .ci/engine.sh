@@ -2,18 +2,26 @@
 # CI, engine part (called by .ci/run): the manifests, the images and the persistence test on a
 # real engine (podman kube play) and on local processes.
 #
-#   1. install podman, runc, shellcheck, haproxy (apt) and kubernetes-validate (pip, .venv) when
-#      missing
-#   2. validate the rendered manifests/ and storage/ for Kubernetes 1.31 and 1.37: any output fails
-#   3. check that `kubectl apply -k manifests` and `-f manifests` would create the same objects
-#   4. shellcheck every *.sh in the repository; .ci/portable-shell-test.sh (the guard's rules, then
-#      every script marked as macOS-portable); .ci/k3d-scripts-test.sh (deploy/ on stubs)
+#   1. install podman, runc, shellcheck, haproxy, python3-venv (apt) and kubernetes-validate (pip,
+#      .venv) when missing
+#   2. validate the rendered manifests/, storage/, the podman overlays and deploy/rwx/ for
+#      Kubernetes 1.31 and 1.37: any output fails
+#   3. check that `kubectl apply -k manifests` and `-f manifests` would create the same objects;
+#      .ci/manifests.py: the Ingress routes only `/` and `/pingpong` (Exact), every pod carries
+#      prometheus.io annotations for the port its server listens on (manifests/, deploy/rwx/)
+#   4. shellcheck every *.sh in the repository and the k3d stubs; .ci/portable-shell-test.sh (the
+#      guard's rules, then every script marked as macOS-portable); .ci/k3d-scripts-test.sh
+#      (deploy/ on stubs); .ci/workflow-check.sh (actionlint and shellcheck on the GitHub
+#      workflow); .ci/dashboard-check.sh (the Grafana dashboard queries only metrics that live
+#      pingpong and log-reader processes expose, and a real Prometheus scraping them through the
+#      annotations evaluates each of its queries)
 #   5. build both images offline (deploy/build-images.sh): at most 10 MB, numeric non-root user,
 #      nothing in them but the binaries
 #   6. ./test-persistent.sh --engine podman
 #   7. ./test-persistent.sh --engine local
-#   8. ./test-persistent.sh --engine k3d against a cluster played by local processes
-#      (test/k3d-stub/run.sh; TEST_BASH picks the bash, e.g. a 3.2)
+#   8. the GitHub workflow's k3d job (.ci/k3d-e2e.sh: deploy/k3d-up.sh, ./test-persistent.sh
+#      --engine k3d) against a cluster played by local processes (test/k3d-stub/run.sh; TEST_BASH
+#      picks the bash, e.g. a 3.2)
 #
 # Runs from a fresh clone as root with no stdin. Everything it creates (pods, the volume, the
 # images it built) is removed at the end, also on failure; what existed before is left alone.
@@ -107,8 +115,14 @@ if ((${#missing[@]})); then
 fi
 # Debian's kubernetes-client collides with the preinstalled kubectl: never install it.
 command -v kubectl >/dev/null || { fail "kubectl (with kustomize) is not installed"; exit 1; }
+# Debian's python3 makes a venv only with python3-venv (ensurepip).
+if ! python3 -c 'import ensurepip' 2>/dev/null; then
+  echo "apt-get install python3-venv"
+  apt-get update -qq
+  apt-get install -y -qq python3-venv </dev/null >/dev/null
+fi
 if [[ ! -x .venv/bin/kubernetes-validate ]]; then
-  python3 -m venv .venv
+  [[ -x .venv/bin/pip ]] || python3 -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check kubernetes-validate </dev/null
 fi
 podman --version
@@ -152,6 +166,7 @@ done
 for overlay in deploy/podman/pingpong deploy/podman/log-output; do
   kubectl kustomize --load-restrictor LoadRestrictionsNone "$overlay" | validate "$overlay (podman overlay)"
 done
+kubectl kustomize deploy/rwx | validate "kubectl kustomize deploy/rwx (several nodes)"
 
 # --- 3 -----------------------------------------------------------------------------------------
 
@@ -176,22 +191,39 @@ if ! kubectl kustomize manifests | grep -q 'imagePullPolicy: Always' &&
 else
   fail "imagePullPolicy must be IfNotPresent for all three containers"
 fi
+# expect_ok NAME COMMAND...: passes when COMMAND exits 0, else fails with its output.
+expect_ok() {
+  local name="$1" output
+  shift
+  if output="$("$@" 2>&1)"; then
+    pass "$name"
+  else
+    fail "$name: $(printf '%s\n' "$output" | tr '\n' '|')"
+  fi
+}
+expect_ok ".ci/manifests.py selftest: each check refuses what it must" python3 .ci/manifests.py selftest
+for dir in manifests deploy/rwx; do
+  expect_ok "$dir: the Ingress routes exactly / and /pingpong (Exact), nothing else" \
+    python3 .ci/manifests.py check-ingress "$dir"
+  expect_ok "$dir: every pod carries prometheus.io annotations for its server's port" \
+    python3 .ci/manifests.py check-scrape "$dir"
+done
 
 # --- 4 -----------------------------------------------------------------------------------------
 
-step "4. shellcheck; the portable-shell guard; the k3d scripts on stubs"
+step "4. shellcheck; the portable-shell guard; the k3d scripts on stubs; the workflow; the dashboard"
 mapfile -t scripts < <(git ls-files '*.sh')
 if ((${#scripts[@]} == 0)); then
   fail "no *.sh files tracked by git"
-elif shellcheck "${scripts[@]}"; then
-  pass "shellcheck: ${scripts[*]}"
+elif shellcheck "${scripts[@]}" test/k3d-stub/kubectl test/k3d-stub/docker test/k3d-stub/k3d; then
+  pass "shellcheck: ${scripts[*]} test/k3d-stub/kubectl test/k3d-stub/docker test/k3d-stub/k3d"
 else
   fail "shellcheck found problems"
 fi
 # Scripts marked as running on macOS use no bash-4-only construct and no GNU-only option; the
 # guard's self-test first proves that each of its rules still fires.
 check_log="$(mktemp)"
-for check in .ci/portable-shell-test.sh .ci/k3d-scripts-test.sh; do
+for check in .ci/portable-shell-test.sh .ci/k3d-scripts-test.sh .ci/workflow-check.sh .ci/dashboard-check.sh; do
   status=0
   "$check" >"$check_log" 2>&1 || status=$?
   grep -v '^  ok ' "$check_log" || true
@@ -235,6 +267,22 @@ done
 
 # --- 6, 7 --------------------------------------------------------------------------------------
 
+# The previous release's pingpong (test_support::PREVIOUS_RELEASE), for the local engine's
+# rolling update down to it and back: built by pingpong's rolling_update test during
+# `cargo test` into the same place, else here, the same way (test_support::binary_at).
+previous_release_bin_dir() {
+  local commit home
+  commit="$(sed -n 's/^pub const PREVIOUS_RELEASE: &str = "\(.*\)";$/\1/p' test-support/src/lib.rs)"
+  [[ -n "$commit" ]] || { echo "no PREVIOUS_RELEASE in test-support/src/lib.rs" >&2; return 1; }
+  home="$PWD/target/previous-release/$commit"
+  if [[ ! -x "$home/target/debug/pingpong" ]]; then
+    rm -rf "$home/src" && mkdir -p "$home/src"
+    git archive "$commit" | tar -x -C "$home/src"
+    (cd "$home/src" && CARGO_TARGET_DIR="$home/target" cargo build --locked --quiet -p pingpong --bin pingpong) >&2
+  fi
+  echo "$home/target/debug"
+}
+
 run_log="$(mktemp)"
 # run_persistent NAME ARGS...: runs the test, shows its output, adds its counts to the totals.
 run_persistent() {
@@ -250,9 +298,10 @@ run_persistent "test-persistent.sh --engine podman" ./test-persistent.sh --engin
 
 step "7. ./test-persistent.sh --engine local (the same static binaries)"
 run_persistent "test-persistent.sh --engine local" \
-  env BIN_DIR="$PWD/target/x86_64-unknown-linux-gnu/release" ./test-persistent.sh --engine local
+  env BIN_DIR="$PWD/target/x86_64-unknown-linux-gnu/release" \
+    PREVIOUS_BIN_DIR="$(previous_release_bin_dir)" ./test-persistent.sh --engine local
 
-step "8. ./test-persistent.sh --engine k3d against the stub cluster (test/k3d-stub)"
+step "8. the workflow's k3d job (.ci/k3d-e2e.sh) against the stub cluster (test/k3d-stub)"
 run_persistent "test/k3d-stub/run.sh" \
   env BIN_DIR="$PWD/target/x86_64-unknown-linux-gnu/release" test/k3d-stub/run.sh
 rm -f "$run_log"

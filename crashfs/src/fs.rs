@@ -3,7 +3,10 @@
 //! What it promises the kernel, so that nothing stale survives a cut: entry and attribute
 //! timeouts of zero and direct I/O on every open (the kernel caches neither names nor data), and
 //! real `fsync`/`fsyncdir` answers (fuser's default answers ENOSYS, after which the kernel stops
-//! asking and reports every later fsync as a success). No lock operations are implemented, so
+//! asking and reports every later fsync as a success). `fdatasync` reaches `fsync` with its
+//! `datasync` flag set; the journal keeps the flag, the model treats both alike. Direct I/O
+//! also means one `pwrite` up to the kernel's size limit for one FUSE request (128 KiB or more)
+//! is one WRITE request: one operation, one change a cut may tear. No lock operations are implemented, so
 //! the kernel keeps `flock` and POSIX locks itself, across every process on the mount.
 
 use std::{
@@ -21,7 +24,10 @@ use fuser::{
     ReplyEntry, ReplyOpen, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::model::{Attr, FsError, FsResult, Kind, Tree};
+use crate::{
+    faults::Faults,
+    model::{Attr, FsError, FsResult, Kind, Tree},
+};
 
 /// Nothing may be cached by the kernel: after a cut it must ask again.
 const TTL: Duration = Duration::ZERO;
@@ -33,6 +39,8 @@ pub(crate) struct Adapter {
     /// Files and directories opened and not yet released in this mount. A close(2) sends its
     /// RELEASE asynchronously, so a cut waits for this to reach zero before it unmounts.
     pub(crate) handles: Arc<AtomicU64>,
+    /// A hung volume, failing flushes: see [`crate::faults`].
+    pub(crate) faults: Arc<Faults>,
 }
 
 impl Adapter {
@@ -104,10 +112,12 @@ fn perm(mode: u32, umask: u32) -> u16 {
 
 impl Filesystem for Adapter {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.faults.wait_while_hung();
         entry(reply, self.tree().lookup(parent.0, name));
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.faults.wait_while_hung();
         match self.tree().attr(ino.0) {
             Ok(a) => reply.attr(&TTL, &file_attr(a)),
             Err(e) => reply.error(errno(e)),
@@ -132,6 +142,7 @@ impl Filesystem for Adapter {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        self.faults.wait_while_hung();
         let mut tree = self.tree();
         let result = (|| {
             if let Some(size) = size {
@@ -158,6 +169,7 @@ impl Filesystem for Adapter {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
+        self.faults.wait_while_hung();
         if mode & 0o170000 != 0o100000 {
             // Regular files only: nothing in the services makes anything else.
             return reply.error(Errno::EPERM);
@@ -194,6 +206,7 @@ impl Filesystem for Adapter {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.faults.wait_while_hung();
         empty(reply, self.tree().remove(parent.0, name, false));
     }
 
@@ -211,6 +224,7 @@ impl Filesystem for Adapter {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        self.faults.wait_while_hung();
         if !(flags - RenameFlags::RENAME_NOREPLACE).is_empty() {
             return reply.error(Errno::EINVAL);
         }
@@ -223,6 +237,7 @@ impl Filesystem for Adapter {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.faults.wait_while_hung();
         match self.tree().attr(ino.0) {
             Ok(_) => {
                 self.handles.fetch_add(1, Ordering::SeqCst);
@@ -243,6 +258,7 @@ impl Filesystem for Adapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        self.faults.wait_while_hung();
         match self.tree().read(ino.0, offset, size) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(errno(e)),
@@ -261,6 +277,7 @@ impl Filesystem for Adapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        self.faults.wait_while_hung();
         match self.tree().write(ino.0, offset, data) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno(e)),
@@ -310,14 +327,20 @@ impl Filesystem for Adapter {
         _req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
-        _datasync: bool,
+        datasync: bool,
         reply: ReplyEmpty,
     ) {
-        // fdatasync arrives here too: size and data go together in this model.
-        empty(reply, self.tree().fsync(ino.0));
+        // fdatasync arrives here too, flagged (FUSE_FSYNC_FDATASYNC): the journal records which,
+        // the model treats both alike (size goes with data, no timestamps are kept).
+        self.faults.wait_while_hung();
+        if self.faults.sync_fails(false) {
+            return reply.error(Errno::EIO);
+        }
+        empty(reply, self.tree().fsync(ino.0, datasync));
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.faults.wait_while_hung();
         match self.tree().list(ino.0) {
             Ok(_) => {
                 self.handles.fetch_add(1, Ordering::SeqCst);
@@ -335,6 +358,7 @@ impl Filesystem for Adapter {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        self.faults.wait_while_hung();
         let listed = match self.tree().list(ino.0) {
             Ok(listed) => listed,
             Err(e) => return reply.error(errno(e)),
@@ -357,10 +381,14 @@ impl Filesystem for Adapter {
         _req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
-        _datasync: bool,
+        datasync: bool,
         reply: ReplyEmpty,
     ) {
-        empty(reply, self.tree().fsync(ino.0));
+        self.faults.wait_while_hung();
+        if self.faults.sync_fails(true) {
+            return reply.error(Errno::EIO);
+        }
+        empty(reply, self.tree().fsync(ino.0, datasync));
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
@@ -377,6 +405,7 @@ impl Filesystem for Adapter {
         _flags: i32,
         reply: ReplyCreate,
     ) {
+        self.faults.wait_while_hung();
         let result = self.tree().create(
             parent.0,
             name,

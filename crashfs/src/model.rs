@@ -1,24 +1,41 @@
 //! The in-memory tree and what of it survives a power cut. Pure data, no FUSE: the FUSE adapter
 //! ([`crate::fs`]) only translates requests into calls here.
 //!
-//! Every file holds its volatile data (what readers see now) and its durable data (what an
-//! `fsync`/`fdatasync` last made durable). Every directory holds its volatile entries, its
-//! entries as of its last `fsync` (the **strict** model's durable names) and its entries as they
-//! would be if every name change were durable at once (the **names-durable** model, what LazyFS
-//! does). [`Tree::cut`] keeps only the durable part under the chosen [`Model`].
+//! Every file holds its volatile data (what readers see now), its durable data (what an
+//! `fsync`/`fdatasync` last made durable) and the changes made since (writes and truncations,
+//! with their bytes: what a cut may keep in part). Every directory holds its volatile entries,
+//! its entries as of its last `fsync` (the **strict** model's durable names) and its entries as
+//! they would be if every name change were durable at once (the **names-durable** model, what
+//! LazyFS does). [`Tree::cut`] keeps the durable part under the chosen [`Cut`]: two axes, which
+//! names ([`Model`]) and which data ([`Data`]: only what was synced, or the pending changes torn
+//! as [`crate::tear`] allows, drawn from a seed or given exactly). Every mutating operation is
+//! also appended to a journal of [`Op`]s, from which [`crate::points`] plans every crash point.
 //!
-//! Limits, on purpose: no torn writes (a synced file is whole, an unsynced one is whatever was
-//! last synced, never a mix of the two), no partial persistence of unsynced writes, no reordering
-//! inside one `fsync`, and metadata is not layered (an `fsync` of a directory makes *all* its
-//! pending name changes durable, unrelated ones included; a file's size and data go together).
+//! Limits, on purpose:
+//! - a change covered by a sync of its file is durable whole: a completed sync is never torn;
+//! - torn writes follow [`crate::tear`]: byte prefixes and suffixes, subsets of 512-byte
+//!   sectors, never a byte outside the write (no garbled neighbours in a shared sector, no bit
+//!   rot, no lying disk that acknowledges a flush it did not make);
+//! - a torn write's file size follows the bytes kept (a write kept only in part grows the file
+//!   only that far), a truncation is kept or not;
+//! - the enumeration ([`crate::points`]) is exhaustive only where [`crate::tear`] says (bytes
+//!   within one sector, sector subsets up to a 4 KiB page); the seeded cuts draw from the rest;
+//! - `fsync` and `fdatasync` are the same here (no timestamps are kept; size goes with data);
+//! - metadata is not layered: an `fsync` of a directory makes *all* its pending name changes
+//!   durable, unrelated ones included; a file's own `fsync` never makes its name durable in the
+//!   strict model (ext4 often does); names and data are independent axes, so a name can be
+//!   durable over data that is not (a rename before the file's fsync), as on a real disk;
+//! - no `sync(2)`/`syncfs(2)`: they never reach a FUSE filesystem.
 
 use std::{
     collections::{BTreeMap, HashMap},
     ffi::{OsStr, OsString},
 };
 
-/// Which names survive a cut. File data is the same in both: only what was fsynced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+use crate::tear::{self, Change, Tear};
+
+/// Which names survive a cut (the data are [`Data`]'s business).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Model {
     /// A create, rename or unlink is durable only once its directory was fsynced. Catches a
     /// missing directory fsync.
@@ -26,6 +43,107 @@ pub enum Model {
     /// Every name change is durable at once, file data is not (LazyFS). Catches a missing file
     /// fsync even when a rename made the name durable.
     NamesDurable,
+}
+
+/// What of the files' data survives a cut.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Data {
+    /// Only what a sync made durable: every pending change is lost whole. The model before torn
+    /// writes, and still the harshest one for a recipe that replaces a file.
+    Synced,
+    /// Each pending change torn one way, drawn from this seed (the same seed and the same
+    /// pending changes give the same tears).
+    Seeded(u64),
+    /// Each pending change torn exactly this way, in the order of [`Tree::pending`]: the
+    /// changes must be those pending (same count, same offsets and lengths), else
+    /// [`Mismatch`].
+    Exactly(Vec<(Change, Tear)>),
+}
+
+/// What a power cut keeps: the names of [`Model`] and the data of [`Data`]. A bare [`Model`]
+/// is a cut with [`Data::Synced`], as before torn writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cut {
+    pub names: Model,
+    pub data: Data,
+}
+
+impl Cut {
+    /// Every pending change torn a way drawn from `seed`.
+    pub fn seeded(names: Model, seed: u64) -> Cut {
+        Cut {
+            names,
+            data: Data::Seeded(seed),
+        }
+    }
+
+    /// Every pending change torn exactly as given (see [`Data::Exactly`]).
+    pub fn exactly(names: Model, tears: Vec<(Change, Tear)>) -> Cut {
+        Cut {
+            names,
+            data: Data::Exactly(tears),
+        }
+    }
+}
+
+impl From<Model> for Cut {
+    fn from(names: Model) -> Cut {
+        Cut {
+            names,
+            data: Data::Synced,
+        }
+    }
+}
+
+/// A change pending at a cut: made (before any freeze) and not yet covered by a sync of its
+/// file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pending {
+    /// Its place in the journal: the number of mutating operations before it.
+    pub op: u64,
+    /// The file's inode.
+    pub ino: u64,
+    pub change: Change,
+}
+
+/// [`Data::Exactly`] named changes other than the pending ones.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the tears given do not match the pending changes: given {given:?}, pending {pending:?}")]
+pub struct Mismatch {
+    pub given: Vec<(Change, Tear)>,
+    pub pending: Vec<Pending>,
+}
+
+/// One mutating operation, as the journal records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// A file or directory created (the new inode).
+    Create {
+        ino: u64,
+    },
+    Write {
+        ino: u64,
+        offset: u64,
+        len: u64,
+    },
+    Truncate {
+        ino: u64,
+        size: u64,
+    },
+    /// `fsync` (`datasync: false`) or `fdatasync` of a file, or `fsync` of a directory, as the
+    /// kernel sent it.
+    Sync {
+        ino: u64,
+        datasync: bool,
+    },
+    /// An unlink or rmdir (the inode removed).
+    Remove {
+        ino: u64,
+    },
+    /// A rename (the inode moved).
+    Rename {
+        ino: u64,
+    },
 }
 
 /// The root directory's inode number (FUSE's).
@@ -61,11 +179,22 @@ pub struct Attr {
     pub gid: u32,
 }
 
+/// A change since the last sync, with the bytes a write wrote.
+#[derive(Debug, Clone)]
+struct Unsynced {
+    op: u64,
+    change: Change,
+    bytes: Vec<u8>,
+}
+
 #[derive(Debug, Clone)]
 enum Content {
     File {
         data: Vec<u8>,
         synced: Vec<u8>,
+        /// Changes since `synced`, in order; `data` is `synced` with all of them applied until
+        /// the durable state freezes (later changes are not recorded: they never reach the disk).
+        pending: Vec<Unsynced>,
     },
     Dir {
         entries: BTreeMap<OsString, u64>,
@@ -83,14 +212,23 @@ struct Node {
 }
 
 /// The whole filesystem. Inode numbers only grow, never reused, not even across cuts.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Tree {
     nodes: HashMap<u64, Node>,
     next_ino: u64,
     /// Mutating operations so far (creates, writes, truncations, name changes, syncs).
     ops: u64,
+    /// Every mutating operation, in order: `journal[i]` is operation `i` (`journal.len() == ops`).
+    journal: Vec<Op>,
     /// The durable state stops changing after this many operations ([`Tree::crash_after`]).
     freeze_at: Option<u64>,
+}
+
+/// The files and directories of a [`Tree`] at one instant, volatile, durable and pending alike:
+/// a state that can be cut many ways ([`Tree::restore`]).
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    nodes: HashMap<u64, Node>,
 }
 
 impl Default for Tree {
@@ -109,6 +247,7 @@ impl Default for Tree {
             nodes: HashMap::from([(ROOT, root)]),
             next_ino: ROOT + 1,
             ops: 0,
+            journal: Vec::new(),
             freeze_at: None,
         }
     }
@@ -132,11 +271,60 @@ impl Tree {
         self.freeze_at.is_some_and(|k| self.ops >= k)
     }
 
-    /// Counts one mutating operation; true when it may still change the durable state.
-    fn tick(&mut self) -> bool {
+    /// Counts one mutating operation and journals it; true when it may still change the
+    /// durable state.
+    fn tick(&mut self, op: Op) -> bool {
         let durable = !self.frozen();
         self.ops += 1;
+        self.journal.push(op);
         durable
+    }
+
+    /// The operations from number `mark` on (`mark` as [`Tree::mutating_ops`] returned it).
+    pub fn journal_since(&self, mark: u64) -> &[Op] {
+        let start = usize::try_from(mark)
+            .unwrap_or(usize::MAX)
+            .min(self.journal.len());
+        &self.journal[start..]
+    }
+
+    /// The changes a cut now may tear: made before the freeze (if any), not covered by a sync
+    /// of their file, to a file some model could keep (a file unlinked for good, its directory
+    /// synced since, is no longer anyone's business), in the order they were made.
+    pub fn pending(&self) -> Vec<Pending> {
+        let alive = self.reachable(true);
+        let mut all: Vec<Pending> = self
+            .nodes
+            .iter()
+            .filter(|(ino, _)| alive.contains(ino))
+            .flat_map(|(&ino, node)| match &node.content {
+                Content::File { pending, .. } => pending
+                    .iter()
+                    .map(|u| Pending {
+                        op: u.op,
+                        ino,
+                        change: u.change,
+                    })
+                    .collect(),
+                Content::Dir { .. } => Vec::new(),
+            })
+            .collect();
+        all.sort_by_key(|p| p.op);
+        all
+    }
+
+    /// The files and directories as they are now, to [`Tree::restore`] and cut again.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            nodes: self.nodes.clone(),
+        }
+    }
+
+    /// Puts back the files and directories of `snapshot` (volatile, durable and pending), as
+    /// if nothing had happened since it was taken; the operation count, the journal and the
+    /// inode numbers keep going.
+    pub fn restore(&mut self, snapshot: &Snapshot) {
+        self.nodes.clone_from(&snapshot.nodes);
     }
 
     pub fn attr(&self, ino: u64) -> FsResult<Attr> {
@@ -211,13 +399,14 @@ impl Tree {
         if self.entries(dir)?.contains_key(name) {
             return Err(FsError::Exists);
         }
-        let durable = self.tick();
         let ino = self.next_ino;
+        let durable = self.tick(Op::Create { ino });
         self.next_ino += 1;
         let content = match kind {
             Kind::File => Content::File {
                 data: Vec::new(),
                 synced: Vec::new(),
+                pending: Vec::new(),
             },
             Kind::Dir => Content::Dir {
                 entries: BTreeMap::new(),
@@ -238,9 +427,10 @@ impl Tree {
         self.attr(ino)
     }
 
-    fn data_mut(&mut self, ino: u64) -> FsResult<&mut Vec<u8>> {
+    /// A file's volatile data and its pending changes.
+    fn file_mut(&mut self, ino: u64) -> FsResult<(&mut Vec<u8>, &mut Vec<Unsynced>)> {
         match &mut self.nodes.get_mut(&ino).ok_or(FsError::NotFound)?.content {
-            Content::File { data, .. } => Ok(data),
+            Content::File { data, pending, .. } => Ok((data, pending)),
             Content::Dir { .. } => Err(FsError::IsDir),
         }
     }
@@ -259,23 +449,45 @@ impl Tree {
     }
 
     pub fn write(&mut self, ino: u64, offset: u64, bytes: &[u8]) -> FsResult<u32> {
-        self.data_mut(ino)?;
-        self.tick();
-        let data = self.data_mut(ino)?;
-        let start = usize::try_from(offset).map_err(|_| FsError::Invalid)?;
-        let end = start + bytes.len();
-        if data.len() < end {
-            data.resize(end, 0);
-        }
-        data[start..end].copy_from_slice(bytes);
-        u32::try_from(bytes.len()).map_err(|_| FsError::Invalid)
+        self.file_mut(ino)?;
+        let written = u32::try_from(bytes.len()).map_err(|_| FsError::Invalid)?;
+        usize::try_from(offset)
+            .ok()
+            .and_then(|start| start.checked_add(bytes.len()))
+            .ok_or(FsError::Invalid)?;
+        let change = Change::Write {
+            offset,
+            len: bytes.len() as u64,
+        };
+        self.change(ino, change, bytes)?;
+        Ok(written)
     }
 
     pub fn truncate(&mut self, ino: u64, size: u64) -> FsResult<()> {
-        self.data_mut(ino)?;
-        self.tick();
-        let size = usize::try_from(size).map_err(|_| FsError::Invalid)?;
-        self.data_mut(ino)?.resize(size, 0);
+        self.file_mut(ino)?;
+        usize::try_from(size).map_err(|_| FsError::Invalid)?;
+        self.change(ino, Change::Truncate { size }, &[])
+    }
+
+    /// Applies a write or truncation to the volatile data, and records it as pending unless
+    /// the durable state is frozen.
+    fn change(&mut self, ino: u64, change: Change, bytes: &[u8]) -> FsResult<()> {
+        let op = self.ops;
+        let journaled = match change {
+            Change::Write { offset, len } => Op::Write { ino, offset, len },
+            Change::Truncate { size } => Op::Truncate { ino, size },
+        };
+        let durable = self.tick(journaled);
+        let (data, pending) = self.file_mut(ino)?;
+        // Everything kept: the volatile data is the durable data with every change applied.
+        tear::apply(data, change, bytes, Tear::Whole);
+        if durable {
+            pending.push(Unsynced {
+                op,
+                change,
+                bytes: bytes.to_vec(),
+            });
+        }
         Ok(())
     }
 
@@ -284,16 +496,24 @@ impl Tree {
         Ok(())
     }
 
-    /// `fsync`/`fdatasync` of a file, or `fsync` of a directory.
-    pub fn fsync(&mut self, ino: u64) -> FsResult<()> {
+    /// `fsync` (`datasync: false`) or `fdatasync` of a file, or `fsync` of a directory. The
+    /// two are the same here: no timestamps are kept, and a file's size goes with its data.
+    pub fn fsync(&mut self, ino: u64, datasync: bool) -> FsResult<()> {
         if !self.nodes.contains_key(&ino) {
             return Err(FsError::NotFound);
         }
-        if !self.tick() {
+        if !self.tick(Op::Sync { ino, datasync }) {
             return Ok(());
         }
         match &mut self.nodes.get_mut(&ino).ok_or(FsError::NotFound)?.content {
-            Content::File { data, synced } => synced.clone_from(data),
+            Content::File {
+                data,
+                synced,
+                pending,
+            } => {
+                synced.clone_from(data);
+                pending.clear();
+            }
             Content::Dir {
                 entries, synced, ..
             } => synced.clone_from(entries),
@@ -312,7 +532,7 @@ impl Tree {
             }
             _ => {}
         }
-        let durable = self.tick();
+        let durable = self.tick(Op::Remove { ino: attr.ino });
         self.set_name(dir, name, None, durable);
         Ok(())
     }
@@ -344,18 +564,61 @@ impl Tree {
                 _ => {}
             }
         }
-        let durable = self.tick();
+        let durable = self.tick(Op::Rename { ino: moved.ino });
         self.set_name(dir, name, None, durable);
         self.set_name(new_dir, new_name, Some(moved.ino), durable);
         Ok(())
     }
 
-    /// The power cut: only the durable state under `model` remains, and it becomes the volatile
-    /// state too. Nodes no longer reachable from the root are forgotten. Unfreezes.
-    pub fn cut(&mut self, model: Model) {
+    /// How `data` tears each of `pending`, or why it cannot.
+    fn tears(data: Data, pending: &[Pending]) -> Result<Vec<Tear>, Mismatch> {
+        match data {
+            Data::Synced => Ok(vec![Tear::Lost; pending.len()]),
+            Data::Seeded(seed) => {
+                let mut rng = fastrand::Rng::with_seed(seed);
+                Ok(pending.iter().map(|p| p.change.draw(&mut rng)).collect())
+            }
+            Data::Exactly(given) => {
+                let fits = given.len() == pending.len()
+                    && given
+                        .iter()
+                        .zip(pending)
+                        .all(|(&(change, tear), p)| change == p.change && change.admits(tear));
+                if fits {
+                    Ok(given.into_iter().map(|(_, tear)| tear).collect())
+                } else {
+                    Err(Mismatch {
+                        given,
+                        pending: pending.to_vec(),
+                    })
+                }
+            }
+        }
+    }
+
+    /// The power cut: only the durable state under `cut` remains (the synced data with each
+    /// pending change torn as `cut.data` says, the names of `cut.names`), and it becomes the
+    /// volatile state too. Nodes no longer reachable from the root are forgotten. Unfreezes.
+    /// Returns each pending change with the tear it got; on [`Mismatch`], changes nothing.
+    pub fn cut(&mut self, cut: impl Into<Cut>) -> Result<Vec<(Pending, Tear)>, Mismatch> {
+        let Cut { names: model, data } = cut.into();
+        let pending = self.pending();
+        let tears = Self::tears(data, &pending)?;
+        let torn: HashMap<u64, Tear> = pending.iter().map(|p| p.op).zip(tears.clone()).collect();
         for node in self.nodes.values_mut() {
             match &mut node.content {
-                Content::File { data, synced } => data.clone_from(synced),
+                Content::File {
+                    data,
+                    synced,
+                    pending,
+                } => {
+                    for u in pending.drain(..) {
+                        // Not listed: a file no model keeps, forgotten below.
+                        let tear = torn.get(&u.op).copied().unwrap_or(Tear::Lost);
+                        tear::apply(synced, u.change, &u.bytes, tear);
+                    }
+                    data.clone_from(synced);
+                }
                 Content::Dir {
                     entries,
                     synced,
@@ -371,6 +634,16 @@ impl Tree {
                 }
             }
         }
+        let seen = self.reachable(false);
+        // Every kept name points into `seen`: nodes are only ever forgotten here.
+        self.nodes.retain(|ino, _| seen.contains(ino));
+        self.freeze_at = None;
+        Ok(pending.into_iter().zip(tears).collect())
+    }
+
+    /// The inodes reachable from the root through volatile entries, or with `any_model`
+    /// through volatile, strict or names-durable ones.
+    fn reachable(&self, any_model: bool) -> std::collections::HashSet<u64> {
         let mut reachable = vec![ROOT];
         let mut seen = std::collections::HashSet::new();
         while let Some(ino) = reachable.pop() {
@@ -378,16 +651,22 @@ impl Tree {
                 continue;
             }
             if let Some(Node {
-                content: Content::Dir { entries, .. },
+                content:
+                    Content::Dir {
+                        entries,
+                        synced,
+                        names,
+                    },
                 ..
             }) = self.nodes.get(&ino)
             {
                 reachable.extend(entries.values().copied());
+                if any_model {
+                    reachable.extend(synced.values().chain(names.values()).copied());
+                }
             }
         }
-        // Every kept name points into `seen`: nodes are only ever forgotten here.
-        self.nodes.retain(|ino, _| seen.contains(ino));
-        self.freeze_at = None;
+        seen
     }
 }
 
@@ -417,12 +696,12 @@ mod tests {
     fn replace(tree: &mut Tree, bytes: &[u8], file_fsync: bool, dir_fsync: bool) {
         let ino = new_file(tree, "tmp", bytes);
         if file_fsync {
-            tree.fsync(ino).expect("fsync");
+            tree.fsync(ino, false).expect("fsync");
         }
         tree.rename(ROOT, name("tmp"), ROOT, name("c"), false)
             .expect("rename");
         if dir_fsync {
-            tree.fsync(ROOT).expect("fsync dir");
+            tree.fsync(ROOT, false).expect("fsync dir");
         }
     }
 
@@ -431,7 +710,7 @@ mod tests {
         for model in [Model::Strict, Model::NamesDurable] {
             let mut tree = Tree::default();
             new_file(&mut tree, "a", b"x");
-            tree.cut(model);
+            tree.cut(model).expect("cut");
             let expected = match model {
                 Model::Strict => None,
                 Model::NamesDurable => Some(Vec::new()),
@@ -446,7 +725,7 @@ mod tests {
             let mut tree = Tree::default();
             replace(&mut tree, b"1\n", true, true);
             replace(&mut tree, b"2\n", true, true);
-            tree.cut(model);
+            tree.cut(model).expect("cut");
             assert_eq!(content(&tree, "c"), Some(b"2\n".to_vec()), "{model:?}");
             assert_eq!(tree.lookup(ROOT, name("tmp")), Err(FsError::NotFound));
         }
@@ -457,13 +736,13 @@ mod tests {
         let mut tree = Tree::default();
         replace(&mut tree, b"1\n", true, true);
         replace(&mut tree, b"2\n", true, false);
-        tree.cut(Model::Strict);
+        tree.cut(Model::Strict).expect("cut");
         assert_eq!(content(&tree, "c"), Some(b"1\n".to_vec()));
 
         let mut tree = Tree::default();
         replace(&mut tree, b"1\n", true, true);
         replace(&mut tree, b"2\n", true, false);
-        tree.cut(Model::NamesDurable);
+        tree.cut(Model::NamesDurable).expect("cut");
         assert_eq!(content(&tree, "c"), Some(b"2\n".to_vec()));
     }
 
@@ -473,7 +752,7 @@ mod tests {
             let mut tree = Tree::default();
             replace(&mut tree, b"1\n", true, true);
             replace(&mut tree, b"2\n", false, true);
-            tree.cut(model);
+            tree.cut(model).expect("cut");
             assert_eq!(content(&tree, "c"), Some(Vec::new()), "{model:?}");
         }
     }
@@ -496,7 +775,7 @@ mod tests {
                 Some(b"2\n".to_vec()),
                 "volatile, k={k}"
             );
-            tree.cut(Model::Strict);
+            tree.cut(Model::Strict).expect("cut");
             assert_eq!(content(&tree, "c"), Some(want.to_vec()), "k={k}");
             assert!(!tree.frozen());
         }
@@ -512,7 +791,7 @@ mod tests {
         tree.crash_after(1);
         new_file(&mut tree, "a", b"");
         new_file(&mut tree, "b", b"");
-        tree.cut(Model::NamesDurable);
+        tree.cut(Model::NamesDurable).expect("cut");
         assert!(content(&tree, "a").is_some());
         assert!(content(&tree, "b").is_none());
     }
@@ -521,9 +800,234 @@ mod tests {
     fn inode_numbers_are_never_reused() {
         let mut tree = Tree::default();
         let a = new_file(&mut tree, "a", b"");
-        tree.cut(Model::Strict);
+        tree.cut(Model::Strict).expect("cut");
         let b = new_file(&mut tree, "a", b"");
         assert!(b > a);
+    }
+
+    fn pending_changes(tree: &Tree) -> Vec<Change> {
+        tree.pending().into_iter().map(|p| p.change).collect()
+    }
+
+    fn write(offset: u64, len: usize) -> Change {
+        Change::Write {
+            offset,
+            len: len as u64,
+        }
+    }
+
+    #[test]
+    fn an_unsynced_rewrite_in_place_tears_only_under_torn_data() {
+        let rewrite = |tree: &mut Tree| {
+            let ino = new_file(tree, "c", b"9\n");
+            tree.fsync(ino, true).expect("fdatasync");
+            tree.fsync(ROOT, false).expect("fsync dir");
+            tree.write(ino, 0, b"10\n").expect("rewrite");
+        };
+        let mut tree = Tree::default();
+        rewrite(&mut tree);
+        assert_eq!(pending_changes(&tree), [write(0, 3)]);
+        let kept = tree.cut(Model::Strict).expect("cut");
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].1, Tear::Lost);
+        assert_eq!(content(&tree, "c"), Some(b"9\n".to_vec()));
+        assert_eq!(tree.pending(), []);
+
+        for (tear, left) in [
+            (Tear::Prefix(1), b"1\n".as_slice()),
+            (Tear::Prefix(2), b"10"),
+            (Tear::Suffix(1), b"9\n\n"),
+            (Tear::Suffix(2), b"90\n"),
+            (Tear::Whole, b"10\n"),
+        ] {
+            let mut tree = Tree::default();
+            rewrite(&mut tree);
+            tree.cut(Cut::exactly(Model::Strict, vec![(write(0, 3), tear)]))
+                .expect("cut");
+            assert_eq!(content(&tree, "c"), Some(left.to_vec()), "{tear:?}");
+        }
+    }
+
+    #[test]
+    fn a_sector_written_twice_before_a_sync_ends_in_any_of_its_versions() {
+        for (tears, left) in [
+            ([Tear::Lost, Tear::Lost], b'o'),
+            ([Tear::Whole, Tear::Lost], b'a'),
+            ([Tear::Lost, Tear::Whole], b'b'),
+            ([Tear::Whole, Tear::Whole], b'b'),
+        ] {
+            let mut tree = Tree::default();
+            let ino = new_file(&mut tree, "f", &[b'o'; 512]);
+            tree.fsync(ino, false).expect("fsync");
+            tree.fsync(ROOT, false).expect("fsync dir");
+            tree.write(ino, 0, &[b'a'; 512]).expect("write a");
+            tree.write(ino, 0, &[b'b'; 512]).expect("write b");
+            let given = vec![(write(0, 512), tears[0]), (write(0, 512), tears[1])];
+            tree.cut(Cut::exactly(Model::NamesDurable, given))
+                .expect("cut");
+            assert_eq!(content(&tree, "f"), Some(vec![left; 512]), "{tears:?}");
+        }
+    }
+
+    #[test]
+    fn a_sync_makes_its_files_changes_durable_and_only_before_the_freeze() {
+        let mut tree = Tree::default();
+        let a = new_file(&mut tree, "a", b"a1");
+        let b = new_file(&mut tree, "b", b"b1");
+        tree.truncate(a, 1).expect("truncate");
+        assert_eq!(
+            pending_changes(&tree),
+            [write(0, 2), write(0, 2), Change::Truncate { size: 1 }]
+        );
+        tree.fsync(a, true).expect("fdatasync a");
+        let pending = tree.pending();
+        assert_eq!(pending.len(), 1);
+        assert_eq!((pending[0].ino, pending[0].op), (b, 3));
+        tree.crash_after(0);
+        tree.write(a, 0, b"x").expect("after the power failed");
+        tree.fsync(b, false).expect("too late");
+        // Neither the write after the freeze nor the sync after it changes what is pending.
+        assert_eq!(tree.pending(), pending);
+        let kept = tree.cut(Cut::exactly(
+            Model::NamesDurable,
+            vec![(write(0, 2), Tear::Prefix(1))],
+        ));
+        assert_eq!(kept.map(|k| k.len()), Ok(1));
+        assert_eq!(content(&tree, "a"), Some(b"a".to_vec()));
+        assert_eq!(content(&tree, "b"), Some(b"b".to_vec()));
+    }
+
+    #[test]
+    fn a_file_unlinked_for_good_has_nothing_pending() {
+        let mut tree = Tree::default();
+        let ino = new_file(&mut tree, "a", b"x");
+        tree.fsync(ROOT, false).expect("fsync dir");
+        tree.remove(ROOT, name("a"), false).expect("unlink");
+        // The unlink is not durable in the strict model yet: the write still matters.
+        assert_eq!(pending_changes(&tree), [write(0, 1)]);
+        tree.fsync(ROOT, false).expect("fsync dir");
+        assert_eq!(tree.pending(), []);
+        tree.write(ino, 1, b"y")
+            .expect("write to the open, unlinked file");
+        assert_eq!(tree.cut(Model::Strict).expect("cut"), []);
+        assert_eq!(tree.attr(ino), Err(FsError::NotFound));
+    }
+
+    #[test]
+    fn an_exact_cut_naming_other_changes_is_refused_and_cuts_nothing() {
+        let mut tree = Tree::default();
+        let ino = new_file(&mut tree, "a", b"abc");
+        for given in [
+            vec![],
+            vec![(write(0, 4), Tear::Whole)],
+            vec![(write(0, 3), Tear::Prefix(3))],
+            vec![(write(0, 3), Tear::Whole), (write(0, 3), Tear::Whole)],
+        ] {
+            let err = tree
+                .cut(Cut::exactly(Model::NamesDurable, given.clone()))
+                .expect_err("a mismatch");
+            assert_eq!(err.given, given);
+            assert_eq!(pending_changes(&tree), [write(0, 3)]);
+        }
+        tree.write(ino, 3, b"d")
+            .expect("still mounted, still volatile");
+        assert_eq!(content(&tree, "a"), Some(b"abcd".to_vec()));
+    }
+
+    #[test]
+    fn keeping_every_pending_change_whole_keeps_what_readers_saw() {
+        // Random writes, truncations and syncs on two files: a cut that keeps every pending
+        // change whole leaves exactly the volatile data, and a seeded cut is reproducible.
+        for seed in 0..50 {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let mut tree = Tree::default();
+            let files = [new_file(&mut tree, "a", b""), new_file(&mut tree, "b", b"")];
+            tree.fsync(ROOT, false).expect("fsync dir");
+            for _ in 0..20 {
+                let ino = files[rng.usize(0..2)];
+                match rng.u8(0..5) {
+                    0 => tree.truncate(ino, rng.u64(0..3000)).expect("truncate"),
+                    1 => tree.fsync(ino, rng.bool()).expect("fsync"),
+                    _ => {
+                        let bytes = vec![rng.u8(1..); rng.usize(1..1500)];
+                        tree.write(ino, rng.u64(0..3000), &bytes).expect("write");
+                    }
+                }
+            }
+            let seen = (content(&tree, "a"), content(&tree, "b"));
+            let mut seeded = tree.clone();
+            let whole = tree.pending().into_iter().map(|p| (p.change, Tear::Whole));
+            tree.cut(Cut::exactly(Model::Strict, whole.collect()))
+                .expect("cut");
+            assert_eq!((content(&tree, "a"), content(&tree, "b")), seen, "{seed}");
+
+            let mut again = seeded.clone();
+            let first = seeded.cut(Cut::seeded(Model::Strict, seed)).expect("cut");
+            let second = again.cut(Cut::seeded(Model::Strict, seed)).expect("cut");
+            assert_eq!(first, second);
+            assert_eq!(content(&seeded, "a"), content(&again, "a"));
+        }
+    }
+
+    #[test]
+    fn a_snapshot_is_cut_many_ways() {
+        let mut tree = Tree::default();
+        let ino = new_file(&mut tree, "a", b"old");
+        tree.fsync(ino, false).expect("fsync");
+        tree.fsync(ROOT, false).expect("fsync dir");
+        tree.write(ino, 0, b"NEW").expect("rewrite");
+        let snapshot = tree.snapshot();
+        let ops = tree.mutating_ops();
+        for (tear, left) in [(Tear::Prefix(1), b"Nld"), (Tear::Suffix(1), b"olW")] {
+            tree.restore(&snapshot);
+            tree.cut(Cut::exactly(Model::Strict, vec![(write(0, 3), tear)]))
+                .expect("cut");
+            assert_eq!(content(&tree, "a"), Some(left.to_vec()));
+            tree.write(ino, 0, b"zzz").expect("a check that writes");
+        }
+        assert_eq!(tree.mutating_ops(), ops + 2, "the count keeps going");
+    }
+
+    #[test]
+    fn the_journal_records_each_operation_and_fdatasync_apart() {
+        let mut tree = Tree::default();
+        let mark = tree.mutating_ops();
+        let ino = new_file(&mut tree, "a", b"xy");
+        tree.fsync(ino, true).expect("fdatasync");
+        tree.truncate(ino, 0).expect("truncate");
+        tree.fsync(ino, false).expect("fsync");
+        tree.rename(ROOT, name("a"), ROOT, name("b"), false)
+            .expect("rename");
+        tree.fsync(ROOT, false).expect("fsync dir");
+        tree.remove(ROOT, name("b"), false).expect("unlink");
+        assert_eq!(
+            tree.journal_since(mark),
+            [
+                Op::Create { ino },
+                Op::Write {
+                    ino,
+                    offset: 0,
+                    len: 2
+                },
+                Op::Sync {
+                    ino,
+                    datasync: true
+                },
+                Op::Truncate { ino, size: 0 },
+                Op::Sync {
+                    ino,
+                    datasync: false
+                },
+                Op::Rename { ino },
+                Op::Sync {
+                    ino: ROOT,
+                    datasync: false
+                },
+                Op::Remove { ino },
+            ]
+        );
+        assert_eq!(tree.journal_since(5).len(), 3);
+        assert_eq!(tree.journal_since(100), []);
     }
 
     #[test]

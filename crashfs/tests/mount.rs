@@ -1,14 +1,16 @@
-//! crashfs through the kernel: what a cut keeps, that the kernel forgets its caches, that a busy
-//! mount is never cut, that flock excludes across processes, and that no mount leaks.
+//! crashfs through the kernel: what a cut keeps, torn writes included, that the kernel forgets
+//! its caches, that a busy mount is never cut, that flock excludes across processes, and that no
+//! mount leaks.
 
 use std::{
     fs::{self, File, OpenOptions},
     io::{BufRead, BufReader, Write},
+    os::unix::fs::FileExt,
     path::Path,
     process::{Command, Stdio},
 };
 
-use crashfs::{Error, Model, env::mount_or_skip};
+use crashfs::{Change, Cut, Error, Model, Op, Tear, env::mount_or_skip};
 
 fn write_synced(path: &Path, bytes: &[u8], fsync_file: bool) {
     let mut f = File::create_new(path).expect("create");
@@ -229,4 +231,134 @@ fn writes_reads_truncates_and_appends_through_the_kernel() {
     assert_eq!(fs::metadata(&p).expect("stat").len(), 2);
     fs::remove_file(&p).expect("unlink");
     assert_eq!(names(fs.path()), Vec::<String>::new());
+}
+
+#[test]
+fn fdatasync_reaches_the_filesystem_apart_from_fsync() {
+    let Some(fs) = mount_or_skip("fdatasync_apart") else {
+        return;
+    };
+    let root = fs.path().to_path_buf();
+    let f = File::create_new(root.join("a")).expect("create");
+    let mark = fs.mutating_ops();
+    f.write_all_at(b"12345678", 4096).expect("pwrite");
+    f.sync_data().expect("fdatasync");
+    f.sync_all().expect("fsync");
+    fsync_dir(&root);
+    let journal = fs.journal_since(mark);
+    let Op::Write { ino, .. } = journal[0] else {
+        panic!("{journal:?}");
+    };
+    assert_eq!(
+        journal,
+        [
+            Op::Write {
+                ino,
+                offset: 4096,
+                len: 8
+            },
+            Op::Sync {
+                ino,
+                datasync: true
+            },
+            Op::Sync {
+                ino,
+                datasync: false
+            },
+            Op::Sync {
+                ino: 1,
+                datasync: false
+            },
+        ]
+    );
+}
+
+#[test]
+fn a_torn_cut_keeps_exactly_the_sectors_or_bytes_chosen() {
+    let Some(mut fs) = mount_or_skip("torn_cut") else {
+        return;
+    };
+    let root = fs.path().to_path_buf();
+    let path = root.join("f");
+    write_synced(&path, &[b'o'; 2048], true);
+    fsync_dir(&root);
+    // Sectors 1 and 2 of the file, rewritten in place and never synced.
+    let f = OpenOptions::new().write(true).open(&path).expect("open");
+    f.write_all_at(&[b'n'; 1024], 512).expect("pwrite");
+    drop(f);
+    let write = Change::Write {
+        offset: 512,
+        len: 1024,
+    };
+    let pending: Vec<Change> = fs.pending().into_iter().map(|p| p.change).collect();
+    assert_eq!(pending, [write]);
+    assert_eq!(write.tears().len(), 4, "lost, whole, either sector");
+    let snapshot = fs.snapshot();
+
+    // A cut naming another write is refused, cuts nothing, and leaves the mount usable.
+    let other = Change::Write {
+        offset: 0,
+        len: 1024,
+    };
+    assert!(matches!(
+        fs.cut_power(Cut::exactly(Model::Strict, vec![(other, Tear::Whole)])),
+        Err(Error::Mismatch(_))
+    ));
+    assert_eq!(fs::read(&path).expect("read")[512], b'n');
+
+    let kept = fs
+        .cut_power(Cut::exactly(
+            Model::Strict,
+            vec![(write, Tear::Sectors(0b10))],
+        ))
+        .expect("cut");
+    assert_eq!(kept.len(), 1);
+    let per_sector = |bytes: Vec<u8>| bytes.chunks(512).map(|s| s[0]).collect::<Vec<u8>>();
+    assert_eq!(per_sector(fs::read(&path).expect("read")), b"oono");
+
+    // The same state, cut another way: the first 100 bytes of the write only.
+    fs.cut_power_from(
+        &snapshot,
+        Cut::exactly(Model::NamesDurable, vec![(write, Tear::Prefix(100))]),
+    )
+    .expect("cut again");
+    let bytes = fs::read(&path).expect("read");
+    assert_eq!(bytes.len(), 2048);
+    assert_eq!(bytes[511..513], *b"on");
+    assert_eq!(bytes[611..613], *b"no");
+    assert_eq!(per_sector(bytes), b"onoo");
+}
+
+#[test]
+fn a_hung_volume_blocks_every_request_until_it_resumes_and_failing_syncs_answer_eio() {
+    let Some(fs) = mount_or_skip("faults") else {
+        return;
+    };
+    let path = fs.path().join("f");
+    write_synced(&path, b"1\n", true);
+
+    fs.hang();
+    let reader = {
+        let path = path.clone();
+        std::thread::spawn(move || fs::read(&path).expect("read after resume"))
+    };
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(!reader.is_finished(), "a read on a hung volume returned");
+    fs.resume();
+    assert_eq!(reader.join().expect("reader"), b"1\n");
+
+    fs.fail_syncs(true, false);
+    let file = OpenOptions::new().write(true).open(&path).expect("open");
+    file.write_all_at(b"2\n", 0).expect("write");
+    let error = file.sync_data().expect_err("a failing disk");
+    assert_eq!(error.raw_os_error(), Some(nix::libc::EIO));
+    fsync_dir(fs.path());
+    fs.fail_syncs(false, true);
+    file.sync_data().expect("file syncs work again");
+    let dir_error = File::open(fs.path())
+        .and_then(|d| d.sync_all())
+        .expect_err("directory syncs fail");
+    assert_eq!(dir_error.raw_os_error(), Some(nix::libc::EIO));
+    fs.fail_syncs(false, false);
+    fsync_dir(fs.path());
 }

@@ -78,6 +78,9 @@ ENVIRONMENT (unset means the default; a malformed value exits with status 2):
     LOG_INTERVAL   time between entries, 100ms to 24h,        [default: 5s]
                    such as 250ms, 5s or 1m
     RUST_LOG       tracing filter; logs go to stderr          [default: info]
+    LOG_FORMAT     text or json: one line per event, or one   [default: text]
+                   JSON object per line with timestamp, level, message and fields;
+                   the entries on stdout are the same in both
 
 FILES in DATA_DIR:
     output.log             the latest entry, replaced atomically under output.log.lock (so
@@ -103,6 +106,8 @@ ENVIRONMENT (unset means the default; a malformed value exits with status 2):
     PORT       TCP port, bound on all interfaces          [default: 3001]
     DATA_DIR   the shared volume, created if missing      [default: files]
     RUST_LOG   tracing filter; logs go to stderr          [default: info]
+    LOG_FORMAT text or json: one line per event, or one JSON object per line with
+               timestamp, level, message and fields       [default: text]
     SHUTDOWN_DELAY
                after SIGTERM, keep serving this long with /readyz already 503, then
                drain; 0s to 60s, e.g. 5s behind a load balancer  [default: 0s]

@@ -1,21 +1,22 @@
 //! log-writer's loop (SPEC §5): the first entry at once, then one every `LOG_INTERVAL`. Each
-//! tick reads the counter (no lock: pingpong replaces it by an atomic rename, so any read sees
-//! a whole value), composes the entry, replaces `output.log` under `output.log.lock` through
-//! [`shared_fs::LockedFile`] and hands the entry to a sink (stdout in the binary, a channel in
-//! tests).
+//! tick reads the count (no lock: [`shared_fs::CounterFile::read`] takes the larger of the
+//! durable record, whose slots are checksummed, and the published file, which is only ever
+//! replaced by an atomic rename; so a read sees a whole value that never goes back), composes
+//! the entry, replaces `output.log` under `output.log.lock` through [`shared_fs::LockedFile`]
+//! and hands the entry to a sink (stdout in the binary, a channel in tests).
 //!
 //! A tick that cannot read the counter or write the entry is logged and skipped: the file keeps
 //! the last good entry, and the next tick tries again. A corrupt counter is never read as 0.
 
 use std::{
     future::Future,
-    io::Write,
-    path::PathBuf,
     sync::Arc,
     time::{Duration, SystemTime},
 };
 
-use shared_fs::LockedFile;
+use prometheus_client::metrics::counter::Counter;
+use service_kit::nonblocking::LineQueue;
+use shared_fs::{CounterFile, LockedFile};
 
 use tokio::time::MissedTickBehavior;
 use uuid::Uuid;
@@ -35,8 +36,6 @@ pub const TICK_GRACE: Duration = Duration::from_secs(3);
 pub enum StartError {
     #[error(transparent)]
     CreateDir(#[from] CreateDirError),
-    #[error("cannot remove the temporary files a crash left")]
-    Sweep(#[source] shared_fs::Error),
 }
 
 /// Writes entries as the writer `id` until `shutdown` resolves, then returns `Ok`.
@@ -44,8 +43,8 @@ pub enum StartError {
 /// Creates `DATA_DIR` if missing and removes the `.output.log.*.tmp` files a crash left. Both
 /// that sweep and every replace of `output.log` run under the lock `output.log.lock`, so two
 /// writers overlapping in a rollout never remove each other's temporary file. Every written
-/// entry is passed to `sink`, on the blocking pool, because printing to a pipe can block as
-/// much as a file can.
+/// entry is passed to `sink`, on the blocking pool, in case it blocks (the binary's [`Stdout`]
+/// never does).
 ///
 /// `shutdown` is watched at every step, also while the volume hangs: during start-up it returns
 /// at once; during a tick it lets the tick finish for at most [`TICK_GRACE`], then returns.
@@ -107,14 +106,16 @@ where
     volume::create_data_dir(&config.data_dir).await?;
     let tick = Arc::new(Tick {
         output: LockedFile::new(volume::output_path(&config.data_dir)),
-        counter: volume::counter_path(&config.data_dir),
+        counter: CounterFile::in_dir(&config.data_dir),
         id,
         sink,
     });
     let sweep = tick.clone();
-    blocking(move || sweep.output.sweep_temp_files())
-        .await
-        .map_err(StartError::Sweep)?;
+    // Leftover temporary files cost only their space: a sweep that fails (the lock cannot be
+    // taken, the directory cannot be listed) is reported, never a reason not to start.
+    if let Err(error) = blocking(move || sweep.output.sweep_temp_files()).await {
+        tracing::warn!(%error, "cannot sweep the temporary files a crash may have left");
+    }
     tracing::info!(
         data_dir = %config.data_dir.display(),
         interval = %humantime::format_duration(config.interval),
@@ -133,14 +134,14 @@ fn log_skipped(result: shared_fs::Result<()>) {
 /// What one tick needs, shared with the blocking pool.
 struct Tick<S> {
     output: LockedFile,
-    counter: PathBuf,
+    counter: CounterFile,
     id: Uuid,
     sink: S,
 }
 
 impl<S: Fn(&str)> Tick<S> {
     fn write(&self) -> shared_fs::Result<()> {
-        let pongs = shared_fs::read_counter(&self.counter)?;
+        let pongs = self.counter.read()?;
         let entry = format_entry(SystemTime::now(), self.id, pongs);
         self.output.replace(entry.as_bytes())?;
         (self.sink)(&entry);
@@ -148,11 +149,50 @@ impl<S: Fn(&str)> Tick<S> {
     }
 }
 
-/// The binary's sink: the entry and a newline on stdout, which is the container log. A closed
-/// stdout is logged rather than fatal (unlike `println!`, which panics): the file on the volume
-/// is what log-reader serves.
-pub fn print_entry(entry: &str) {
-    if let Err(error) = writeln!(std::io::stdout().lock(), "{entry}") {
-        tracing::warn!(%error, "cannot print the entry to stdout");
+/// How many entries may wait for stdout: 80 s of them at the default interval, on top of the
+/// hundreds a pipe to a container runtime holds.
+pub const STDOUT_QUEUE_ENTRIES: usize = 16;
+
+/// The binary's sink: each entry and a newline on stdout, which is the container log, through
+/// a bounded queue and a thread of its own ([`service_kit::nonblocking`]). A stdout nobody reads
+/// (a stalled log collector, `| less`) must not stop the entries on the volume, which is what
+/// log-reader serves: while it stalls the entries that do not fit are not printed, and once it
+/// drains a warning on stderr says how many. A closed stdout is the same, not fatal (unlike
+/// `println!`, which panics).
+#[derive(Debug, Clone)]
+pub struct Stdout(LineQueue);
+
+impl Stdout {
+    /// Starts the thread that prints to stdout.
+    pub fn spawn() -> std::io::Result<Stdout> {
+        LineQueue::spawn(
+            "stdout-writer",
+            std::io::stdout(),
+            STDOUT_QUEUE_ENTRIES,
+            Counter::default(),
+            |n| {
+                tracing::warn!(
+                    dropped = n,
+                    "entries not printed: stdout was not taking them; output.log had each"
+                );
+            },
+        )
+        .map(Stdout)
+    }
+
+    /// The sink for [`run`]: queues the entry and a newline, never waits.
+    pub fn sink(&self) -> impl Fn(&str) + Send + Sync + 'static {
+        let queue = self.0.clone();
+        move |entry| {
+            let mut line = String::with_capacity(entry.len() + 1);
+            line.push_str(entry);
+            line.push('\n');
+            queue.push(line.as_bytes());
+        }
+    }
+
+    /// Waits, at most `within`, until every queued entry is on stdout: before the exit.
+    pub fn flush(&self, within: Duration) -> bool {
+        self.0.flush(within)
     }
 }

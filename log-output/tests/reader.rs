@@ -92,14 +92,14 @@ async fn root_serves_output_log_byte_for_byte() {
 #[tokio::test]
 async fn root_is_503_with_the_reason_when_output_log_cannot_be_read() {
     let dir = tempfile::tempdir().expect("tempdir");
-    // A directory where the file should be: reading it fails with something other than NotFound.
+    // A directory where the file should be: not a regular file, so not an entry.
     fs::create_dir(dir.path().join("output.log")).expect("mkdir");
     let answer = call(&app(dir.path()).await, Method::GET, "/").await;
     assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
         answer.body,
         format!(
-            "cannot read {}: Is a directory (os error 21)\n",
+            "{} is a directory, not a regular file\n",
             dir.path().join("output.log").display()
         )
     );

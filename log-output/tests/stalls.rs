@@ -12,9 +12,12 @@ use std::{
         atomic::{AtomicBool, Ordering},
     },
     thread,
+    time::Duration,
 };
 
-use common::{DEADLINE, Proc, get, parse_entry, run_to_end, start_reader, start_writer};
+use common::{
+    DEADLINE, Proc, entry, get, parse_entry, poll_within, run_to_end, start_reader, start_writer,
+};
 use test_support::plant_fifo;
 
 #[test]
@@ -40,12 +43,89 @@ fn a_reader_whose_output_log_hangs_serves_503_and_exits_on_sigterm() {
     assert_eq!(
         answer.text(),
         format!(
-            "no entry yet: reading {} has not finished\n",
+            "{} is a named pipe (FIFO), not a regular file\n",
             output.display()
         )
     );
     reader.signal("TERM");
     assert_eq!(reader.wait_exit(DEADLINE).code(), Some(0));
+}
+
+#[test]
+fn a_reader_follows_output_log_again_once_a_fifo_there_is_replaced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = dir.path().join("output.log");
+    let first = "2020-03-30T12:15:17.705Z: 8523ecb1-c716-4cb6-a044-b9e83bb98e43.\nPing / Pongs: 3";
+    let second = "2020-03-30T12:15:22.705Z: 8523ecb1-c716-4cb6-a044-b9e83bb98e43.\nPing / Pongs: 4";
+    fs::write(&output, first).expect("writing the first entry");
+    let (_reader, port) = start_reader(dir.path());
+    assert_eq!(get(port, "/").expect("GET /").text(), first);
+
+    let fifo = dir.path().join("fifo");
+    plant_fifo(&fifo);
+    fs::rename(&fifo, &output).expect("a FIFO over output.log");
+    poll_within(Duration::from_secs(2), "the FIFO to be reported", || {
+        let answer = get(port, "/").expect("GET /");
+        (answer.status == 503).then_some(())
+    });
+    let answer = get(port, "/").expect("GET /");
+    assert_eq!(
+        answer.text(),
+        format!(
+            "{} is a named pipe (FIFO), not a regular file\n",
+            output.display()
+        )
+    );
+    thread::sleep(Duration::from_millis(300));
+    let next = dir.path().join("next");
+    fs::write(&next, second).expect("writing the second entry");
+    fs::rename(&next, &output).expect("replacing the FIFO");
+    poll_within(Duration::from_secs(2), "the entry after the FIFO", || {
+        (get(port, "/").expect("GET /").text() == second).then_some(())
+    });
+}
+
+#[test]
+fn a_writer_writes_again_once_a_fifo_at_the_counter_path_is_replaced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let counter = dir.path().join("pingpong_counter.txt");
+    fs::write(&counter, "3\n").expect("counter");
+    let mut writer = start_writer(dir.path(), "100ms");
+    assert_eq!(entry(&writer.next_entry()).pongs, 3);
+
+    let fifo = dir.path().join("fifo");
+    plant_fifo(&fifo);
+    fs::rename(&fifo, &counter).expect("a FIFO over the counter");
+    writer.wait_for_log(&format!(
+        "{} is a named pipe (FIFO), not a regular file",
+        counter.display()
+    ));
+    thread::sleep(Duration::from_millis(500));
+    let repaired = dir.path().join("repaired");
+    fs::write(&repaired, "7\n").expect("repaired counter");
+    fs::rename(&repaired, &counter).expect("replacing the FIFO");
+    poll_within(
+        Duration::from_secs(2),
+        "an entry with the repaired count",
+        || match writer.try_next_entry() {
+            Ok(text) if entry(&text).pongs == 7 => Some(()),
+            _ => None,
+        },
+    );
+}
+
+#[test]
+fn a_temporary_name_that_cannot_be_removed_is_reported_and_the_writer_carries_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stuck = dir.path().join(".output.log.0123456789abcdef.tmp");
+    fs::create_dir(&stuck).expect("a directory named like a temporary file");
+    let mut writer = start_writer(dir.path(), "100ms");
+    entry(&writer.next_entry());
+    writer.wait_for_log(&format!(
+        "cannot remove a temporary file left by a crash; leaving it path={}",
+        stuck.display()
+    ));
+    writer.assert_running();
 }
 
 #[test]

@@ -6,12 +6,12 @@ use std::{env, path::Path, process::ExitCode};
 use anyhow::Context;
 use pingpong::{config::Config, operator, routes};
 use service_kit::{
-    cli::{Binary, run_main, usage_error},
-    config::{check_utf8, process_env},
+    cli::{self, Binary, run_main, usage_error},
+    config::{EXIT_USAGE, check_utf8, process_env},
     http,
     shutdown::{self, Draining, Flavor},
 };
-use shared_fs::CounterFile;
+use shared_fs::{CounterFile, mounts};
 
 const HELP: &str = concat!(
     "\
@@ -26,7 +26,9 @@ USAGE:
 ENVIRONMENT (unset means the default; a malformed value exits with status 2):
     PORT       TCP port, bound on all interfaces          [default: 3000]
     DATA_DIR   the shared volume, created if missing      [default: files]
-    RUST_LOG   tracing filter                             [default: info]
+    RUST_LOG   tracing filter; logs go to stderr          [default: info]
+    LOG_FORMAT text or json: one line per event, or one JSON object per line with
+               timestamp, level, message and fields       [default: text]
     SHUTDOWN_DELAY
                after SIGTERM, keep serving this long with /readyz already 503, then
                drain; 0s to 60s, e.g. 5s behind a load balancer  [default: 0s]
@@ -51,6 +53,10 @@ FILES in DATA_DIR:
 "
 );
 
+/// How long the exit waits for the counter writer to publish and give the lock back; within
+/// SPEC §6's `SHUTDOWN_DELAY` + 10 s with the drain's 8 s.
+const WRITER_EXIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
     if args.first().is_some_and(|a| a == "counter") {
@@ -65,6 +71,12 @@ fn main() -> ExitCode {
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
+    // Before anything touches the volume: a mount whose locks would be local to this node is
+    // refused like a malformed variable (SPEC §7.7).
+    if let Err(refusal) = mounts::check(&config.data_dir) {
+        eprintln!("pingpong: {refusal}");
+        std::process::exit(EXIT_USAGE);
+    }
     shutdown::block_on(Flavor::MultiThread, async {
         // First, before anything touches the volume: a SIGTERM from here on is never lost.
         let draining = Draining::default();
@@ -83,12 +95,20 @@ fn serve(config: Config) -> anyhow::Result<()> {
             let data_dir = config.data_dir.clone();
             move || check_volume(&data_dir, &file)
         });
-        let app = routes::app_for(file, draining.clone());
+        let (app, writer) = routes::service(file, draining.clone());
         // The bound port, not the configured one: with PORT=0 the tests learn it from here.
         tracing::info!(port = addr.port(), data_dir = %config.data_dir.display(), "pingpong listening");
         http::serve(listener, app, draining, config.shutdown_delay)
             .await
             .context("serving HTTP")?;
+        // The app is gone: the counter writer finishes, publishes and gives the lock back.
+        // Bounded, so a volume that hangs cannot hold the exit past the grace period.
+        if !tokio::task::spawn_blocking(move || writer.wait(WRITER_EXIT))
+            .await
+            .unwrap_or(false)
+        {
+            tracing::warn!(after = ?WRITER_EXIT, "the counter writer did not finish; exiting without it");
+        }
         tracing::info!("pingpong stopped cleanly");
         Ok(())
     })
@@ -105,6 +125,8 @@ fn check_volume(data_dir: &Path, file: &CounterFile) {
     }
 }
 
+/// `pingpong counter get|set N`: the answer on stdout; logs, and the error if any, on stderr
+/// in `LOG_FORMAT` like the server's.
 fn counter_command(args: &[String]) -> ExitCode {
     let command = match operator::parse(args) {
         Ok(command) => command,
@@ -113,15 +135,16 @@ fn counter_command(args: &[String]) -> ExitCode {
     if let Err(error) = check_utf8(|var| env::var_os(var)) {
         return usage_error("pingpong", &error.to_string());
     }
+    let format = match cli::logging(&process_env) {
+        Ok(format) => format,
+        Err(error) => return usage_error("pingpong", &error.to_string()),
+    };
     let data_dir = service_kit::config::data_dir(&process_env);
-    match operator::run(&command, &data_dir) {
-        Ok(line) => {
-            println!("{line}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
+    // Both take the lock (`get` to bring the published file up to the record): refused where
+    // the lock would be local to this node.
+    if let Err(refusal) = mounts::check(&data_dir) {
+        return usage_error("pingpong", &refusal.to_string());
     }
+    let result = operator::run(&command, &data_dir).map(|line| println!("{line}"));
+    cli::exit("pingpong", format, result.map_err(anyhow::Error::from))
 }

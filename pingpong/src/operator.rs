@@ -37,7 +37,10 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
 pub fn run(command: &Command, data_dir: &Path) -> shared_fs::Result<String> {
     let file = CounterFile::in_dir(data_dir);
     match *command {
-        Command::Get => file.read().map(|n| n.to_string()),
+        // Also brings the published file up to the record, if the lock is free (a crash or a
+        // power cut may have left it behind): what a downgrade to a release without the
+        // record needs first.
+        Command::Get => file.reconcile_if_free().map(|n| n.to_string()),
         Command::Set(n) => {
             std::fs::create_dir_all(data_dir).map_err(|e| shared_fs::Error::Io {
                 op: "create directory",

@@ -6,8 +6,9 @@ use prometheus_client::registry::Registry;
 use service_kit::{
     http::{self, ReadyCheck},
     shutdown::Draining,
+    single_flight::SingleFlight,
 };
-use shared_fs::{Counter, CounterFile};
+use shared_fs::{Counter, CounterFile, group_commit::Stopped};
 
 use crate::{error::VolumeError, metrics::CounterMetrics};
 
@@ -15,20 +16,31 @@ use crate::{error::VolumeError, metrics::CounterMetrics};
 #[derive(Debug, Clone)]
 pub struct AppState {
     counter: Counter,
+    /// `/pings`'s read of the volume, one in flight at a time (see
+    /// [`service_kit::single_flight`]).
+    count: SingleFlight<shared_fs::Result<u64>>,
 }
 
 impl AppState {
     /// Starts the counter writer for `file`, feeding `metrics`.
     pub fn new(file: CounterFile, metrics: CounterMetrics) -> Self {
+        let count = SingleFlight::new({
+            let file = file.clone();
+            move || {
+                let file = file.clone();
+                blocking(move || file.read())
+            }
+        });
         AppState {
             counter: Counter::spawn_observed(file, metrics),
+            count,
         }
     }
 }
 
 /// The whole service: `/pingpong`, `/pings`, and the shared `/healthz`, `/readyz`, `/metrics`.
 pub fn app(state: AppState, registry: Registry, draining: Draining) -> Router {
-    let ready = readiness(state.counter.file().clone());
+    let ready = readiness(state.counter.clone());
     let routes = Router::new()
         .route("/pingpong", http::get_only(pingpong))
         .route("/pings", get(pings))
@@ -38,9 +50,18 @@ pub fn app(state: AppState, registry: Registry, draining: Draining) -> Router {
 
 /// Builds the app with a fresh registry: what tests and the server both use.
 pub fn app_for(file: CounterFile, draining: Draining) -> Router {
+    service(file, draining).0
+}
+
+/// The app, and a handle that waits for its counter writer to end once the app is dropped:
+/// the server waits on it before exiting, so that the count is published and the lock given
+/// back first (a replica of the previous release reads only the published file).
+pub fn service(file: CounterFile, draining: Draining) -> (Router, Stopped) {
     let mut registry = Registry::default();
     let metrics = CounterMetrics::register(&mut registry);
-    app(AppState::new(file, metrics), registry, draining)
+    let state = AppState::new(file, metrics);
+    let stopped = state.counter.stopped();
+    (app(state, registry, draining), stopped)
 }
 
 /// `pong N`, where N is the count before this request; sent only once the increment is
@@ -52,21 +73,27 @@ async fn pingpong(State(state): State<AppState>) -> Result<String, VolumeError> 
 
 /// The current count, without incrementing.
 async fn pings(State(state): State<AppState>) -> Result<String, VolumeError> {
-    let file = state.counter.file().clone();
-    let n = blocking(move || file.read()).await?;
+    let n = state
+        .count
+        .get()
+        .await
+        .unwrap_or_else(|| Err(state.counter.stopped_error()))?;
     Ok(n.to_string())
 }
 
-/// Ready when the counter parses and the volume accepts writes. Not ready on a corrupt file
-/// either: Kubernetes then stops routing here, and the operator sees why in the probe output.
-fn readiness(file: CounterFile) -> ReadyCheck {
+/// Ready when the counter parses, the volume accepts writes, and durable writes work (after a
+/// failure that persists, such as a full or failing disk, until one succeeds again). Not ready
+/// on a corrupt file either: Kubernetes then stops routing here, and the operator sees why in
+/// the probe output.
+fn readiness(counter: Counter) -> ReadyCheck {
     std::sync::Arc::new(move || {
-        let file = file.clone();
+        let counter = counter.clone();
         Box::pin(async move {
+            let file = counter.file().clone();
             blocking(move || file.probe())
                 .await
-                .map(drop)
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.to_string())?;
+            counter.check().await.map_err(|e| e.to_string())
         })
     })
 }

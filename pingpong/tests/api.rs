@@ -58,10 +58,7 @@ async fn pong_counts_from_zero_and_pings_only_reads() {
         get(&app, "/pingpong").await,
         (StatusCode::OK, "pong 2".into())
     );
-    assert_eq!(
-        fs::read(dir.path().join("pingpong_counter.txt")).unwrap(),
-        b"3\n"
-    );
+    test_support::assert_published(&dir.path().join("pingpong_counter.txt"), "3\n");
 }
 
 #[tokio::test]

@@ -17,8 +17,8 @@ use std::{
 };
 
 use service_kit::connections::{
-    EVICTION_SLACK, HEADER_READ_TIMEOUT, MAX_BODY_BYTES, MAX_CONNECTIONS, MAX_HEAD_BYTES,
-    connection_bound,
+    EVICTION_SLACK, FD_RESERVE, HEADER_READ_TIMEOUT, MAX_BODY_BYTES, MAX_CONNECTIONS,
+    MAX_HEAD_BYTES, MIN_CONNECTIONS, connection_bound,
 };
 use support::{Server, pong_number, try_get};
 
@@ -352,4 +352,201 @@ fn help_states_the_limits() {
     ] {
         assert!(help.contains(&needle), "--help lacks {needle:?}:\n{help}");
     }
+}
+
+/// Sends `raw`, half-closes (`shutdown(SHUT_WR)`, as `nc -N` and some proxies do), and reads
+/// the answer until the server closes, within `within`.
+fn exchange_half_closed(port: u16, raw: &[u8], within: Duration) -> io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.write_all(raw)?;
+    stream.shutdown(std::net::Shutdown::Write)?;
+    stream.set_read_timeout(Some(within))?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| io::Error::other(format!("no header end in {response:?}")))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| io::Error::other(format!("no status in {head:?}")))?;
+    Ok((status, body.to_owned()))
+}
+
+#[test]
+fn a_request_followed_by_a_half_close_is_answered_and_hands_out_its_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let mut expected = 0;
+    for version in ["HTTP/1.1", "HTTP/1.0"] {
+        for _ in 0..3 {
+            let request = format!("GET /pingpong {version}\r\nHost: localhost\r\n\r\n");
+            let answer = exchange_half_closed(server.port, request.as_bytes(), SLACK)
+                .unwrap_or_else(|e| panic!("{version}, half-closed after the request: {e}"));
+            assert_eq!(answer, (200, format!("pong {expected}")), "{version}");
+            expected += 1;
+        }
+        let request = format!("GET /healthz {version}\r\nHost: localhost\r\n\r\n");
+        let answer = exchange_half_closed(server.port, request.as_bytes(), SLACK)
+            .unwrap_or_else(|e| panic!("{version} /healthz, half-closed: {e}"));
+        assert_eq!(answer, (200, "ok".to_owned()), "{version}");
+    }
+    assert_eq!(server.get("/pings"), (200, "6".to_owned()));
+    let (_, metrics) = server.get("/metrics");
+    assert_eq!(
+        support::metric(&metrics, "pingpong_abandoned_total"),
+        Some(0),
+        "{metrics}"
+    );
+    assert_eq!(
+        support::metric(&metrics, "pingpong_increments_total"),
+        Some(6),
+        "{metrics}"
+    );
+}
+
+/// One keep-alive connection that scrapes `/metrics` again and again, as Prometheus does: it
+/// stays one connection of the table, and having been answered it is evicted last.
+struct Scraper(TcpStream);
+
+impl Scraper {
+    fn connect(port: u16) -> Scraper {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("scraper");
+        stream.set_read_timeout(Some(SLACK)).expect("read timeout");
+        Scraper(stream)
+    }
+
+    /// The connection metrics: (open, evicted, refused).
+    fn connections(&mut self) -> (u64, u64, u64) {
+        let Self(stream) = self;
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .expect("scrape");
+        let mut response = Vec::new();
+        let mut buf = [0; 16 * 1024];
+        while !complete(&response) {
+            let n = stream.read(&mut buf).expect("scrape answer");
+            assert_ne!(
+                n,
+                0,
+                "scraper closed: {}",
+                String::from_utf8_lossy(&response)
+            );
+            response.extend_from_slice(&buf[..n]);
+        }
+        let body = String::from_utf8(response).expect("utf-8");
+        let value =
+            |name| support::metric(&body, name).unwrap_or_else(|| panic!("no {name} in {body}"));
+        (
+            value("http_connections_open"),
+            value("http_connections_evicted_total"),
+            value("http_connections_refused_total"),
+        )
+    }
+
+    /// Scrapes until the metrics are `expected`, failing with the last ones after `SLACK`.
+    fn until(&mut self, expected: (u64, u64, u64), what: &str) {
+        let deadline = Instant::now() + SLACK;
+        loop {
+            let now = self.connections();
+            if now == expected {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: (open, evicted, refused) = {now:?}, expected {expected:?}"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// The open-file limit at which the connection bound is its least, 16.
+const SMALL_NOFILE: u64 = (MIN_CONNECTIONS + FD_RESERVE + EVICTION_SLACK) as u64;
+
+#[test]
+fn open_connections_and_evictions_at_the_bound_are_exported_exactly() {
+    let bound = connection_bound(Some(SMALL_NOFILE));
+    assert_eq!(bound, MIN_CONNECTIONS);
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with_nofile(dir.path(), SMALL_NOFILE);
+    let mut scraper = Scraper::connect(server.port);
+    scraper.until((1, 0, 0), "the scraper alone");
+
+    // Up to the bound, every connection is admitted and none evicted (all well within the
+    // header timeout, after which hyper closes idle ones without an eviction).
+    let mut idle: Vec<TcpStream> = (1..bound)
+        .map(|_| TcpStream::connect(("127.0.0.1", server.port)).expect("idle connection"))
+        .collect();
+    scraper.until((bound as u64, 0, 0), "at the bound");
+
+    // Past it, each newcomer evicts one idle connection that never sent a request: the
+    // scraper, answered already, is never the one.
+    const NEWCOMERS: u64 = 5;
+    for _ in 0..NEWCOMERS {
+        idle.push(TcpStream::connect(("127.0.0.1", server.port)).expect("newcomer"));
+    }
+    scraper.until((bound as u64, NEWCOMERS, 0), "after the newcomers");
+    let closed = idle
+        .iter_mut()
+        .map(|s| closed_by(s, Instant::now() + Duration::from_millis(1)))
+        .filter(|closed| *closed)
+        .count();
+    assert_eq!(closed as u64, NEWCOMERS, "the evicted ones are closed");
+
+    drop(idle);
+    scraper.until((1, NEWCOMERS, 0), "once the idle connections are gone");
+}
+
+#[test]
+fn connections_refused_while_every_connection_is_busy_are_exported_exactly() {
+    let bound = connection_bound(Some(SMALL_NOFILE));
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with_nofile(dir.path(), SMALL_NOFILE);
+    let port = server.port;
+
+    // Every connection busy: increments wait for a lock another process holds.
+    let lock = support::hold_counter_lock(dir.path());
+    let busy: Vec<_> = (0..bound)
+        .map(|_| {
+            let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("busy connection");
+            stream
+                .write_all(&get_request("/pingpong"))
+                .expect("request");
+            stream
+        })
+        .collect();
+    // Each attempt is refused unless a busy one had not been read yet: then the newcomer waits
+    // the eviction protection out, long enough for the request to arrive. Whatever happens, the
+    // metric counts exactly the refusals the clients saw.
+    let mut refused = 0;
+    for _ in 0..3 {
+        let (status, body) =
+            exchange_within(port, &get_request("/healthz"), SLACK).expect("an answer, 503 or 200");
+        if (status, body.as_str()) == (503, "too many connections; retry later\n") {
+            refused += 1;
+        } else {
+            assert_eq!((status, body.as_str()), (200, "ok"));
+        }
+    }
+    assert_ne!(refused, 0, "nothing refused with {bound} busy connections");
+    drop(lock);
+    let numbers: Vec<u64> = busy
+        .into_iter()
+        .map(|mut stream| {
+            let mut response = String::new();
+            stream.set_read_timeout(Some(SLACK)).unwrap();
+            stream.read_to_string(&mut response).expect("busy answer");
+            let body = response.split_once("\r\n\r\n").expect("head").1;
+            pong_number(body)
+        })
+        .collect();
+    let mut sorted = numbers.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, (0..bound as u64).collect::<Vec<_>>(), "{numbers:?}");
+    // The server side of the busy connections closes a moment after their answers.
+    server.settled_fds();
+    let mut scraper = Scraper::connect(port);
+    scraper.until((1, 0, refused), "after the busy requests");
 }

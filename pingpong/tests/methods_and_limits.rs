@@ -90,7 +90,7 @@ async fn only_get_hands_out_a_number_head_included() {
             "{path}"
         );
     }
-    assert_eq!(fs::read(file.path()).unwrap(), b"1\n");
+    test_support::assert_published(file.path(), "1\n");
 
     let post = call(&app, Method::POST, "/pings").await;
     assert_eq!(post.status, StatusCode::METHOD_NOT_ALLOWED);

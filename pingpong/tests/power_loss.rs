@@ -1,17 +1,25 @@
 //! SPEC §7 guarantee 6, proved with the real binary on crashfs (a FUSE filesystem that forgets
 //! whatever was not fsynced when the power is cut): an answered `pong N` survives a power cut
-//! at any instant, and the counter file is never missing, empty or partial afterwards.
+//! at any instant, and the published counter file is never empty or partial afterwards, nor
+//! ahead of the count. The count after a cut is what every reader in the workspace reads
+//! (`shared_fs::CounterFile::read`: the larger of the durable record and the published file),
+//! and a restarted server continues from it exactly.
 //!
 //! - Random instants: two pingpong processes under concurrent load, the power failing after a
 //!   seeded random number of mutating filesystem operations, for `POWER_LOSS_ROUNDS` rounds
-//!   (default 300), each model of crashfs chosen at random per round. Reproduce a failure with
-//!   the `POWER_LOSS_SEED` it prints.
+//!   (default 300), each names model of crashfs chosen at random per round, and every write
+//!   not yet synced torn a way drawn from the seed (lost, whole, a prefix, a suffix, some of
+//!   its sectors). Reproduce a failure with the `POWER_LOSS_SEED` it prints.
 //! - Every crash point of one increment and of one `pingpong counter set`, in both models, with
-//!   the exact value each must leave.
+//!   the exact value each must leave; for the increment also every way each write pending at
+//!   the crash point can be torn (crashfs's snapshots: the recipe runs once per point, its
+//!   state is cut every way).
 //!
-//! Each `shared_fs::replace` fsync is needed here: remove the directory fsync and the strict
-//! model loses acknowledged increments; remove the file fsync and the file is empty after a
-//! cut (see the README's guarantee table and BENCHMARKS.md for what was seen).
+//! The recipe of one increment is one record write and one `fdatasync` of the lock file; the
+//! published file is replaced (temporary file, fsync, rename) when the lock is given back, and
+//! durably (with the directory's fsync) at start. Remove the `fdatasync` and acknowledged pongs
+//! are lost; remove the temporary file's fsync and the published file is empty after a cut
+//! (see the README's guarantee table and BENCHMARKS.md for what was seen).
 //!
 //! These tests need root and `/dev/fuse`; without them they print why and pass, unless
 //! `CRASHFS_REQUIRED=1` (CI) makes that a failure.
@@ -28,14 +36,15 @@ use std::{
 };
 
 use crashfs::{
-    CrashFs, Model, Probe,
+    CrashFs, Cut, Model, Probe,
     env::{Replay, mount_or_skip, replay},
 };
+use shared_fs::CounterFile;
 use support::{BIN, Server, eventually, pong_number, try_get};
 
 const COUNTER: &str = "pingpong_counter.txt";
 
-/// What a cut left in the counter file.
+/// What a cut left in the published counter file.
 #[derive(Debug, PartialEq, Eq)]
 enum OnDisk {
     Missing,
@@ -43,7 +52,7 @@ enum OnDisk {
     Unparsable(String),
 }
 
-fn on_disk(dir: &Path) -> OnDisk {
+fn published(dir: &Path) -> OnDisk {
     match fs::read(dir.join(COUNTER)) {
         Ok(bytes) => match std::str::from_utf8(&bytes)
             .ok()
@@ -55,6 +64,20 @@ fn on_disk(dir: &Path) -> OnDisk {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => OnDisk::Missing,
         Err(e) => panic!("reading the counter: {e}"),
     }
+}
+
+/// After a cut: the count every reader takes, having checked that the published file is whole
+/// (or was never written) and not ahead of it.
+fn count_after_cut(dir: &Path, at: &str) -> u64 {
+    let count = CounterFile::in_dir(dir)
+        .read()
+        .unwrap_or_else(|e| panic!("{at}: after the cut the count is unreadable: {e}"));
+    match published(dir) {
+        OnDisk::Missing => {}
+        OnDisk::Value(v) if v <= count => {}
+        other => panic!("{at}: after the cut the published file is {other:?}, the count {count}"),
+    }
+    count
 }
 
 /// Hammers `/pingpong` on `port` until the server is gone; returns each answered number and
@@ -117,24 +140,23 @@ fn power_cuts_at_random_instants_under_two_processes_never_lose_an_acknowledged_
                 floor = floor.max(n + 1);
             }
         }
-        fs.cut_power(model)
+        let tears = fs
+            .cut_power(Cut::seeded(model, rng.u64(..)))
             .unwrap_or_else(|e| panic!("{at}: cut: {e}"));
+        let at = format!("{at} (tears {tears:?})");
 
-        let value = match on_disk(&dir) {
-            OnDisk::Value(v) => v,
-            other => panic!("{at} ({model:?}, k={k}): after the cut the counter is {other:?}"),
-        };
+        let value = count_after_cut(&dir, &format!("{at} ({model:?}, k={k})"));
         assert!(
             value >= floor,
-            "{at} ({model:?}, k={k}): pong {} was acknowledged but the file holds {value}",
+            "{at} ({model:?}, k={k}): pong {} was acknowledged but the count is {value}",
             floor - 1
         );
-        // The restarted server continues from the file, exactly.
+        // The restarted server continues from the count, exactly, and publishes it at start.
         a = Server::start(&dir);
         assert_eq!(
             a.get("/pingpong"),
             (200, format!("pong {value}")),
-            "{at}: the restart does not continue from the file"
+            "{at}: the restart does not continue from the count"
         );
         assert!(acknowledged.insert(value), "{at}: pong {value} twice");
         floor = value + 1;
@@ -147,39 +169,14 @@ fn power_cuts_at_random_instants_under_two_processes_never_lose_an_acknowledged_
     );
 }
 
-/// Kills every process on the mount, cuts the power, and removes what a crashed write left
-/// (temporary files), so that the next operations are exactly the next request's.
-fn cut(fs: &mut CrashFs, model: Model) {
-    fs.cut_power(model).expect("cut");
-    for entry in fs::read_dir(fs.path()).expect("list") {
-        let path = entry.expect("entry").path();
-        if path.extension().is_some_and(|e| e == "tmp") {
-            fs::remove_file(&path).expect("remove temporary file");
-        }
-    }
-}
-
-/// Whether the new value survived at each crash point k = 0..=6 of one durable write (create,
-/// write, fsync, rename, fsync of the directory; 6 is after the answer): from the rename on in
-/// the names-durable model, only from the directory fsync on in the strict one.
-fn expected_outcomes(model: Model) -> Vec<bool> {
-    let first_new = match model {
-        Model::Strict => 5,
-        Model::NamesDurable => 4,
-    };
-    (0..=OPS_PER_WRITE + 1).map(|k| k >= first_new).collect()
-}
-
-const OPS_PER_WRITE: u64 = 5;
-
-/// The guarantee at one crash point: the file holds the old or the new value, never anything
-/// else, and the new one if it was acknowledged. Returns whether it holds the new one.
+/// The guarantee at one crash point: the count is the old or the new value, never anything
+/// else, and the new one if it was acknowledged. Returns whether it is the new one.
 fn check_crash_point(dir: &Path, at: &str, old: u64, new: u64, acknowledged: bool) -> bool {
-    match on_disk(dir) {
-        OnDisk::Value(v) if v == new => true,
-        OnDisk::Value(v) if v == old && !acknowledged => false,
+    match count_after_cut(dir, at) {
+        v if v == new => true,
+        v if v == old && !acknowledged => false,
         other => panic!(
-            "{at}: the file holds {other:?}; expected {}",
+            "{at}: the count is {other}; expected {}",
             if acknowledged {
                 format!("the acknowledged {new}")
             } else {
@@ -189,52 +186,99 @@ fn check_crash_point(dir: &Path, at: &str, old: u64, new: u64, acknowledged: boo
     }
 }
 
+/// Starts pingpong on `dir`, increments once and waits until the count is published (the
+/// lock given back), returning the number answered and whether the answer came before the
+/// power failed.
+fn one_increment(fs: &CrashFs, dir: &Path) -> (u64, bool) {
+    let server = Server::start(dir);
+    let (status, body) = server.get("/pingpong");
+    assert_eq!(status, 200, "{body}");
+    let acknowledged = !fs.frozen();
+    let n = pong_number(&body);
+    test_support::assert_published(&dir.join(COUNTER), &format!("{}\n", n + 1));
+    server.kill9();
+    (n, acknowledged)
+}
+
+/// The operations of one increment, in order: the record's write and `fdatasync` (the
+/// durability point), then, when the lock is given back, the published file's temporary file,
+/// its write, its fsync and the rename.
+const OPS_PER_INCREMENT: u64 = 6;
+
 #[test]
 fn every_crash_point_of_one_increment_leaves_the_old_or_the_acknowledged_value() {
     let Some(mut fs) = mount_or_skip("pingpong every crash point of one increment") else {
         return;
     };
     let dir = fs.path().to_path_buf();
-    let server = Server::start(&dir);
-    assert_eq!(server.get("/pingpong"), (200, "pong 0".to_owned()));
+    assert_eq!(one_increment(&fs, &dir), (0, true));
     let before = fs.mutating_ops();
-    assert_eq!(server.get("/pingpong"), (200, "pong 1".to_owned()));
+    assert_eq!(one_increment(&fs, &dir), (1, true));
     let ops = fs.mutating_ops() - before;
-    server.kill9();
+    assert_eq!(ops, OPS_PER_INCREMENT);
     let mut value = 2;
+    let mut cuts = 0;
 
-    for model in [Model::Strict, Model::NamesDurable] {
+    // k = ops + 1: the power fails after everything. The recipe runs once per k; the state it
+    // left is then cut every way: both models, and every tear of each write still pending.
+    for k in 0..=ops + 1 {
+        // Start-up publishes nothing here (the file is current): its operations are none.
+        let server = Server::start(&dir);
+        fs.crash_after(k);
+        let (status, body) = server.get("/pingpong");
+        assert_eq!((status, body), (200, format!("pong {value}")), "k={k}");
+        let acknowledged = !fs.frozen();
+        test_support::assert_published(&dir.join(COUNTER), &format!("{}\n", value + 1));
+        server.kill9();
+        let snapshot = fs.snapshot();
         let mut outcomes = Vec::new();
-        // k = ops + 1: the power fails after the answer.
-        for k in 0..=ops + 1 {
-            let at = format!("{model:?}, crash point {k} of {ops}");
-            let server = Server::start(&dir);
-            fs.crash_after(k);
-            assert_eq!(
-                server.get("/pingpong"),
-                (200, format!("pong {value}")),
-                "{at}"
-            );
-            let acknowledged = !fs.frozen();
-            server.kill9();
-            cut(&mut fs, model);
-
-            let new = check_crash_point(&dir, &at, value, value + 1, acknowledged);
-            outcomes.push(new);
-            let on_file = if new { value + 1 } else { value };
-            let server = Server::start(&dir);
-            assert_eq!(
-                server.get("/pingpong"),
-                (200, format!("pong {on_file}")),
-                "{at}: the restart continues from the file"
-            );
-            server.kill9();
-            value = on_file + 1;
+        for cut in crashfs::points::every_cut(&fs.pending()) {
+            let tears = fs
+                .cut_power_from(&snapshot, cut.clone())
+                .unwrap_or_else(|e| panic!("k={k}, {cut:?}: {e}"));
+            let at = format!("crash point {k} of {ops}, {:?}, tears {tears:?}", cut.names);
+            remove_temporary_files(&dir);
+            outcomes.push(check_crash_point(&dir, &at, value, value + 1, acknowledged));
+            cuts += 1;
         }
-        assert_eq!(outcomes, expected_outcomes(model), "{model:?}");
+        // Before the record's write nothing changed; from its fdatasync (operation 2) on, the
+        // new count is durable; in between, the write pending may be lost, whole or torn, and
+        // a torn slot counts for nothing, so the count is the old one or the new one.
+        let expected = match k {
+            0 => "old",
+            1 => "old or new",
+            _ => "new",
+        };
+        let seen = match (outcomes.contains(&false), outcomes.contains(&true)) {
+            (true, false) => "old",
+            (true, true) => "old or new",
+            (false, true) => "new",
+            (false, false) => "no cut",
+        };
+        assert_eq!(seen, expected, "crash point {k} of {ops}");
+        // The last cut's state goes on: the restart continues from its count, and publishes it.
+        let count = if *outcomes.last().expect("a cut") {
+            value + 1
+        } else {
+            value
+        };
+        let server = Server::start(&dir);
+        assert_eq!(
+            server.get("/pingpong"),
+            (200, format!("pong {count}")),
+            "crash point {k}: the restart continues from the count"
+        );
+        test_support::assert_published(&dir.join(COUNTER), &format!("{}\n", count + 1));
+        server.kill9();
+        value = count + 1;
     }
-    assert_eq!(ops, OPS_PER_WRITE);
+    println!("{cuts} cuts of one increment");
 }
+
+/// The operations of `pingpong counter set`: the published file replaced durably (temporary
+/// file, write, fsync, rename, fsync of the directory), then the record's write and
+/// `fdatasync`.
+const OPS_PER_SET: u64 = 7;
 
 #[test]
 fn every_crash_point_of_counter_set_leaves_the_old_or_the_new_value() {
@@ -254,6 +298,7 @@ fn every_crash_point_of_counter_set_leaves_the_old_or_the_new_value() {
     let before = fs.mutating_ops();
     set(8);
     let ops = fs.mutating_ops() - before;
+    assert_eq!(ops, OPS_PER_SET);
     fs.cut_power(Model::NamesDurable).expect("cut");
     let mut value = 8;
 
@@ -265,21 +310,47 @@ fn every_crash_point_of_counter_set_leaves_the_old_or_the_new_value() {
             fs.crash_after(k);
             set(new);
             let acknowledged = !fs.frozen();
-            cut(&mut fs, model);
+            cut(&mut fs, model, k);
 
             let is_new = check_crash_point(&dir, &at, value, new, acknowledged);
             outcomes.push(is_new);
-            let on_file = if is_new { new } else { value };
+            let count = if is_new { new } else { value };
             let server = Server::start(&dir);
             assert_eq!(
                 server.get("/pingpong"),
-                (200, format!("pong {on_file}")),
-                "{at}: the restart continues from the file"
+                (200, format!("pong {count}")),
+                "{at}: the restart continues from the count"
             );
             server.kill9();
-            value = on_file + 1;
+            value = count + 1;
         }
-        assert_eq!(outcomes, expected_outcomes(model), "{model:?}");
+        // The count is the larger of the two files: the new value counts from the published
+        // file's rename in the names-durable model, from its directory's fsync in the strict one.
+        let first_new = match model {
+            Model::Strict => 5,
+            Model::NamesDurable => 4,
+        };
+        assert_eq!(
+            outcomes,
+            (0..=ops + 1).map(|k| k >= first_new).collect::<Vec<_>>(),
+            "{model:?}"
+        );
     }
-    assert_eq!(ops, OPS_PER_WRITE);
+}
+
+/// Cuts the power (every process on the mount already killed), tearing what is pending as
+/// drawn from `seed`, and removes what a crashed write left (temporary files), so that the
+/// next operations are exactly the next request's.
+fn cut(fs: &mut CrashFs, model: Model, seed: u64) {
+    fs.cut_power(Cut::seeded(model, seed)).expect("cut");
+    remove_temporary_files(fs.path());
+}
+
+fn remove_temporary_files(dir: &Path) {
+    for entry in fs::read_dir(dir).expect("list") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "tmp") {
+            fs::remove_file(&path).expect("remove temporary file");
+        }
+    }
 }

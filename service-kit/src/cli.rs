@@ -1,12 +1,13 @@
-//! The common start of every binary: `--help` and `--version` (without a parser dependency: the
-//! binaries take almost no arguments, their configuration is the environment), configuration
-//! and the log filter from the environment, logging, then the binary's own `run`.
+//! The common start and end of every binary: `--help` and `--version` (without a parser
+//! dependency: the binaries take almost no arguments, their configuration is the environment),
+//! configuration, `RUST_LOG` and `LOG_FORMAT` from the environment, logging, then the binary's
+//! own `run`; at the end, the error if any, and the last log lines flushed before the exit.
 
 use std::{env, process::ExitCode};
 
 use crate::{
     config::{ConfigError, EXIT_USAGE, check_utf8, process_env},
-    telemetry,
+    telemetry::{self, LogFormat},
 };
 
 /// What `--help` and `--version` print.
@@ -19,9 +20,8 @@ pub struct Binary {
 }
 
 /// Runs `binary`: answers `--help` and `--version`; reads its configuration
-/// with `config` and `RUST_LOG`, exiting with status 2 and one line if either is malformed;
-/// installs logging; then calls `run`. A failure of `run` prints the whole error chain as one
-/// line (and logs it) and exits with status 1.
+/// with `config`, `RUST_LOG` and `LOG_FORMAT`, exiting with status 2 and one line if any is
+/// malformed; installs logging; then calls `run` and ends as [`exit`] says.
 pub fn run_main<C>(
     binary: Binary,
     args: &[String],
@@ -48,19 +48,43 @@ pub fn run_main<C>(
     if let Err(error) = check_utf8(|var| env::var_os(var)) {
         return usage_error(name, &error.to_string());
     }
-    let (config, filter) = match (config(&process_env), telemetry::filter(&process_env)) {
-        (Ok(config), Ok(filter)) => (config, filter),
-        (Err(error), _) | (_, Err(error)) => return usage_error(name, &error.to_string()),
+    let config = match config(&process_env) {
+        Ok(config) => config,
+        Err(error) => return usage_error(name, &error.to_string()),
     };
-    telemetry::init(filter);
-    match run(config) {
+    let format = match logging(&process_env) {
+        Ok(format) => format,
+        Err(error) => return usage_error(name, &error.to_string()),
+    };
+    exit(name, format, run(config))
+}
+
+/// Reads `RUST_LOG` and `LOG_FORMAT` through `lookup` and installs logging; the format, or the
+/// first malformed variable (nothing installed then).
+pub fn logging(lookup: &impl Fn(&str) -> Option<String>) -> Result<LogFormat, ConfigError> {
+    let filter = telemetry::filter(lookup)?;
+    let format = telemetry::format(lookup)?;
+    telemetry::init_with(filter, format);
+    Ok(format)
+}
+
+/// How a binary whose logging is installed ends: on success exit 0; on failure the whole error
+/// chain is logged and, in the text format, also printed as one plain line, `name: error`;
+/// exit 1. Either way the log lines still queued are flushed first (for at most
+/// [`telemetry::FLUSH_AT_EXIT`]).
+pub fn exit(name: &str, format: LogFormat, result: anyhow::Result<()>) -> ExitCode {
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "{name} stopped");
-            eprintln!("{name}: {error:#}");
+            if format == LogFormat::Text {
+                telemetry::write_line(&format!("{name}: {error:#}"));
+            }
             ExitCode::FAILURE
         }
-    }
+    };
+    telemetry::flush(telemetry::FLUSH_AT_EXIT);
+    code
 }
 
 /// A malformed argument or variable: one line on stderr, exit status 2.

@@ -47,11 +47,12 @@ pub fn parse_var<T>(
 }
 
 /// Every variable a binary of this workspace reads (SPEC §2).
-pub const VARIABLES: [&str; 5] = [
+pub const VARIABLES: [&str; 6] = [
     "PORT",
     "DATA_DIR",
     "LOG_INTERVAL",
     "RUST_LOG",
+    "LOG_FORMAT",
     "SHUTDOWN_DELAY",
 ];
 

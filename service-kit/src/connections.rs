@@ -21,6 +21,13 @@
 //!   is answered `431` by hyper; a `Content-Length` over [`MAX_BODY_BYTES`] is answered `413`
 //!   without reading the body; no route reads a body, and hyper gives up on an unread one after
 //!   the response (closing the connection) instead of waiting for it.
+//! - **Half-closed requests**: a client that sends its request and then shuts down its
+//!   sending side (`shutdown(SHUT_WR)`, as `nc -N` and some proxies do) is answered like any
+//!   other. The price: a client that goes away altogether while its request is in flight is
+//!   noticed when the answer is written, not before, so its connection stays busy until the
+//!   request ends, which the request timeout bounds.
+//! - **Metrics** ([`crate::metrics::connection_metrics`]): connections open, evicted at the
+//!   bound or for a descriptor, and refused.
 //! - **Shutdown**: when `stop` resolves the listener is closed (new connections are refused),
 //!   every connection is asked to finish its request in flight and close; [`serve`] returns
 //!   once all are gone.
@@ -49,6 +56,8 @@ use tokio::{
     sync::Notify,
 };
 use tower::ServiceExt;
+
+use crate::metrics::{self, ConnectionMetrics};
 
 /// Longest a client may take to send a complete request head, counted from the connection's
 /// start or the end of the previous response (so also the keep-alive idle timeout). Long
@@ -113,9 +122,16 @@ pub fn process_connection_bound() -> usize {
 /// connection finish its request in flight, and returns once all are closed.
 pub async fn serve(listener: TcpListener, app: Router, stop: impl Future<Output = ()>) {
     let bound = process_connection_bound();
-    let table = Arc::new(Table::new(bound, EVICTION_PROTECT));
+    let table = Arc::new(Table::new(
+        bound,
+        EVICTION_PROTECT,
+        metrics::connection_metrics().clone(),
+    ));
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
+        // Without it hyper takes a client's end of input after its request (`nc -N`) for a
+        // cancelled request and drops it unanswered: a `/pingpong` abandons its number.
+        .half_close(true)
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_header_size(MAX_HEAD_BYTES)
         .max_headers(MAX_HEADERS);
@@ -248,6 +264,7 @@ async fn admit(
             Admission::Admitted(conn) => break conn,
             Admission::Wait(protected) => tokio::time::sleep(protected).await,
             Admission::Refused => {
+                table.metrics.refused.inc();
                 refuse(stream);
                 return true;
             }
@@ -318,9 +335,9 @@ async fn handle(app: Router, request: Request<Incoming>) -> Response<Body> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+        // Neither the raw method nor the path: a client chooses them, up to the head limit.
         tracing::info!(
-            method = %request.method(),
-            path = request.uri().path(),
+            method = metrics::method_label(request.method()),
             content_length = declared,
             "request body too large; answering 413"
         );
@@ -391,6 +408,7 @@ struct Table {
     /// How long a connection may wait for its first (or next) head before it can be evicted:
     /// time for a real client's request to arrive, however fast an attacker reconnects.
     protect: Duration,
+    metrics: ConnectionMetrics,
     inner: Mutex<Inner>,
     emptied: Notify,
     evicted_gone: Notify,
@@ -405,10 +423,11 @@ struct Inner {
 }
 
 impl Table {
-    fn new(bound: usize, protect: Duration) -> Table {
+    fn new(bound: usize, protect: Duration, metrics: ConnectionMetrics) -> Table {
         Table {
             bound,
             protect,
+            metrics,
             inner: Mutex::new(Inner::default()),
             emptied: Notify::new(),
             evicted_gone: Notify::new(),
@@ -439,7 +458,10 @@ impl Table {
                 Some((_, waited)) if waited < self.protect => {
                     return Admission::Wait(self.protect - waited);
                 }
-                Some((victim, _)) => Self::evict(&mut inner, &victim),
+                Some((victim, _)) => {
+                    Self::evict(&mut inner, &victim);
+                    self.metrics.evicted.inc();
+                }
             }
         }
         inner.next_id += 1;
@@ -452,6 +474,7 @@ impl Table {
             evicted: Notify::new(),
         });
         inner.live.insert(conn.id, conn.clone());
+        self.metrics.open.inc();
         Admission::Admitted(conn)
     }
 
@@ -496,6 +519,7 @@ impl Table {
         let mut inner = self.lock();
         if let Some((victim, _)) = Self::longest_waiting(&inner) {
             Self::evict(&mut inner, &victim);
+            self.metrics.evicted.inc();
         }
     }
 
@@ -509,11 +533,12 @@ impl Table {
 
     fn remove(&self, id: u64) {
         let mut inner = self.lock();
-        if let Some(conn) = inner.live.remove(&id)
-            && conn.evicting.load(Ordering::SeqCst)
-        {
-            inner.evicting -= 1;
-            self.evicted_gone.notify_waiters();
+        if let Some(conn) = inner.live.remove(&id) {
+            self.metrics.open.dec();
+            if conn.evicting.load(Ordering::SeqCst) {
+                inner.evicting -= 1;
+                self.evicted_gone.notify_waiters();
+            }
         }
         if inner.live.is_empty() {
             self.emptied.notify_waiters();
@@ -566,7 +591,7 @@ mod tests {
 
     #[test]
     fn connections_that_were_answered_are_evicted_last() {
-        let table = Table::new(2, Duration::ZERO);
+        let table = Table::new(2, Duration::ZERO, ConnectionMetrics::default());
         let Admission::Admitted(answered) = table.register() else {
             panic!("below the bound")
         };
@@ -597,11 +622,11 @@ mod tests {
             Admission::Admitted(conn) => conn,
             other => panic!("not admitted: {other:?}"),
         };
-        let protected = Table::new(1, Duration::from_secs(60));
+        let protected = Table::new(1, Duration::from_secs(60), ConnectionMetrics::default());
         admitted(&protected);
         assert!(matches!(protected.register(), Admission::Wait(d) if d > Duration::from_secs(50)));
 
-        let table = Table::new(2, Duration::ZERO);
+        let table = Table::new(2, Duration::ZERO, ConnectionMetrics::default());
         let first = admitted(&table);
         let second = admitted(&table);
         second.busy.store(true, Ordering::SeqCst);

@@ -15,13 +15,13 @@ use axum::{
 };
 use prometheus_client::registry::Registry;
 use tokio::{net::TcpListener, sync::Notify};
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tracing::Level;
+use tower_http::{classify::ServerErrorsFailureClass, trace::TraceLayer};
 
 use crate::{
     connections,
     metrics::{self, HttpMetrics, method_label},
     shutdown::Draining,
+    single_flight::SingleFlight,
 };
 
 /// The `LIMITS` section of both HTTP servers' `--help`, as a literal so that a help text can
@@ -66,7 +66,10 @@ pub fn finish(
     ready: ReadyCheck,
 ) -> Router {
     let http_metrics = HttpMetrics::register(&mut registry);
+    metrics::register_process_metrics(&mut registry);
     let registry = Arc::new(registry);
+    // One check of the volume in flight at a time, however often the kubelet probes.
+    let ready = SingleFlight::new(move || ready());
     app.route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",
@@ -96,12 +99,30 @@ pub fn finish(
                     // per request would make every log line 30 KB.
                     tracing::info_span!("request", method = method_label(request.method()), route)
                 })
+                // Status and latency as numbers, so that in JSON they are numbers.
                 .on_response(
-                    DefaultOnResponse::new()
-                        .level(Level::INFO)
-                        .latency_unit(tower_http::LatencyUnit::Micros),
+                    |response: &Response, latency: Duration, _: &tracing::Span| {
+                        tracing::info!(
+                            status = response.status().as_u16(),
+                            latency_us = micros(latency),
+                            "finished processing request"
+                        );
+                    },
+                )
+                .on_failure(
+                    |failure: ServerErrorsFailureClass, latency: Duration, _: &tracing::Span| {
+                        tracing::error!(
+                            classification = %failure,
+                            latency_us = micros(latency),
+                            "response failed"
+                        );
+                    },
                 ),
         )
+}
+
+fn micros(latency: Duration) -> u64 {
+    u64::try_from(latency.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// A route that changes state (`/pingpong`): only `GET` runs `handler`. axum's `get` also runs
@@ -147,14 +168,18 @@ async fn time_limit(request: Request, next: Next) -> Response {
     }
 }
 
-async fn readyz(draining: Draining, ready: ReadyCheck) -> impl IntoResponse {
+async fn readyz(draining: Draining, ready: SingleFlight<Result<(), String>>) -> impl IntoResponse {
     if draining.is_draining() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "draining: shutting down".to_owned(),
         );
     }
-    match ready().await {
+    let answer = ready
+        .get()
+        .await
+        .unwrap_or_else(|| Err("shutting down".to_owned()));
+    match answer {
         Ok(()) => (StatusCode::OK, "ready".to_owned()),
         Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason),
     }

@@ -1,5 +1,6 @@
 //! Prometheus metrics: the registry every service adds its own metrics to, the request counter
-//! by route, method and status, and the `/metrics` text.
+//! by route, method and status, the process-wide metrics every HTTP service exports (the
+//! accept loop's connections, the log lines dropped), and the `/metrics` text.
 //!
 //! Every label comes from a fixed set, never from what a client sent, so no client can grow the
 //! label set (and with it memory and the `/metrics` body) without bound: the route label is the
@@ -12,11 +13,15 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
+use std::sync::LazyLock;
+
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
-    metrics::{counter::Counter, family::Family},
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
+
+use crate::telemetry;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -53,6 +58,53 @@ impl HttpMetrics {
         );
         metrics
     }
+}
+
+/// What the accept loop ([`crate::connections`]) counts: `http_connections_open`,
+/// `http_connections_evicted_total` and `http_connections_refused_total`.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionMetrics {
+    /// Connections accepted and not yet closed, evicted ones still finishing included.
+    pub open: Gauge,
+    /// Connections closed to make room at the bound, or to free a descriptor when `accept`
+    /// failed for lack of one; not those closed by the drain at shutdown.
+    pub evicted: Counter,
+    /// Connections answered `503` and closed because every connection was busy.
+    pub refused: Counter,
+}
+
+/// The accept loop's metrics, one set per process like the accept loop itself (and like
+/// logging): `connections::serve` counts here, and [`register_process_metrics`] puts them in
+/// whichever registry `/metrics` renders, without threading them through the router.
+pub fn connection_metrics() -> &'static ConnectionMetrics {
+    static METRICS: LazyLock<ConnectionMetrics> = LazyLock::new(ConnectionMetrics::default);
+    &METRICS
+}
+
+/// Adds the process-wide metrics to `registry`: the accept loop's connections and the log
+/// lines dropped because stderr stalled.
+pub fn register_process_metrics(registry: &mut Registry) {
+    let connections = connection_metrics();
+    registry.register(
+        "http_connections_open",
+        "Connections open now, including evicted ones still finishing their request",
+        connections.open.clone(),
+    );
+    registry.register(
+        "http_connections_evicted",
+        "Connections closed to make room at the connection bound or to free a descriptor",
+        connections.evicted.clone(),
+    );
+    registry.register(
+        "http_connections_refused",
+        "Connections answered 503 and closed because every connection was busy",
+        connections.refused.clone(),
+    );
+    registry.register(
+        "log_lines_dropped",
+        "Log lines dropped because stderr was not taking them (a stalled log collector)",
+        telemetry::dropped_lines(),
+    );
 }
 
 /// Middleware counting every answered request.

@@ -77,6 +77,8 @@ pub fn install(draining: &Draining) -> anyhow::Result<()> {
             signal = "SIGINT",
             "second signal: exiting now without finishing in-flight work"
         );
+        // Briefly: the operator wants out now, and a stalled stderr must not hold that up.
+        crate::telemetry::flush(std::time::Duration::from_millis(200));
         std::process::exit(EXIT_FORCED);
     });
     Ok(())

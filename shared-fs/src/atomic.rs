@@ -24,8 +24,9 @@
 
 use std::{
     ffi::OsStr,
-    fs::{self, File, OpenOptions},
+    fs::{self, OpenOptions},
     io::Write,
+    os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
 };
 
@@ -33,7 +34,16 @@ use crate::error::{Error, Result};
 
 /// Replaces `path` with `contents` atomically and durably (see the module docs).
 pub fn replace(path: &Path, contents: &[u8]) -> Result<()> {
-    let dir = parent_dir(path);
+    replace_content_durably(path, contents)?;
+    // Without this the rename may still be only in memory: after a power loss the old file
+    // would be back, and an acknowledged increment lost.
+    sync_dir(parent_dir(path))
+}
+
+/// Steps 1 to 3 of [`replace`]: after a power cut `path` holds the old content or the new
+/// one, both whole, but which one is not promised until the directory is fsynced. For a file
+/// whose content is also kept durably elsewhere (`pingpong_counter.txt`, behind the record).
+pub fn replace_content_durably(path: &Path, contents: &[u8]) -> Result<()> {
     let tmp = temp_path(path);
     let guard = RemoveOnDrop(Some(&tmp));
 
@@ -49,16 +59,26 @@ pub fn replace(path: &Path, contents: &[u8]) -> Result<()> {
 
     fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e))?;
     guard.disarm();
+    Ok(())
+}
 
-    // Without this the rename may still be only in memory: after a power loss the old file
-    // would be back, and an acknowledged increment lost.
-    File::open(dir)
+/// fsyncs the directory `dir`, so that the names changed in it are durable. Opened with
+/// `O_DIRECTORY`, which fails at once, without blocking, on anything but a directory.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
+        .open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io("fsync directory", dir, e))
 }
 
 /// Removes the temporary files of `target` (`.<name>.*.tmp` beside it) that a crash left
 /// behind, and returns how many it removed. A missing directory has none.
+///
+/// What it cannot remove (a directory planted under such a name, a file it may not delete) is
+/// logged and left: a leftover temporary name costs nothing but its space, so it must never
+/// stop a service from starting. Only a directory that cannot be listed is an error.
 ///
 /// Only call this when no other process can be writing `target` at the same moment: for the
 /// counter, under its lock.
@@ -74,22 +94,26 @@ pub fn sweep_temp_files(target: &Path) -> Result<usize> {
         Err(e) => return Err(Error::io("list", dir, e)),
     };
     let mut removed = 0;
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::io("list", dir, e))?;
+    for entry in entries.flatten() {
         let file_name = entry.file_name();
         let Some(file_name) = file_name.to_str() else {
             continue;
         };
-        if file_name.starts_with(&prefix) && file_name.ends_with(".tmp") {
-            let stale = entry.path();
-            match fs::remove_file(&stale) {
-                Ok(()) => {
-                    tracing::info!(path = %stale.display(), "removed a temporary file left by a crash");
-                    removed += 1;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io("remove", stale, e)),
+        if !(file_name.starts_with(&prefix) && file_name.ends_with(".tmp")) {
+            continue;
+        }
+        let stale = entry.path();
+        match fs::remove_file(&stale) {
+            Ok(()) => {
+                tracing::info!(path = %stale.display(), "removed a temporary file left by a crash");
+                removed += 1;
             }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => tracing::warn!(
+                path = %stale.display(),
+                %error,
+                "cannot remove a temporary file left by a crash; leaving it"
+            ),
         }
     }
     Ok(removed)

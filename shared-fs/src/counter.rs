@@ -1,25 +1,31 @@
-//! The counter file: its format, its cross-process lock, and one locked read-modify-write.
+//! The counter: its published file's format, and [`CounterFile`], the one handle readers and
+//! writers use (SPEC §3).
 //!
-//! Format (SPEC §3): the count in decimal ASCII followed by `\n`. Readers accept ASCII
-//! whitespace around the digits; anything else (empty, a sign, letters, more than `u64::MAX`)
-//! is [`Error::Corrupt`], never read as 0 and never overwritten by [`CounterFile::add`]. A
-//! missing file means 0.
+//! Two files hold it. The **durable record** ([`crate::record`]) in the lock file
+//! `pingpong_counter.txt.lock` is where an increment becomes durable: one in-place write and one
+//! `fdatasync`, under the lock ([`crate::lease`]). The **published file** `pingpong_counter.txt`
+//! is what users, `cat` and the previous release know: the count in decimal ASCII followed by
+//! `\n`, replaced atomically (never written in place), brought up to the record before the lock
+//! is given back. Readers in the workspace take the larger of the two ([`CounterFile::read`]).
 //!
-//! The lock ([`crate::lock`]) is held from reading the value on disk to the fsync of the
-//! directory, and the value is always read back from disk under it, because another replica or
-//! a pod still terminating may have advanced it. Readers take no lock: every write is an atomic
-//! rename. A file longer than [`MAX_COUNTER_BYTES`] is not read, and is corrupt too.
+//! Format of the published file: readers accept ASCII whitespace around the digits; anything
+//! else (empty, a sign, letters, more than `u64::MAX`) is [`Error::Corrupt`], never read as 0 and
+//! never overwritten by an increment. A missing file means 0. A file longer than
+//! [`MAX_COUNTER_BYTES`] is not read, and is corrupt too.
 
 use std::{
-    fs,
+    fs::{self, File},
     path::{Path, PathBuf},
+    sync::{Arc, OnceLock},
 };
 
 use crate::{
-    atomic,
+    atomic, caches,
     error::{Error, Escaped, Result},
-    lock::{FileLock, LockedFile},
+    lease::{self, Advance, Lease},
+    lock::LockedFile,
     read::read_bounded,
+    record,
 };
 
 /// The counter's file name inside the data directory.
@@ -46,7 +52,8 @@ pub fn parse_counter(path: &Path, bytes: &[u8]) -> Result<u64> {
 /// file is [`Error::TooLarge`], read no further.
 pub const MAX_COUNTER_BYTES: usize = 64;
 
-/// Reads the counter at `path` without a lock; a missing file is 0.
+/// Reads the published file at `path` alone, without a lock; a missing file is 0. The count
+/// itself is [`CounterFile::read`], which also reads the durable record.
 pub fn read_counter(path: &Path) -> Result<u64> {
     match read_bounded(path, MAX_COUNTER_BYTES)? {
         Some(bytes) => parse_counter(path, &bytes),
@@ -54,18 +61,37 @@ pub fn read_counter(path: &Path) -> Result<u64> {
     }
 }
 
-/// The counter file and its lock file, for writers.
+/// The counter: the durable record in its lock file, and the published file, for readers and
+/// writers.
 #[derive(Debug, Clone)]
 pub struct CounterFile {
     file: LockedFile,
+    /// Whether the volume is a local filesystem, learnt from the lock file the first time it is
+    /// opened (see [`crate::caches`]).
+    local: Arc<OnceLock<bool>>,
 }
 
 impl CounterFile {
-    /// The counter at `path`, locked through `<path>.lock`.
+    /// The counter published at `path`, locked through `<path>.lock`, which holds the record.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         CounterFile {
             file: LockedFile::new(path),
+            local: Arc::default(),
         }
+    }
+
+    /// Both slots of the record in the lock file `file` (open, locked or not), read through
+    /// the page cache on a local filesystem and past the client's caches on any other (see
+    /// [`crate::caches`]). `writable`: whether `file` may carry the `fallocate` that drops a
+    /// network client's cached copy.
+    pub(crate) fn read_slots(&self, file: &File, writable: bool) -> Result<record::Slots> {
+        let local = *self.local.get_or_init(|| caches::is_local(file));
+        let slots = if local {
+            record::read_slots(file)
+        } else {
+            caches::read_slots_uncached(self.lock_path(), writable.then_some(file))
+        };
+        slots.map_err(|e| Error::io("read", self.lock_path(), e))
     }
 
     /// The counter [`COUNTER_FILE`] in `data_dir`.
@@ -73,36 +99,74 @@ impl CounterFile {
         Self::new(data_dir.join(COUNTER_FILE))
     }
 
+    /// `pingpong_counter.txt`: the published count.
     pub fn path(&self) -> &Path {
         self.file.path()
     }
 
+    /// `pingpong_counter.txt.lock`: the lock, and the durable record.
     pub fn lock_path(&self) -> &Path {
         self.file.lock_path()
     }
 
-    /// The current value, without a lock.
+    /// The count as every reader in the workspace sees it, without a lock: the larger of the
+    /// durable record and the published file. The record is ahead while a busy holder has not
+    /// published yet, or after a power cut; the file is ahead when a replica of the previous
+    /// release wrote it. So a reader never sees the count go back, also across power cuts.
+    ///
+    /// A network filesystem may answer `ESTALE` for a file another client has just renamed
+    /// over (GlusterFS does, for about a second): the record, never renamed, then stands
+    /// alone.
     pub fn read(&self) -> Result<u64> {
-        read_counter(self.path())
+        let recorded = self.read_record()?;
+        let published = match read_counter(self.path()) {
+            Ok(value) => value,
+            Err(error) if recorded.is_some() && error.is_stale_handle() => 0,
+            Err(error) => return Err(error),
+        };
+        Ok(recorded.unwrap_or(0).max(published))
     }
 
-    /// Under the lock: reads the value on disk, durably writes `value + n`, and returns `value`.
-    /// The caller hands out `value .. value + n`. A corrupt file is left as it is.
+    /// The count in the durable record alone, without a lock; `None` before the first record.
+    /// A slot torn by a write in flight is read again: a torn slot is the one being written,
+    /// and the other one holds the record before it.
+    pub fn read_record(&self) -> Result<Option<u64>> {
+        let Some((file, writable)) = lease::open_for_reading(self)? else {
+            return Ok(None);
+        };
+        let mut tries = 0;
+        loop {
+            let slots = self.read_slots(&file, writable)?;
+            tries += 1;
+            if slots.torn() && tries < 3 {
+                continue;
+            }
+            let latest = slots
+                .latest()
+                .map_err(|record::BothTorn| Error::CorruptRecord {
+                    path: self.lock_path().to_owned(),
+                })?;
+            return Ok(latest.record.map(|r| r.value));
+        }
+    }
+
+    /// Under the lock: makes `n` increments durable and returns the first number, publishing
+    /// before the lock is given back. One lock, one record write and one publication per call:
+    /// what a service without group commit would do.
     pub fn add(&self, n: u64) -> Result<u64> {
-        let locked = self.lock()?;
-        let value = locked.read()?;
-        locked.write(locked.checked_add(value, n)?)?;
-        Ok(value)
+        let (mut lease, _) = Lease::acquire(self)?;
+        match lease.advance(n) {
+            Advance::Durable { first } => {
+                lease.release()?;
+                Ok(first)
+            }
+            Advance::Failed { error, .. } => Err(error),
+        }
     }
 
-    /// Takes the exclusive lock, blocking until it is free; the value can then be read and
-    /// written without another process (or a `counter set`) moving it in between. The group
-    /// commit writer uses the steps one by one, to tell waiting for the lock from writing.
-    pub fn lock(&self) -> Result<Locked<'_>> {
-        Ok(Locked {
-            _lock: self.file.lock()?,
-            counter: self,
-        })
+    /// Takes the lock, waiting for any other holder, and reads the count under it.
+    pub fn lock(&self) -> Result<Lease<'_>> {
+        Lease::acquire(self).map(|(lease, _)| lease)
     }
 
     /// Creates the directory that holds the counter, if missing.
@@ -111,14 +175,36 @@ impl CounterFile {
         fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))
     }
 
-    /// Under the lock, durably sets the value whatever the file held: the operator's repair.
+    /// Under the lock, durably sets the count to `value` whatever the files held: the
+    /// operator's repair or reset. Both the record and the published file.
     pub fn set(&self, value: u64) -> Result<()> {
-        self.lock()?.write(value)
+        Lease::acquire_for_repair(self)?.set(value)
     }
 
-    /// Under the lock, removes temporary files a crashed writer left; returns how many.
-    pub fn sweep_temp_files(&self) -> Result<usize> {
-        self.file.sweep_temp_files()
+    /// Under the lock: removes the temporary files a crashed writer left, and makes the
+    /// published file match the record, durably (after a crash or a power cut the record may
+    /// be ahead). Returns the count. What start-up and `counter get` do.
+    pub fn reconcile(&self) -> Result<u64> {
+        let mut lease = self.lock()?;
+        atomic::sweep_temp_files(self.path())?;
+        lease.publish(true)?;
+        Ok(lease.value())
+    }
+
+    /// Like [`CounterFile::reconcile`], but only if the lock is free at once; otherwise the
+    /// count as read without it (whoever holds the lock publishes when it gives it back).
+    pub fn reconcile_if_free(&self) -> Result<u64> {
+        // No lock file, no record: nothing to reconcile, and a reader creates nothing.
+        if self.read_record()?.is_none() {
+            return self.read();
+        }
+        match Lease::try_acquire(self)? {
+            Some(mut lease) => {
+                lease.publish(true)?;
+                Ok(lease.value())
+            }
+            None => self.read(),
+        }
     }
 
     /// Whether an increment could succeed now: the counter parses, can still advance, and the
@@ -136,33 +222,10 @@ impl CounterFile {
         self.file.open_lock_file()?;
         Ok(value)
     }
-}
 
-/// The counter while this process holds its lock; dropping it releases the lock.
-#[derive(Debug)]
-pub struct Locked<'a> {
-    counter: &'a CounterFile,
-    _lock: FileLock,
-}
-
-impl Locked<'_> {
-    /// The value on disk, which another process may have advanced since this one last looked.
-    pub fn read(&self) -> Result<u64> {
-        self.counter.read()
-    }
-
-    /// `value + n`, or [`Error::Overflow`].
-    pub fn checked_add(&self, value: u64, n: u64) -> Result<u64> {
-        value.checked_add(n).ok_or_else(|| Error::Overflow {
-            path: self.counter.path().to_owned(),
-            value,
-            add: n,
-        })
-    }
-
-    /// Durably replaces the counter with `value`.
-    pub fn write(&self, value: u64) -> Result<()> {
-        atomic::replace(self.counter.path(), format!("{value}\n").as_bytes())
+    /// Opens the lock file for writing (see [`LockedFile::open_lock_file`]).
+    pub(crate) fn open_lock_file(&self) -> Result<std::fs::File> {
+        self.file.open_lock_file()
     }
 }
 

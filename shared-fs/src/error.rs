@@ -49,6 +49,30 @@ pub enum Error {
         /// The first bytes, escaped and cut like [`Error::Corrupt`]'s content.
         head: Escaped,
     },
+    /// Something other than a regular file where one should be: a FIFO, whose `open` would
+    /// block until a writer comes (with the lock held, every replica would stall), a
+    /// directory, a device, a socket. Corrupt like [`Error::Corrupt`]: only an operator
+    /// replaces it.
+    #[error("{} is {kind}, not a regular file", path.display())]
+    NotRegular { path: PathBuf, kind: &'static str },
+    /// Both slots of the durable record fail their checksum: something other than shared-fs
+    /// wrote the lock file (a power cut tears at most one slot). Never read as a value; the
+    /// operator's `counter set` rewrites it.
+    #[error(
+        "corrupt counter record in {}: both slots fail their checksum; `pingpong counter set N` rewrites it",
+        path.display()
+    )]
+    CorruptRecord { path: PathBuf },
+    /// A durable write took so long that the lock may have been given to another process
+    /// meanwhile (a network filesystem's lock timeout): its numbers are not handed out.
+    #[error(
+        "a durable write to {} took {took:?}: the lock may have expired meanwhile, so its numbers are not handed out",
+        path.display()
+    )]
+    LeaseDistrusted {
+        path: PathBuf,
+        took: std::time::Duration,
+    },
     /// The counter would pass `u64::MAX`.
     #[error("counter file {}: {value} + {add} does not fit in a u64", path.display())]
     Overflow { path: PathBuf, value: u64, add: u64 },
@@ -66,10 +90,21 @@ impl Error {
         }
     }
 
+    /// True for `ESTALE`: a network filesystem's handle to a file another client has replaced.
+    pub fn is_stale_handle(&self) -> bool {
+        matches!(self, Error::Io { error, .. } if error.raw_os_error() == Some(libc::ESTALE))
+    }
+
     /// True when the error is about the content of the counter file, which only an operator can
     /// repair, rather than about the volume, which may heal by itself.
     pub fn is_corrupt(&self) -> bool {
-        matches!(self, Error::Corrupt { .. } | Error::TooLarge { .. })
+        matches!(
+            self,
+            Error::Corrupt { .. }
+                | Error::TooLarge { .. }
+                | Error::NotRegular { .. }
+                | Error::CorruptRecord { .. }
+        )
     }
 }
 

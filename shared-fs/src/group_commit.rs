@@ -1,12 +1,20 @@
 //! Group commit: many concurrent increments, one durable write.
 //!
-//! A durable write costs an fsync of the file and one of the directory, around half a
-//! millisecond on a fast disk and far more on a network volume. Paying it once per request caps
-//! a server at a couple of thousand increments a second whatever its CPU. Instead, one writer
-//! thread owns the file: every increment that arrives while a write is in flight waits in a
-//! queue, and the writer takes the whole queue as the next batch. Per batch it takes the lock,
-//! re-reads the value on disk (another process may have advanced it), writes `value + n` once,
-//! and only then hands each caller its own number, `value .. value + n`.
+//! A durable write costs an `fdatasync`, a tenth of a millisecond on a fast disk and far more on
+//! a network volume. Paying it once per request caps a server at a few thousand increments a
+//! second whatever its CPU. Instead, one writer thread owns the counter: every increment that
+//! arrives while a durable write is in flight waits in a queue, and the writer takes the whole
+//! queue as the next batch, makes `value + n` durable once ([`Lease::advance`]), and only then
+//! hands each caller its own number, `value .. value + n`.
+//!
+//! The writer keeps the counter's lock across batches while it is busy (a [`Lease`]): taking
+//! the lock, reading the count and publishing `pingpong_counter.txt` cost more than the durable
+//! write itself (on a network filesystem, round trips to the server), so they are paid once per
+//! lease, not once per batch. It gives the lock back, publishing first, when no caller has come
+//! for [`LINGER`] (at once while another process has been seen holding the lock within
+//! [`CONTENDED_FOR`]), and after [`MAX_HOLD`]; then it waits [`HANDOVER`] before taking it
+//! again, since `flock` does not hand a released lock to the process that waited longest. So
+//! replicas that are all busy take turns of [`MAX_HOLD`] each.
 //!
 //! Under steady concurrency the callers just answered come back with their next increment a
 //! few dozen microseconds later; a writer that started at once would split the load into two
@@ -21,17 +29,20 @@
 //! gets no number: each caller is *claimed* under the lock, just before the write, and a caller
 //! dropped before that is skipped. One dropped after its claim had its number written; that
 //! number is reported to [`Observe::abandoned`] and logged, never silently lost. A failed
-//! write fails every caller of its batch and hands out no number; the next batch tries again,
-//! so the service heals by itself when the volume does.
+//! write fails every caller of its batch and hands out no number; numbers it may have used
+//! anyway (the record was written but its `fdatasync` failed) are reported as abandoned too.
+//! The next batch tries again, so the service heals by itself when the volume does; until one
+//! succeeds, [`Counter::health`] says why increments fail, for readiness.
 //!
 //! The writer is a plain OS thread, so blocking file I/O and `flock` never run on an async
-//! worker. It ends when the last [`Counter`] handle is dropped, after finishing what is queued.
+//! worker. It ends when the last [`Counter`] handle is dropped, after finishing what is queued
+//! and giving the lock back; [`Stopped::wait`] waits for that.
 
 use std::{
     sync::{
-        Arc,
+        Arc, Condvar, Mutex,
         atomic::{AtomicU8, Ordering},
-        mpsc,
+        mpsc::{self, RecvTimeoutError},
     },
     thread,
     time::{Duration, Instant},
@@ -42,11 +53,29 @@ use tokio::sync::oneshot;
 use crate::{
     counter::CounterFile,
     error::{Error, Result},
+    lease::{Advance, Lease},
 };
+
+pub use crate::lease::MAX_HOLD;
 
 /// The longest the writer waits for a batch to fill after a multi-caller batch; far below any
 /// request timeout, so a lone request after a burst is never held up.
 pub const MAX_FILL_WAIT: Duration = Duration::from_millis(5);
+
+/// How long the writer keeps the lock with no caller waiting, for the next one: a client that
+/// sends its next request as soon as it has the answer comes back within a fraction of this,
+/// and then pays no lock and no publication. Idle for longer, the count is published and the
+/// lock given back, so `pingpong_counter.txt` equals the count a few milliseconds after the
+/// last request.
+pub const LINGER: Duration = Duration::from_millis(2);
+
+/// After giving the lock back because it was held for [`MAX_HOLD`], how long the writer waits
+/// before taking it again: enough for a process blocked on it to be woken and take it.
+pub const HANDOVER: Duration = Duration::from_micros(300);
+
+/// For how long after finding the lock held by another process the writer gives an idle lock
+/// back at once instead of keeping it for [`LINGER`].
+pub const CONTENDED_FOR: Duration = Duration::from_secs(1);
 
 /// One caller of [`Counter::increment`], queued for the writer.
 struct Waiter {
@@ -78,6 +107,9 @@ enum Message {
     Increment(Waiter),
     /// A number that reached its caller's channel after the caller had stopped listening.
     Gone(u64),
+    /// Readiness asks whether durable writes work again after a failure (see
+    /// [`Counter::check`]).
+    Check(oneshot::Sender<Result<()>>),
 }
 
 /// A caller's side while it waits. Dropped before the writer claimed it, it cancels; dropped
@@ -110,7 +142,7 @@ impl Drop for Pending {
 pub struct BatchReport {
     /// How many increments the write carried.
     pub size: u64,
-    /// Read, write, both fsyncs and the rename; not the wait for the lock.
+    /// The record's write and `fdatasync`; not the wait for the lock.
     pub elapsed: Duration,
     /// Whether the write became durable.
     pub ok: bool,
@@ -122,8 +154,8 @@ pub trait Observe: Send + 'static {
     /// scrape after an answer already counts it).
     fn batch(&mut self, report: &BatchReport);
 
-    /// After the answers, the numbers written durably whose callers had gone: skipped, never
-    /// handed out.
+    /// After the answers, the numbers used but not delivered (their callers had gone, or the
+    /// write that carried them failed after it could be seen): skipped, never handed out.
     fn abandoned(&mut self, _numbers: &[u64]) {}
 }
 
@@ -136,11 +168,52 @@ impl<F: FnMut(&BatchReport) + Send + 'static> Observe for OnBatch<F> {
     }
 }
 
+/// Why increments fail, while they do: set by the writer after each write, read by readiness.
+#[derive(Debug, Default)]
+struct Health(Mutex<Option<String>>);
+
+impl Health {
+    fn get(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Records the outcome of a write; true when it changed whether writes work.
+    fn set(&self, failure: Option<&Error>) -> bool {
+        let mut current = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let changed = current.is_some() != failure.is_some();
+        *current = failure.map(Error::to_string);
+        changed
+    }
+}
+
+/// Set when the writer thread has ended (after giving the lock back).
+#[derive(Debug, Default)]
+struct Ended(Mutex<bool>, Condvar);
+
+/// Waits for the writer thread to end; see [`Counter::stopped`].
+#[derive(Debug, Clone)]
+pub struct Stopped(Arc<Ended>);
+
+impl Stopped {
+    /// Waits until the writer has finished its queue and given the lock back, or `within` has
+    /// passed (a volume that hangs must not hold up the exit); true if it ended.
+    pub fn wait(&self, within: Duration) -> bool {
+        let (ended, ended_changed) = (&self.0.0, &self.0.1);
+        let ended = ended.lock().unwrap_or_else(|e| e.into_inner());
+        let (ended, _) = ended_changed
+            .wait_timeout_while(ended, within, |ended| !*ended)
+            .unwrap_or_else(|e| e.into_inner());
+        *ended
+    }
+}
+
 /// An async handle to the counter; cheap to clone, all clones feed one writer thread.
 #[derive(Debug, Clone)]
 pub struct Counter {
     queue: mpsc::Sender<Message>,
     file: CounterFile,
+    health: Arc<Health>,
+    ended: Arc<Ended>,
 }
 
 impl Counter {
@@ -153,25 +226,38 @@ impl Counter {
     /// Starts the writer thread for `file`, reporting to `observer`.
     pub fn spawn_observed(file: CounterFile, observer: impl Observe) -> Self {
         let (queue, rx) = mpsc::channel();
-        let writer_file = file.clone();
+        let health = Arc::new(Health::default());
+        let ended = Arc::new(Ended::default());
+        let writer = Writer {
+            file: file.clone(),
+            health: health.clone(),
+            contended_until: None,
+        };
+        let writer_ended = ended.clone();
         thread::Builder::new()
             .name("counter-writer".into())
-            .spawn(move || run_writer(writer_file, rx, observer))
+            .spawn(move || {
+                writer.run(rx, observer);
+                *writer_ended.0.lock().unwrap_or_else(|e| e.into_inner()) = true;
+                writer_ended.1.notify_all();
+            })
             .expect("spawning the counter writer thread");
-        Counter { queue, file }
+        Counter {
+            queue,
+            file,
+            health,
+            ended,
+        }
     }
 
     /// Increments the counter durably and returns the value before this increment: the first
-    /// call on a fresh volume returns 0 and leaves the file holding 1. Resolves only once the
+    /// call on a fresh volume returns 0 and leaves the count at 1. Resolves only once the
     /// write that carries this increment is on disk.
     ///
     /// Dropping the future (a request timeout) before the writer has claimed it for a write
     /// hands out no number. Dropped later, its number is written, skipped, and reported in
     /// [`Observe::abandoned`]; never handed out twice.
     pub async fn increment(&self) -> Result<u64> {
-        let stopped = || Error::WriterStopped {
-            path: self.file.path().to_owned(),
-        };
         let state = Arc::new(AtomicU8::new(PENDING));
         let (reply, answer) = oneshot::channel();
         self.queue
@@ -179,117 +265,312 @@ impl Counter {
                 state: state.clone(),
                 reply,
             }))
-            .map_err(|_| stopped())?;
+            .map_err(|_| self.stopped_error())?;
         let mut pending = Pending {
             state,
             answer,
             queue: self.queue.clone(),
         };
-        (&mut pending.answer).await.map_err(|_| stopped())?
+        (&mut pending.answer)
+            .await
+            .map_err(|_| self.stopped_error())?
+    }
+
+    /// Why durable writes fail, if the last one failed: ENOSPC, EROFS, EIO and the like
+    /// persist, and readiness must say so (SPEC §4).
+    pub fn health(&self) -> Option<String> {
+        self.health.get()
+    }
+
+    /// Whether durable writes work: at once when the last one succeeded; after a failure, the
+    /// writer tries one that changes nothing (the count rewritten as it is), since a replica
+    /// that is not ready receives no increments that could show it healed.
+    pub async fn check(&self) -> Result<()> {
+        if self.health.get().is_none() {
+            return Ok(());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Message::Check(reply))
+            .map_err(|_| self.stopped_error())?;
+        answer.await.map_err(|_| self.stopped_error())?
     }
 
     /// The file this counter writes.
     pub fn file(&self) -> &CounterFile {
         &self.file
     }
+
+    /// A handle that waits for the writer thread to end, without keeping it alive: call it
+    /// before dropping the last [`Counter`], then wait after, so that the process does not exit
+    /// while the writer still holds the lock with the count unpublished.
+    pub fn stopped(&self) -> Stopped {
+        Stopped(self.ended.clone())
+    }
+
+    /// The error of a counter whose writer has stopped (the process is exiting).
+    pub fn stopped_error(&self) -> Error {
+        Error::WriterStopped {
+            path: self.file.path().to_owned(),
+        }
+    }
 }
 
-fn run_writer(file: CounterFile, queue: mpsc::Receiver<Message>, mut observer: impl Observe) {
-    if let Err(error) = file.create_dir().and_then(|()| file.sweep_temp_files()) {
-        tracing::warn!(%error, "could not prepare the data directory");
-    }
-    let mut healthy = true;
-    let mut batch: Vec<Waiter> = Vec::new();
-    let mut gone: Vec<u64> = Vec::new();
-    let mut last = Last::default();
-    loop {
-        // Whoever queued up during the last write.
-        for message in queue.try_iter() {
-            sort(message, &mut batch, &mut gone);
+/// The writer thread's state beyond its queue.
+struct Writer {
+    file: CounterFile,
+    health: Arc<Health>,
+    /// Until when the writer gives the lock back after every batch (see the module docs).
+    contended_until: Option<Instant>,
+}
+
+impl Writer {
+    fn run(mut self, queue: mpsc::Receiver<Message>, mut observer: impl Observe) {
+        // After a crash or a power cut the record may be ahead of the published file, and a
+        // crash may have left temporary files: both are set right before anything else.
+        if let Err(error) = self.file.create_dir().and_then(|()| self.file.reconcile()) {
+            tracing::warn!(%error, "could not prepare the counter; answering 503 until it can");
         }
-        let waiting = batch.len();
-        if batch.is_empty() {
-            report_abandoned(&file, &mut gone, &mut observer);
-            match queue.recv() {
-                Ok(message) => sort(message, &mut batch, &mut gone),
-                Err(_) => return, // every handle dropped and nothing queued: done
+        let file = self.file.clone();
+        let mut lease: Option<Lease<'_>> = None;
+        let mut batch: Vec<Waiter> = Vec::new();
+        let mut gone: Vec<u64> = Vec::new();
+        let mut checks: Vec<oneshot::Sender<Result<()>>> = Vec::new();
+        let mut last = Last::default();
+        loop {
+            // Whoever queued up during the last write.
+            for message in queue.try_iter() {
+                sort(message, &mut batch, &mut gone, &mut checks);
             }
+            if !checks.is_empty() {
+                self.check(&file, &mut lease, &mut checks, &mut gone);
+            }
+            let waiting = batch.len();
             if batch.is_empty() {
-                continue;
-            }
-        }
-        // Wait briefly for the callers just answered (see the module docs).
-        if last.size > 1 {
-            let expected = last.size + waiting;
-            let deadline = Instant::now() + last.fill_wait();
-            while batch.len() < expected {
-                match queue.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                    Ok(message) => sort(message, &mut batch, &mut gone),
-                    Err(_) => break,
+                report_abandoned(&file, &mut gone, &mut observer);
+                let message = if lease.is_some() {
+                    match queue.recv_timeout(self.linger()) {
+                        Ok(message) => message,
+                        Err(RecvTimeoutError::Timeout) => {
+                            give_back(&mut lease);
+                            continue;
+                        }
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    }
+                } else {
+                    match queue.recv() {
+                        Ok(message) => message,
+                        Err(_) => break,
+                    }
+                };
+                sort(message, &mut batch, &mut gone, &mut checks);
+                if batch.is_empty() {
+                    continue;
                 }
             }
-        }
-        batch.retain(|waiter| !waiter.cancelled());
-        let outcome = if batch.is_empty() {
-            None
-        } else {
-            write_batch(&file, &mut batch)
-        };
-        let Some((result, elapsed)) = outcome else {
-            // Nobody left to write for: the next wait must not be sized by an old batch.
-            last = Last::default();
-            continue;
-        };
-        last = Last {
-            size: batch.len(),
-            write: elapsed,
-        };
-
-        // Log transitions only: a full disk under load must not write a line per request.
-        match &result {
-            Err(error) if healthy => {
-                tracing::error!(%error, "durable increment failed; answering 503 until a write succeeds");
-                healthy = false;
-            }
-            Ok(_) if !healthy => {
-                tracing::info!(path = %file.path().display(), "durable increments work again");
-                healthy = true;
-            }
-            _ => {}
-        }
-
-        observer.batch(&BatchReport {
-            size: batch.len() as u64,
-            elapsed,
-            ok: result.is_ok(),
-        });
-        match &result {
-            Ok(first_value) => {
-                for (waiter, value) in batch.drain(..).zip(*first_value..) {
-                    if waiter.reply.send(Ok(value)).is_err() {
-                        gone.push(value);
+            // Wait briefly for the callers just answered (see the module docs).
+            if last.size > 1 {
+                let expected = last.size + waiting;
+                let deadline = Instant::now() + last.fill_wait();
+                while batch.len() < expected {
+                    match queue.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                        Ok(message) => sort(message, &mut batch, &mut gone, &mut checks),
+                        Err(_) => break,
                     }
                 }
             }
-            Err(error) => {
-                for waiter in batch.drain(..) {
-                    let _ = waiter.reply.send(Err(error.clone()));
+            batch.retain(|waiter| !waiter.cancelled());
+            if batch.is_empty() {
+                // Nobody left to write for: the next wait must not be sized by an old batch.
+                last = Last::default();
+                continue;
+            }
+            let held = match self.lease(&file, &mut lease) {
+                Ok(held) => held,
+                Err(error) => {
+                    self.record_outcome(Some(&error));
+                    observer.batch(&BatchReport {
+                        size: batch.len() as u64,
+                        elapsed: Duration::ZERO,
+                        ok: false,
+                    });
+                    for waiter in batch.drain(..) {
+                        let _ = waiter.reply.send(Err(error.clone()));
+                    }
+                    continue;
+                }
+            };
+            batch.retain(Waiter::claim);
+            if batch.is_empty() {
+                last = Last::default();
+                continue;
+            }
+            let started = Instant::now();
+            let advance = held.advance(batch.len() as u64);
+            let elapsed = started.elapsed();
+            last = Last {
+                size: batch.len(),
+                write: elapsed,
+            };
+            let result = match advance {
+                Advance::Durable { first } => Ok(first),
+                Advance::Failed { error, skipped } => {
+                    gone.extend(skipped.into_iter().flatten());
+                    // The lock is given back so that another process, perhaps on a node whose
+                    // path to the volume works, can go on, and without publishing: a failed
+                    // write may mean the lock was lost (a network filesystem fences a client
+                    // whose lock expired by failing its writes), and then the count is old.
+                    lease = None;
+                    Err(error)
+                }
+            };
+            self.record_outcome(result.as_ref().err());
+            observer.batch(&BatchReport {
+                size: batch.len() as u64,
+                elapsed,
+                ok: result.is_ok(),
+            });
+            match &result {
+                Ok(first_value) => {
+                    for (waiter, value) in batch.drain(..).zip(*first_value..) {
+                        if waiter.reply.send(Ok(value)).is_err() {
+                            gone.push(value);
+                        }
+                    }
+                }
+                Err(error) => {
+                    for waiter in batch.drain(..) {
+                        let _ = waiter.reply.send(Err(error.clone()));
+                    }
                 }
             }
+            Writer::maybe_give_back(&mut lease);
+            report_abandoned(&file, &mut gone, &mut observer);
         }
+        // Every handle is gone and the queue is empty: publish, give the lock back, end.
+        give_back(&mut lease);
         report_abandoned(&file, &mut gone, &mut observer);
+    }
+
+    /// The held lease, taking the lock if needed (again, if the lease went unused so long that
+    /// it may have been given away; see [`Lease::stale`]).
+    fn lease<'f, 'l>(
+        &mut self,
+        file: &'f CounterFile,
+        lease: &'l mut Option<Lease<'f>>,
+    ) -> Result<&'l mut Lease<'f>> {
+        if lease.as_ref().is_some_and(Lease::stale) {
+            tracing::warn!(
+                path = %file.lock_path().display(),
+                "the counter's lock went unused for too long to be trusted; taking it again"
+            );
+            *lease = None;
+        }
+        if lease.is_none() {
+            let (taken, contended) = Lease::acquire(file)?;
+            if contended {
+                self.contended_until = Some(Instant::now() + CONTENDED_FOR);
+            }
+            *lease = Some(taken);
+        }
+        Ok(lease.as_mut().expect("just taken"))
+    }
+
+    /// After a batch: gives the lock back once it was held for [`MAX_HOLD`] (see the module
+    /// docs).
+    fn maybe_give_back(lease: &mut Option<Lease<'_>>) {
+        if lease.as_ref().is_some_and(|held| held.held() >= MAX_HOLD) {
+            give_back(lease);
+            thread::sleep(HANDOVER);
+        }
+    }
+
+    fn contended(&self) -> bool {
+        self.contended_until
+            .is_some_and(|until| Instant::now() < until)
+    }
+
+    /// How long to keep an idle lease.
+    fn linger(&self) -> Duration {
+        if self.contended() {
+            Duration::ZERO
+        } else {
+            LINGER
+        }
+    }
+
+    /// Answers readiness's checks: a write that changes nothing, if the last one failed.
+    fn check<'f>(
+        &mut self,
+        file: &'f CounterFile,
+        lease: &mut Option<Lease<'f>>,
+        checks: &mut Vec<oneshot::Sender<Result<()>>>,
+        gone: &mut Vec<u64>,
+    ) {
+        let result = if self.health.get().is_none() {
+            Ok(())
+        } else {
+            let outcome = self.lease(file, lease).map(|held| held.advance(0));
+            let result = match outcome {
+                Ok(Advance::Durable { .. }) => Ok(()),
+                Ok(Advance::Failed { error, skipped }) => {
+                    gone.extend(skipped.into_iter().flatten());
+                    *lease = None;
+                    Err(error)
+                }
+                Err(error) => Err(error),
+            };
+            self.record_outcome(result.as_ref().err());
+            result
+        };
+        for check in checks.drain(..) {
+            let _ = check.send(result.clone());
+        }
+    }
+
+    /// Logs transitions only: a full disk under load must not write a line per request.
+    fn record_outcome(&self, failure: Option<&Error>) {
+        if !self.health.set(failure) {
+            return;
+        }
+        match failure {
+            Some(error) => tracing::error!(
+                %error,
+                "durable increment failed; answering 503 until a write succeeds"
+            ),
+            None => tracing::info!(
+                path = %self.file.lock_path().display(),
+                "durable increments work again"
+            ),
+        }
     }
 }
 
-/// Increments into the batch, numbers whose callers left into `gone`.
-fn sort(message: Message, batch: &mut Vec<Waiter>, gone: &mut Vec<u64>) {
+/// Publishes and gives the lock back. A publication that fails is logged: the count is durable
+/// in the record whatever happens to the published file, and the next holder publishes.
+fn give_back(lease: &mut Option<Lease<'_>>) {
+    if let Some(held) = lease.take()
+        && let Err(error) = held.release()
+    {
+        tracing::warn!(%error, "could not publish the count before giving the lock back");
+    }
+}
+
+/// Increments into the batch, numbers whose callers left into `gone`, checks into `checks`.
+fn sort(
+    message: Message,
+    batch: &mut Vec<Waiter>,
+    gone: &mut Vec<u64>,
+    checks: &mut Vec<oneshot::Sender<Result<()>>>,
+) {
     match message {
         Message::Increment(waiter) => batch.push(waiter),
         Message::Gone(number) => gone.push(number),
+        Message::Check(reply) => checks.push(reply),
     }
 }
 
-/// Logs and reports the numbers written durably whose callers had gone, then forgets them.
+/// Logs and reports the numbers used but not delivered, then forgets them.
 fn report_abandoned(file: &CounterFile, gone: &mut Vec<u64>, observer: &mut impl Observe) {
     if gone.is_empty() {
         return;
@@ -299,36 +580,10 @@ fn report_abandoned(file: &CounterFile, gone: &mut Vec<u64>, observer: &mut impl
         path = %file.path().display(),
         count = gone.len(),
         numbers = ?gone,
-        "numbers written durably but not delivered: their requests timed out or their clients left; they are skipped, never handed out"
+        "numbers used but not delivered: their requests timed out, their clients left or their write failed; they are skipped, never handed out"
     );
     observer.abandoned(gone);
     gone.clear();
-}
-
-/// Takes the lock, reads the value, claims the callers still waiting, and writes once for
-/// them. `None` when every caller gave up before its claim: then nothing is written. Otherwise
-/// the first number of the batch (or why there is none) and how long the write took, lock wait
-/// excluded. On return `batch` holds exactly the claimed callers (all of them on an error
-/// before the claim, which fails them all).
-fn write_batch(file: &CounterFile, batch: &mut Vec<Waiter>) -> Option<(Result<u64>, Duration)> {
-    let locked = match file.lock() {
-        Ok(locked) => locked,
-        Err(error) => return Some((Err(error), Duration::ZERO)),
-    };
-    let started = Instant::now();
-    let value = match locked.read() {
-        Ok(value) => value,
-        Err(error) => return Some((Err(error), started.elapsed())),
-    };
-    batch.retain(Waiter::claim);
-    if batch.is_empty() {
-        return None;
-    }
-    let result = locked
-        .checked_add(value, batch.len() as u64)
-        .and_then(|next| locked.write(next))
-        .map(|()| value);
-    Some((result, started.elapsed()))
 }
 
 /// The previous durable write, which sets how long the next batch may wait to fill.

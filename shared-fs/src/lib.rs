@@ -7,29 +7,39 @@
 //!
 //! - [`atomic`]: replace a small file atomically and durably (temp file, fsync, rename, fsync of
 //!   the directory), and sweep the temp files a crash may leave behind.
-//! - [`lock`]: a file replaced only under an exclusive lock on its sibling `.lock` file (the
-//!   counter, and `output.log` when two log-writers overlap).
-//! - [`counter`]: the counter format (`N\n`, strict) and the locked read-modify-write of one
-//!   batch.
+//! - [`lock`]: a file replaced only under an exclusive lock on its sibling `.lock` file
+//!   (`output.log` when two log-writers overlap; the counter's lock file).
+//! - [`record`]: the counter's durable record, written in place in two checksummed slots of the
+//!   lock file: one `pwrite` and one `fdatasync` make an increment durable.
+//! - [`caches`]: reading the record past the caches a network filesystem's client keeps.
+//! - [`lease`]: the counter's lock held across many durable writes while busy, the published
+//!   file brought up to date before it is given back, and when a lease stops being trusted.
+//! - [`counter`]: the published file's format (`N\n`, strict) and [`CounterFile`], the handle
+//!   readers, the operator's commands and the writer share.
 //! - [`group_commit`]: the async handle whose `increment()` coalesces every request that arrives
 //!   while a durable write is in flight into the next single durable write.
-//! - [`read`]: reading a small file without trusting its size.
+//! - [`read`]: opening and reading a small file without trusting its size or its type.
+//! - [`mounts`]: the mount that holds the volume, refused at start when its locks would be
+//!   local to one node (replicas on several nodes would hand out the same numbers).
 //! - [`error`]: one error type; every variant names the path it is about.
 //!
 //! Nothing else in the workspace opens a file on the volume for writing.
 
 pub mod atomic;
+pub mod caches;
 pub mod counter;
 pub mod error;
 pub mod group_commit;
+pub mod lease;
 pub mod lock;
+pub mod mounts;
 pub mod read;
+pub mod record;
 
 pub use atomic::{replace, sweep_temp_files};
-pub use counter::{
-    COUNTER_FILE, CounterFile, Locked, MAX_COUNTER_BYTES, parse_counter, read_counter,
-};
+pub use counter::{COUNTER_FILE, CounterFile, MAX_COUNTER_BYTES, parse_counter, read_counter};
 pub use error::{Error, Result};
 pub use group_commit::{BatchReport, Counter, Observe};
+pub use lease::Lease;
 pub use lock::{FileLock, LockedFile};
 pub use read::read_bounded;

@@ -15,6 +15,7 @@ use std::{
 use crate::{
     atomic,
     error::{Error, Result},
+    read::open_regular,
 };
 
 /// A file replaced under the lock `<path>.lock`.
@@ -69,15 +70,22 @@ impl LockedFile {
     }
 
     /// Opens (creating it if needed) the lock file for writing, without locking it: fails on a
-    /// read-only volume, which is what readiness wants to know.
+    /// read-only volume, which is what readiness wants to know. Never blocks in `open`, and
+    /// anything but a regular file there is [`Error::NotRegular`] (see [`crate::read`]).
     pub fn open_lock_file(&self) -> Result<File> {
-        OpenOptions::new()
+        let options = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(&self.lock_path)
-            .map_err(|e| Error::io("open lock file", &self.lock_path, e))
+            .clone();
+        open_regular(&self.lock_path, &options)?.ok_or_else(|| {
+            Error::io(
+                "open lock file",
+                &self.lock_path,
+                std::io::ErrorKind::NotFound.into(),
+            )
+        })
     }
 }
 

@@ -1,26 +1,72 @@
-//! Reading a small file from the volume without trusting its size.
+//! Opening and reading a small file on the volume without trusting its size or its type.
 //!
 //! Every file this workspace reads is tiny (a counter is at most 20 digits, an entry under 200
-//! bytes), but the volume is shared: a 100 MB file planted at the counter's path, read whole,
-//! would take a 64 MiB pod past its memory limit and into a crash loop. So a read stops one byte
-//! past its limit and reports [`Error::TooLarge`] with the path and the size.
+//! bytes), but the volume is shared, and anyone can put anything at a path:
+//!
+//! - a 100 MB file at the counter's path, read whole, would take a 64 MiB pod past its memory
+//!   limit and into a crash loop. So a read stops one byte past its limit and reports
+//!   [`Error::TooLarge`] with the path and the size;
+//! - a FIFO (or a device) there makes a plain `open` block until a writer comes, which may be
+//!   never: a thread holding the counter's lock while it waits stalls every replica. So every
+//!   file on the volume is opened with `O_NONBLOCK`, which never waits, and anything but a
+//!   regular file is [`Error::NotRegular`], corrupt like unparsable content.
 
 use std::{
-    fs::File,
+    fs::{File, OpenOptions},
     io::{ErrorKind, Read},
+    os::unix::fs::{FileTypeExt, OpenOptionsExt},
     path::Path,
 };
 
 use crate::error::{Error, Escaped, Result};
 
-/// The content of `path`, at most `limit` bytes; `None` when the file does not exist. Longer
-/// content is [`Error::TooLarge`], and no more than `limit + 1` bytes are ever read or held,
-/// also from something that is no regular file (a FIFO, a device).
-pub fn read_bounded(path: &Path, limit: usize) -> Result<Option<Vec<u8>>> {
-    let file = match File::open(path) {
+/// Opens `path` with `options`, never blocking in `open`, and refuses anything but a regular
+/// file; `None` when it does not exist (and `options` do not create it).
+pub fn open_regular(path: &Path, options: &OpenOptions) -> Result<Option<File>> {
+    let mut options = options.clone();
+    let file = match options.custom_flags(libc::O_NONBLOCK).open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io("read", path, e)),
+        Err(e) if e.kind() == ErrorKind::IsADirectory => {
+            return Err(Error::NotRegular {
+                path: path.to_owned(),
+                kind: "a directory",
+            });
+        }
+        Err(e) => return Err(Error::io("open", path, e)),
+    };
+    let file_type = file
+        .metadata()
+        .map_err(|e| Error::io("stat", path, e))?
+        .file_type();
+    if file_type.is_file() {
+        return Ok(Some(file));
+    }
+    let kind = if file_type.is_dir() {
+        "a directory"
+    } else if file_type.is_fifo() {
+        "a named pipe (FIFO)"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else if file_type.is_char_device() {
+        "a character device"
+    } else if file_type.is_block_device() {
+        "a block device"
+    } else {
+        "something else"
+    };
+    Err(Error::NotRegular {
+        path: path.to_owned(),
+        kind,
+    })
+}
+
+/// The content of `path`, at most `limit` bytes; `None` when the file does not exist. Longer
+/// content is [`Error::TooLarge`], and no more than `limit + 1` bytes are ever read or held;
+/// anything but a regular file is [`Error::NotRegular`], and opening it never blocks.
+pub fn read_bounded(path: &Path, limit: usize) -> Result<Option<Vec<u8>>> {
+    let Some(file) = open_regular(path, OpenOptions::new().read(true))? else {
+        return Ok(None);
     };
     let mut bytes = Vec::with_capacity(limit.min(4096) + 1);
     (&file)
@@ -28,8 +74,7 @@ pub fn read_bounded(path: &Path, limit: usize) -> Result<Option<Vec<u8>>> {
         .read_to_end(&mut bytes)
         .map_err(|e| Error::io("read", path, e))?;
     if bytes.len() > limit {
-        // A regular file knows its size; a stream does not, and then it is "more than".
-        let size = file.metadata().ok().map(|m| m.len()).filter(|&n| n > 0);
+        let size = file.metadata().ok().map(|m| m.len());
         return Err(Error::TooLarge {
             path: path.to_owned(),
             size,
@@ -59,6 +104,20 @@ mod tests {
             format!(
                 r#"{} is too large: 5 bytes, at most 4 expected; it starts with "12\n45""#,
                 path.display()
+            )
+        );
+    }
+
+    #[test]
+    fn a_directory_is_not_a_regular_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let error = read_bounded(dir.path(), 4).unwrap_err();
+        assert!(error.is_corrupt());
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "{} is a directory, not a regular file",
+                dir.path().display()
             )
         );
     }

@@ -1,6 +1,7 @@
-//! Guarantee 3: a corrupt counter file is never read as 0 and never overwritten by an
-//! increment; the error names the path and shows the content. Only the operator's `set`
-//! replaces it.
+//! Guarantee 3: a corrupt counter file, or a record both of whose slots fail their checksum, is
+//! never read as 0 and never overwritten by an increment; the error names the path and shows
+//! the content. Only the operator's `set` replaces it. A single torn slot is what a power cut
+//! leaves: the other slot holds the count.
 
 use std::fs;
 
@@ -100,4 +101,61 @@ fn the_counter_never_wraps_past_u64_max() {
     let err = file.add(1).unwrap_err();
     assert!(err.to_string().contains("does not fit in a u64"), "{err}");
     assert_eq!(read_counter(file.path()).unwrap(), u64::MAX);
+}
+
+#[tokio::test]
+async fn a_record_whose_both_slots_fail_their_checksum_is_corrupt_until_set_rewrites_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = CounterFile::in_dir(dir.path());
+    file.set(7).unwrap();
+    // Something other than shared-fs scribbled over both slots of the lock file.
+    let garbage = vec![0xa5; shared_fs::record::FILE_BYTES as usize];
+    fs::write(file.lock_path(), &garbage).unwrap();
+    let reason = format!(
+        "corrupt counter record in {}: both slots fail their checksum; `pingpong counter set N` rewrites it",
+        file.lock_path().display()
+    );
+
+    assert_eq!(file.read().unwrap_err().to_string(), reason);
+    assert!(file.read().unwrap_err().is_corrupt());
+    assert_eq!(file.add(1).unwrap_err().to_string(), reason);
+    let counter = Counter::spawn(file.clone(), |_| {});
+    assert_eq!(counter.increment().await.unwrap_err().to_string(), reason);
+    assert_eq!(fs::read(file.lock_path()).unwrap(), garbage, "overwritten");
+
+    file.set(7).unwrap();
+    assert_eq!(counter.increment().await.unwrap(), 7);
+    assert_eq!(file.read().unwrap(), 8);
+}
+
+#[test]
+fn a_torn_slot_falls_back_to_the_other_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = CounterFile::in_dir(dir.path());
+    file.set(40).unwrap();
+    assert_eq!(file.add(1).unwrap(), 40);
+    // The write of the next record cut short by a power cut: its slot is half old, half new.
+    let lock = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(file.lock_path())
+        .unwrap();
+    let slots = shared_fs::record::read_slots(&lock).unwrap();
+    let latest = slots.latest().unwrap();
+    let next = shared_fs::record::Record {
+        seq: latest.record.unwrap().seq + 1,
+        value: 99,
+    }
+    .encode();
+    use std::os::unix::fs::FileExt;
+    lock.write_all_at(
+        &next[..20],
+        shared_fs::record::slot_offset(latest.next_slot),
+    )
+    .unwrap();
+    fs::write(file.path(), "40\n").unwrap();
+
+    assert_eq!(file.read().unwrap(), 41, "the other slot holds the count");
+    assert_eq!(file.add(1).unwrap(), 41);
+    assert_eq!(file.read().unwrap(), 42);
 }

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use shared_fs::{BatchReport, Counter, CounterFile, Observe, read_counter};
+use shared_fs::{BatchReport, Counter, CounterFile, Observe};
 
 /// Holds the counter's lock from another thread, as another replica or a `pingpong counter
 /// set` would, until the returned sender is dropped.
@@ -39,7 +39,7 @@ async fn a_caller_that_gives_up_while_the_lock_is_held_costs_no_number() {
         1,
         "the caller that gave up must not have consumed a number"
     );
-    assert_eq!(read_counter(file.path()).unwrap(), 2);
+    assert_eq!(file.read().unwrap(), 2);
 }
 
 struct CountAbandoned(Arc<AtomicU64>);
@@ -88,7 +88,7 @@ async fn every_number_on_disk_was_delivered_or_reported_abandoned() {
         delivered += 1;
     }
 
-    let on_disk = read_counter(file.path()).unwrap();
+    let on_disk = file.read().unwrap();
     assert_eq!(
         on_disk,
         delivered + abandoned.load(Ordering::SeqCst),
@@ -119,7 +119,7 @@ async fn after_a_stalled_lock_lone_increments_are_not_held_back() {
             })
         })
         .collect();
-    while read_counter(file.path()).unwrap() < 200 {
+    while file.read().unwrap() < 200 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     // ... when another process holds the lock for 3 s; the load ends with that batch.
@@ -140,7 +140,7 @@ async fn after_a_stalled_lock_lone_increments_are_not_held_back() {
 
     // Then one request at a time, as a quiet service sees them: each is one write, not a wait
     // sized by the stalled batch (3 s with the lock wait).
-    let first = read_counter(file.path()).unwrap();
+    let first = file.read().unwrap();
     for expected in first..first + 5 {
         let started = Instant::now();
         assert_eq!(counter.increment().await.unwrap(), expected);

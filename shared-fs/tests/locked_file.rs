@@ -61,3 +61,27 @@ fn sweeps_and_replaces_from_many_writers_never_break_a_replace() {
         "no temporary file is left"
     );
 }
+
+#[test]
+fn the_sweep_removes_what_it_can_and_leaves_what_it_cannot() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = LockedFile::new(dir.path().join("output.log"));
+    // Named like a temporary file, but a directory: remove_file cannot take it. Before, the
+    // sweep stopped at it with an error, and log-writer exited 1 on every start.
+    let stuck = dir.path().join(".output.log.0123456789abcdef.tmp");
+    std::fs::create_dir(&stuck).unwrap();
+    std::fs::write(stuck.join("inside"), "x").unwrap();
+    let stale = [
+        dir.path().join(".output.log.0000000000000000.tmp"),
+        dir.path().join(".output.log.ffffffffffffffff.tmp"),
+    ];
+    for path in &stale {
+        std::fs::write(path, "half an entry").unwrap();
+    }
+    assert_eq!(file.sweep_temp_files().unwrap(), 2);
+    assert!(stale.iter().all(|p| !p.exists()));
+    assert!(
+        stuck.join("inside").exists(),
+        "the sweep removes files only"
+    );
+}

@@ -52,6 +52,13 @@ fn child() {
         for h in handles {
             h.await.unwrap();
         }
+        // As pingpong does at exit: the writer publishes and gives the lock back first.
+        let stopped = counter.stopped();
+        drop(counter);
+        assert!(
+            stopped.wait(Duration::from_secs(5)),
+            "the writer never ended"
+        );
     });
 }
 
@@ -127,20 +134,20 @@ fn processes_sharing_one_file_never_hand_out_a_number_twice() {
 
     let total = PROCESSES * TASKS * EACH;
     assert_eq!(numbers, (0..total).collect::<BTreeSet<_>>());
-    assert_eq!(
-        read_counter(&dir.path().join(shared_fs::COUNTER_FILE)).unwrap(),
-        total
-    );
+    let file = CounterFile::in_dir(dir.path());
+    assert_eq!(file.read().unwrap(), total);
+    // Every process published before it gave the lock back for the last time.
+    assert_eq!(read_counter(file.path()).unwrap(), total);
 }
 
 #[test]
 fn kill_9_at_any_instant_loses_no_reported_increment() {
     const TRIALS: usize = 25;
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join(shared_fs::COUNTER_FILE);
+    let file = CounterFile::in_dir(dir.path());
 
     for trial in 0..TRIALS {
-        let before = read_counter(&path).unwrap();
+        let before = file.read().unwrap();
         // One task: at most one increment is in flight when the kill lands.
         let mut child = ChildProcess::start(dir.path(), 1, 0);
         // Let it run a varying while so the kill lands at different points of the write.
@@ -155,8 +162,9 @@ fn kill_9_at_any_instant_loses_no_reported_increment() {
         let reported: Vec<u64> = child.numbers.try_iter().collect();
         let last = reported.last().copied().unwrap_or(first);
 
-        let on_disk = read_counter(&path)
-            .unwrap_or_else(|e| panic!("trial {trial}: file unreadable after kill -9: {e}"));
+        let on_disk = file
+            .read()
+            .unwrap_or_else(|e| panic!("trial {trial}: count unreadable after kill -9: {e}"));
         assert!(
             on_disk == last + 1 || on_disk == last + 2,
             "trial {trial}: last durable {last}, so the file must hold {} or {} (one in flight), holds {on_disk}",
@@ -165,9 +173,10 @@ fn kill_9_at_any_instant_loses_no_reported_increment() {
         );
     }
 
-    // A crash can leave a temporary file; the next writer sweeps it at start.
-    let writer = CounterFile::in_dir(dir.path());
-    writer.sweep_temp_files().unwrap();
+    // A crash can leave a temporary file, and the published file behind the record; the next
+    // writer sweeps the one and publishes the other at start.
+    let count = file.reconcile().unwrap();
+    assert_eq!(read_counter(file.path()).unwrap(), count);
     let leftovers: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())

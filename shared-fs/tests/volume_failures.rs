@@ -1,6 +1,7 @@
-//! A volume that refuses writes (read-only, or full) makes the write fail cleanly: an error,
-//! the old file intact, no temporary file left; and the next write after the volume heals
-//! succeeds with the right number.
+//! A volume that refuses writes makes the write fail cleanly: read-only, an error, the old file
+//! intact, no temporary file left, and the next write after the volume heals succeeds with the
+//! right number. Full, the record (overwritten in place, in blocks it already has) keeps
+//! counting, and the published file catches up once there is room.
 //!
 //! A read-only directory cannot be simulated with permissions for root (root ignores them) and
 //! a full disk cannot be simulated at all without a filesystem of its own, so these tests mount
@@ -11,9 +12,11 @@ use std::{
     io::Write,
     path::{Path, PathBuf},
     process::Command,
+    thread,
 };
 
-use shared_fs::{Counter, CounterFile, read_counter};
+use shared_fs::{Counter, CounterFile};
+use test_support::assert_published;
 
 /// A tmpfs mounted on a temp directory, unmounted on drop.
 struct Tmpfs {
@@ -86,18 +89,20 @@ async fn a_read_only_volume_fails_the_batch_then_recovers_when_writable() {
 
     volume.remount("rw");
     assert_eq!(counter.increment().await.unwrap(), 5);
-    assert_eq!(fs::read(file.path()).unwrap(), b"6\n");
+    assert_published(file.path(), "6\n");
     assert_eq!(temp_files(volume.path()), Vec::<PathBuf>::new());
 }
 
 #[tokio::test]
-async fn a_full_volume_fails_cleanly_keeps_the_old_file_and_leaves_no_temp_file() {
+async fn a_full_volume_keeps_counting_in_the_record_and_publishes_once_there_is_room() {
     let Some(volume) = Tmpfs::mount("64k") else {
         return;
     };
     let file = CounterFile::in_dir(volume.path());
     file.set(41).unwrap();
     let counter = Counter::spawn(file.clone(), |_| {});
+    assert_eq!(counter.increment().await.unwrap(), 41);
+    assert_published(file.path(), "42\n");
 
     // Fill every remaining block.
     let filler_path = volume.path().join("filler");
@@ -106,14 +111,23 @@ async fn a_full_volume_fails_cleanly_keeps_the_old_file_and_leaves_no_temp_file(
     while filler.write_all(&block).is_ok() {}
     drop(filler);
 
-    let err = counter.increment().await.expect_err("full volume");
-    assert!(err.to_string().contains("No space left on device"), "{err}");
-    assert_eq!(fs::read(file.path()).unwrap(), b"41\n");
+    // The record is overwritten in place, in blocks it already has: increments stay durable.
+    // The published file cannot be replaced (no room for the temporary file): it keeps its
+    // whole old content, no temporary file is left, and readers take the record.
+    assert_eq!(counter.increment().await.unwrap(), 42);
+    assert_eq!(counter.increment().await.unwrap(), 43);
+    assert_eq!(file.read().unwrap(), 44);
+    thread::sleep(test_support::PUBLISHED_WITHIN);
+    assert_eq!(fs::read(file.path()).unwrap(), b"42\n");
     assert_eq!(temp_files(volume.path()), Vec::<PathBuf>::new());
+    assert!(
+        counter.health().is_none(),
+        "increments work on a full volume"
+    );
 
     fs::remove_file(&filler_path).unwrap();
-    assert_eq!(counter.increment().await.unwrap(), 41);
-    assert_eq!(read_counter(file.path()).unwrap(), 42);
+    assert_eq!(counter.increment().await.unwrap(), 44);
+    assert_published(file.path(), "45\n");
 }
 
 #[test]

@@ -6,9 +6,17 @@
 //! - a named pipe planted where a file should be, which stands for a volume that stops
 //!   answering: opening it for reading blocks until a writer comes, and none does;
 //! - a lock file held from another thread, as another replica or a `pingpong counter set`
-//!   holds it.
+//!   holds it;
+//! - the published counter file checked within the bound SPEC §3 gives it after the last
+//!   increment.
 
-use std::{path::Path, process::Command, sync::mpsc, thread};
+use std::{
+    path::Path,
+    process::Command,
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
 
 /// The peak resident memory (`VmHWM`) of process `pid`, in bytes.
 pub fn peak_rss(pid: u32) -> u64 {
@@ -21,6 +29,17 @@ pub fn peak_rss(pid: u32) -> u64 {
         .and_then(|v| v.trim().parse().ok())
         .expect("VmHWM in /proc/PID/status");
     kib * 1024
+}
+
+/// How many threads process `pid` has now.
+pub fn threads(pid: u32) -> usize {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("reading /proc/PID/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("Threads in /proc/PID/status")
 }
 
 /// How many descriptors process `pid` has open now.
@@ -56,6 +75,79 @@ pub fn hold_lock(lock_path: &Path) -> mpsc::Sender<()> {
     });
     held_rx.recv().expect("lock thread died");
     release_tx
+}
+
+/// The release of the workspace that users run before this one: the last commit before the
+/// durable record, whose pingpong knows only the rename recipe on `pingpong_counter.txt`. A
+/// rolling update runs its replicas beside the new ones.
+pub const PREVIOUS_RELEASE: &str = "470ef3c";
+
+/// The `binary` of `package` as built at `commit` of this repository's history: checked out
+/// with `git archive` and built once with cargo into `target/previous-release/<commit>/`, then
+/// reused. Panics with the reason if the history or the build is not there: a rolling-update
+/// test that cannot build the release it is about must fail, not pass.
+pub fn binary_at(commit: &str, package: &str, binary: &str) -> std::path::PathBuf {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("test-support lives in the workspace");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"));
+    let home = target.join("previous-release").join(commit);
+    let built = home.join("target/debug").join(binary);
+    // One build at a time, also across test binaries running at once.
+    std::fs::create_dir_all(&home).expect("creating the previous release's directory");
+    let lock = std::fs::File::create(home.join(".lock")).expect("lock file");
+    lock.lock().expect("taking the build lock");
+    if built.exists() {
+        return built;
+    }
+    let source = home.join("src");
+    let _ = std::fs::remove_dir_all(&source);
+    std::fs::create_dir_all(&source).expect("source directory");
+    let archive = Command::new("sh")
+        .arg("-c")
+        .arg(format!("git -C \"$0\" archive {commit} | tar -x -C \"$1\""))
+        .arg(workspace)
+        .arg(&source)
+        .status()
+        .expect("running git archive");
+    assert!(
+        archive.success(),
+        "cannot check out {commit} from the history of {}: a full clone is needed",
+        workspace.display()
+    );
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let build = Command::new(cargo)
+        .args(["build", "--locked", "-p", package, "--bin", binary])
+        .current_dir(&source)
+        .env("CARGO_TARGET_DIR", home.join("target"))
+        .status()
+        .expect("running cargo build");
+    assert!(build.success(), "building {binary} at {commit} failed");
+    built
+}
+
+/// The longest `pingpong_counter.txt` may trail the count once pingpong is idle (SPEC §3):
+/// tests of the published file poll for up to this long, and no longer.
+pub const PUBLISHED_WITHIN: Duration = Duration::from_millis(100);
+
+/// The content of the published counter file at `path` once it is `expected`, polling for
+/// [`PUBLISHED_WITHIN`]; panics with what it held last if it never does.
+pub fn assert_published(path: &Path, expected: &str) {
+    let deadline = Instant::now() + PUBLISHED_WITHIN;
+    loop {
+        let content = std::fs::read_to_string(path);
+        if content.as_deref().ok() == Some(expected) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} holds {content:?} {PUBLISHED_WITHIN:?} after the last increment, not {expected:?}",
+            path.display()
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
 }
 
 #[cfg(test)]

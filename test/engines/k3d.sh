@@ -9,7 +9,7 @@
 # Interface (the same in every engine file): engine_setup, engine_counter_get,
 # engine_delete_pingpong, engine_delete_log_output, engine_delete_both, engine_recreate_app,
 # engine_delete_replica, engine_roll_pingpong, engine_kill_replica, engine_diagnostics,
-# engine_cleanup.
+# engine_cleanup; and, on k3d only, engine_drain_volume_node (step 9).
 
 engine_ready_timeout=180
 
@@ -63,6 +63,23 @@ engine_setup() {
   interval_ms="$(interval_to_ms "$(kc get deployment log-output -o \
     jsonpath='{.spec.template.spec.containers[?(@.name=="log-writer")].env[?(@.name=="LOG_INTERVAL")].value}')")"
   wait_http_ok "$log_url" "$ready_timeout" || die "GET $log_url through the ingress: $code $body"
+  k3d_expect_private "$base"
+}
+
+# Only `/` and `/pingpong` are public (manifests/ingress.yaml, pathType Exact): every other path,
+# probes and /metrics included, gets the ingress's own `404 page not found` (Traefik's body, not
+# an app's 404, which names its reason), because nothing routes it to a pod.
+k3d_expect_private() {
+  local base="$1" path
+  for path in /metrics /healthz /readyz /pings /pingpong/ /pingpongs; do
+    http_get "$base$path"
+    if [[ "$code" == 404 && "$body" == "404 page not found" ]]; then
+      pass "through the ingress $path: the ingress's 404 (only / and /pingpong are public)"
+    else
+      fail "through the ingress $path answered $code '${body//$nl/\\n}', expected the ingress's own" \
+        "404 '404 page not found': only / and /pingpong are public"
+    fi
+  done
 }
 
 # The first pingpong pod (by name) that is Ready and not terminating: after a rollout, pods
@@ -157,6 +174,63 @@ engine_kill_replica() {
   kc delete pod "$pod" --grace-period=0 --force >/dev/null 2>&1
   k3d_wait_new_pod pingpong "$old"
   k3d_rollout_status pingpong
+}
+
+# The node the claim's PersistentVolume is pinned to (a `local` volume), or nothing when it is
+# not pinned to exactly one.
+k3d_volume_node() {
+  local pv nodes
+  pv="$(kc get pvc shared-files-claim -o jsonpath='{.spec.volumeName}' 2>/dev/null)" || return 0
+  nodes="$(kc get pv "$pv" -o jsonpath='{.spec.nodeAffinity.required.nodeSelectorTerms[*].matchExpressions[*].values[*]}' 2>/dev/null)" || return 0
+  case "$nodes" in
+    "" | *" "*) ;;
+    *) echo "$nodes" ;;
+  esac
+}
+
+# kubectl drain of the volume's node, given DRAIN_TIMEOUT seconds (default 30): it cannot finish.
+# The budget (minAvailable 1) lets one pingpong pod go; its replacement can run only on the
+# cordoned node (the volume's node affinity), so it stays Pending, and the budget refuses the
+# second eviction for as long as the drain retries. Checks that the drain gave up on the budget,
+# and that one pingpong replica is still Ready while the other's replacement is Pending.
+k3d_drain_blocked() {
+  local node="$1" out status=0 name phase ready deleting running=0 pending=0
+  info "kubectl drain $node --ignore-daemonsets --delete-emptydir-data --timeout=${drain_timeout}s"
+  out="$(kc drain "$node" --ignore-daemonsets --delete-emptydir-data --timeout="${drain_timeout}s" 2>&1)" || status=$?
+  if ((status != 0)) && grep -qF "would violate the pod's disruption budget" <<<"$out"; then
+    pass "drain of $node: still blocked by the PodDisruptionBudget after ${drain_timeout}s (exit $status)"
+  else
+    fail "drain of $node exited $status, expected it blocked by the PodDisruptionBudget:" \
+      "$(tail -n 4 <<<"$out" | tr '\n' '|')"
+  fi
+  while read -r name phase ready deleting; do
+    [[ -n "$name" ]] || continue
+    if [[ "$phase" == Running && "$ready" == True && -z "$deleting" ]]; then running=$((running + 1)); fi
+    if [[ "$phase" == Pending ]]; then pending=$((pending + 1)); fi
+  done < <(kc get pods -l app.kubernetes.io/name=pingpong -o jsonpath='{range .items[*]}{.metadata.name}{" "}{.status.phase}{" "}{.status.conditions[?(@.type=="Ready")].status}{" "}{.metadata.deletionTimestamp}{"\n"}{end}')
+  if ((running == 1 && pending == 1)); then
+    pass "while $node drains: 1 pingpong replica Ready, its evicted peer's replacement Pending"
+  else
+    fail "while $node drains: $running pingpong replica(s) Ready, $pending Pending; expected 1 and 1"
+  fi
+  http_get "$log_url"
+  info "'/' answered $code while $node was cordoned: log-output's replacement cannot run anywhere else"
+}
+
+drain_timeout="${DRAIN_TIMEOUT:-30}"
+engine_drain_volume_node() {
+  local node
+  node="$(k3d_volume_node)"
+  if [[ -z "$node" ]]; then
+    info "the claim's volume is not pinned to one node: a drain moves the pods elsewhere; nothing to show"
+    return 0
+  fi
+  under_load "drain of $node" report k3d_drain_blocked "$node"
+  info "kubectl uncordon $node"
+  kc uncordon "$node" >/dev/null
+  k3d_rollout_status pingpong
+  k3d_rollout_status log-output
+  expect_log "after kubectl uncordon $node" yes
 }
 
 engine_diagnostics() {

@@ -8,6 +8,10 @@
 # Replicas live in slots pingpong-1..3, each with its own port and HAProxy server r1..r3; two
 # are live, the third is the spare a rolling update starts the new replica in.
 #
+# PREVIOUS_BIN_DIR (optional): the previous release's binaries. Then the rolling update goes
+# down to that release and back up, replica by replica, under the same load: old and new
+# replicas share the volume during both rollouts (.ci/engine.sh sets it).
+#
 # Interface: see test/engines/k3d.sh.
 
 # shellcheck source=test/haproxy.sh
@@ -21,6 +25,7 @@ declare -A ports=()
 live=(pingpong-1 pingpong-2)   # the replicas behind HAProxy now
 spare=pingpong-3
 bin_dir=""
+pingpong_bin=""   # the binary the next replica starts from
 data_dir=""
 
 engine_setup() {
@@ -35,6 +40,10 @@ engine_setup() {
   for bin in pingpong log-writer log-reader; do
     [[ -x "$bin_dir/$bin" ]] || die "no executable $bin_dir/$bin"
   done
+  pingpong_bin="$bin_dir/pingpong"
+  if [[ -n "${PREVIOUS_BIN_DIR:-}" ]]; then
+    [[ -x "$PREVIOUS_BIN_DIR/pingpong" ]] || die "no executable $PREVIOUS_BIN_DIR/pingpong"
+  fi
   data_dir="$work/files"
   for name in pingpong-1 pingpong-2 pingpong-3 log-reader haproxy; do
     ports[$name]="$(free_port)"
@@ -62,7 +71,9 @@ local_start() {
     log-writer) env+=(LOG_INTERVAL=1s) ;;
     *) env+=(PORT="${ports[$name]}" SHUTDOWN_DELAY="$shutdown_delay") ;;
   esac
-  env "${env[@]}" "$bin_dir/${name%-[0-9]}" >>"$work/$name.log" 2>&1 &
+  local bin="$bin_dir/${name%-[0-9]}"
+  [[ "$name" == pingpong-* ]] && bin="$pingpong_bin"
+  env "${env[@]}" "$bin" >>"$work/$name.log" 2>&1 &
   pids[$name]=$!
 }
 
@@ -150,9 +161,20 @@ engine_delete_replica() {
 }
 
 # maxSurge 1, maxUnavailable 0, replica by replica: the new one in the spare slot, ready and UP
-# in HAProxy, then SIGTERM to an old one, whose slot becomes the spare.
+# in HAProxy, then SIGTERM to an old one, whose slot becomes the spare. With PREVIOUS_BIN_DIR,
+# down to the previous release and back up to this one.
 engine_roll_pingpong() {
+  if [[ -n "${PREVIOUS_BIN_DIR:-}" ]]; then
+    info "rolling down to the previous release ($PREVIOUS_BIN_DIR/pingpong)"
+    local_roll "$PREVIOUS_BIN_DIR/pingpong"
+    info "rolling up to this release ($bin_dir/pingpong)"
+  fi
+  local_roll "$bin_dir/pingpong"
+}
+
+local_roll() {
   local old new i
+  pingpong_bin="$1"
   for i in "${!live[@]}"; do
     old="${live[$i]}"
     new="$spare"

@@ -3,11 +3,15 @@
 
 use std::process::ExitCode;
 
+use anyhow::Context;
 use log_output::{config::WriterConfig, writer};
 use service_kit::{
     cli::{Binary, run_main},
+    config::EXIT_USAGE,
     shutdown::{self, Draining, Flavor},
+    telemetry,
 };
+use shared_fs::mounts;
 
 fn main() -> ExitCode {
     let binary = Binary {
@@ -20,12 +24,22 @@ fn main() -> ExitCode {
 }
 
 fn run(config: WriterConfig) -> anyhow::Result<()> {
+    // Before anything touches the volume: a mount whose locks would be local to this node is
+    // refused like a malformed variable (SPEC §7.7).
+    if let Err(refusal) = mounts::check(&config.data_dir) {
+        eprintln!("log-writer: {refusal}");
+        std::process::exit(EXIT_USAGE);
+    }
+    let stdout = writer::Stdout::spawn().context("starting the stdout writer thread")?;
     // One task plus the blocking pool for the file I/O: a worker thread per core would idle.
-    shutdown::block_on(Flavor::CurrentThread, async {
+    let result = shutdown::block_on(Flavor::CurrentThread, async {
         let draining = Draining::default();
         shutdown::install(&draining)?;
         let id = uuid::Uuid::new_v4();
-        writer::run(config, id, draining.started(), writer::print_entry).await?;
+        writer::run(config, id, draining.started(), stdout.sink()).await?;
         Ok(())
-    })
+    });
+    // The last entries reach stdout before the exit, unless stdout has stalled.
+    stdout.flush(telemetry::FLUSH_AT_EXIT);
+    result
 }

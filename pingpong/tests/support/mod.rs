@@ -33,6 +33,11 @@ impl Server {
         Server::spawn(Command::new(BIN), data_dir, env)
     }
 
+    /// Starts another pingpong binary (a previous release's) on `data_dir`.
+    pub fn start_binary(bin: &Path, data_dir: &Path) -> Server {
+        Server::spawn(Command::new(bin), data_dir, &[])
+    }
+
     /// Starts pingpong with its open-file limit set to `nofile` (a container's limit: podman
     /// runs with 1024), through `sh -c 'ulimit -n'` and `exec`, so the pid is pingpong's.
     pub fn start_with_nofile(data_dir: &Path, nofile: u64) -> Server {
@@ -61,10 +66,8 @@ impl Server {
         thread::spawn(move || {
             for line in lines.lines() {
                 let Ok(line) = line else { break };
-                if line.contains("pingpong listening")
-                    && let Some(port) = field(&line, "port=")
-                {
-                    let _ = port_tx.send(port.parse::<u16>().expect("port"));
+                if let Some(port) = listening_port(&line) {
+                    let _ = port_tx.send(port);
                 }
                 collected.lock().expect("stderr lock").push(line);
             }
@@ -200,6 +203,23 @@ impl Drop for Server {
 fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     let start = line.find(key)? + key.len();
     line[start..].split_whitespace().next()
+}
+
+/// The port of a "pingpong listening" line, in either `LOG_FORMAT`.
+pub fn listening_port(line: &str) -> Option<u16> {
+    if !line.contains("pingpong listening") {
+        return None;
+    }
+    match serde_json::from_str::<serde_json::Value>(line) {
+        Ok(object) => object["port"].as_u64().and_then(|p| u16::try_from(p).ok()),
+        Err(_) => field(line, "port=")?.parse().ok(),
+    }
+}
+
+/// The value of the metric `name` (full name, no labels) in a `/metrics` body.
+pub fn metric(body: &str, name: &str) -> Option<u64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// One HTTP/1.1 GET on a fresh connection: (status, body).

@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# The Grafana dashboard cannot rot: every metric name deploy/grafana/dashboard.json queries must
+# be one that real pingpong and log-reader processes expose on /metrics.
+#
+#   .ci/dashboard-check.sh            # builds the debug binaries of this checkout if needed
+#   BIN_DIR=target/debug .ci/dashboard-check.sh
+#
+#   1. .ci/dashboard.py selftest: the name extraction and matching rules
+#   2. pingpong and log-reader (BIN_DIR, default the checkout's debug build) on free ports and a
+#      temporary DATA_DIR; one GET /pingpong; their /metrics saved
+#   3. .ci/dashboard.py check: the dashboard's names against both expositions; the failure
+#      lists exactly the names no service exposes
+#   4. a real Prometheus (Debian's package, unpacked into .venv/prometheus, never installed or
+#      started as a service) runs deploy/prometheus/kubernetes-pods.yml, with file_sd fed the
+#      rendered manifests' prometheus.io annotations in kubernetes_sd's place: both processes
+#      are scraped (up) at the annotated path and port, and every panel query of the dashboard
+#      is valid PromQL that returns data whenever its metrics are exposed
+#
+# Ports: the first free ones from PORT_BASE (default 19600) up. Last line: `N passed, M failed`.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+repo="$PWD"
+readonly repo
+
+# shellcheck source=.ci/test-report.sh
+. .ci/test-report.sh
+
+readonly dashboard=deploy/grafana/dashboard.json
+pids=()
+declare -A port_of=()
+stop_services() {
+  local pid
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  pids=()
+}
+# on_exit (test-report.sh) reads the exit status from $?: handed on past stop_services.
+trap 'status=$?; stop_services; (exit "$status"); on_exit' EXIT
+
+step "1. .ci/dashboard.py selftest"
+if python3 .ci/dashboard.py selftest >"$work/selftest" 2>&1; then
+  pass "the name extraction and matching rules ($(grep -c '^  ok' "$work/selftest") cases)"
+else
+  cat "$work/selftest"
+  fail ".ci/dashboard.py selftest"
+fi
+
+step "2. live /metrics of pingpong and log-reader"
+if [[ -z "${BIN_DIR:-}" ]]; then
+  cargo build --locked --quiet --bin pingpong --bin log-reader
+  BIN_DIR="${CARGO_TARGET_DIR:-$repo/target}/debug"
+fi
+port="${PORT_BASE:-19600}"
+next_port() {
+  while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
+  echo "$port"
+  port=$((port + 1))
+}
+mkdir -p "$work/files"
+for service in pingpong log-reader; do
+  service_port="$(next_port)"
+  DATA_DIR="$work/files" PORT="$service_port" RUST_LOG=warn "$BIN_DIR/$service" \
+    >"$work/$service.log" 2>&1 </dev/null &
+  pids+=("$!")
+  port_of[$service]="$service_port"
+  deadline=$((SECONDS + 30))
+  until curl -fsS -o "$work/$service.metrics" "http://127.0.0.1:$service_port/metrics" 2>/dev/null; do
+    if ((SECONDS >= deadline)); then
+      cat "$work/$service.log"
+      fail "$service: no /metrics on port $service_port within 30 s"
+      exit 1
+    fi
+    sleep 0.2
+  done
+  if [[ "$service" == pingpong ]]; then
+    curl -fsS -o /dev/null "http://127.0.0.1:$service_port/pingpong"
+  fi
+  curl -fsS -o "$work/$service.metrics" "http://127.0.0.1:$service_port/metrics"
+  pass "$service on port $service_port: $(grep -c '^# TYPE' "$work/$service.metrics") metric families"
+done
+
+step "3. every metric the dashboard queries is exposed"
+if out="$(python3 .ci/dashboard.py check "$dashboard" "$work/pingpong.metrics" "$work/log-reader.metrics")"; then
+  pass "$out"
+else
+  fail "$out"
+fi
+
+step "4. a real Prometheus scrapes them through the annotations and evaluates every panel query"
+prom=.venv/prometheus/usr/bin/prometheus
+if [[ ! -x "$prom" ]]; then
+  # The package's binary only: installing it would start a system service.
+  (cd "$work" && { apt-get download prometheus >/dev/null 2>&1 ||
+    { apt-get update -qq && apt-get download prometheus >/dev/null 2>&1; }; })
+  mkdir -p .venv/prometheus
+  dpkg-deb -x "$work"/prometheus_*.deb .venv/prometheus
+fi
+pass "$("$prom" --version 2>&1 | sed -n 1p)"
+# The job users paste, with file_sd in kubernetes_sd's place. Each target carries what
+# kubernetes_sd would: a pod address on a port that is not the annotated one (9), and the
+# pod's annotations from the rendered manifests, the port being where the local process listens
+# (the manifests' port is the container's: .ci/manifests.py check-scrape checks that one).
+python3 - "$work" "${port_of[pingpong]}" "${port_of[log-reader]}" <<'PY'
+import json, subprocess, sys
+work, ports = sys.argv[1], {"pingpong": sys.argv[2], "log-output": sys.argv[3]}
+facts = subprocess.run(["python3", ".ci/manifests.py", "facts", "manifests"], check=True, capture_output=True, text=True).stdout
+targets = []
+for line in facts.splitlines():
+    kind, *rest = line.split()
+    if kind != "scrape":
+        continue
+    deployment, scrape, _port, path = rest
+    meta = "__meta_kubernetes_pod_annotation_prometheus_io_"
+    targets.append({"targets": ["127.0.0.1:9"], "labels": {
+        meta + "scrape": scrape, meta + "port": ports[deployment], meta + "path": path,
+        "__meta_kubernetes_namespace": "default", "__meta_kubernetes_pod_name": deployment + "-local"}})
+json.dump(targets, open(f"{work}/targets.json", "w"))
+job = open("deploy/prometheus/kubernetes-pods.yml").read()
+sd = "  kubernetes_sd_configs:\n    - role: pod\n"
+assert sd in job, "deploy/prometheus/kubernetes-pods.yml has no kubernetes_sd_configs role: pod"
+job = job.replace(sd, f"  file_sd_configs:\n    - files: [{work}/targets.json]\n")
+open(f"{work}/prometheus.yml", "w").write(
+    "global: {scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}\nscrape_configs:\n" + job)
+PY
+prom_port="$(next_port)"
+"$prom" --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/tsdb" \
+  --web.listen-address="127.0.0.1:$prom_port" --log.level=warn >"$work/prometheus.log" 2>&1 </dev/null &
+pids+=("$!")
+prom_url="http://127.0.0.1:$prom_port"
+# up{job="kubernetes-pods"} of both pods, each labelled with its namespace and pod.
+up=""
+deadline=$((SECONDS + 30))
+while ((SECONDS < deadline)); do
+  up="$(curl -fsS --get "$prom_url/api/v1/query" --data-urlencode 'query=up{job="kubernetes-pods"} == 1' 2>/dev/null |
+    python3 -c 'import json,sys; print(" ".join(sorted(r["metric"]["namespace"] + "/" + r["metric"]["pod"] + "@" + r["metric"]["instance"] for r in json.load(sys.stdin)["data"]["result"])))' 2>/dev/null || true)"
+  [[ "$(wc -w <<<"$up")" == 2 ]] && break
+  sleep 0.5
+done
+want_up="default/log-output-local@127.0.0.1:${port_of[log-reader]} default/pingpong-local@127.0.0.1:${port_of[pingpong]}"
+if [[ "$up" == "$want_up" ]]; then
+  pass "both pods scraped through their annotations: $up"
+else
+  sed 's/^/    /' "$work/prometheus.log"
+  fail "up targets '$up', expected '$want_up'"
+fi
+if out="$(python3 .ci/dashboard.py evaluate "$dashboard" "$prom_url" "$work/pingpong.metrics" "$work/log-reader.metrics")"; then
+  pass "$out"
+else
+  fail "$(tr '\n' '|' <<<"$out")"
+fi

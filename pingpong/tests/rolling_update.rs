@@ -1,0 +1,127 @@
+//! A rolling update from the previous release (issue 17): replicas of the release before the
+//! durable record, which know only the rename recipe on `pingpong_counter.txt` and read it under
+//! the lock, and replicas of this one increment one volume at the same time, under load. No
+//! number is handed out twice, none is lost, and a reader of the published file, like one of
+//! the count, never sees it go back.
+//!
+//! The previous release is built from this repository's history
+//! ([`test_support::PREVIOUS_RELEASE`], once, into `target/previous-release/`): the test needs
+//! a full clone, and fails without one.
+
+mod support;
+
+use std::{
+    collections::BTreeSet,
+    fs,
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+    time::Duration,
+};
+
+use shared_fs::CounterFile;
+use support::{Server, pong_number};
+use test_support::PREVIOUS_RELEASE;
+
+const COUNTER: &str = "pingpong_counter.txt";
+
+/// `requests` increments on each of `threads` threads against every server of `ports` at once;
+/// every answer must be `200 pong N`.
+fn load(ports: &[u16], threads: usize, requests: usize) -> Vec<u64> {
+    let clients: Vec<_> = ports
+        .iter()
+        .flat_map(|&port| {
+            (0..threads).map(move |_| {
+                thread::spawn(move || {
+                    (0..requests)
+                        .map(|_| {
+                            let (status, body) = support::get(port, "/pingpong");
+                            assert_eq!(status, 200, "port {port}: {body}");
+                            pong_number(&body)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+        })
+        .collect();
+    clients
+        .into_iter()
+        .flat_map(|c| c.join().expect("client"))
+        .collect()
+}
+
+/// Reads the published file and the count until `stop`, failing on anything unparsable or a
+/// value going back; returns how many reads it made.
+fn reader(dir: PathBuf, stop: Arc<AtomicBool>) -> thread::JoinHandle<u64> {
+    thread::spawn(move || {
+        let file = CounterFile::in_dir(&dir);
+        let (mut published, mut count, mut reads) = (0, 0, 0);
+        while !stop.load(Ordering::SeqCst) {
+            let now = shared_fs::read_counter(file.path())
+                .unwrap_or_else(|e| panic!("the published file after {reads} reads: {e}"));
+            assert!(
+                now >= published,
+                "the published file went from {published} to {now}"
+            );
+            published = now;
+            let now = file.read().unwrap_or_else(|e| panic!("the count: {e}"));
+            assert!(now >= count, "the count went from {count} to {now}");
+            count = now;
+            reads += 1;
+        }
+        reads
+    })
+}
+
+fn start_old(bin: &Path, dir: &Path) -> Server {
+    Server::start_binary(bin, dir)
+}
+
+#[test]
+fn replicas_of_the_previous_release_and_of_this_one_hand_out_every_number_once() {
+    let old = test_support::binary_at(PREVIOUS_RELEASE, "pingpong", "pingpong");
+    let dir = tempfile::tempdir().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reads = reader(dir.path().to_owned(), stop.clone());
+    let mut answers = Vec::new();
+
+    // Before: two replicas of the previous release.
+    let old_a = start_old(&old, dir.path());
+    let old_b = start_old(&old, dir.path());
+    answers.extend(load(&[old_a.port, old_b.port], 4, 50));
+    // The rollout starts a new replica beside them (maxSurge 1): all three under load at once.
+    let new_c = Server::start(dir.path());
+    answers.extend(load(&[old_a.port, old_b.port, new_c.port], 4, 100));
+    // One old replica leaves, a second new one comes: old and new again side by side.
+    assert_eq!(old_a.terminate(Duration::from_secs(10)).code(), Some(0));
+    let new_d = Server::start(dir.path());
+    answers.extend(load(&[old_b.port, new_c.port, new_d.port], 4, 100));
+    assert_eq!(old_b.terminate(Duration::from_secs(10)).code(), Some(0));
+    answers.extend(load(&[new_c.port, new_d.port], 4, 50));
+    stop.store(true, Ordering::SeqCst);
+    assert!(reads.join().expect("a reader saw the count go back") > 0);
+
+    let total = answers.len() as u64;
+    let distinct: BTreeSet<u64> = answers.iter().copied().collect();
+    assert_eq!(
+        distinct.len() as u64,
+        total,
+        "a number was handed out twice"
+    );
+    assert_eq!(distinct, (0..total).collect(), "a number was lost");
+    test_support::assert_published(&dir.path().join(COUNTER), &format!("{total}\n"));
+    assert_eq!(new_c.get("/pings"), (200, total.to_string()));
+    assert_eq!(
+        fs::read_to_string(dir.path().join(COUNTER)).unwrap(),
+        format!("{total}\n")
+    );
+    // And back (a downgrade): once the new replicas have stopped, which publishes, a replica of
+    // the previous release continues exactly.
+    assert_eq!(new_c.terminate(Duration::from_secs(10)).code(), Some(0));
+    assert_eq!(new_d.terminate(Duration::from_secs(10)).code(), Some(0));
+    let again = start_old(&old, dir.path());
+    assert_eq!(again.get("/pingpong"), (200, format!("pong {total}")));
+}
