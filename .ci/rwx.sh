@@ -7,15 +7,15 @@
 #   c. a partition: the FUSE client of the mount whose replica holds the lock is stopped until
 #      the filesystem gives the lock away (GlusterFS: its packets are dropped too, see FACTS.md),
 #      then resumed: no number twice, no stale value published, failures counted;
-#   d. the hazard: GlusterFS with default options and the binary in RWX_HAZARD_BIN (default:
-#      the checkout's): passes when it shows duplicates or 5xx.
+#   d. the hazard: GlusterFS with default options and the previous release's pingpong (rename
+#      recipe): passes when it shows duplicates or 5xx.
 # Installs what is missing, builds the binaries (cargo; debug, or release with
 # RWX_PROFILE=release) unless RWX_BIN names them,
 # tears everything down even on failure, and ends with `N passed, M failed`.
 #
-# Environment: RWX_BIN (directory with pingpong and log-writer), RWX_HAZARD_BIN (the same, for
-# d) or RWX_HAZARD_REV (a git revision whose pingpong d builds and uses: once the recipe
-# changes, d is meant for the previous one, e.g. RWX_HAZARD_REV=9c060c1), RWX_SECONDS (load per run, default 6), RWX_PORT_BASE (default 19000; HAProxy and the
+# Environment: RWX_BIN (directory with pingpong and log-writer), RWX_HAZARD_BIN (pingpong for
+# d; default: the previous release's, test_support::PREVIOUS_RELEASE, built as .ci/engine.sh
+# builds it), RWX_SECONDS (load per run, default 6), RWX_PORT_BASE (default 19000; HAProxy and the
 # replicas use the next 10 ports; CephFS takes 20 ports in 19100-19199), RWX_GLUSTER_OPTIONS
 # (`glusterfs.sh up` options for a-c), RWX_ONLY (glusterfs, cephfs or local), RWX_FIGURES (a
 # file each scenario's figures are appended to, one JSON object a line: bench/rwx-bench.py).
@@ -26,6 +26,8 @@ repo="$PWD"
 . .ci/test-report.sh
 # shellcheck source=test/rwx/lib.sh
 . test/rwx/lib.sh
+# shellcheck source=.ci/previous-release.sh
+. .ci/previous-release.sh
 
 seconds="${RWX_SECONDS:-6}"
 port_base="${RWX_PORT_BASE:-19000}"
@@ -115,15 +117,8 @@ else
   cargo build --locked --quiet --bin pingpong --bin log-writer
   bin="${CARGO_TARGET_DIR:-$repo/target}/debug"
 fi
-if [[ -n "${RWX_HAZARD_REV:-}" && -z "${RWX_HAZARD_BIN:-}" ]]; then
-  # d is about the recipe of that revision: build it from git history, inside the checkout.
-  hazard_src="$repo/target/rwx-hazard/src"
-  [[ -d "$hazard_src" ]] || git worktree add --detach "$hazard_src" "$RWX_HAZARD_REV" >/dev/null
-  (cd "$hazard_src" && git checkout -q --detach "$RWX_HAZARD_REV" &&
-    CARGO_TARGET_DIR="$repo/target/rwx-hazard/target" cargo build --release --locked --quiet --bin pingpong)
-  RWX_HAZARD_BIN="$repo/target/rwx-hazard/target/release"
-fi
-hazard_bin="${RWX_HAZARD_BIN:-$bin}"
+# d is about the previous release's recipe (rename under the flock): its binary, unless given.
+hazard_bin="${RWX_HAZARD_BIN:-$(previous_release_bin_dir)}"
 for b in "$bin/pingpong" "$bin/log-writer" "$hazard_bin/pingpong"; do
   [[ -x "$b" ]] || die "no executable $b"
 done
@@ -158,7 +153,7 @@ if [[ -z "$only" || "$only" == glusterfs ]]; then
     --holder-cmd "bash test/rwx/glusterfs.sh lock-holder $g pingpong_counter.txt.lock"
   teardown
 
-  step "5. d. GlusterFS with default options: the hazard of today's recipe"
+  step "5. d. GlusterFS with default options: the hazard of the previous release's recipe"
   g="$work/gluster-defaults"
   instances+=("$g")
   bash test/rwx/glusterfs.sh up "$g" >"$work/gluster-defaults-up.out" 2>&1 ||
