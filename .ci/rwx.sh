@@ -6,7 +6,8 @@
 #   b. log-writer on m1 while pingpong runs on m2: output.log read on m2 never goes backwards;
 #   c. a partition: the FUSE client of the mount whose replica holds the lock is stopped until
 #      the filesystem gives the lock away (GlusterFS: its packets are dropped too, see FACTS.md),
-#      then resumed: no number twice, no stale value published, failures counted;
+#      then resumed: no number twice, no stale value published, failures counted; on GlusterFS
+#      also without client.strict-locks (nothing fences the resumed replica's descriptor);
 #   d. the hazard: GlusterFS with default options and the previous release's pingpong (rename
 #      recipe): passes when it shows duplicates or 5xx.
 # Installs what is missing, builds the binaries (cargo; debug, or release with
@@ -153,7 +154,24 @@ if [[ -z "$only" || "$only" == glusterfs ]]; then
     --holder-cmd "bash test/rwx/glusterfs.sh lock-holder $g pingpong_counter.txt.lock"
   teardown
 
-  step "5. d. GlusterFS with default options: the hazard of the previous release's recipe"
+  step "5. c without client.strict-locks: the resumed replica's descriptor is reopened, not fenced"
+  g="$work/gluster-loose"
+  instances+=("$g")
+  loose=()
+  for ((i = 0; i < ${#gluster_options[@]}; i += 3)); do
+    [[ "${gluster_options[i + 1]}" == client.strict-locks ]] ||
+      loose+=("${gluster_options[@]:i:3}")
+  done
+  bash test/rwx/glusterfs.sh up "$g" "${loose[@]}" >"$work/gluster-loose-up.out" 2>&1 ||
+    { cat "$work/gluster-loose-up.out"; die "glusterfs.sh up failed"; }
+  scenario glusterfs-partition-loose --bin "$bin" --mounts "$g/m1" "$g/m2" --replicas 2 \
+    --duration $((seconds + 18)) --fuse-pids "$(fuse_pids "$g")" --stop-seconds 12 \
+    --cut-cmd "bash test/rwx/glusterfs.sh cut $g {mount}" \
+    --heal-cmd "bash test/rwx/glusterfs.sh heal $g {mount}" \
+    --holder-cmd "bash test/rwx/glusterfs.sh lock-holder $g pingpong_counter.txt.lock"
+  teardown
+
+  step "6. d. GlusterFS with default options: the hazard of the previous release's recipe"
   g="$work/gluster-defaults"
   instances+=("$g")
   bash test/rwx/glusterfs.sh up "$g" >"$work/gluster-defaults-up.out" 2>&1 ||
@@ -164,7 +182,7 @@ if [[ -z "$only" || "$only" == glusterfs ]]; then
 fi
 
 if [[ -z "$only" || "$only" == cephfs ]]; then
-  step "6. CephFS, a silent client evicted after 5 s"
+  step "7. CephFS, a silent client evicted after 5 s"
   c="$work/ceph"
   instances+=("$c")
   t0=$(now_ms)
