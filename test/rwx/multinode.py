@@ -390,9 +390,12 @@ listen stats
                            {"DATA_DIR": self.dirs[0], "LOG_INTERVAL": "100ms", "RUST_LOG": "warn"},
                            stdout=self.writer_out)
             self.t0 = time.monotonic()
-            threads = [threading.Thread(target=self.pings_poller, args=(k,), daemon=True) for k in range(2)]
-            threads.append(threading.Thread(target=self.readyz_poller, daemon=True))
-            threads.append(threading.Thread(target=self.counter_reader, daemon=True))
+            threads = [threading.Thread(target=self.pings_poller, args=(k,), daemon=True)
+                       for k in range(a.pollers)]
+            if a.pollers:
+                threads.append(threading.Thread(target=self.readyz_poller, daemon=True))
+            if not a.no_reader:
+                threads.append(threading.Thread(target=self.counter_reader, daemon=True))
             if a.log_writer:
                 threads.append(threading.Thread(target=self.log_reader, daemon=True))
             for t in threads:
@@ -572,6 +575,10 @@ def main():
     p.add_argument("--partition-after", type=float, default=3)
     p.add_argument("--stop-seconds", type=float, default=20)
     p.add_argument("--expect-hazard", action="store_true")
+    p.add_argument("--pollers", type=int, default=2,
+                   help="/pings pollers (0: none, and no /readyz poller either)")
+    p.add_argument("--no-reader", action="store_true",
+                   help="no reader of pingpong_counter.txt (to measure what readers cost)")
     args = p.parse_args()
     sys.exit(Run(args).run())
 
