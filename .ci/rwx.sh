@@ -158,9 +158,12 @@ if [[ -z "$only" || "$only" == glusterfs ]]; then
   g="$work/gluster-loose"
   instances+=("$g")
   loose=()
-  for ((i = 0; i < ${#gluster_options[@]}; i += 3)); do
-    [[ "${gluster_options[i + 1]}" == client.strict-locks ]] ||
-      loose+=("${gluster_options[@]:i:3}")
+  for ((i = 0; i < ${#gluster_options[@]}; i++)); do
+    if [[ "${gluster_options[i]}" == --set && "${gluster_options[i + 1]:-}" == client.strict-locks ]]; then
+      i=$((i + 2))
+    else
+      loose+=("${gluster_options[i]}")
+    fi
   done
   bash test/rwx/glusterfs.sh up "$g" "${loose[@]}" >"$work/gluster-loose-up.out" 2>&1 ||
     { cat "$work/gluster-loose-up.out"; die "glusterfs.sh up failed"; }
