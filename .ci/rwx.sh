@@ -100,6 +100,17 @@ PY
 
 fuse_pids() { echo "$(state_get "$1" M1_PID),$(state_get "$1" M2_PID)"; }
 
+# Stands up an instance (torn down at exit): SCRIPT (glusterfs.sh or cephfs.sh), DIR, options.
+fs_up() {
+  local script="$1" dir="$2" t0
+  shift 2
+  instances+=("$dir")
+  t0=$(now_ms)
+  bash "test/rwx/$script" up "$dir" "$@" >"$dir.up.out" 2>&1 ||
+    { cat "$dir.up.out"; die "$script up $dir failed"; }
+  info "$script up in $(($(now_ms) - t0)) ms"
+}
+
 step "1. packages (haproxy, glusterfs, ceph, nftables, python3)"
 t0=$(now_ms)
 apt_install haproxy glusterfs-server glusterfs-client ceph-mon ceph-osd ceph-mds ceph-fuse \
@@ -137,11 +148,7 @@ fi
 if [[ -z "$only" || "$only" == glusterfs ]]; then
   step "4. GlusterFS, ${gluster_options[*]}"
   g="$work/gluster"
-  instances+=("$g")
-  t0=$(now_ms)
-  bash test/rwx/glusterfs.sh up "$g" "${gluster_options[@]}" >"$work/gluster-up.out" 2>&1 ||
-    { cat "$work/gluster-up.out"; die "glusterfs.sh up failed"; }
-  info "up in $(($(now_ms) - t0)) ms"
+  fs_up glusterfs.sh "$g" "${gluster_options[@]}"
   for n in 1 2 4; do
     scenario "glusterfs-$n" --bin "$bin" --mounts "$g/m1" "$g/m2" --replicas "$n" --duration "$seconds"
   done
@@ -156,7 +163,6 @@ if [[ -z "$only" || "$only" == glusterfs ]]; then
 
   step "5. c without client.strict-locks: the resumed replica's descriptor is reopened, not fenced"
   g="$work/gluster-loose"
-  instances+=("$g")
   loose=()
   for ((i = 0; i < ${#gluster_options[@]}; i++)); do
     if [[ "${gluster_options[i]}" == --set && "${gluster_options[i + 1]:-}" == client.strict-locks ]]; then
@@ -165,8 +171,7 @@ if [[ -z "$only" || "$only" == glusterfs ]]; then
       loose+=("${gluster_options[i]}")
     fi
   done
-  bash test/rwx/glusterfs.sh up "$g" "${loose[@]}" >"$work/gluster-loose-up.out" 2>&1 ||
-    { cat "$work/gluster-loose-up.out"; die "glusterfs.sh up failed"; }
+  fs_up glusterfs.sh "$g" "${loose[@]}"
   scenario glusterfs-partition-loose --bin "$bin" --mounts "$g/m1" "$g/m2" --replicas 2 \
     --duration $((seconds + 18)) --fuse-pids "$(fuse_pids "$g")" --stop-seconds 12 \
     --cut-cmd "bash test/rwx/glusterfs.sh cut $g {mount}" \
@@ -176,9 +181,7 @@ if [[ -z "$only" || "$only" == glusterfs ]]; then
 
   step "6. d. GlusterFS with default options: the hazard of the previous release's recipe"
   g="$work/gluster-defaults"
-  instances+=("$g")
-  bash test/rwx/glusterfs.sh up "$g" >"$work/gluster-defaults-up.out" 2>&1 ||
-    { cat "$work/gluster-defaults-up.out"; die "glusterfs.sh up failed"; }
+  fs_up glusterfs.sh "$g"
   scenario glusterfs-defaults-hazard --bin "$hazard_bin" --mounts "$g/m1" "$g/m2" --replicas 4 \
     --duration "$seconds" --expect-hazard
   teardown
@@ -187,11 +190,7 @@ fi
 if [[ -z "$only" || "$only" == cephfs ]]; then
   step "7. CephFS, a silent client evicted after 5 s"
   c="$work/ceph"
-  instances+=("$c")
-  t0=$(now_ms)
-  bash test/rwx/cephfs.sh up "$c" --evict-after 5 >"$work/ceph-up.out" 2>&1 ||
-    { cat "$work/ceph-up.out"; die "cephfs.sh up failed"; }
-  info "up in $(($(now_ms) - t0)) ms"
+  fs_up cephfs.sh "$c" --evict-after 5
   for n in 1 2 4; do
     scenario "cephfs-$n" --bin "$bin" --mounts "$c/m1" "$c/m2" --replicas "$n" --duration "$seconds"
   done

@@ -237,22 +237,5 @@ case "${1:-}" in
     shift
     up "$@"
     ;;
-  down)
-    (($# == 2)) || die "usage: cephfs.sh down DIR"
-    down "$2"
-    ;;
-  cut | heal)
-    [[ $# == 3 && ("$3" == m1 || "$3" == m2) ]] || die "usage: cephfs.sh cut|heal DIR m1|m2"
-    table="$(instance_name "$(realpath -m "$2")")$3"
-    if [[ "$1" == cut ]]; then
-      net_cut "$(state_get "$(realpath -m "$2")" "${3^^}_PID")" "$table"
-    else
-      net_heal "$table"
-    fi
-    ;;
-  info)
-    (($# == 2)) || die "usage: cephfs.sh info DIR"
-    cat "$(state_file "$(realpath -m "$2")")"
-    ;;
-  *) die "usage: cephfs.sh up DIR [options] | down DIR | info DIR" ;;
+  *) instance_command cephfs.sh "$@" ;;
 esac

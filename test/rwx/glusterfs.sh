@@ -200,30 +200,13 @@ down() {
 
 case "${1:-}" in
   up)
-    (($# >= 2)) || die "usage: glusterfs.sh up DIR [--set KEY VALUE]..."
+    (($# >= 2)) || die "usage: glusterfs.sh up DIR [--set KEY VALUE]... [--client-option OPT]..."
     shift
     up "$@"
-    ;;
-  down)
-    (($# == 2)) || die "usage: glusterfs.sh down DIR"
-    down "$2"
-    ;;
-  cut | heal)
-    [[ $# == 3 && ("$3" == m1 || "$3" == m2) ]] || die "usage: glusterfs.sh cut|heal DIR m1|m2"
-    table="$(instance_name "$(realpath -m "$2")")$3"
-    if [[ "$1" == cut ]]; then
-      net_cut "$(state_get "$(realpath -m "$2")" "${3^^}_PID")" "$table"
-    else
-      net_heal "$table"
-    fi
     ;;
   lock-holder)
     (($# == 3)) || die "usage: glusterfs.sh lock-holder DIR NAME"
     lock_holder "$(realpath -m "$2")" "$3"
     ;;
-  info)
-    (($# == 2)) || die "usage: glusterfs.sh info DIR"
-    cat "$(state_file "$(realpath -m "$2")")"
-    ;;
-  *) die "usage: glusterfs.sh up DIR [--set KEY VALUE]... | down DIR | info DIR" ;;
+  *) instance_command glusterfs.sh "$@" ;;
 esac

@@ -167,3 +167,30 @@ net_cut() {
 net_heal() {
   nft delete table inet "$1" 2>/dev/null || true
 }
+
+# The subcommands both scripts share, after their own `up`: down, cut, heal, info. SCRIPT is the
+# caller's name for the usage line; `down` is the caller's.
+instance_command() {
+  local script="$1" dir
+  shift
+  dir="$(realpath -m "${2:-.}")"
+  case "${1:-}" in
+    down)
+      (($# == 2)) || die "usage: $script down DIR"
+      down "$dir"
+      ;;
+    cut | heal)
+      [[ $# == 3 && ("$3" == m1 || "$3" == m2) ]] || die "usage: $script cut|heal DIR m1|m2"
+      if [[ "$1" == cut ]]; then
+        net_cut "$(state_get "$dir" "${3^^}_PID")" "$(instance_name "$dir")$3"
+      else
+        net_heal "$(instance_name "$dir")$3"
+      fi
+      ;;
+    info)
+      (($# == 2)) || die "usage: $script info DIR"
+      cat "$(state_file "$dir")"
+      ;;
+    *) die "usage: $script up DIR [options] | down DIR | cut|heal DIR m1|m2 | info DIR" ;;
+  esac
+}
