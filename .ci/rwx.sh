@@ -111,9 +111,9 @@ fs_up() {
   info "$script up in $(($(now_ms) - t0)) ms"
 }
 
-step "1. packages (haproxy, glusterfs, ceph, nftables, python3)"
+step "1. packages (haproxy, glusterfs, ceph, nftables, python3, procps, iproute2)"
 t0=$(now_ms)
-apt_install haproxy glusterfs-server glusterfs-client ceph-mon ceph-osd ceph-mds ceph-fuse \
+apt_install haproxy glusterfs-server glusterfs-client ceph-mon ceph-osd ceph-mds ceph-fuse procps iproute2 \
   ceph-common nftables python3
 info "$(($(now_ms) - t0)) ms"
 
