@@ -51,7 +51,7 @@ impl CounterMetrics {
         );
         registry.register(
             "pingpong_durable_write_seconds",
-            "Read, write, fsync, rename and directory fsync of one batch, after the lock is held",
+            "The durable record's write and fdatasync for one batch, after the lock is held",
             metrics.write_seconds.clone(),
         );
         metrics

@@ -52,9 +52,25 @@ pub fn is_local(file: &File) -> bool {
     fstatfs(file).is_ok_and(|stat| LOCAL.contains(&(stat.f_type as u64)))
 }
 
-/// Both slots of the record at `path`, read past the client's caches; `writable`, the
-/// descriptor that holds the lock (or any writable one), carries the `fallocate`.
-pub fn read_slots_uncached(path: &Path, writable: Option<&File>) -> io::Result<Slots> {
+/// The lock file at `path` opened with `O_DIRECT`, for [`read_slots_uncached`]; `None` where
+/// the filesystem refuses `O_DIRECT` (`EINVAL`: tmpfs, some FUSE filesystems).
+pub fn open_direct(path: &Path) -> io::Result<Option<File>> {
+    match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT | libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(file) => Ok(Some(file)),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Both slots of the record, read past the client's caches: the `fallocate` through
+/// `writable` (any writable descriptor of the file; none on a read-only volume), then one read
+/// through `reader` (the `O_DIRECT` descriptor from [`open_direct`], or a plain one where there
+/// is none).
+pub fn read_slots_uncached(writable: Option<&File>, reader: &File) -> io::Result<Slots> {
     if let Some(file) = writable {
         match fallocate(file, FallocateFlags::KEEP_SIZE, 0, record::FILE_BYTES) {
             Ok(()) => {}
@@ -64,18 +80,7 @@ pub fn read_slots_uncached(path: &Path, writable: Option<&File>) -> io::Result<S
             Err(e) => return Err(e.into()),
         }
     }
-    let direct = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECT | libc::O_NONBLOCK)
-        .open(path);
-    match direct {
-        Ok(file) => read_direct(&file),
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => match writable {
-            Some(file) => record::read_slots(file),
-            None => record::read_slots(&File::open(path)?),
-        },
-        Err(e) => Err(e),
-    }
+    read_direct(reader)
 }
 
 /// `O_DIRECT` wants the buffer, the offset and the length aligned to the device's block: 4 KiB
@@ -83,8 +88,8 @@ pub fn read_slots_uncached(path: &Path, writable: Option<&File>) -> io::Result<S
 #[repr(align(4096))]
 struct Aligned([u8; record::FILE_BYTES as usize]);
 
-/// One read of the whole file: a direct read shorter than asked for ends at the end of the
-/// file, and a second one from an unaligned offset would be refused.
+/// One read of the whole file into an aligned buffer: a direct read shorter than asked for
+/// ends at the end of the file, and a second one from an unaligned offset would be refused.
 fn read_direct(file: &File) -> io::Result<Slots> {
     let mut buffer = Box::new(Aligned([0; record::FILE_BYTES as usize]));
     let n = loop {
@@ -117,12 +122,15 @@ mod tests {
         assert!(is_local(&file));
         record::allocate(&file).unwrap();
         record::write_slot(&file, 1, &Record { seq: 3, value: 9 }).unwrap();
-        let uncached = read_slots_uncached(&path, Some(&file)).unwrap();
+        // ext4 takes O_DIRECT; tmpfs may not, and then the read is a plain one.
+        let direct = open_direct(&path).unwrap();
+        let reader = direct.as_ref().unwrap_or(&file);
+        let uncached = read_slots_uncached(Some(&file), reader).unwrap();
         assert_eq!(uncached, record::read_slots(&file).unwrap());
         assert_eq!(
             uncached.0,
             [Slot::Empty, Slot::Valid(Record { seq: 3, value: 9 })]
         );
-        assert_eq!(read_slots_uncached(&path, None).unwrap(), uncached);
+        assert_eq!(read_slots_uncached(None, reader).unwrap(), uncached);
     }
 }

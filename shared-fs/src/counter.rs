@@ -14,15 +14,15 @@
 //! [`MAX_COUNTER_BYTES`] is not read, and is corrupt too.
 
 use std::{
-    fs::{self, File},
+    fs,
     path::{Path, PathBuf},
-    sync::{Arc, OnceLock},
+    sync::{Arc, Mutex},
 };
 
 use crate::{
-    atomic, caches,
+    atomic,
     error::{Error, Escaped, Result},
-    lease::{self, Advance, Lease},
+    lease::{Advance, Lease, LockFile},
     lock::LockedFile,
     read::read_bounded,
     record,
@@ -66,9 +66,9 @@ pub fn read_counter(path: &Path) -> Result<u64> {
 #[derive(Debug, Clone)]
 pub struct CounterFile {
     file: LockedFile,
-    /// Whether the volume is a local filesystem, learnt from the lock file the first time it is
-    /// opened (see [`crate::caches`]).
-    local: Arc<OnceLock<bool>>,
+    /// The lock file as the readers of this handle (and its clones) keep it open (see
+    /// [`LockFile`]); opened at the first read, dropped after an error.
+    reader: Arc<Mutex<Option<Arc<LockFile>>>>,
 }
 
 impl CounterFile {
@@ -76,22 +76,8 @@ impl CounterFile {
     pub fn new(path: impl Into<PathBuf>) -> Self {
         CounterFile {
             file: LockedFile::new(path),
-            local: Arc::default(),
+            reader: Arc::default(),
         }
-    }
-
-    /// Both slots of the record in the lock file `file` (open, locked or not), read through
-    /// the page cache on a local filesystem and past the client's caches on any other (see
-    /// [`crate::caches`]). `writable`: whether `file` may carry the `fallocate` that drops a
-    /// network client's cached copy.
-    pub(crate) fn read_slots(&self, file: &File, writable: bool) -> Result<record::Slots> {
-        let local = *self.local.get_or_init(|| caches::is_local(file));
-        let slots = if local {
-            record::read_slots(file)
-        } else {
-            caches::read_slots_uncached(self.lock_path(), writable.then_some(file))
-        };
-        slots.map_err(|e| Error::io("read", self.lock_path(), e))
     }
 
     /// The counter [`COUNTER_FILE`] in `data_dir`.
@@ -114,29 +100,48 @@ impl CounterFile {
     /// published yet, or after a power cut; the file is ahead when a replica of the previous
     /// release wrote it. So a reader never sees the count go back, also across power cuts.
     ///
-    /// A network filesystem may answer `ESTALE` for a file another client has just renamed
-    /// over (GlusterFS does, for about a second): the record, never renamed, then stands
-    /// alone.
+    /// On a network filesystem the record stands alone once there is one (the previous release
+    /// never ran there, see [`Lease`]): opening the published file by name can stall for
+    /// seconds on CephFS and answer `ESTALE` for a second on GlusterFS, while the lock file,
+    /// never replaced, stays open.
     pub fn read(&self) -> Result<u64> {
-        let recorded = self.read_record()?;
-        let published = match read_counter(self.path()) {
-            Ok(value) => value,
-            Err(error) if recorded.is_some() && error.is_stale_handle() => 0,
-            Err(error) => return Err(error),
-        };
+        let (recorded, local) = self.read_record_and_place()?;
+        if recorded.is_some() && !local {
+            return Ok(recorded.unwrap_or(0));
+        }
+        let published = read_counter(self.path())?;
         Ok(recorded.unwrap_or(0).max(published))
     }
 
     /// The count in the durable record alone, without a lock; `None` before the first record.
-    /// A slot torn by a write in flight is read again: a torn slot is the one being written,
-    /// and the other one holds the record before it.
     pub fn read_record(&self) -> Result<Option<u64>> {
-        let Some((file, writable)) = lease::open_for_reading(self)? else {
-            return Ok(None);
-        };
+        self.read_record_and_place().map(|(recorded, _)| recorded)
+    }
+
+    /// The record without a lock, and whether the volume is local. A slot torn by a write in
+    /// flight is read again: a torn slot is the one being written, and the other one holds the
+    /// record before it.
+    fn read_record_and_place(&self) -> Result<(Option<u64>, bool)> {
+        let mut cached = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        if cached.is_none() {
+            match LockFile::open_for_reading(self)? {
+                Some(opened) => *cached = Some(Arc::new(opened)),
+                None => return Ok((None, true)),
+            }
+        }
+        let lock = cached.clone().expect("opened above");
+        drop(cached);
         let mut tries = 0;
         loop {
-            let slots = self.read_slots(&file, writable)?;
+            let slots = match lock.read_slots(self) {
+                Ok(slots) => slots,
+                Err(error) => {
+                    // Opened again at the next read: a descriptor may stay broken for good
+                    // (fenced by a network filesystem, or the file was replaced).
+                    *self.reader.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                    return Err(error);
+                }
+            };
             tries += 1;
             if slots.torn() && tries < 3 {
                 continue;
@@ -146,7 +151,7 @@ impl CounterFile {
                 .map_err(|record::BothTorn| Error::CorruptRecord {
                     path: self.lock_path().to_owned(),
                 })?;
-            return Ok(latest.record.map(|r| r.value));
+            return Ok((latest.record.map(|r| r.value), lock.is_local()));
         }
     }
 
@@ -154,7 +159,7 @@ impl CounterFile {
     /// before the lock is given back. One lock, one record write and one publication per call:
     /// what a service without group commit would do.
     pub fn add(&self, n: u64) -> Result<u64> {
-        let (mut lease, _) = Lease::acquire(self)?;
+        let (mut lease, _) = self.acquire()?;
         match lease.advance(n) {
             Advance::Durable { first } => {
                 lease.release()?;
@@ -166,7 +171,13 @@ impl CounterFile {
 
     /// Takes the lock, waiting for any other holder, and reads the count under it.
     pub fn lock(&self) -> Result<Lease<'_>> {
-        Lease::acquire(self).map(|(lease, _)| lease)
+        self.acquire().map(|(lease, _)| lease)
+    }
+
+    /// Opens the lock file and takes the lock on it, waiting for any other holder; with
+    /// whether another process held it.
+    fn acquire(&self) -> Result<(Lease<'_>, bool)> {
+        Lease::acquire(self, Arc::new(LockFile::open(self)?))
     }
 
     /// Creates the directory that holds the counter, if missing.
@@ -198,7 +209,7 @@ impl CounterFile {
         if self.read_record()?.is_none() {
             return self.read();
         }
-        match Lease::try_acquire(self)? {
+        match Lease::try_acquire(self, Arc::new(LockFile::open(self)?))? {
             Some(mut lease) => {
                 lease.publish(true)?;
                 Ok(lease.value())
@@ -224,7 +235,7 @@ impl CounterFile {
     }
 
     /// Opens the lock file for writing (see [`LockedFile::open_lock_file`]).
-    pub(crate) fn open_lock_file(&self) -> Result<std::fs::File> {
+    pub(crate) fn open_lock_file(&self) -> Result<fs::File> {
         self.file.open_lock_file()
     }
 }

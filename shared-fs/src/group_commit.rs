@@ -53,7 +53,7 @@ use tokio::sync::oneshot;
 use crate::{
     counter::CounterFile,
     error::{Error, Result},
-    lease::{Advance, Lease},
+    lease::{Advance, Lease, LockFile},
 };
 
 pub use crate::lease::MAX_HOLD;
@@ -232,6 +232,7 @@ impl Counter {
             file: file.clone(),
             health: health.clone(),
             contended_until: None,
+            lock: None,
         };
         let writer_ended = ended.clone();
         thread::Builder::new()
@@ -320,8 +321,10 @@ impl Counter {
 struct Writer {
     file: CounterFile,
     health: Arc<Health>,
-    /// Until when the writer gives the lock back after every batch (see the module docs).
+    /// Until when the writer gives an idle lock back at once (see the module docs).
     contended_until: Option<Instant>,
+    /// The lock file, kept open from lease to lease (see [`LockFile`]).
+    lock: Option<Arc<LockFile>>,
 }
 
 impl Writer {
@@ -419,8 +422,10 @@ impl Writer {
                     // The lock is given back so that another process, perhaps on a node whose
                     // path to the volume works, can go on, and without publishing: a failed
                     // write may mean the lock was lost (a network filesystem fences a client
-                    // whose lock expired by failing its writes), and then the count is old.
+                    // whose lock expired by failing its writes), and then the count is old. The
+                    // descriptor is opened again: a fenced one fails for good.
                     lease = None;
+                    self.lock = None;
                     Err(error)
                 }
             };
@@ -467,7 +472,15 @@ impl Writer {
             *lease = None;
         }
         if lease.is_none() {
-            let (taken, contended) = Lease::acquire(file)?;
+            let lock = match &self.lock {
+                Some(lock) => lock.clone(),
+                None => self.lock.insert(Arc::new(LockFile::open(file)?)).clone(),
+            };
+            let (taken, contended) = Lease::acquire(file, lock).inspect_err(|_| {
+                // Opened again next time: the descriptor may be what failed (fenced, or the
+                // volume was remounted).
+                self.lock = None;
+            })?;
             if contended {
                 self.contended_until = Some(Instant::now() + CONTENDED_FOR);
             }
@@ -516,6 +529,7 @@ impl Writer {
                 Ok(Advance::Failed { error, skipped }) => {
                     gone.extend(skipped.into_iter().flatten());
                     *lease = None;
+                    self.lock = None;
                     Err(error)
                 }
                 Err(error) => Err(error),

@@ -26,11 +26,12 @@
 use std::{
     fs::{File, OpenOptions, TryLockError},
     ops::Range,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use crate::{
-    atomic,
+    atomic, caches,
     counter::{CounterFile, read_counter},
     error::{Error, Result},
     read::open_regular,
@@ -47,23 +48,109 @@ pub const MAX_HOLD: Duration = Duration::from_millis(20);
 /// of seconds), far above a healthy `fdatasync` (a millisecond).
 pub const TRUST: Duration = Duration::from_secs(2);
 
-/// The counter's lock, held, with the count it protects.
+/// The lock file, opened once and kept open for many leases: opening a file by name costs a
+/// lookup, and on CephFS an open by name in a directory another mount reads in waited up to
+/// 5 s for the metadata server's tick (`test/rwx/FACTS.md` §8), where calls on an open
+/// descriptor did not. Also holds a second descriptor opened with `O_DIRECT`, for reading the
+/// record past a network client's caches ([`crate::caches`]), and whether the filesystem is
+/// local. A writer drops it after an I/O error (a fenced descriptor answers nothing but errors)
+/// and opens it again.
+#[derive(Debug)]
+pub struct LockFile {
+    file: File,
+    /// Whether `file` may be written (readers open it read-only on a read-only volume).
+    writable: bool,
+    /// `O_DIRECT`, where the filesystem is not local and takes it.
+    direct: Option<File>,
+    local: bool,
+}
+
+impl LockFile {
+    /// Opens (creating it if needed) the lock file for writing; anything but a regular file
+    /// there is [`Error::NotRegular`], and the open never blocks.
+    pub fn open(counter: &CounterFile) -> Result<LockFile> {
+        LockFile::with(counter, counter.open_lock_file()?, true)
+    }
+
+    /// Opens the lock file for a reader, who takes no lock: for writing too where the volume
+    /// allows it (a network client's cache is dropped through a writable descriptor), else
+    /// read-only. `None` when there is no lock file, so no record yet.
+    pub fn open_for_reading(counter: &CounterFile) -> Result<Option<LockFile>> {
+        let path = counter.lock_path();
+        let (file, writable) = match open_regular(path, OpenOptions::new().read(true).write(true)) {
+            Ok(file) => (file, true),
+            Err(Error::Io { error, .. })
+                if matches!(
+                    error.raw_os_error(),
+                    Some(libc::EROFS | libc::EACCES | libc::EPERM)
+                ) =>
+            {
+                (open_regular(path, OpenOptions::new().read(true))?, false)
+            }
+            Err(error) => return Err(error),
+        };
+        file.map(|file| LockFile::with(counter, file, writable))
+            .transpose()
+    }
+
+    fn with(counter: &CounterFile, file: File, writable: bool) -> Result<LockFile> {
+        let local = caches::is_local(&file);
+        let direct = if local {
+            None
+        } else {
+            caches::open_direct(counter.lock_path())
+                .map_err(|e| Error::io("open", counter.lock_path(), e))?
+        };
+        Ok(LockFile {
+            file,
+            writable,
+            direct,
+            local,
+        })
+    }
+
+    /// Whether the filesystem is local (see [`crate::caches::is_local`]).
+    pub fn is_local(&self) -> bool {
+        self.local
+    }
+
+    /// Both slots of the record: through the page cache on a local filesystem, past the
+    /// client's caches on any other.
+    pub fn read_slots(&self, counter: &CounterFile) -> Result<record::Slots> {
+        let slots = if self.local {
+            record::read_slots(&self.file)
+        } else {
+            caches::read_slots_uncached(
+                self.writable.then_some(&self.file),
+                self.direct.as_ref().unwrap_or(&self.file),
+            )
+        };
+        slots.map_err(|e| Error::io("read", counter.lock_path(), e))
+    }
+}
+
+/// The counter's lock, held, with the count it protects. Dropping it unlocks.
 #[derive(Debug)]
 pub struct Lease<'a> {
     counter: &'a CounterFile,
-    /// The lock file: locked, and the record's home.
-    file: File,
+    /// The lock file, locked: the record's home.
+    lock: Arc<LockFile>,
     /// The sequence number of the latest record, 0 if none yet.
     seq: u64,
     /// Where the next record goes: never the slot of the latest durable one.
     next_slot: usize,
     /// The count: every number below it has been used.
     value: u64,
-    /// What `pingpong_counter.txt` holds, as last read or written.
-    published: u64,
     /// When the lock was taken, and when the lease was last used successfully.
     taken: Instant,
     used: Instant,
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        // On a descriptor the filesystem fenced this fails too; the lock is gone anyway.
+        let _ = self.lock.file.unlock();
+    }
 }
 
 /// What [`Lease::advance`] did.
@@ -81,97 +168,95 @@ pub enum Advance {
 }
 
 impl<'a> Lease<'a> {
-    /// Takes the lock, waiting for other holders, and reads the count. `contended` tells
-    /// whether another process held the lock when this one asked.
-    pub fn acquire(counter: &'a CounterFile) -> Result<(Lease<'a>, bool)> {
-        let file = counter.open_lock_file()?;
-        let contended = match file.try_lock() {
+    /// Takes the lock on `lock`, waiting for other holders, and reads the count. `contended`
+    /// tells whether another process held the lock when this one asked.
+    pub fn acquire(counter: &'a CounterFile, lock: Arc<LockFile>) -> Result<(Lease<'a>, bool)> {
+        let contended = match lock.file.try_lock() {
             Ok(()) => false,
             Err(TryLockError::WouldBlock) => {
-                file.lock()
+                lock.file
+                    .lock()
                     .map_err(|e| Error::io("lock", counter.lock_path(), e))?;
                 true
             }
             Err(TryLockError::Error(e)) => return Err(Error::io("lock", counter.lock_path(), e)),
         };
-        Ok((Lease::read(counter, file)?, contended))
+        Ok((Lease::read(counter, lock)?, contended))
     }
 
-    /// Takes the lock only if nobody holds it.
-    pub fn try_acquire(counter: &'a CounterFile) -> Result<Option<Lease<'a>>> {
-        let file = counter.open_lock_file()?;
-        match file.try_lock() {
-            Ok(()) => Lease::read(counter, file).map(Some),
+    /// Takes the lock on `lock` only if nobody holds it.
+    pub fn try_acquire(counter: &'a CounterFile, lock: Arc<LockFile>) -> Result<Option<Lease<'a>>> {
+        match lock.file.try_lock() {
+            Ok(()) => Lease::read(counter, lock).map(Some),
             Err(TryLockError::WouldBlock) => Ok(None),
             Err(TryLockError::Error(e)) => Err(Error::io("lock", counter.lock_path(), e)),
         }
     }
 
-    /// With the lock held: the record through the locked descriptor, and the published file.
-    fn read(counter: &'a CounterFile, file: File) -> Result<Lease<'a>> {
-        if record::allocate(&file).map_err(|e| Error::io("allocate", counter.lock_path(), e))? {
+    /// With the lock held: the record through the locked descriptor, and, where a replica of
+    /// the previous release may have advanced it, the published file. That is a local volume
+    /// (the previous release ran on one node only); on a network filesystem the published file
+    /// is read only while there is no record yet (the first start after that release), since
+    /// opening it by name is what stalls there (see [`LockFile`]).
+    fn read(counter: &'a CounterFile, lock: Arc<LockFile>) -> Result<Lease<'a>> {
+        let mut lease = Lease::new(counter, lock, Record { seq: 0, value: 0 }, 0);
+        if record::allocate(&lease.lock.file)
+            .map_err(|e| Error::io("allocate", counter.lock_path(), e))?
+        {
             // The lock file may be new: its name must be durable before anything counts on
             // what it holds, or a power cut could take the record with the name.
             atomic::sync_dir(atomic::parent_dir(counter.lock_path()))?;
         }
-        let latest = counter
-            .read_slots(&file, true)?
+        let latest = lease
+            .lock
+            .read_slots(counter)?
             .latest()
             .map_err(|record::BothTorn| Error::CorruptRecord {
                 path: counter.lock_path().to_owned(),
             })?;
-        let published = read_counter(counter.path())?;
         let recorded = latest.record.unwrap_or(Record { seq: 0, value: 0 });
-        Ok(Lease::new(
-            counter,
-            file,
-            recorded,
-            latest.next_slot,
-            recorded.value.max(published),
-            published,
-        ))
+        let published = if lease.lock.local || latest.record.is_none() {
+            read_counter(counter.path())?
+        } else {
+            0
+        };
+        lease.seq = recorded.seq;
+        lease.next_slot = latest.next_slot;
+        lease.value = recorded.value.max(published);
+        Ok(lease)
     }
 
     /// Takes the lock for the operator's `set`, which repairs what [`Lease::acquire`] refuses:
     /// a corrupt published file, two torn slots.
     pub fn acquire_for_repair(counter: &'a CounterFile) -> Result<Lease<'a>> {
-        let file = counter.open_lock_file()?;
-        file.lock()
+        let lock = Arc::new(LockFile::open(counter)?);
+        lock.file
+            .lock()
             .map_err(|e| Error::io("lock", counter.lock_path(), e))?;
-        let latest = counter
-            .read_slots(&file, true)?
+        let latest = lock
+            .read_slots(counter)?
             .latest()
             .unwrap_or(record::Latest {
                 record: None,
                 next_slot: 0,
             });
         let recorded = latest.record.unwrap_or(Record { seq: 0, value: 0 });
-        Ok(Lease::new(
-            counter,
-            file,
-            recorded,
-            latest.next_slot,
-            recorded.value,
-            u64::MAX,
-        ))
+        Ok(Lease::new(counter, lock, recorded, latest.next_slot))
     }
 
     fn new(
         counter: &'a CounterFile,
-        file: File,
+        lock: Arc<LockFile>,
         recorded: Record,
         next_slot: usize,
-        value: u64,
-        published: u64,
     ) -> Lease<'a> {
         let now = Instant::now();
         Lease {
             counter,
-            file,
+            lock,
             seq: recorded.seq,
             next_slot,
-            value,
-            published,
+            value: recorded.value,
             taken: now,
             used: now,
         }
@@ -211,7 +296,7 @@ impl<'a> Lease<'a> {
             value: next,
         };
         let started = Instant::now();
-        if let Err(e) = record::write_slot(&self.file, self.next_slot, &record) {
+        if let Err(e) = record::write_slot(&self.lock.file, self.next_slot, &record) {
             return Advance::Failed {
                 error: Error::io("write", self.counter.lock_path(), e),
                 skipped: None,
@@ -221,7 +306,7 @@ impl<'a> Lease<'a> {
         // are used, whatever `fdatasync` says.
         self.seq = record.seq;
         self.value = next;
-        let synced = self.file.sync_data();
+        let synced = self.lock.file.sync_data();
         let took = started.elapsed();
         let error = match synced {
             Ok(()) if took <= TRUST => {
@@ -241,30 +326,26 @@ impl<'a> Lease<'a> {
         }
     }
 
-    /// Brings `pingpong_counter.txt` up to the count, unless it already is (or is ahead: a
-    /// hand or a replica of the previous release wrote it, and the count follows). A corrupt
-    /// file is left for the operator. `durable_name`: also fsync the directory, so that the
-    /// new name, not only the new content, survives a power cut.
+    /// Brings `pingpong_counter.txt` up to the count. On a local volume it is read first: if it
+    /// is ahead (a hand or a replica of the previous release wrote it) the count follows, and a
+    /// corrupt file is left for the operator. On a network filesystem it is not read (see
+    /// [`Lease::read`]): the count, from the record, is written over it. `durable_name`: also
+    /// fsync the directory, so that the new name, not only the new content, survives a power
+    /// cut.
     pub fn publish(&mut self, durable_name: bool) -> Result<()> {
-        let on_disk = read_counter(self.counter.path())?;
-        if on_disk >= self.value {
-            self.value = on_disk;
-            self.published = on_disk;
-            return Ok(());
+        if self.lock.local {
+            let on_disk = read_counter(self.counter.path())?;
+            if on_disk >= self.value {
+                self.value = on_disk;
+                return Ok(());
+            }
         }
         let contents = format!("{}\n", self.value);
         if durable_name {
-            atomic::replace(self.counter.path(), contents.as_bytes())?;
+            atomic::replace(self.counter.path(), contents.as_bytes())
         } else {
-            atomic::replace_content_durably(self.counter.path(), contents.as_bytes())?;
+            atomic::replace_content_durably(self.counter.path(), contents.as_bytes())
         }
-        self.published = self.value;
-        Ok(())
-    }
-
-    /// Whether `pingpong_counter.txt` holds the count.
-    pub fn is_published(&self) -> bool {
-        self.published == self.value
     }
 
     /// Gives the lock back, publishing first (see the module docs); a lease that is not
@@ -281,36 +362,16 @@ impl<'a> Lease<'a> {
     /// what it was (the larger of the two) or `value`, never a third thing.
     pub fn set(&mut self, value: u64) -> Result<()> {
         atomic::replace(self.counter.path(), format!("{value}\n").as_bytes())?;
-        self.published = value;
         let record = Record {
             seq: self.seq + 1,
             value,
         };
-        record::write_slot(&self.file, self.next_slot, &record)
-            .and_then(|()| self.file.sync_data())
+        record::write_slot(&self.lock.file, self.next_slot, &record)
+            .and_then(|()| self.lock.file.sync_data())
             .map_err(|e| Error::io("write", self.counter.lock_path(), e))?;
         self.seq = record.seq;
         self.next_slot = 1 - self.next_slot;
         self.value = value;
         Ok(())
-    }
-}
-
-/// Opens the lock file for the record's reader, who takes no lock: for writing too where the
-/// volume allows it (a network client's cache is dropped through a writable descriptor, see
-/// [`crate::caches`]), else for reading only. With whether it is writable.
-pub(crate) fn open_for_reading(counter: &CounterFile) -> Result<Option<(File, bool)>> {
-    let path = counter.lock_path();
-    match open_regular(path, OpenOptions::new().read(true).write(true)) {
-        Ok(file) => Ok(file.map(|f| (f, true))),
-        Err(Error::Io { error, .. })
-            if matches!(
-                error.raw_os_error(),
-                Some(libc::EROFS | libc::EACCES | libc::EPERM)
-            ) =>
-        {
-            Ok(open_regular(path, OpenOptions::new().read(true))?.map(|f| (f, false)))
-        }
-        Err(error) => Err(error),
     }
 }
