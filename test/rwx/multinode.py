@@ -72,6 +72,40 @@ class Http:
             self.conn = None
 
 
+class Shell:
+    """Runs shell commands for the partition (cut, heal, who holds the lock) from a bash started
+    before any thread opens a file on the mounts. A process forked later inherits the reader's
+    open files: while a mount's client is stopped, closing them (close_fds, or close-on-exec)
+    blocks in a FUSE flush, the child never execs, and the harness never resumes the client."""
+
+    SCRIPT = r'''
+while IFS= read -r cmd; do
+  out="$(bash -c "$cmd" 2>&1)"
+  status=$?
+  printf '%s\n__rwx_done__ %d\n' "$out" "$status"
+done
+'''
+
+    def __init__(self, cwd):
+        self.proc = subprocess.Popen(["bash", "-c", self.SCRIPT], cwd=cwd, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, bufsize=1)
+
+    def run(self, cmd):
+        """(exit status, output)."""
+        self.proc.stdin.write(cmd.replace("\n", " ") + "\n")
+        self.proc.stdin.flush()
+        lines = []
+        for line in self.proc.stdout:
+            if line.startswith("__rwx_done__ "):
+                return int(line.split()[1]), "".join(lines)
+            lines.append(line)
+        return -1, "".join(lines)
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
 class Run:
     def __init__(self, args):
         self.args = args
@@ -317,7 +351,7 @@ class Run:
             t_stop = self.now()
             if a.holder_cmd:
                 time.sleep(0.2)
-                out = subprocess.run(a.holder_cmd, shell=True, capture_output=True, text=True).stdout
+                out = self.shell_cmds.run(a.holder_cmd)[1]
                 holders = [line.split()[0] for line in out.splitlines() if line.split()]
                 holds = str(pids[victim]) in holders
                 how = "the filesystem says its client holds the lock (%s)" % " ".join(holders)
@@ -347,13 +381,14 @@ class Run:
 
     def shell(self, template, victim):
         cmd = template.replace("{mount}", "m%d" % (victim + 1))
-        r = subprocess.run(cmd, shell=True, capture_output=True, text=True)
-        say("partition: %s -> %d %s" % (cmd, r.returncode, (r.stdout + r.stderr).strip()[-200:]))
+        status, out = self.shell_cmds.run(cmd)
+        say("partition: %s -> %d %s" % (cmd, status, out.strip()[-200:]))
 
     # --- the run -----------------------------------------------------------------------------
 
     def run(self):
         a = self.args
+        self.shell_cmds = Shell(os.getcwd())
         try:
             self.start_replicas()
             self.start_haproxy()
@@ -396,7 +431,11 @@ class Run:
             return self.verdict()
         finally:
             self.stop.set()
+            for pid in (a.fuse_pids or "").split(","):
+                if pid:
+                    os.kill(int(pid), signal.SIGCONT)  # never leave a client stopped
             self.stop_all()
+            self.shell_cmds.close()
 
     def final_count(self):
         """The count once every replica is idle: `pingpong counter get` through each mount,
