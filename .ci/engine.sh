@@ -267,21 +267,8 @@ done
 
 # --- 6, 7 --------------------------------------------------------------------------------------
 
-# The previous release's pingpong (test_support::PREVIOUS_RELEASE), for the local engine's
-# rolling update down to it and back: built by pingpong's rolling_update test during
-# `cargo test` into the same place, else here, the same way (test_support::binary_at).
-previous_release_bin_dir() {
-  local commit home
-  commit="$(sed -n 's/^pub const PREVIOUS_RELEASE: &str = "\(.*\)";$/\1/p' test-support/src/lib.rs)"
-  [[ -n "$commit" ]] || { echo "no PREVIOUS_RELEASE in test-support/src/lib.rs" >&2; return 1; }
-  home="$PWD/target/previous-release/$commit"
-  if [[ ! -x "$home/target/debug/pingpong" ]]; then
-    rm -rf "$home/src" && mkdir -p "$home/src"
-    git archive "$commit" | tar -x -C "$home/src"
-    (cd "$home/src" && CARGO_TARGET_DIR="$home/target" cargo build --locked --quiet -p pingpong --bin pingpong) >&2
-  fi
-  echo "$home/target/debug"
-}
+# shellcheck source=.ci/previous-release.sh
+. .ci/previous-release.sh
 
 run_log="$(mktemp)"
 # run_persistent NAME ARGS...: runs the test, shows its output, adds its counts to the totals.
