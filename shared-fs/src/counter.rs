@@ -237,6 +237,11 @@ impl CounterFile {
     /// Whether an increment could succeed now: the counter parses, can still advance, and the
     /// volume accepts writes (opening the lock file for writing fails on a read-only volume).
     /// For `/readyz`; it takes no lock and writes nothing.
+    ///
+    /// On a network filesystem the lock file is not opened by name for it (that open can wait
+    /// seconds on CephFS, and the kubelet probes every few seconds): the readers' descriptor,
+    /// kept open, tells whether the volume let it be opened for writing, and a volume that
+    /// turns read-only later fails the next durable write, which readiness reports too.
     pub fn probe(&self) -> Result<u64> {
         let value = self.read()?;
         if value == u64::MAX {
@@ -246,7 +251,25 @@ impl CounterFile {
                 add: 1,
             });
         }
-        self.file.open_lock_file()?;
+        let kept = self
+            .reader
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match kept {
+            Some(lock) if !lock.is_local() => {
+                if !lock.is_writable() {
+                    return Err(Error::io(
+                        "open lock file",
+                        self.lock_path(),
+                        std::io::Error::from_raw_os_error(libc::EROFS),
+                    ));
+                }
+            }
+            _ => {
+                self.file.open_lock_file()?;
+            }
+        }
         Ok(value)
     }
 

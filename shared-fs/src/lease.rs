@@ -119,6 +119,11 @@ impl LockFile {
         self.local
     }
 
+    /// Whether the volume let the file be opened for writing.
+    pub fn is_writable(&self) -> bool {
+        self.writable
+    }
+
     /// Both slots of the record: through the page cache on a local filesystem, past the
     /// client's caches on any other.
     pub fn read_slots(&self, counter: &CounterFile) -> Result<record::Slots> {
