@@ -20,8 +20,7 @@ use std::{
 };
 
 use axum::{Router, extract::State, routing::get};
-use prometheus_client::registry::Registry;
-use service_kit::{config, http, shutdown::Draining, telemetry};
+use service_kit::{config, http, telemetry};
 
 #[derive(Clone)]
 struct Careless {
@@ -57,14 +56,5 @@ async fn main() -> std::io::Result<()> {
     let routes = Router::new()
         .route("/pingpong", get(pingpong))
         .with_state(state);
-    let draining = Draining::default();
-    let ready: http::ReadyCheck = Arc::new(|| Box::pin(async { Ok(()) }));
-    let app = http::finish(routes, Registry::default(), draining.clone(), ready);
-    http::serve(
-        http::bind(port).await?,
-        app,
-        draining,
-        std::time::Duration::ZERO,
-    )
-    .await
+    http::serve_for_bench(routes, port).await
 }

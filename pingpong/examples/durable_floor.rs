@@ -18,8 +18,7 @@ use std::{
 };
 
 use axum::{Router, extract::State, http::StatusCode, routing::get};
-use prometheus_client::registry::Registry;
-use service_kit::{config, http, shutdown::Draining, telemetry};
+use service_kit::{config, http, telemetry};
 use tokio::sync::oneshot;
 
 /// The size of the record: what a counter record with a sequence number and a checksum needs,
@@ -91,14 +90,5 @@ async fn main() -> std::io::Result<()> {
     let routes = Router::new()
         .route("/pingpong", get(pingpong))
         .with_state(writer);
-    let draining = Draining::default();
-    let ready: http::ReadyCheck = std::sync::Arc::new(|| Box::pin(async { Ok(()) }));
-    let app = http::finish(routes, Registry::default(), draining.clone(), ready);
-    http::serve(
-        http::bind(port).await?,
-        app,
-        draining,
-        std::time::Duration::ZERO,
-    )
-    .await
+    http::serve_for_bench(routes, port).await
 }

@@ -4,8 +4,7 @@
 //! group commit buys. `PORT` (default 3998) and `DATA_DIR` as pingpong.
 
 use axum::{Router, extract::State, http::StatusCode, routing::get};
-use prometheus_client::registry::Registry;
-use service_kit::{config, http, shutdown::Draining, telemetry};
+use service_kit::{config, http, telemetry};
 use shared_fs::CounterFile;
 
 async fn pingpong(State(file): State<CounterFile>) -> Result<String, (StatusCode, String)> {
@@ -26,14 +25,5 @@ async fn main() -> std::io::Result<()> {
     let routes = Router::new()
         .route("/pingpong", get(pingpong))
         .with_state(CounterFile::in_dir(&data_dir));
-    let draining = Draining::default();
-    let ready: http::ReadyCheck = std::sync::Arc::new(|| Box::pin(async { Ok(()) }));
-    let app = http::finish(routes, Registry::default(), draining.clone(), ready);
-    http::serve(
-        http::bind(port).await?,
-        app,
-        draining,
-        std::time::Duration::ZERO,
-    )
-    .await
+    http::serve_for_bench(routes, port).await
 }

@@ -4,8 +4,7 @@
 //! work. Used by `bench/http-bench.py`; `PORT` as the services (default 3999).
 
 use axum::{Router, routing::get};
-use prometheus_client::registry::Registry;
-use service_kit::{config, http, shutdown::Draining, telemetry};
+use service_kit::{config, http, telemetry};
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
@@ -15,14 +14,5 @@ async fn main() -> std::io::Result<()> {
     let routes = Router::new()
         .route("/pingpong", get(|| async { "pong 0" }))
         .route("/", get(|| async { "pong 0" }));
-    let draining = Draining::default();
-    let ready: http::ReadyCheck = std::sync::Arc::new(|| Box::pin(async { Ok(()) }));
-    let app = http::finish(routes, Registry::default(), draining.clone(), ready);
-    http::serve(
-        http::bind(port).await?,
-        app,
-        draining,
-        std::time::Duration::ZERO,
-    )
-    .await
+    http::serve_for_bench(routes, port).await
 }
