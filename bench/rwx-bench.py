@@ -5,7 +5,8 @@ a local directory, and failed requests while one replica's mount is stopped; med
     python3 bench/rwx-bench.py [--runs 3] [--figures FILE]   (root; RWX_BIN etc. as for .ci/rwx.sh)
 
 Runs `bash .ci/rwx.sh` --runs times with RWX_FIGURES set, then prints, per scenario, the median
-of each figure over the runs as a Markdown table (BENCHMARKS.md, "Several nodes"). With
+of each figure over the runs as a Markdown table (BENCHMARKS.md, "Several nodes"). The runs'
+figures stay in bench/data/rwx-<UTC start>.jsonl, one JSON object per scenario and run. With
 --figures, only prints the table of an earlier FILE.
 """
 
@@ -15,7 +16,7 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
+import time
 
 COLUMNS = [
     ("req_per_s", "requests/s"),
@@ -35,8 +36,8 @@ def main():
     a = p.parse_args()
     path = a.figures
     if not path:
-        path = tempfile.mkstemp(prefix="rwx-figures-", suffix=".jsonl")[1]
         repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        path = os.path.join(repo, "bench", "data", time.strftime("rwx-%Y%m%dT%H%M%SZ.jsonl", time.gmtime()))
         for run in range(a.runs):
             print("run %d of %d (figures in %s)" % (run + 1, a.runs, path), file=sys.stderr, flush=True)
             subprocess.run(["bash", ".ci/rwx.sh"], cwd=repo, env={**os.environ, "RWX_FIGURES": path},
