@@ -20,7 +20,7 @@ use service_kit::connections::{
     EVICTION_SLACK, FD_RESERVE, HEADER_READ_TIMEOUT, MAX_BODY_BYTES, MAX_CONNECTIONS,
     MAX_HEAD_BYTES, MIN_CONNECTIONS, connection_bound,
 };
-use support::{Server, pong_number, try_get};
+use support::{Server, pong_number, status_and_body, try_get};
 
 /// The open-file limit podman gives a container (ENGINE.md), and the flood size.
 const CONTAINER_NOFILE: u64 = 1024;
@@ -74,15 +74,7 @@ fn exchange_within(port: u16, raw: &[u8], within: Duration) -> io::Result<(u16, 
         }
     }
     let text = String::from_utf8_lossy(&response).into_owned();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| io::Error::other(format!("no header end in {text:?}")))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| io::Error::other(format!("no status in {head:?}")))?;
-    Ok((status, body.to_owned()))
+    status_and_body(&text)
 }
 
 /// Whether `response` holds a head and the whole body its `content-length` announces.
@@ -363,15 +355,7 @@ fn exchange_half_closed(port: u16, raw: &[u8], within: Duration) -> io::Result<(
     stream.set_read_timeout(Some(within))?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| io::Error::other(format!("no header end in {response:?}")))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| io::Error::other(format!("no status in {head:?}")))?;
-    Ok((status, body.to_owned()))
+    status_and_body(&response)
 }
 
 #[test]

@@ -22,7 +22,7 @@ use std::{
 };
 
 use serde_json::Value;
-use support::{BIN, Server, eventually, listening_port, metric};
+use support::{BIN, Server, eventually, listening_port, metric, status_and_body};
 
 /// Long enough for a debug build on a loaded machine; a request held up by logging waits for
 /// ever, so any deadline tells the two apart.
@@ -38,15 +38,7 @@ fn request(port: u16, method: &str, path: &str) -> io::Result<(u16, String)> {
     )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| io::Error::other(format!("no header end in {response:?}")))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| io::Error::other(format!("no status in {head:?}")))?;
-    Ok((status, body.to_owned()))
+    status_and_body(&response)
 }
 
 /// A pipe whose buffer is one page (4 KiB, the least Linux allows): the read end for the test,

@@ -540,6 +540,12 @@ class Run:
             check("no failed request", len(failed) == 0, "%d of %d" % (len(failed), len(self.answers)))
         if a.fuse_pids:
             check("the partition happened", self.partition_window is not None)
+            # The point of several nodes: the filesystem gives the stopped client's lock away
+            # and the replicas on the other mount go on before it comes back.
+            check("the other mount's replicas answered during the partition",
+                  self.partition_window is not None and f.get("answered_during_partition", 0) > 0,
+                  "%s answered while the lock holder's mount was stopped"
+                  % f.get("answered_during_partition"))
         check("no reader or poller saw the count go backwards or unparseable",
               not self.problems, "%d problems" % self.notes.get("problems", 0))
         if a.log_writer:

@@ -236,6 +236,12 @@ pub fn try_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
+    status_and_body(&response)
+}
+
+/// A whole HTTP/1.1 answer as read from the socket: (status, body); an error says what is
+/// missing.
+pub fn status_and_body(response: &str) -> std::io::Result<(u16, String)> {
     let (head, body) = response
         .split_once("\r\n\r\n")
         .ok_or_else(|| std::io::Error::other(format!("no header end in {response:?}")))?;
