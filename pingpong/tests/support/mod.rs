@@ -20,6 +20,8 @@ pub struct Server {
     child: Child,
     pub port: u16,
     stderr: Arc<Mutex<Vec<String>>>,
+    /// The thread reading stderr: it ends at the pipe's end, after the process has exited.
+    reader: Option<thread::JoinHandle<()>>,
 }
 
 impl Server {
@@ -63,7 +65,7 @@ impl Server {
         let (port_tx, port_rx) = mpsc::channel();
         let lines = BufReader::new(child.stderr.take().expect("stderr"));
         let collected = stderr.clone();
-        thread::spawn(move || {
+        let reader = thread::spawn(move || {
             for line in lines.lines() {
                 let Ok(line) = line else { break };
                 if let Some(port) = listening_port(&line) {
@@ -83,6 +85,7 @@ impl Server {
             child,
             port,
             stderr,
+            reader: Some(reader),
         }
     }
 
@@ -149,19 +152,41 @@ impl Server {
 
     /// The exit status if the process has exited, without waiting.
     pub fn try_exit(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().expect("wait")
+        let status = self.child.try_wait().expect("wait");
+        if status.is_some() {
+            self.read_stderr_to_the_end();
+        }
+        status
     }
 
-    /// The exit status, waiting at most `within` (after a signal the test sent itself).
+    /// The exit status, waiting at most `within` (after a signal the test sent itself). Once
+    /// it has exited, [`Server::stderr`] holds every line it wrote: the lines still in the pipe
+    /// when it exited are read first.
     pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
         let deadline = Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
+                self.read_stderr_to_the_end();
                 return status;
             }
             assert!(Instant::now() < deadline, "no exit within {within:?}");
             thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    fn read_stderr_to_the_end(&mut self) {
+        let Some(reader) = self.reader.take() else {
+            return;
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !reader.is_finished() {
+            assert!(
+                Instant::now() < deadline,
+                "stderr still open 10 s after the exit"
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+        reader.join().expect("the stderr reader");
     }
 
     pub fn stderr(&self) -> Vec<String> {
