@@ -125,3 +125,105 @@ fn replicas_of_the_previous_release_and_of_this_one_hand_out_every_number_once()
     let again = start_old(&old, dir.path());
     assert_eq!(again.get("/pingpong"), (200, format!("pong {total}")));
 }
+
+/// Asks `port` for `/pingpong` on `threads` threads until `stop`, keeping every number answered
+/// `200`; a replica killed under it just stops answering.
+fn load_until(
+    port: u16,
+    threads: usize,
+    stop: Arc<AtomicBool>,
+) -> Vec<thread::JoinHandle<Vec<u64>>> {
+    (0..threads)
+        .map(|_| {
+            let stop = stop.clone();
+            thread::spawn(move || {
+                let mut numbers = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    if let Ok((200, body)) = support::try_get(port, "/pingpong") {
+                        numbers.push(pong_number(&body));
+                    }
+                }
+                numbers
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn a_new_replica_killed_during_the_rollout_leaves_no_number_an_old_one_hands_out_again() {
+    // A new replica that dies without its SIGTERM (kill -9, its node failing) while it holds
+    // the lock has not published that lease's numbers; a replica of the previous release that
+    // takes the lock next knows only the published file.
+    let old = test_support::binary_at(PREVIOUS_RELEASE, "pingpong", "pingpong");
+    let dir = tempfile::tempdir().unwrap();
+    let old_a = start_old(&old, dir.path());
+    let mut answers = load(&[old_a.port], 4, 20);
+    for _ in 0..6 {
+        let new = Server::start(dir.path());
+        let stop = Arc::new(AtomicBool::new(false));
+        let clients: Vec<_> = load_until(old_a.port, 2, stop.clone())
+            .into_iter()
+            .chain(load_until(new.port, 4, stop.clone()))
+            .collect();
+        thread::sleep(Duration::from_millis(300));
+        new.kill9();
+        thread::sleep(Duration::from_millis(200));
+        stop.store(true, Ordering::SeqCst);
+        for c in clients {
+            answers.extend(c.join().expect("client"));
+        }
+    }
+    let mut seen = BTreeSet::new();
+    let twice: Vec<u64> = answers
+        .iter()
+        .copied()
+        .filter(|&n| !seen.insert(n))
+        .collect();
+    assert!(
+        twice.is_empty(),
+        "{} numbers handed out twice of {} answers, e.g. {:?}",
+        twice.len(),
+        answers.len(),
+        &twice[..twice.len().min(5)]
+    );
+}
+
+#[test]
+fn a_new_replica_started_later_in_the_rollout_knows_old_replicas_are_about() {
+    // The second new replica of a rollout may never see an old replica's write itself (the old
+    // one idle while it runs); what the first new replica saw must reach it.
+    let old = test_support::binary_at(PREVIOUS_RELEASE, "pingpong", "pingpong");
+    let dir = tempfile::tempdir().unwrap();
+    let old_a = start_old(&old, dir.path());
+    let mut answers = load(&[old_a.port], 4, 20);
+    let new_c = Server::start(dir.path());
+    answers.extend(load(&[old_a.port, new_c.port], 4, 20));
+    // Only new replicas serve for a while: the published file is theirs, level with the record.
+    answers.extend(load(&[new_c.port], 4, 50));
+    for _ in 0..4 {
+        let new_d = Server::start(dir.path());
+        let stop = Arc::new(AtomicBool::new(false));
+        let clients = load_until(new_d.port, 4, stop.clone());
+        thread::sleep(Duration::from_millis(200));
+        new_d.kill9();
+        stop.store(true, Ordering::SeqCst);
+        for c in clients {
+            answers.extend(c.join().expect("client"));
+        }
+        // The old replica takes the lock next.
+        answers.extend(load(&[old_a.port], 2, 10));
+    }
+    let mut seen = BTreeSet::new();
+    let twice: Vec<u64> = answers
+        .iter()
+        .copied()
+        .filter(|&n| !seen.insert(n))
+        .collect();
+    assert!(
+        twice.is_empty(),
+        "{} numbers handed out twice of {} answers, e.g. {:?}",
+        twice.len(),
+        answers.len(),
+        &twice[..twice.len().min(5)]
+    );
+}

@@ -36,6 +36,7 @@ use crate::{
     error::{Error, Result},
     read::open_regular,
     record::{self, Record},
+    rollout,
 };
 
 /// The longest a busy process keeps the lock: another replica, a `counter set` or a replica of
@@ -153,6 +154,9 @@ pub struct Lease<'a> {
     value: u64,
     /// What `pingpong_counter.txt` holds, where known.
     published: Option<u64>,
+    /// Replicas of the previous release may be about ([`crate::rollout`]): every batch is
+    /// published before its numbers are handed out.
+    rollout: bool,
     /// When the lock was taken, and when the lease was last used successfully.
     taken: Instant,
     used: Instant,
@@ -239,6 +243,15 @@ impl<'a> Lease<'a> {
         lease.seq = recorded.seq;
         lease.next_slot = latest.next_slot;
         lease.value = recorded.value.max(lease.published.unwrap_or(0));
+        if lease.lock.local {
+            // Ahead of the record: written by someone who does not know it (crate::rollout).
+            if lease.published.unwrap_or(0) > recorded.value {
+                rollout::note(counter.path());
+                lease.rollout = true;
+            } else {
+                lease.rollout = rollout::recent(counter.path());
+            }
+        }
         Ok(lease)
     }
 
@@ -274,6 +287,7 @@ impl<'a> Lease<'a> {
             next_slot,
             value: recorded.value,
             published: None,
+            rollout: false,
             taken: now,
             used: now,
         }
@@ -329,7 +343,12 @@ impl<'a> Lease<'a> {
             Ok(()) if took <= TRUST => {
                 self.next_slot = 1 - self.next_slot;
                 self.used = Instant::now();
-                return Advance::Durable { first };
+                // During a rollout, an old replica must find these numbers used even if this
+                // process dies before it gives the lock back.
+                match self.publish_for_rollout() {
+                    Ok(()) => return Advance::Durable { first },
+                    Err(error) => error,
+                }
             }
             Ok(()) => Error::LeaseDistrusted {
                 path: self.counter.lock_path().to_owned(),
@@ -373,6 +392,18 @@ impl<'a> Lease<'a> {
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(self.value);
         Ok(())
+    }
+
+    /// While replicas of the previous release may be about: the published file brought up to
+    /// the count, durably (its name too: after a power cut an old replica reads it first). Read
+    /// first, as when the lock is given back: a corrupt file, or a FIFO, is left for the
+    /// operator, and the batch fails.
+    fn publish_for_rollout(&mut self) -> Result<()> {
+        if self.rollout {
+            self.publish(true, true)
+        } else {
+            Ok(())
+        }
     }
 
     /// Start-up's and `counter get`'s reconciliation: the published file read (whatever the

@@ -14,6 +14,8 @@
 //! - [`caches`]: reading the record past the caches a network filesystem's client keeps.
 //! - [`lease`]: the counter's lock held across many durable writes while busy, the published
 //!   file brought up to date before it is given back, and when a lease stops being trusted.
+//! - [`rollout`]: replicas of the previous release beside this one, seen and remembered, so
+//!   that every batch is published before it is handed out while they may be about.
 //! - [`counter`]: the published file's format (`N\n`, strict) and [`CounterFile`], the handle
 //!   readers, the operator's commands and the writer share.
 //! - [`group_commit`]: the async handle whose `increment()` coalesces every request that arrives
@@ -35,6 +37,7 @@ pub mod lock;
 pub mod mounts;
 pub mod read;
 pub mod record;
+pub mod rollout;
 
 pub use atomic::{replace, sweep_temp_files};
 pub use counter::{COUNTER_FILE, CounterFile, MAX_COUNTER_BYTES, parse_counter, read_counter};

@@ -159,3 +159,60 @@ fn a_torn_slot_falls_back_to_the_other_one() {
     assert_eq!(file.add(1).unwrap(), 41);
     assert_eq!(file.read().unwrap(), 42);
 }
+
+/// A named pipe renamed over the published file while a lease is held: the lease's numbers are
+/// durable in the record, and giving the lock back neither opens the pipe in a way that blocks
+/// nor replaces it; it says why. Taking the lock again says so too.
+#[test]
+fn a_fifo_that_appears_under_a_lease_is_left_alone_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = CounterFile::in_dir(dir.path());
+    let mut lease = file.lock().unwrap();
+    assert!(matches!(
+        lease.advance(3),
+        shared_fs::lease::Advance::Durable { first: 0 }
+    ));
+    plant_fifo_over(file.path());
+    let error = lease.release().expect_err("published over a FIFO");
+    assert!(error.to_string().contains("named pipe"), "{error}");
+    assert!(is_fifo(file.path()), "the FIFO was replaced");
+    let error = file.lock().expect_err("took the lock over a FIFO");
+    assert!(error.to_string().contains("named pipe"), "{error}");
+    assert_eq!(file.read_record().unwrap(), Some(3));
+}
+
+/// The same while replicas of the previous release may be about (shared_fs::rollout), where
+/// every batch is published before its numbers are handed out: the batch fails instead, and
+/// its numbers are skipped, never handed out.
+#[test]
+fn a_fifo_that_appears_during_a_rollout_fails_the_next_batch_and_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = CounterFile::in_dir(dir.path());
+    // Ahead of any record: as the previous release, or a hand, writes it.
+    fs::write(file.path(), "10\n").unwrap();
+    let mut lease = file.lock().unwrap();
+    assert!(matches!(
+        lease.advance(1),
+        shared_fs::lease::Advance::Durable { first: 10 }
+    ));
+    assert_eq!(read_counter(file.path()).unwrap(), 11, "published at once");
+    plant_fifo_over(file.path());
+    match lease.advance(1) {
+        shared_fs::lease::Advance::Failed { error, skipped } => {
+            assert!(error.to_string().contains("named pipe"), "{error}");
+            assert_eq!(skipped, Some(11..12));
+        }
+        other => panic!("a batch published over a FIFO: {other:?}"),
+    }
+    assert!(is_fifo(file.path()), "the FIFO was replaced");
+}
+
+fn plant_fifo_over(path: &std::path::Path) {
+    let fifo = path.with_extension("fifo");
+    test_support::plant_fifo(&fifo);
+    fs::rename(&fifo, path).unwrap();
+}
+
+fn is_fifo(path: &std::path::Path) -> bool {
+    std::os::unix::fs::FileTypeExt::is_fifo(&fs::symlink_metadata(path).unwrap().file_type())
+}
