@@ -29,6 +29,8 @@ pub struct Proc {
     name: String,
     child: Child,
     stderr: Arc<Mutex<String>>,
+    /// The thread reading stderr: it ends at the pipe's end, after the process has exited.
+    stderr_reader: Option<thread::JoinHandle<()>>,
     entries: Option<Receiver<String>>,
 }
 
@@ -57,7 +59,7 @@ impl Proc {
         let stderr = Arc::new(Mutex::new(String::new()));
         let pipe = child.stderr.take().expect("stderr is piped");
         let sink = stderr.clone();
-        thread::spawn(move || {
+        let stderr_reader = thread::spawn(move || {
             for line in BufReader::new(pipe).lines().map_while(Result::ok) {
                 let mut all = sink.lock().expect("stderr lock");
                 all.push_str(&line);
@@ -81,6 +83,7 @@ impl Proc {
             name,
             child,
             stderr,
+            stderr_reader: Some(stderr_reader),
             entries,
         }
     }
@@ -154,11 +157,23 @@ impl Proc {
         assert!(status.success(), "kill -{signal} {} failed", self.pid());
     }
 
-    /// Waits for the process to exit, within `timeout`.
+    /// Waits for the process to exit, within `timeout`. Then [`Proc::stderr`] holds every
+    /// line it wrote: the lines still in the pipe when it exited are read first.
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         let started = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
+                if let Some(reader) = self.stderr_reader.take() {
+                    while !reader.is_finished() {
+                        assert!(
+                            started.elapsed() < timeout + Duration::from_secs(10),
+                            "{}: stderr still open 10 s after the exit",
+                            self.name
+                        );
+                        thread::sleep(Duration::from_millis(5));
+                    }
+                    reader.join().expect("the stderr reader");
+                }
                 return status;
             }
             assert!(
