@@ -107,27 +107,31 @@ expect_ok "release.yml pushes, for amd64 and arm64 with provenance, SBOM and sig
   "$py" .ci/dist.py release
 # The guard on a copy whose overlay names a real-looking repository (the checkout's may still
 # carry the OWNER/REPO placeholder, which the guard refuses at release time).
-version="$(sed -n '/^\[workspace\.package\]/,/^\[/s/^version = "\(.*\)"$/\1/p' Cargo.toml)"
-copy="$work/repo"
-mkdir -p "$copy/.ci" "$copy/deploy"
-cp -R manifests "$copy/"
-cp -R deploy/published "$copy/deploy/"
-cp Cargo.toml "$copy/"
-cp .ci/release-guard.sh "$copy/.ci/"
-prefix="$(sed -n 's/^ *newName: *\(.*\)\/pingpong$/\1/p' deploy/published/kustomization.yaml)"
-sed -i "s|$prefix/|ghcr.io/example/log-pingpong/|" "$copy/deploy/published/kustomization.yaml"
-expect_ok "release-guard: v$version of example/log-pingpong is released" \
-  "$copy/.ci/release-guard.sh" "v$version" ghcr.io/example/log-pingpong
-expect_refused "release-guard: v9.9.9 (not the workspace's version) is refused" "workspace's version is $version" \
-  "$copy/.ci/release-guard.sh" v9.9.9 ghcr.io/example/log-pingpong
-expect_refused "release-guard: a fork's tag (another repository) is refused" "deploy/published names" \
-  "$copy/.ci/release-guard.sh" "v$version" ghcr.io/someone-else/log-pingpong
-if [[ "$prefix" == "ghcr.io/OWNER/REPO" ]]; then
-  echo "  note   deploy/published still names ghcr.io/OWNER/REPO: set it to the GitHub repository before the first release"
+if [[ -x .ci/release-guard.sh && -f deploy/published/kustomization.yaml ]]; then
+  version="$(sed -n '/^\[workspace\.package\]/,/^\[/s/^version = "\(.*\)"$/\1/p' Cargo.toml)"
+  copy="$work/repo"
+  mkdir -p "$copy/.ci" "$copy/deploy"
+  cp -R manifests "$copy/"
+  cp -R deploy/published "$copy/deploy/"
+  cp Cargo.toml "$copy/"
+  cp .ci/release-guard.sh "$copy/.ci/"
+  prefix="$(sed -n 's/^ *newName: *\(.*\)\/pingpong$/\1/p' deploy/published/kustomization.yaml)"
+  sed -i "s|$prefix/|ghcr.io/example/log-pingpong/|" "$copy/deploy/published/kustomization.yaml"
+  expect_ok "release-guard: v$version of example/log-pingpong is released" \
+    "$copy/.ci/release-guard.sh" "v$version" ghcr.io/example/log-pingpong
+  expect_refused "release-guard: v9.9.9 (not the workspace's version) is refused" "workspace's version is $version" \
+    "$copy/.ci/release-guard.sh" v9.9.9 ghcr.io/example/log-pingpong
+  expect_refused "release-guard: a fork's tag (another repository) is refused" "deploy/published names" \
+    "$copy/.ci/release-guard.sh" "v$version" ghcr.io/someone-else/log-pingpong
+  if [[ "$prefix" == "ghcr.io/OWNER/REPO" ]]; then
+    echo "  note   deploy/published still names ghcr.io/OWNER/REPO: set it to the GitHub repository before the first release"
+  fi
+else
+  fail "no .ci/release-guard.sh or deploy/published/kustomization.yaml"
 fi
 
 step "4. monitoring: deploy/monitoring's PodMonitor"
-if monitor_json="$(kubectl kustomize deploy/monitoring | kubectl annotate --local -f - ci=1 -o json 2>&1)"; then
+if monitor_json="$({ kubectl kustomize deploy/monitoring | kubectl annotate --local -f - ci=1 -o json; } 2>&1)"; then
   expect_ok "PodMonitor valid against the Prometheus Operator's monitoring.coreos.com/v1 schema" \
     node .ci/podmonitor/validate.mjs <<<"$monitor_json"
 else

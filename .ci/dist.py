@@ -399,4 +399,11 @@ def main(argv):
 
 if __name__ == "__main__":
     os.chdir(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-    sys.exit(main(sys.argv))
+    try:
+        sys.exit(main(sys.argv))
+    except FileNotFoundError as e:
+        print(f"missing: {e.filename}")
+        sys.exit(1)
+    except subprocess.CalledProcessError as e:
+        print(f"{' '.join(e.cmd)}: {e.stderr.strip()}")
+        sys.exit(1)
