@@ -21,7 +21,8 @@
 #      scrapes every pod of manifests/, deploy/rwx and deploy/published once, at the port and
 #      path of its prometheus.io annotations
 #   5. the GitHub workflow's msrv job (Cargo.toml's rust-version) and deny job (advisories
-#      included); .github/dependabot.yml covers cargo, pip, npm, github-actions and docker
+#      included); no crate in the build graph declares a newer rust-version than the workspace;
+#      .github/dependabot.yml covers cargo, pip, npm, github-actions and docker
 #   6. .ci/dist.py selftest: each check above refuses what it must
 #
 # Last line: `N passed, M failed`.
@@ -149,6 +150,8 @@ done
 
 step "5. the GitHub workflow's msrv and deny jobs; dependabot"
 expect_ok "ci.yml: msrv job at Cargo.toml's rust-version; deny job with advisories" "$py" .ci/dist.py workflow
+expect_ok "every crate of the build graph declares a rust-version <= Cargo.toml's ($(sed -n '/^\[workspace\.package\]/,/^\[/s/^rust-version = "\(.*\)"$/\1/p' Cargo.toml))" \
+  "$py" .ci/dist.py msrv
 expect_ok "dependabot.yml: cargo, pip, npm, github-actions, docker, where their files are" "$py" .ci/dist.py dependabot
 
 step "6. .ci/dist.py selftest"

@@ -11,6 +11,10 @@ Runs with the checkout's .venv python (PyYAML comes with kubernetes-validate).
                                 and carry kube-prometheus-stack's `release` label
     .ci/dist.py workflow        the ci workflow's msrv job builds with Cargo.toml's rust-version and
                                 its deny job runs `cargo deny --locked check` (advisories included)
+    .ci/dist.py msrv            every crate in the Linux build graph (Cargo.lock) declares a
+                                rust-version no newer than the workspace's, so the GitHub msrv job
+                                is not the first to find out (clippy's incompatible_msrv, on in
+                                CI's -D warnings, covers the workspace's own use of std)
     .ci/dist.py dependabot      .github/dependabot.yml covers cargo, pip, npm, github-actions and
                                 docker, each in a directory that holds what that ecosystem reads
     .ci/dist.py license         LICENSE is the MIT license of "The pingpong authors", as
@@ -22,6 +26,7 @@ Each prints one line per problem and exits 1 if there is any.
 
 import copy
 import glob
+import json
 import os
 import re
 import subprocess
@@ -248,6 +253,30 @@ def check_workflow(ci, msrv):
     return problems
 
 
+def version_tuple(v):
+    return tuple(int(x) for x in re.findall(r"\d+", v)[:3]) + (0,) * (3 - len(re.findall(r"\d+", v)[:3]))
+
+
+def check_msrv(packages, msrv):
+    """packages: (name, version, rust_version or None) of the build graph."""
+    if not msrv:
+        return ["Cargo.toml: no rust-version in [workspace.package]"]
+    return [
+        f"{name} {version} needs Rust {rv}, newer than the workspace's rust-version {msrv}"
+        for name, version, rv in sorted(packages)
+        if rv and version_tuple(rv) > version_tuple(msrv)
+    ]
+
+
+def build_graph():
+    out = subprocess.run(
+        ["cargo", "metadata", "--format-version", "1", "--locked", "--offline",
+         "--filter-platform", "x86_64-unknown-linux-gnu", "--filter-platform", "aarch64-unknown-linux-gnu"],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    return [(p["name"], p["version"], p.get("rust_version")) for p in json.loads(out)["packages"]]
+
+
 # What each ecosystem reads in its directory.
 ECOSYSTEM_FILES = {
     "cargo": ["Cargo.toml", "Cargo.lock"],
@@ -354,6 +383,9 @@ def selftest():
         ("workflow: as it is", check_workflow(ci, workspace_field("rust-version")), False),
         ("workflow: no msrv job", check_workflow(edit(ci, lambda w: w["jobs"].pop("msrv")), "1.89"), True),
         ("workflow: deny job without advisories", check_workflow(edit(ci, lambda w: [s.update(run="cargo deny --locked check licenses bans") for s in w["jobs"]["deny"]["steps"] if "cargo deny --locked" in str(s.get("run", ""))]), "1.89"), True),
+        ("msrv: the build graph as it is", check_msrv(build_graph(), workspace_field("rust-version")), False),
+        ("msrv: a dependency needing 1.90", check_msrv([("uuid", "9.9.9", "1.90")], "1.89"), True),
+        ("msrv: a dependency needing 1.89.1", check_msrv([("uuid", "9.9.9", "1.89.1")], "1.89"), True),
         ("dependabot: as it is", check_dependabot(load_yaml(".github/dependabot.yml")), False),
         ("dependabot: no docker", check_dependabot(edit(load_yaml(".github/dependabot.yml"), lambda c: c.update(updates=[u for u in c["updates"] if u["package-ecosystem"] != "docker"]))), True),
         ("dependabot: pip in the wrong directory", check_dependabot(edit(load_yaml(".github/dependabot.yml"), lambda c: [u.update(directory="/") for u in c["updates"] if u.get("directory") == "/bench"])), True),
@@ -383,6 +415,8 @@ def main(argv):
                                     manifests.render(argv[2]))
     elif command == "workflow" and len(argv) == 2:
         problems = check_workflow(load_yaml(".github/workflows/ci.yml"), workspace_field("rust-version"))
+    elif command == "msrv" and len(argv) == 2:
+        problems = check_msrv(build_graph(), workspace_field("rust-version"))
     elif command == "dependabot" and len(argv) == 2:
         problems = check_dependabot(load_yaml(".github/dependabot.yml"))
     elif command == "license" and len(argv) == 2:
