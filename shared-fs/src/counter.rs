@@ -62,6 +62,25 @@ pub fn read_counter(path: &Path) -> Result<u64> {
     }
 }
 
+/// The count from the record and, where it counts, the published file at `path`: the one rule
+/// for a lease taking the lock, for readers without it and for `counter get` (SPEC §3), so
+/// that what they show is what the next lease starts from. The larger of the two, except on a
+/// network volume once there is a record: there the record stands alone (see
+/// [`CounterFile::read`]). With what the published file holds, where it was read.
+pub(crate) fn starting_count(
+    path: &Path,
+    recorded: Option<u64>,
+    local: bool,
+) -> Result<(u64, Option<u64>)> {
+    match recorded {
+        Some(count) if !local => Ok((count, None)),
+        _ => {
+            let published = read_counter(path)?;
+            Ok((recorded.unwrap_or(0).max(published), Some(published)))
+        }
+    }
+}
+
 /// The counter: the durable record in its lock file, and the published file, for readers and
 /// writers.
 #[derive(Debug, Clone)]
@@ -122,11 +141,7 @@ impl CounterFile {
     /// never replaced, stays open.
     pub fn read(&self) -> Result<u64> {
         let (recorded, local) = self.read_record_and_place()?;
-        if recorded.is_some() && !local {
-            return Ok(recorded.unwrap_or(0));
-        }
-        let published = read_counter(self.path())?;
-        Ok(recorded.unwrap_or(0).max(published))
+        starting_count(self.path(), recorded, local).map(|(count, _)| count)
     }
 
     /// The count in the durable record alone, without a lock; `None` before the first record.
