@@ -5,6 +5,7 @@
 mod support;
 
 use std::{
+    ffi::OsStr,
     fs,
     path::Path,
     process::{Command, Output},
@@ -98,4 +99,109 @@ fn counter_get_on_a_network_volume_prints_the_count_the_next_lease_starts_from()
     assert!(get.status.success(), "{get:?}");
     assert_eq!(stdout(&get), "3\n");
     assert_eq!(server.get("/pingpong"), (200, "pong 3".to_owned()));
+}
+
+/// A filesystem mounted at a new directory for one test, unmounted when dropped.
+struct Mount {
+    dir: tempfile::TempDir,
+}
+
+impl Mount {
+    /// `source` mounted read-only at a new directory; `None` (and a line saying why) where
+    /// this process may not mount.
+    fn read_only_view(source: &Path) -> Option<Mount> {
+        let mount = Mount::new(&[OsStr::new("--bind"), source.as_os_str()])?;
+        mount.remount(&["-o", "remount,bind,ro"])?;
+        Some(mount)
+    }
+
+    /// A tmpfs of 256 KiB; `None` (and a line saying why) where this process may not mount.
+    fn small_tmpfs() -> Option<Mount> {
+        Mount::new(&[
+            OsStr::new("-t"),
+            OsStr::new("tmpfs"),
+            OsStr::new("-o"),
+            OsStr::new("size=256k"),
+            OsStr::new("tmpfs"),
+        ])
+    }
+
+    fn new(args: &[&OsStr]) -> Option<Mount> {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = Command::new("mount")
+            .args(args)
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            eprintln!("skipped: cannot mount (needs root and mount(8))");
+            return None;
+        }
+        Some(Mount { dir })
+    }
+
+    fn remount(&self, args: &[&str]) -> Option<()> {
+        let done = Command::new("mount")
+            .args(args)
+            .arg(self.dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !done {
+            eprintln!("skipped: cannot remount {args:?}");
+        }
+        done.then_some(())
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+#[test]
+fn counter_get_prints_the_count_on_a_read_only_volume() {
+    for kind in ["local", "network"] {
+        let dir = tempfile::tempdir().unwrap();
+        let set = counter(&["set", "7"], dir.path(), kind);
+        assert!(set.status.success(), "{kind}: {set:?}");
+        // The record ahead of the published file, as a holder killed before it published
+        // leaves them: the published file cannot be brought up to it on this volume.
+        fs::write(dir.path().join(COUNTER), "4\n").unwrap();
+        let Some(view) = Mount::read_only_view(dir.path()) else {
+            return;
+        };
+        assert!(
+            fs::write(view.path().join("probe"), "").is_err(),
+            "the view is read-only"
+        );
+
+        let get = counter(&["get"], view.path(), kind);
+        assert_eq!(get.status.code(), Some(0), "{kind}: {get:?}");
+        assert_eq!(stdout(&get), "7\n", "{kind}");
+        assert_eq!(fs::read_to_string(dir.path().join(COUNTER)).unwrap(), "4\n");
+    }
+}
+
+#[test]
+fn counter_get_prints_the_count_on_a_full_volume() {
+    for kind in ["local", "network"] {
+        let Some(volume) = Mount::small_tmpfs() else {
+            return;
+        };
+        let set = counter(&["set", "7"], volume.path(), kind);
+        assert!(set.status.success(), "{kind}: {set:?}");
+        fs::write(volume.path().join(COUNTER), "4\n").unwrap();
+        let filler = volume.path().join("filler");
+        let full = fs::write(&filler, vec![7u8; 1 << 20]).unwrap_err();
+        assert_eq!(full.kind(), std::io::ErrorKind::StorageFull, "{full}");
+
+        let get = counter(&["get"], volume.path(), kind);
+        assert_eq!(get.status.code(), Some(0), "{kind}: {get:?}");
+        assert_eq!(stdout(&get), "7\n", "{kind}");
+    }
 }

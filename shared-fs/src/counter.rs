@@ -233,19 +233,31 @@ impl CounterFile {
         Ok(lease.value())
     }
 
-    /// Like [`CounterFile::reconcile`], but only if the lock is free at once; otherwise the
-    /// count as read without it (whoever holds the lock publishes when it gives it back).
-    pub fn reconcile_if_free(&self) -> Result<u64> {
+    /// `counter get`: the count, after [`CounterFile::reconcile`] if the lock is free at once;
+    /// otherwise as read without the lock (whoever holds it publishes when it gives it back).
+    ///
+    /// Reconciling is best effort: a read-only or full volume is when an operator asks most.
+    /// Where the volume refuses it (the lock file cannot be opened for writing, the published
+    /// file cannot be replaced), the count is still the one the next lease starts from (the
+    /// same rule, [`starting_count`]), and why it was not reconciled comes back beside it. A
+    /// count that cannot be read (a corrupt file, a corrupt record) is the error.
+    pub fn reconcile_if_free(&self) -> Result<(u64, Option<Error>)> {
         // No lock file, no record: nothing to reconcile, and a reader creates nothing.
         if self.read_record()?.is_none() {
-            return self.read();
+            return Ok((self.read()?, None));
         }
-        match Lease::try_acquire(self, Arc::new(LockFile::open(self)?))? {
-            Some(mut lease) => {
-                lease.reconcile()?;
-                Ok(lease.value())
+        let taken = LockFile::open(self).and_then(|lock| Lease::try_acquire(self, Arc::new(lock)));
+        match taken {
+            Ok(Some(mut lease)) => {
+                let count = lease.value();
+                match lease.reconcile() {
+                    Ok(()) => Ok((lease.value(), None)),
+                    Err(error) => Ok((count, Some(error))),
+                }
             }
-            None => self.read(),
+            Ok(None) => Ok((self.read()?, None)),
+            Err(error) if !error.is_corrupt() => Ok((self.read()?, Some(error))),
+            Err(error) => Err(error),
         }
     }
 
