@@ -47,10 +47,14 @@ pub fn run(command: &Command, file: &CounterFile) -> shared_fs::Result<String> {
             }
             Ok(count.to_string())
         }
+        // What was not a regular file where one of the counter's files should be was moved
+        // aside: one line each, before the answer.
         Command::Set(n) => {
             file.create_dir()?;
-            file.set(n)?;
-            Ok(format!("{} set to {n}", file.path().display()))
+            let moved = file.set(n)?;
+            let mut lines: Vec<String> = moved.iter().map(ToString::to_string).collect();
+            lines.push(format!("{} set to {n}", file.path().display()));
+            Ok(lines.join("\n"))
         }
     }
 }

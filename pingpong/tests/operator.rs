@@ -7,7 +7,8 @@ mod support;
 use std::{
     ffi::OsStr,
     fs,
-    path::Path,
+    os::unix::{fs::FileTypeExt, net::UnixListener},
+    path::{Path, PathBuf},
     process::{Command, Output},
     time::Duration,
 };
@@ -15,6 +16,8 @@ use std::{
 use support::{BIN, Server, eventually};
 
 const COUNTER: &str = "pingpong_counter.txt";
+const LOCK: &str = "pingpong_counter.txt.lock";
+const ROLLOUT: &str = "pingpong_counter.txt.rollout";
 
 /// `pingpong counter <args>` on `data_dir`, on a volume of `kind`.
 fn counter(args: &[&str], data_dir: &Path, kind: &str) -> Output {
@@ -203,5 +206,136 @@ fn counter_get_prints_the_count_on_a_full_volume() {
         let get = counter(&["get"], volume.path(), kind);
         assert_eq!(get.status.code(), Some(0), "{kind}: {get:?}");
         assert_eq!(stdout(&get), "7\n", "{kind}");
+    }
+}
+
+/// The things an operator may find where a regular file should be.
+#[derive(Debug, Clone, Copy)]
+enum Thing {
+    Directory,
+    Fifo,
+    Socket,
+    Symlink,
+}
+
+impl Thing {
+    const ALL: [Thing; 4] = [Thing::Directory, Thing::Fifo, Thing::Socket, Thing::Symlink];
+
+    /// Puts one at `path`; what it points at, for a symlink.
+    fn plant(self, path: &Path) -> Option<PathBuf> {
+        match self {
+            Thing::Directory => {
+                fs::create_dir(path).unwrap();
+                fs::write(path.join("kept"), "inside").unwrap();
+            }
+            Thing::Fifo => test_support::plant_fifo(path),
+            Thing::Socket => drop(UnixListener::bind(path).unwrap()),
+            Thing::Symlink => {
+                let target = path.with_extension("elsewhere");
+                fs::write(&target, "99\n").unwrap();
+                std::os::unix::fs::symlink(&target, path).unwrap();
+                return Some(target);
+            }
+        }
+        None
+    }
+
+    /// How the operator is told what it was.
+    fn kind(self) -> &'static str {
+        match self {
+            Thing::Directory => "a directory",
+            Thing::Fifo => "a named pipe (FIFO)",
+            Thing::Socket => "a socket",
+            Thing::Symlink => "a symbolic link",
+        }
+    }
+
+    /// Whether `path` is still one, untouched.
+    fn is_at(self, path: &Path) -> bool {
+        let Ok(meta) = fs::symlink_metadata(path) else {
+            return false;
+        };
+        let t = meta.file_type();
+        match self {
+            Thing::Directory => {
+                t.is_dir() && fs::read_to_string(path.join("kept")).is_ok_and(|s| s == "inside")
+            }
+            Thing::Fifo => t.is_fifo(),
+            Thing::Socket => t.is_socket(),
+            Thing::Symlink => t.is_symlink(),
+        }
+    }
+}
+
+/// `counter set 5` with `thing` at `name`: it moves it aside, says where, and sets the count.
+fn set_moves_it_aside(name: &str, thing: Thing) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    let target = thing.plant(&path);
+
+    let set = counter(&["set", "5"], dir.path(), "local");
+    assert_eq!(set.status.code(), Some(0), "{name} {thing:?}: {set:?}");
+    let out = stdout(&set);
+    let lines: Vec<&str> = out.lines().collect();
+    let prefix = format!("moved {} ({}) aside to ", path.display(), thing.kind());
+    assert_eq!(lines.len(), 2, "{name} {thing:?}: {out}");
+    let aside = PathBuf::from(
+        lines[0]
+            .strip_prefix(&prefix)
+            .unwrap_or_else(|| panic!("{name} {thing:?}: {out}")),
+    );
+    assert_eq!(
+        lines[1],
+        format!("{} set to 5", dir.path().join(COUNTER).display())
+    );
+    let aside_name = aside.file_name().unwrap().to_str().unwrap();
+    let stamp = aside_name
+        .strip_prefix(&format!("{name}.corrupt-"))
+        .unwrap_or_else(|| panic!("{name} {thing:?}: {aside_name}"));
+    assert!(
+        !stamp.is_empty() && stamp.bytes().all(|b| b.is_ascii_digit()),
+        "a unix time: {aside_name}"
+    );
+    assert_eq!(aside.parent(), Some(dir.path()));
+    assert!(thing.is_at(&aside), "{thing:?} kept at {}", aside.display());
+    if let Some(target) = target {
+        assert_eq!(fs::read_to_string(target).unwrap(), "99\n", "never written");
+    }
+
+    if name == ROLLOUT {
+        assert!(
+            fs::symlink_metadata(&path).is_err(),
+            "no marker until a sight"
+        );
+    } else {
+        assert!(fs::symlink_metadata(&path).unwrap().is_file(), "{name}");
+    }
+    assert!(
+        fs::symlink_metadata(dir.path().join(LOCK))
+            .unwrap()
+            .is_file()
+    );
+    assert_eq!(fs::read_to_string(dir.path().join(COUNTER)).unwrap(), "5\n");
+    assert_eq!(stdout(&counter(&["get"], dir.path(), "local")), "5\n");
+}
+
+#[test]
+fn counter_set_moves_what_is_not_a_regular_file_at_the_counter_aside() {
+    for thing in Thing::ALL {
+        set_moves_it_aside(COUNTER, thing);
+    }
+}
+
+#[test]
+fn counter_set_moves_what_is_not_a_regular_file_at_the_lock_file_aside() {
+    for thing in Thing::ALL {
+        set_moves_it_aside(LOCK, thing);
+    }
+}
+
+#[test]
+fn counter_set_moves_what_is_not_a_regular_file_at_the_rollout_marker_aside() {
+    for thing in Thing::ALL {
+        set_moves_it_aside(ROLLOUT, thing);
     }
 }

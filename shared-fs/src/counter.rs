@@ -27,6 +27,8 @@ use crate::{
     lock::LockedFile,
     read::read_bounded,
     record,
+    repair::{self, MovedAside},
+    rollout,
 };
 
 /// The counter's file name inside the data directory.
@@ -218,9 +220,22 @@ impl CounterFile {
     }
 
     /// Under the lock, durably sets the count to `value` whatever the files held: the
-    /// operator's repair or reset. Both the record and the published file.
-    pub fn set(&self, value: u64) -> Result<()> {
-        Lease::acquire_for_repair(self)?.set(value)
+    /// operator's repair or reset. Both the record and the published file. What stands where
+    /// the lock file, the published file or the rollout marker should be and is not a regular
+    /// file is moved aside first ([`crate::repair`]); returns what was.
+    ///
+    /// The lock file before the lock is taken: nobody holds a lock on what is not a regular
+    /// file (the service refuses to open one), and a new lock file replaces it.
+    pub fn set(&self, value: u64) -> Result<Vec<MovedAside>> {
+        let mut moved: Vec<MovedAside> = repair::move_aside_unless_regular(self.lock_path())?
+            .into_iter()
+            .collect();
+        let mut lease = Lease::acquire_for_repair(self)?;
+        for path in [self.path().to_owned(), rollout::marker_path(self.path())] {
+            moved.extend(repair::move_aside_unless_regular(&path)?);
+        }
+        lease.set(value)?;
+        Ok(moved)
     }
 
     /// Under the lock: removes the temporary files a crashed writer left, and makes the

@@ -268,6 +268,13 @@ impl<'a> Lease<'a> {
         lock.file
             .lock()
             .map_err(|e| Error::io("lock", counter.lock_path(), e))?;
+        // A new lock file (the first ever, or one replacing what was moved aside) gets its
+        // 8 KiB and a durable name, as when a lease creates it (SPEC §3).
+        if record::allocate(&lock.file)
+            .map_err(|e| Error::io("allocate", counter.lock_path(), e))?
+        {
+            atomic::sync_dir(atomic::parent_dir(counter.lock_path()))?;
+        }
         let latest = lock
             .read_slots(counter)?
             .latest()
