@@ -339,3 +339,46 @@ fn counter_set_moves_what_is_not_a_regular_file_at_the_rollout_marker_aside() {
         set_moves_it_aside(ROLLOUT, thing);
     }
 }
+
+#[test]
+fn a_directory_at_the_rollout_marker_is_reported_until_counter_set_moves_it_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join(ROLLOUT);
+    fs::create_dir(&marker).unwrap();
+    let server = Server::start(dir.path());
+    assert_eq!(server.get("/pingpong"), (200, "pong 0".to_owned()));
+    let reported = |server: &Server| {
+        server
+            .stderr()
+            .iter()
+            .filter(|l| l.contains("WARN") && l.contains("the rollout marker is unusable"))
+            .count()
+    };
+    eventually(Duration::from_secs(20), "the marker to be reported", || {
+        (reported(&server) == 1).then_some(())
+    });
+    let line = server
+        .stderr()
+        .into_iter()
+        .find(|l| l.contains("the rollout marker is unusable"))
+        .unwrap();
+    assert!(line.contains(&marker.display().to_string()), "{line}");
+    assert!(
+        line.contains("it is a directory, not a regular file"),
+        "{line}"
+    );
+    assert_eq!(server.get("/pingpong"), (200, "pong 1".to_owned()));
+    assert_eq!(reported(&server), 1, "once, not once per lease");
+
+    let set = counter(&["set", "5"], dir.path(), "local");
+    assert!(set.status.success(), "{set:?}");
+    assert!(
+        stdout(&set).starts_with(&format!(
+            "moved {} (a directory) aside to ",
+            marker.display()
+        )),
+        "{set:?}"
+    );
+    assert_eq!(server.get("/pingpong"), (200, "pong 5".to_owned()));
+    assert!(!marker.exists(), "no marker until an old replica is seen");
+}
