@@ -19,8 +19,10 @@ pingpong: GET /pingpong answers `pong N` and durably increments a counter on the
 
 USAGE:
     pingpong                     serve HTTP
-    pingpong counter get         print the count
-    pingpong counter set N       set the count (repairs a corrupt file), under the same lock
+    pingpong counter get         print the count (a read-only or full volume too)
+    pingpong counter set N       set the count (repairs a corrupt file), under the same lock;
+                                 what is not a regular file where a counter file should be
+                                 is moved aside to <name>.corrupt-<unix time> and named
     pingpong --help | --version
 
 ENVIRONMENT (unset means the default; a malformed value exits with status 2):

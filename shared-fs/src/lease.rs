@@ -32,7 +32,7 @@ use std::{
 
 use crate::{
     atomic, caches,
-    counter::{CounterFile, read_counter},
+    counter::{self, CounterFile, read_counter},
     error::{Error, Result},
     read::open_regular,
     record::{self, Record},
@@ -64,10 +64,12 @@ pub struct LockFile {
     /// `O_DIRECT`, where the filesystem is not local and takes it.
     direct: Option<File>,
     local: bool,
-    /// The count this process last published under this lock file: where the published file
-    /// is not read under the lock (a network filesystem), a lease that would publish the same
-    /// count again skips it.
-    published: Mutex<Option<u64>>,
+    /// The record whose count this process last published under this lock file: where the
+    /// published file is not read under the lock (a network filesystem), a lease that finds
+    /// the same record (the same sequence number: nobody wrote one since) skips publishing it
+    /// again. Never a floor for the count: a record written since, by an operator's `set`
+    /// too, may be lower.
+    published: Mutex<Option<Record>>,
 }
 
 impl LockFile {
@@ -231,18 +233,22 @@ impl<'a> Lease<'a> {
                 path: counter.lock_path().to_owned(),
             })?;
         let recorded = latest.record.unwrap_or(Record { seq: 0, value: 0 });
-        lease.published = if lease.lock.local || latest.record.is_none() {
-            Some(read_counter(counter.path())?)
-        } else {
-            *lease
+        let (value, published) = counter::starting_count(
+            counter.path(),
+            latest.record.map(|r| r.value),
+            lease.lock.local,
+        )?;
+        lease.published = published.or_else(|| {
+            let last = *lease
                 .lock
                 .published
                 .lock()
-                .unwrap_or_else(|e| e.into_inner())
-        };
+                .unwrap_or_else(|e| e.into_inner());
+            (last == latest.record).then_some(recorded.value)
+        });
         lease.seq = recorded.seq;
         lease.next_slot = latest.next_slot;
-        lease.value = recorded.value.max(lease.published.unwrap_or(0));
+        lease.value = value;
         if lease.lock.local {
             // Ahead of the record: written by someone who does not know it (crate::rollout).
             if lease.published.unwrap_or(0) > recorded.value {
@@ -262,6 +268,13 @@ impl<'a> Lease<'a> {
         lock.file
             .lock()
             .map_err(|e| Error::io("lock", counter.lock_path(), e))?;
+        // A new lock file (the first ever, or one replacing what was moved aside) gets its
+        // 8 KiB and a durable name, as when a lease creates it (SPEC §3).
+        if record::allocate(&lock.file)
+            .map_err(|e| Error::io("allocate", counter.lock_path(), e))?
+        {
+            atomic::sync_dir(atomic::parent_dir(counter.lock_path()))?;
+        }
         let latest = lock
             .read_slots(counter)?
             .latest()
@@ -390,7 +403,10 @@ impl<'a> Lease<'a> {
             .lock
             .published
             .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(self.value);
+            .unwrap_or_else(|e| e.into_inner()) = Some(Record {
+            seq: self.seq,
+            value: self.value,
+        });
         Ok(())
     }
 
@@ -406,10 +422,15 @@ impl<'a> Lease<'a> {
         }
     }
 
-    /// Start-up's and `counter get`'s reconciliation: the published file read (whatever the
-    /// volume: once, not per lease) and brought up to the count, durably.
+    /// Start-up's and `counter get`'s reconciliation: the published file brought up to the
+    /// count, durably. Read whatever the volume, so that a corrupt one is reported and left for
+    /// the operator; but on a network volume with a record it does not count (SPEC §3
+    /// "Readers"): one found ahead is written over with the count, as the next lease would.
     pub fn reconcile(&mut self) -> Result<()> {
-        self.publish(true, true)
+        if !self.lock.local {
+            self.published = Some(read_counter(self.counter.path())?);
+        }
+        self.publish(self.lock.local, true)
     }
 
     /// Gives the lock back, publishing first (see the module docs); a lease that is not
@@ -440,6 +461,11 @@ impl<'a> Lease<'a> {
         self.value = value;
         atomic::replace(self.counter.path(), format!("{value}\n").as_bytes())?;
         self.published = Some(value);
+        *self
+            .lock
+            .published
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(record);
         Ok(())
     }
 }
