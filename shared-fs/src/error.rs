@@ -63,16 +63,15 @@ pub enum Error {
         path.display()
     )]
     CorruptRecord { path: PathBuf },
-    /// A durable write took so long that the lock may have been given to another process
-    /// meanwhile (a network filesystem's lock timeout): its numbers are not handed out.
+    /// On a network filesystem, the lock was last known held so long ago (before a durable
+    /// write was answered, or before one started) that it may have been given to another
+    /// process meanwhile (the filesystem's lock timeout): nothing is handed out from the lease.
     #[error(
-        "a durable write to {} took {took:?}: the lock may have expired meanwhile, so its numbers are not handed out",
-        path.display()
+        "the lock on {} was last known held more than {:?} ago: on a network filesystem it may have expired meanwhile, so no number is handed out",
+        path.display(),
+        crate::lease::TRUST
     )]
-    LeaseDistrusted {
-        path: PathBuf,
-        took: std::time::Duration,
-    },
+    LeaseDistrusted { path: PathBuf },
     /// The counter would pass `u64::MAX`.
     #[error("counter file {}: {value} + {add} does not fit in a u64", path.display())]
     Overflow { path: PathBuf, value: u64, add: u64 },

@@ -467,7 +467,7 @@ impl Writer {
         if lease.as_ref().is_some_and(Lease::stale) {
             tracing::warn!(
                 path = %file.lock_path().display(),
-                "the counter's lock went unused for too long to be trusted; taking it again"
+                "the counter's lock was last known held too long ago to be trusted; taking it again"
             );
             *lease = None;
         }
