@@ -72,6 +72,18 @@ pub enum Error {
         crate::lease::TRUST
     )]
     LeaseDistrusted { path: PathBuf },
+    /// A lease has waited this long for the counter's lock, and waits still: another process
+    /// holds it (a replica stuck or frozen with it, a paused `counter set`) or the volume does
+    /// not answer the `flock` (a hung NFS server).
+    #[error(
+        "waiting {} s for the counter's lock on {}: another process holds it, or the volume does not answer",
+        whole_seconds(*waited),
+        path.display()
+    )]
+    AwaitingLock {
+        path: PathBuf,
+        waited: std::time::Duration,
+    },
     /// The counter would pass `u64::MAX`.
     #[error("counter file {}: {value} + {add} does not fit in a u64", path.display())]
     Overflow { path: PathBuf, value: u64, add: u64 },
@@ -105,6 +117,11 @@ impl Error {
                 | Error::CorruptRecord { .. }
         )
     }
+}
+
+/// `d` in whole seconds, rounded to the nearest: what a person reads in a reason.
+fn whole_seconds(d: std::time::Duration) -> u64 {
+    (d + std::time::Duration::from_millis(500)).as_secs()
 }
 
 /// File content shown in an error: ASCII escaped (`\n`, `\xff`), at most the first 64 bytes,

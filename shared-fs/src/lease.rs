@@ -66,6 +66,49 @@ fn distrusted_since(local: bool, known_held: Instant, now: Instant) -> Option<Du
     (!local && since > TRUST).then_some(since)
 }
 
+/// Whether a lease of this counter is waiting for the lock, and since when: another process
+/// holds it (a replica stuck or frozen with it, a paused `counter set`) or the volume does not
+/// answer the `flock` (a hung NFS server). Readiness reports a long wait; see
+/// [`crate::CounterFile::lock_wait`].
+#[derive(Debug, Default)]
+pub struct LockWait(Mutex<Waiting>);
+
+#[derive(Debug, Default)]
+struct Waiting {
+    waiters: usize,
+    /// When the first of the current waiters began.
+    since: Option<Instant>,
+}
+
+impl LockWait {
+    /// How long the lock has been waited for, if it is now.
+    pub fn waited(&self) -> Option<Duration> {
+        let waiting = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        waiting.since.map(|since| since.elapsed())
+    }
+
+    /// Counts a waiter until the guard is dropped.
+    fn begin(&self) -> WaitingGuard<'_> {
+        let mut waiting = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        waiting.waiters += 1;
+        waiting.since.get_or_insert_with(Instant::now);
+        WaitingGuard(self)
+    }
+}
+
+/// One waiter of a [`LockWait`], until dropped (the `flock` call returned, whatever it said).
+struct WaitingGuard<'a>(&'a LockWait);
+
+impl Drop for WaitingGuard<'_> {
+    fn drop(&mut self) {
+        let mut waiting = self.0.0.lock().unwrap_or_else(|e| e.into_inner());
+        waiting.waiters -= 1;
+        if waiting.waiters == 0 {
+            waiting.since = None;
+        }
+    }
+}
+
 /// The lock file, opened once and kept open for many leases: opening a file by name costs a
 /// lookup, and on CephFS an open by name in a directory another mount reads in waited up to
 /// 5 s for the metadata server's tick (`test/rwx/FACTS.md` §8), where calls on an open
@@ -204,12 +247,14 @@ pub enum Advance {
 }
 
 impl<'a> Lease<'a> {
-    /// Takes the lock on `lock`, waiting for other holders, and reads the count. `contended`
-    /// tells whether another process held the lock when this one asked.
+    /// Takes the lock on `lock`, waiting for other holders (meanwhile
+    /// [`CounterFile::lock_wait`] says so), and reads the count. `contended` tells whether
+    /// another process held the lock when this one asked.
     pub fn acquire(counter: &'a CounterFile, lock: Arc<LockFile>) -> Result<(Lease<'a>, bool)> {
         let contended = match lock.file.try_lock() {
             Ok(()) => false,
             Err(TryLockError::WouldBlock) => {
+                let _waiting = counter.lock_wait().begin();
                 lock.file
                     .lock()
                     .map_err(|e| Error::io("lock", counter.lock_path(), e))?;
