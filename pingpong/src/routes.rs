@@ -55,10 +55,11 @@ pub fn app(state: AppState, registry: Registry, draining: Draining) -> Router {
 }
 
 /// A `/pingpong` that timed out while the writer waited for the counter's lock says so, as
-/// readiness does, rather than blaming the volume.
+/// readiness does, rather than blaming the volume; so does a `/readyz` that waited for the
+/// writer's answer meanwhile (after a failed write, readiness asks the writer for a new one).
 fn timeout_reason(counter: Counter) -> TimeoutReason {
     std::sync::Arc::new(move |route| {
-        (route == "/pingpong")
+        matches!(route, "/pingpong" | "/readyz")
             .then(|| counter.awaiting_lock(Duration::ZERO))
             .flatten()
             .map(|waiting| waiting.to_string())

@@ -2,8 +2,9 @@
 //! §4): probes and reads during a hang pile up no threads and the service recovers when the
 //! volume does; a failing disk makes `/readyz` 503 with the reason until a write succeeds again;
 //! every number a failed write used is counted abandoned, never handed out and never lost track
-//! of; a slow local disk answers slowly, not with errors; and on a network volume a lease that
-//! stalled longer than the trust window hands nothing out from it.
+//! of; a slow local disk answers slowly, not with errors; on a network volume a lease that
+//! stalled longer than the trust window hands nothing out from it; and readiness held up behind
+//! the lock says so.
 //!
 //! These tests need root and `/dev/fuse`; without them they print why and pass, unless
 //! `CRASHFS_REQUIRED=1` (CI) makes that a failure.
@@ -209,4 +210,47 @@ fn on_a_network_volume_a_lease_that_stalled_while_it_was_taken_hands_out_nothing
     // Nothing was written from the distrusted lease: no number was used.
     assert_eq!(server.get("/pingpong"), (200, "pong 1".to_owned()));
     assert_eq!(abandoned(&server), 0);
+}
+
+#[test]
+fn readiness_stuck_behind_the_lock_after_a_failed_write_says_it_waits_for_the_lock() {
+    let Some(fs) = mount_or_skip("readiness behind the lock after a failed write") else {
+        return;
+    };
+    let dir = fs.path();
+    let server = Server::start(dir);
+    assert_eq!(server.get("/pingpong"), (200, "pong 0".to_owned()));
+    fs.fail_syncs(true, true);
+    assert_eq!(server.get("/pingpong").0, 503);
+    fs.fail_syncs(false, false);
+
+    // After a failed write, readiness asks the writer for a new one, and the writer has to take
+    // the lock for it, which another process holds.
+    let held = support::hold_counter_lock(dir);
+    let (status, body) = server.get("/readyz");
+    assert_eq!(status, 503);
+    let lock = dir.join(format!("{COUNTER}.lock"));
+    let waited = body
+        .strip_prefix("timed out after 5s: waiting ")
+        .and_then(|rest| rest.split_once(" s for the counter's lock"))
+        .and_then(|(n, _)| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("not waiting for the lock: {body:?}"));
+    assert_eq!(
+        body,
+        format!(
+            "timed out after 5s: waiting {waited} s for the counter's lock on {}: another process holds it, or the volume does not answer\n",
+            lock.display()
+        )
+    );
+    // The writer began waiting just after the probe came: 5 s ago, give or take a loaded
+    // machine's scheduling.
+    assert!((4..=5).contains(&waited), "{body}");
+
+    drop(held);
+    eventually(
+        Duration::from_secs(10),
+        "readiness once the lock is had",
+        || (server.get("/readyz") == (200, "ready".to_owned())).then_some(()),
+    );
+    assert_eq!(server.get("/pingpong"), (200, "pong 2".to_owned()));
 }
