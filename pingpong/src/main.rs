@@ -46,8 +46,9 @@ ENDPOINTS:
                     Only GET: HEAD and every other method are 405 and hand out nothing
     GET /pings      the current count, no increment (HEAD too, as on the routes below)
     GET /healthz    200 while the process runs
-    GET /readyz     200 when the counter is valid, below u64::MAX, the volume writable and
-                    durable writes work, else 503 + reason
+    GET /readyz     200 when the counter is valid, below u64::MAX, the volume writable,
+                    durable writes work and the counter's lock is not awaited for over
+                    1 s (another process holds it), else 503 + reason
     GET /metrics    Prometheus text
 
 FILES in DATA_DIR:

@@ -23,7 +23,7 @@ use crate::{
     atomic,
     caches::VolumeKind,
     error::{Error, Escaped, Result},
-    lease::{Advance, Lease, LockFile},
+    lease::{Advance, Lease, LockFile, LockWait},
     lock::LockedFile,
     read::read_bounded,
     record,
@@ -93,6 +93,8 @@ pub struct CounterFile {
     reader: Arc<Mutex<Option<Arc<LockFile>>>>,
     /// Local or shared by several nodes (see [`crate::caches`]).
     kind: VolumeKind,
+    /// Whether a lease taken through this handle (or a clone) waits for the lock.
+    lock_wait: Arc<LockWait>,
 }
 
 impl CounterFile {
@@ -102,6 +104,7 @@ impl CounterFile {
             file: LockedFile::new(path),
             reader: Arc::default(),
             kind: VolumeKind::Auto,
+            lock_wait: Arc::default(),
         }
     }
 
@@ -115,6 +118,12 @@ impl CounterFile {
     /// What the volume is taken to be.
     pub fn volume_kind(&self) -> VolumeKind {
         self.kind
+    }
+
+    /// Whether a lease taken through this handle or a clone of it (the writer's, start-up's
+    /// reconciliation included) is waiting for the lock, and for how long.
+    pub fn lock_wait(&self) -> &LockWait {
+        &self.lock_wait
     }
 
     /// The counter [`COUNTER_FILE`] in `data_dir`.
