@@ -404,6 +404,7 @@ impl Writer {
                 }
             };
             batch.retain(Waiter::claim);
+            refuse_what_does_not_fit(&file, held, &mut batch);
             if batch.is_empty() {
                 last = Last::default();
                 continue;
@@ -567,6 +568,23 @@ fn give_back(lease: &mut Option<Lease<'_>>) {
         && let Err(error) = held.release()
     {
         tracing::warn!(%error, "could not publish the count before giving the lock back");
+    }
+}
+
+/// Near `u64::MAX`: when some of the batch fits, those callers get their numbers and the rest
+/// are refused; when none does, the write fails the whole batch (and readiness says why).
+fn refuse_what_does_not_fit(file: &CounterFile, lease: &Lease<'_>, batch: &mut Vec<Waiter>) {
+    let room = lease.room();
+    if room == 0 || batch.len() as u64 <= room {
+        return;
+    }
+    let error = Error::Overflow {
+        path: file.path().to_owned(),
+        value: u64::MAX,
+        add: 1,
+    };
+    for waiter in batch.drain(room as usize..) {
+        let _ = waiter.reply.send(Err(error.clone()));
     }
 }
 

@@ -298,6 +298,11 @@ impl<'a> Lease<'a> {
         self.value
     }
 
+    /// How many more numbers the count can hand out before it reaches `u64::MAX`.
+    pub fn room(&self) -> u64 {
+        u64::MAX - self.value
+    }
+
     /// How long the lock has been held.
     pub fn held(&self) -> Duration {
         self.taken.elapsed()
@@ -322,10 +327,15 @@ impl<'a> Lease<'a> {
                 skipped: None,
             };
         };
-        let record = Record {
-            seq: self.seq + 1,
-            value: next,
+        let Some(seq) = self.seq.checked_add(1) else {
+            return Advance::Failed {
+                error: Error::SequenceExhausted {
+                    path: self.counter.lock_path().to_owned(),
+                },
+                skipped: None,
+            };
         };
+        let record = Record { seq, value: next };
         let started = Instant::now();
         if let Err(e) = record::write_slot(&self.lock.file, self.next_slot, &record) {
             return Advance::Failed {
@@ -427,16 +437,20 @@ impl<'a> Lease<'a> {
     /// behind a raised count (as after any increment), and a lowered count is not lowered yet
     /// where the published file counts too (a local volume); `set` reports the failure either
     /// way.
+    ///
+    /// Both slots are rewritten on a fresh sequence (1, then 2), whatever the old one was, so
+    /// that a sequence at its end (see [`Error::SequenceExhausted`]) is repaired too. The slot
+    /// not holding the latest record is written and made durable first: cut during the second
+    /// write, which tears only its own slot, the first already holds `value`.
     pub fn set(&mut self, value: u64) -> Result<()> {
-        let record = Record {
-            seq: self.seq + 1,
-            value,
-        };
-        record::write_slot(&self.lock.file, self.next_slot, &record)
-            .and_then(|()| self.lock.file.sync_data())
-            .map_err(|e| Error::io("write", self.counter.lock_path(), e))?;
-        self.seq = record.seq;
-        self.next_slot = 1 - self.next_slot;
+        let first = self.next_slot;
+        for (slot, seq) in [(first, 1), (1 - first, 2)] {
+            record::write_slot(&self.lock.file, slot, &Record { seq, value })
+                .and_then(|()| self.lock.file.sync_data())
+                .map_err(|e| Error::io("write", self.counter.lock_path(), e))?;
+        }
+        self.seq = 2;
+        self.next_slot = first;
         self.value = value;
         atomic::replace(self.counter.path(), format!("{value}\n").as_bytes())?;
         self.published = Some(value);
