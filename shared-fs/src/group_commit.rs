@@ -485,6 +485,8 @@ impl Writer {
             if contended {
                 self.contended_until = Some(Instant::now() + CONTENDED_FOR);
             }
+            // The file at the path, should the one kept have been deleted or replaced.
+            self.lock = Some(taken.lock_file().clone());
             *lease = Some(taken);
         }
         Ok(lease.as_mut().expect("just taken"))

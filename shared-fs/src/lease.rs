@@ -24,9 +24,12 @@
 //! out, nothing is published from it, and the lock is taken again.
 
 use std::{
-    fs::{File, OpenOptions, TryLockError},
+    fs::{self, File, OpenOptions, TryLockError},
+    io::ErrorKind,
     ops::Range,
+    os::unix::fs::MetadataExt,
     sync::{Arc, Mutex},
+    thread,
     time::{Duration, Instant},
 };
 
@@ -49,6 +52,18 @@ pub const MAX_HOLD: Duration = Duration::from_millis(20);
 /// of seconds), far above a healthy `fdatasync` (a millisecond).
 pub const TRUST: Duration = Duration::from_secs(2);
 
+/// How long a process that finds the lock file new, while a count is published, waits with the
+/// lock held before it reads the count (see [`LockFile`]): longer than what is left of a lease
+/// another process may still hold on the file that was at the path before, whose count it
+/// publishes when it gives that lease back.
+pub const REPLACED_LOCK_FILE_WAIT: Duration = TRUST.saturating_add(MAX_HOLD);
+
+/// How often a reader checks that the lock file it keeps open is still the one at the path.
+pub const READER_RECHECK: Duration = Duration::from_secs(1);
+
+/// How many times in a row taking the lock may find the lock file replaced before it gives up.
+const REOPENS: usize = 16;
+
 /// The lock file, opened once and kept open for many leases: opening a file by name costs a
 /// lookup, and on CephFS an open by name in a directory another mount reads in waited up to
 /// 5 s for the metadata server's tick (`test/rwx/FACTS.md` §8), where calls on an open
@@ -56,6 +71,19 @@ pub const TRUST: Duration = Duration::from_secs(2);
 /// record past a network client's caches ([`crate::caches`]), and whether the filesystem is
 /// local. A writer drops it after an I/O error (a fenced descriptor answers nothing but errors)
 /// and opens it again.
+///
+/// A flock locks a file, not a name: when the lock file is deleted (an operator's "reset") or
+/// another file is renamed over it (a restore with `mv`), a process that kept it open would go
+/// on locking a file nobody else can reach, while any process that opens the path locks
+/// another, and both would hold "the lock". So every lease, once the lock is held, checks that
+/// the locked file is still the one at the path (`fstat` of the descriptor against `stat` of
+/// the path), and if not gives it up and takes the lock on the file at the path instead;
+/// readers check once a [`READER_RECHECK`]. A process that moves over this way has held the
+/// old lock, so every holder of the old file has published its count, and the new file's
+/// first holder reads it. One that opens the path afresh and finds the file new (no record yet)
+/// while a count is published cannot know whether a process still holds a lease on the old
+/// file with numbers not yet published: it waits [`REPLACED_LOCK_FILE_WAIT`], holding the
+/// lock, before it reads the count.
 #[derive(Debug)]
 pub struct LockFile {
     file: File,
@@ -68,6 +96,8 @@ pub struct LockFile {
     /// is not read under the lock (a network filesystem), a lease that would publish the same
     /// count again skips it.
     published: Mutex<Option<u64>>,
+    /// When a reader last checked that this is still the lock file at the path.
+    checked: Mutex<Instant>,
 }
 
 impl LockFile {
@@ -112,7 +142,37 @@ impl LockFile {
             direct,
             local,
             published: Mutex::new(None),
+            checked: Mutex::new(Instant::now()),
         })
+    }
+
+    /// Whether the file this descriptor is open on is still the one at the lock file's path:
+    /// false once it was deleted or another file was renamed over it.
+    fn is_at_path(&self, counter: &CounterFile) -> Result<bool> {
+        let path = counter.lock_path();
+        let held = self
+            .file
+            .metadata()
+            .map_err(|e| Error::io("stat", path, e))?;
+        match fs::symlink_metadata(path) {
+            Ok(at_path) => Ok(at_path.dev() == held.dev() && at_path.ino() == held.ino()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io("stat", path, e)),
+        }
+    }
+
+    /// For a reader that keeps this descriptor: whether to open the lock file again, checked
+    /// at most once a [`READER_RECHECK`]. Yes when the file is no longer the one at the path.
+    pub fn outdated_for_reading(&self, counter: &CounterFile) -> bool {
+        {
+            let mut checked = self.checked.lock().unwrap_or_else(|e| e.into_inner());
+            if checked.elapsed() < READER_RECHECK {
+                return false;
+            }
+            *checked = Instant::now();
+        }
+        // An error here is the next read's to report, through a descriptor opened again.
+        !matches!(self.is_at_path(counter), Ok(true))
     }
 
     /// Whether the filesystem is local (see [`crate::caches::is_local`]).
@@ -169,6 +229,49 @@ impl Drop for Lease<'_> {
     }
 }
 
+/// Takes the lock on `lock`, waiting for another holder if `wait` (else `None` when it is
+/// held), and makes sure it is held on the file at the lock file's path: when `lock` is no
+/// longer that file, it is given up and the file at the path opened and locked instead (see
+/// [`LockFile`]). With whether another process held the lock.
+fn lock_at_path(
+    counter: &CounterFile,
+    mut lock: Arc<LockFile>,
+    wait: bool,
+) -> Result<Option<(Arc<LockFile>, bool)>> {
+    let path = counter.lock_path();
+    let mut contended = false;
+    for _ in 0..REOPENS {
+        match lock.file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) if !wait => return Ok(None),
+            Err(TryLockError::WouldBlock) => {
+                lock.file.lock().map_err(|e| Error::io("lock", path, e))?;
+                contended = true;
+            }
+            Err(TryLockError::Error(e)) => return Err(Error::io("lock", path, e)),
+        }
+        let at_path = lock.is_at_path(counter);
+        if let Ok(true) = at_path {
+            return Ok(Some((lock, contended)));
+        }
+        let _ = lock.file.unlock();
+        at_path?;
+        tracing::warn!(
+            path = %path.display(),
+            "the counter's lock file was deleted or replaced: taking the lock on the file now \
+             at its path"
+        );
+        lock = Arc::new(LockFile::open(counter)?);
+    }
+    Err(Error::io(
+        "lock",
+        path,
+        std::io::Error::other(format!(
+            "the lock file was replaced {REOPENS} times in a row while its lock was being taken"
+        )),
+    ))
+}
+
 /// What [`Lease::advance`] did.
 #[derive(Debug)]
 pub enum Advance {
@@ -185,28 +288,27 @@ pub enum Advance {
 
 impl<'a> Lease<'a> {
     /// Takes the lock on `lock`, waiting for other holders, and reads the count. `contended`
-    /// tells whether another process held the lock when this one asked.
+    /// tells whether another process held the lock when this one asked. When `lock` is no
+    /// longer the file at the path, the lease is on the one that is (see [`LockFile`]):
+    /// [`Lease::lock_file`].
     pub fn acquire(counter: &'a CounterFile, lock: Arc<LockFile>) -> Result<(Lease<'a>, bool)> {
-        let contended = match lock.file.try_lock() {
-            Ok(()) => false,
-            Err(TryLockError::WouldBlock) => {
-                lock.file
-                    .lock()
-                    .map_err(|e| Error::io("lock", counter.lock_path(), e))?;
-                true
-            }
-            Err(TryLockError::Error(e)) => return Err(Error::io("lock", counter.lock_path(), e)),
-        };
+        let (lock, contended) = lock_at_path(counter, lock, true)?.expect("waited for the lock");
         Ok((Lease::read(counter, lock)?, contended))
     }
 
-    /// Takes the lock on `lock` only if nobody holds it.
+    /// Takes the lock on `lock` (or on the file at the path, as [`Lease::acquire`]) only if
+    /// nobody holds it.
     pub fn try_acquire(counter: &'a CounterFile, lock: Arc<LockFile>) -> Result<Option<Lease<'a>>> {
-        match lock.file.try_lock() {
-            Ok(()) => Lease::read(counter, lock).map(Some),
-            Err(TryLockError::WouldBlock) => Ok(None),
-            Err(TryLockError::Error(e)) => Err(Error::io("lock", counter.lock_path(), e)),
+        match lock_at_path(counter, lock, false)? {
+            Some((lock, _)) => Lease::read(counter, lock).map(Some),
+            None => Ok(None),
         }
+    }
+
+    /// The lock file this lease holds the lock on: the one at the path when the lock was
+    /// taken, which a caller keeps for the next lease.
+    pub fn lock_file(&self) -> &Arc<LockFile> {
+        &self.lock
     }
 
     /// With the lock held: the record through the locked descriptor, and, where a replica of
@@ -216,9 +318,9 @@ impl<'a> Lease<'a> {
     /// opening it by name is what stalls there (see [`LockFile`]).
     fn read(counter: &'a CounterFile, lock: Arc<LockFile>) -> Result<Lease<'a>> {
         let mut lease = Lease::new(counter, lock, Record { seq: 0, value: 0 }, 0);
-        if record::allocate(&lease.lock.file)
-            .map_err(|e| Error::io("allocate", counter.lock_path(), e))?
-        {
+        let new = record::allocate(&lease.lock.file)
+            .map_err(|e| Error::io("allocate", counter.lock_path(), e))?;
+        if new {
             // The lock file may be new: its name must be durable before anything counts on
             // what it holds, or a power cut could take the record with the name.
             atomic::sync_dir(atomic::parent_dir(counter.lock_path()))?;
@@ -230,6 +332,19 @@ impl<'a> Lease<'a> {
             .map_err(|record::BothTorn| Error::CorruptRecord {
                 path: counter.lock_path().to_owned(),
             })?;
+        // New, without a record, while a count is published: the lock file before it may have
+        // been deleted or replaced under a process that still holds a lease on it (see
+        // [`LockFile`]).
+        if new && latest.record.is_none() && fs::symlink_metadata(counter.path()).is_ok() {
+            tracing::warn!(
+                path = %counter.lock_path().display(),
+                wait = ?REPLACED_LOCK_FILE_WAIT,
+                "the counter's lock file is new while a count is published: waiting, with the \
+                 lock held, for any process still holding the lock file it replaced to publish \
+                 its count"
+            );
+            thread::sleep(REPLACED_LOCK_FILE_WAIT);
+        }
         let recorded = latest.record.unwrap_or(Record { seq: 0, value: 0 });
         lease.published = if lease.lock.local || latest.record.is_none() {
             Some(read_counter(counter.path())?)
@@ -252,6 +367,12 @@ impl<'a> Lease<'a> {
                 lease.rollout = rollout::recent(counter.path());
             }
         }
+        // No record yet: until a record exists, a number handed out is published first, so
+        // that a process finding the lock file new (deleted under this one) sees a count is
+        // published and waits for this lease to end (see [`LockFile`]).
+        if latest.record.is_none() {
+            lease.rollout = true;
+        }
         Ok(lease)
     }
 
@@ -259,9 +380,7 @@ impl<'a> Lease<'a> {
     /// a corrupt published file, two torn slots.
     pub fn acquire_for_repair(counter: &'a CounterFile) -> Result<Lease<'a>> {
         let lock = Arc::new(LockFile::open(counter)?);
-        lock.file
-            .lock()
-            .map_err(|e| Error::io("lock", counter.lock_path(), e))?;
+        let (lock, _) = lock_at_path(counter, lock, true)?.expect("waited for the lock");
         let latest = lock
             .read_slots(counter)?
             .latest()
