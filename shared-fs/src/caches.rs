@@ -120,7 +120,7 @@ impl VolumeKind {
 pub fn open_direct(path: &Path) -> io::Result<Option<File>> {
     match OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_DIRECT | libc::O_NONBLOCK)
+        .custom_flags(libc::O_DIRECT | libc::O_NONBLOCK | libc::O_NOFOLLOW)
         .open(path)
     {
         Ok(file) => Ok(Some(file)),
