@@ -162,7 +162,11 @@ impl LockFile {
     }
 
     /// For a reader that keeps this descriptor: whether to open the lock file again, checked
-    /// at most once a [`READER_RECHECK`]. Yes when the file is no longer the one at the path.
+    /// at most once a [`READER_RECHECK`]. Yes when the file is no longer the one at the path,
+    /// and when this descriptor is read-only but the volume takes a writable open again: a
+    /// network volume can be read-only for a while (GlusterFS while it lacks quorum), and a
+    /// read-only descriptor kept for good would keep readiness saying so and skip what drops
+    /// a network client's cached copy of the record ([`crate::caches`]).
     pub fn outdated_for_reading(&self, counter: &CounterFile) -> bool {
         {
             let mut checked = self.checked.lock().unwrap_or_else(|e| e.into_inner());
@@ -172,7 +176,15 @@ impl LockFile {
             *checked = Instant::now();
         }
         // An error here is the next read's to report, through a descriptor opened again.
-        !matches!(self.is_at_path(counter), Ok(true))
+        if !matches!(self.is_at_path(counter), Ok(true)) {
+            return true;
+        }
+        !self.writable
+            && open_regular(
+                counter.lock_path(),
+                OpenOptions::new().read(true).write(true),
+            )
+            .is_ok_and(|file| file.is_some())
     }
 
     /// Whether the filesystem is local (see [`crate::caches::is_local`]).
