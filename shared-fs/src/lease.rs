@@ -569,19 +569,23 @@ impl<'a> Lease<'a> {
     /// where the published file counts too (a local volume); `set` reports the failure either
     /// way.
     ///
-    /// Both slots are rewritten on a fresh sequence (1, then 2), whatever the old one was, so
-    /// that a sequence at its end (see [`Error::SequenceExhausted`]) is repaired too. The slot
-    /// not holding the latest record is written and made durable first: cut during the second
-    /// write, which tears only its own slot, the first already holds `value`.
+    /// When the sequence cannot go on (see [`Error::SequenceExhausted`]), both slots are
+    /// rewritten on a fresh one, 1 then 2, so that the repair always wins: the slot not holding
+    /// the latest record first, made durable, then the other; cut during the second write,
+    /// which tears only its own slot, the first already holds `value`.
     pub fn set(&mut self, value: u64) -> Result<()> {
-        let first = self.next_slot;
-        for (slot, seq) in [(first, 1), (1 - first, 2)] {
+        let writes = match self.seq.checked_add(1) {
+            Some(seq) => vec![(self.next_slot, seq)],
+            None => vec![(self.next_slot, 1), (1 - self.next_slot, 2)],
+        };
+        for &(slot, seq) in &writes {
             record::write_slot(&self.lock.file, slot, &Record { seq, value })
                 .and_then(|()| self.lock.file.sync_data())
                 .map_err(|e| Error::io("write", self.counter.lock_path(), e))?;
         }
-        self.seq = 2;
-        self.next_slot = first;
+        let &(last, seq) = writes.last().expect("at least one write");
+        self.seq = seq;
+        self.next_slot = 1 - last;
         self.value = value;
         atomic::replace(self.counter.path(), format!("{value}\n").as_bytes())?;
         self.published = Some(value);
