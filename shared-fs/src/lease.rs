@@ -28,7 +28,10 @@ use std::{
     io::ErrorKind,
     ops::Range,
     os::unix::fs::MetadataExt,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     thread,
     time::{Duration, Instant},
 };
@@ -83,7 +86,11 @@ const REOPENS: usize = 16;
 /// first holder reads it. One that opens the path afresh and finds the file new (no record yet)
 /// while a count is published cannot know whether a process still holds a lease on the old
 /// file with numbers not yet published: it waits [`REPLACED_LOCK_FILE_WAIT`], holding the
-/// lock, before it reads the count.
+/// lock, before it reads the count. What remains: a file with a record renamed over the lock
+/// file (a restore) while a lease is under way on the old one, and a process opening the path
+/// afresh (a start, `counter get`) before that lease ends, at most [`MAX_HOLD`] later: nothing
+/// tells that process to wait, and the numbers of that lease not yet published can be handed
+/// out twice.
 #[derive(Debug)]
 pub struct LockFile {
     file: File,
@@ -98,6 +105,9 @@ pub struct LockFile {
     published: Mutex<Option<u64>>,
     /// When a reader last checked that this is still the lock file at the path.
     checked: Mutex<Instant>,
+    /// Opened because the lock file before it left the path: until a lease has read it, its
+    /// record may be older than the count (a restore from an older copy).
+    replacing: AtomicBool,
 }
 
 impl LockFile {
@@ -143,6 +153,7 @@ impl LockFile {
             local,
             published: Mutex::new(None),
             checked: Mutex::new(Instant::now()),
+            replacing: AtomicBool::new(false),
         })
     }
 
@@ -273,7 +284,9 @@ fn lock_at_path(
             "the counter's lock file was deleted or replaced: taking the lock on the file now \
              at its path"
         );
-        lock = Arc::new(LockFile::open(counter)?);
+        let replacing = LockFile::open(counter)?;
+        replacing.replacing.store(true, Ordering::Relaxed);
+        lock = Arc::new(replacing);
     }
     Err(Error::io(
         "lock",
@@ -358,7 +371,11 @@ impl<'a> Lease<'a> {
             thread::sleep(REPLACED_LOCK_FILE_WAIT);
         }
         let recorded = latest.record.unwrap_or(Record { seq: 0, value: 0 });
-        lease.published = if lease.lock.local || latest.record.is_none() {
+        // A lock file that replaced the one before may hold an older record (restored from a
+        // copy): the published file, which the previous holder brought up to the count before
+        // it gave the old lock back, is read once, whatever the volume.
+        let replacing = lease.lock.replacing.swap(false, Ordering::Relaxed);
+        lease.published = if lease.lock.local || latest.record.is_none() || replacing {
             Some(read_counter(counter.path())?)
         } else {
             *lease
