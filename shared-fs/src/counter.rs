@@ -165,6 +165,13 @@ impl CounterFile {
     /// record before it.
     fn read_record_and_place(&self) -> Result<(Option<u64>, bool)> {
         let mut cached = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        // Deleted or replaced at the path: the record is in the file at the path now.
+        if cached
+            .as_ref()
+            .is_some_and(|lock| lock.outdated_for_reading(self))
+        {
+            *cached = None;
+        }
         if cached.is_none() {
             match LockFile::open_for_reading(self)? {
                 Some(opened) => *cached = Some(Arc::new(opened)),

@@ -85,8 +85,24 @@ pub enum Error {
         waited: std::time::Duration,
     },
     /// The counter would pass `u64::MAX`.
-    #[error("counter file {}: {value} + {add} does not fit in a u64", path.display())]
+    #[error(
+        "counter file {}: {value} + {add} does not fit in a u64{}",
+        path.display(),
+        if *value == u64::MAX { ": the counter is at its maximum" } else { "" }
+    )]
     Overflow { path: PathBuf, value: u64, add: u64 },
+    /// The latest record holds the last sequence number, so no record can follow it: not
+    /// reached by counting (a write a nanosecond would take centuries), only by a damaged or
+    /// hand-made record. A sequence that wrapped would make the next record look older than
+    /// the latest, and its numbers be handed out again; so nothing is written until the
+    /// operator's `counter set` starts a fresh sequence.
+    #[error(
+        "the counter record in {} is at the last sequence number, {}: no record can follow \
+         it; `pingpong counter set N` starts a fresh sequence",
+        path.display(),
+        u64::MAX
+    )]
+    SequenceExhausted { path: PathBuf },
     /// The group-commit writer thread is gone (it panicked or the process is exiting).
     #[error("the writer of {} has stopped", path.display())]
     WriterStopped { path: PathBuf },
@@ -115,6 +131,7 @@ impl Error {
                 | Error::TooLarge { .. }
                 | Error::NotRegular { .. }
                 | Error::CorruptRecord { .. }
+                | Error::SequenceExhausted { .. }
         )
     }
 }

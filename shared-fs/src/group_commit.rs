@@ -426,6 +426,7 @@ impl Writer {
                 }
             };
             batch.retain(Waiter::claim);
+            refuse_what_does_not_fit(&file, held, &mut batch);
             if batch.is_empty() {
                 last = Last::default();
                 continue;
@@ -506,6 +507,8 @@ impl Writer {
             if contended {
                 self.contended_until = Some(Instant::now() + CONTENDED_FOR);
             }
+            // The file at the path, should the one kept have been deleted or replaced.
+            self.lock = Some(taken.lock_file().clone());
             *lease = Some(taken);
         }
         Ok(lease.as_mut().expect("just taken"))
@@ -589,6 +592,23 @@ fn give_back(lease: &mut Option<Lease<'_>>) {
         && let Err(error) = held.release()
     {
         tracing::warn!(%error, "could not publish the count before giving the lock back");
+    }
+}
+
+/// Near `u64::MAX`: when some of the batch fits, those callers get their numbers and the rest
+/// are refused; when none does, the write fails the whole batch (and readiness says why).
+fn refuse_what_does_not_fit(file: &CounterFile, lease: &Lease<'_>, batch: &mut Vec<Waiter>) {
+    let room = lease.room();
+    if room == 0 || batch.len() as u64 <= room {
+        return;
+    }
+    let error = Error::Overflow {
+        path: file.path().to_owned(),
+        value: u64::MAX,
+        add: 1,
+    };
+    for waiter in batch.drain(room as usize..) {
+        let _ = waiter.reply.send(Err(error.clone()));
     }
 }
 

@@ -32,9 +32,15 @@
 //! makes slow answers, not errors.
 
 use std::{
-    fs::{File, OpenOptions, TryLockError},
+    fs::{self, File, OpenOptions, TryLockError},
+    io::ErrorKind,
     ops::Range,
-    sync::{Arc, Mutex},
+    os::unix::fs::MetadataExt,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
     time::{Duration, Instant},
 };
 
@@ -109,6 +115,18 @@ impl Drop for WaitingGuard<'_> {
     }
 }
 
+/// How long a process that finds the lock file new, while a count is published, waits with the
+/// lock held before it reads the count (see [`LockFile`]): longer than what is left of a lease
+/// another process may still hold on the file that was at the path before, whose count it
+/// publishes when it gives that lease back.
+pub const REPLACED_LOCK_FILE_WAIT: Duration = TRUST.saturating_add(MAX_HOLD);
+
+/// How often a reader checks that the lock file it keeps open is still the one at the path.
+pub const READER_RECHECK: Duration = Duration::from_secs(1);
+
+/// How many times in a row taking the lock may find the lock file replaced before it gives up.
+const REOPENS: usize = 16;
+
 /// The lock file, opened once and kept open for many leases: opening a file by name costs a
 /// lookup, and on CephFS an open by name in a directory another mount reads in waited up to
 /// 5 s for the metadata server's tick (`test/rwx/FACTS.md` §8), where calls on an open
@@ -116,6 +134,23 @@ impl Drop for WaitingGuard<'_> {
 /// record past a network client's caches ([`crate::caches`]), and whether the filesystem is
 /// local. A writer drops it after an I/O error (a fenced descriptor answers nothing but errors)
 /// and opens it again.
+///
+/// A flock locks a file, not a name: when the lock file is deleted (an operator's "reset") or
+/// another file is renamed over it (a restore with `mv`), a process that kept it open would go
+/// on locking a file nobody else can reach, while any process that opens the path locks
+/// another, and both would hold "the lock". So every lease, once the lock is held, checks that
+/// the locked file is still the one at the path (`fstat` of the descriptor against `stat` of
+/// the path), and if not gives it up and takes the lock on the file at the path instead;
+/// readers check once a [`READER_RECHECK`]. A process that moves over this way has held the
+/// old lock, so every holder of the old file has published its count, and the new file's
+/// first holder reads it. One that opens the path afresh and finds the file new (no record yet)
+/// while a count is published cannot know whether a process still holds a lease on the old
+/// file with numbers not yet published: it waits [`REPLACED_LOCK_FILE_WAIT`], holding the
+/// lock, before it reads the count. What remains: a file with a record renamed over the lock
+/// file (a restore) while a lease is under way on the old one, and a process opening the path
+/// afresh (a start, `counter get`) before that lease ends, at most [`MAX_HOLD`] later: nothing
+/// tells that process to wait, and the numbers of that lease not yet published can be handed
+/// out twice.
 #[derive(Debug)]
 pub struct LockFile {
     file: File,
@@ -130,6 +165,11 @@ pub struct LockFile {
     /// again. Never a floor for the count: a record written since, by an operator's `set`
     /// too, may be lower.
     published: Mutex<Option<Record>>,
+    /// When a reader last checked that this is still the lock file at the path.
+    checked: Mutex<Instant>,
+    /// Opened because the lock file before it left the path: until a lease has read it, its
+    /// record may be older than the count (a restore from an older copy).
+    replacing: AtomicBool,
 }
 
 impl LockFile {
@@ -174,7 +214,50 @@ impl LockFile {
             direct,
             local,
             published: Mutex::new(None),
+            checked: Mutex::new(Instant::now()),
+            replacing: AtomicBool::new(false),
         })
+    }
+
+    /// Whether the file this descriptor is open on is still the one at the lock file's path:
+    /// false once it was deleted or another file was renamed over it.
+    fn is_at_path(&self, counter: &CounterFile) -> Result<bool> {
+        let path = counter.lock_path();
+        let held = self
+            .file
+            .metadata()
+            .map_err(|e| Error::io("stat", path, e))?;
+        match fs::symlink_metadata(path) {
+            Ok(at_path) => Ok(at_path.dev() == held.dev() && at_path.ino() == held.ino()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io("stat", path, e)),
+        }
+    }
+
+    /// For a reader that keeps this descriptor: whether to open the lock file again, checked
+    /// at most once a [`READER_RECHECK`]. Yes when the file is no longer the one at the path,
+    /// and when this descriptor is read-only but the volume takes a writable open again: a
+    /// network volume can be read-only for a while (GlusterFS while it lacks quorum), and a
+    /// read-only descriptor kept for good would keep readiness saying so and skip what drops
+    /// a network client's cached copy of the record ([`crate::caches`]).
+    pub fn outdated_for_reading(&self, counter: &CounterFile) -> bool {
+        {
+            let mut checked = self.checked.lock().unwrap_or_else(|e| e.into_inner());
+            if checked.elapsed() < READER_RECHECK {
+                return false;
+            }
+            *checked = Instant::now();
+        }
+        // An error here is the next read's to report, through a descriptor opened again.
+        if !matches!(self.is_at_path(counter), Ok(true)) {
+            return true;
+        }
+        !self.writable
+            && open_regular(
+                counter.lock_path(),
+                OpenOptions::new().read(true).write(true),
+            )
+            .is_ok_and(|file| file.is_some())
     }
 
     /// Whether the filesystem is local (see [`crate::caches::is_local`]).
@@ -234,6 +317,52 @@ impl Drop for Lease<'_> {
     }
 }
 
+/// Takes the lock on `lock`, waiting for another holder if `wait` (else `None` when it is
+/// held), and makes sure it is held on the file at the lock file's path: when `lock` is no
+/// longer that file, it is given up and the file at the path opened and locked instead (see
+/// [`LockFile`]). With whether another process held the lock.
+fn lock_at_path(
+    counter: &CounterFile,
+    mut lock: Arc<LockFile>,
+    wait: bool,
+) -> Result<Option<(Arc<LockFile>, bool)>> {
+    let path = counter.lock_path();
+    let mut contended = false;
+    for _ in 0..REOPENS {
+        match lock.file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) if !wait => return Ok(None),
+            Err(TryLockError::WouldBlock) => {
+                let _waiting = counter.lock_wait().begin();
+                lock.file.lock().map_err(|e| Error::io("lock", path, e))?;
+                contended = true;
+            }
+            Err(TryLockError::Error(e)) => return Err(Error::io("lock", path, e)),
+        }
+        let at_path = lock.is_at_path(counter);
+        if let Ok(true) = at_path {
+            return Ok(Some((lock, contended)));
+        }
+        let _ = lock.file.unlock();
+        at_path?;
+        tracing::warn!(
+            path = %path.display(),
+            "the counter's lock file was deleted or replaced: taking the lock on the file now \
+             at its path"
+        );
+        let replacing = LockFile::open(counter)?;
+        replacing.replacing.store(true, Ordering::Relaxed);
+        lock = Arc::new(replacing);
+    }
+    Err(Error::io(
+        "lock",
+        path,
+        std::io::Error::other(format!(
+            "the lock file was replaced {REOPENS} times in a row while its lock was being taken"
+        )),
+    ))
+}
+
 /// What [`Lease::advance`] did.
 #[derive(Debug)]
 pub enum Advance {
@@ -251,29 +380,26 @@ pub enum Advance {
 impl<'a> Lease<'a> {
     /// Takes the lock on `lock`, waiting for other holders (meanwhile
     /// [`CounterFile::lock_wait`] says so), and reads the count. `contended` tells whether
-    /// another process held the lock when this one asked.
+    /// another process held the lock when this one asked. When `lock` is no longer the file at
+    /// the path, the lease is on the one that is (see [`LockFile`]): [`Lease::lock_file`].
     pub fn acquire(counter: &'a CounterFile, lock: Arc<LockFile>) -> Result<(Lease<'a>, bool)> {
-        let contended = match lock.file.try_lock() {
-            Ok(()) => false,
-            Err(TryLockError::WouldBlock) => {
-                let _waiting = counter.lock_wait().begin();
-                lock.file
-                    .lock()
-                    .map_err(|e| Error::io("lock", counter.lock_path(), e))?;
-                true
-            }
-            Err(TryLockError::Error(e)) => return Err(Error::io("lock", counter.lock_path(), e)),
-        };
+        let (lock, contended) = lock_at_path(counter, lock, true)?.expect("waited for the lock");
         Ok((Lease::read(counter, lock)?, contended))
     }
 
-    /// Takes the lock on `lock` only if nobody holds it.
+    /// Takes the lock on `lock` (or on the file at the path, as [`Lease::acquire`]) only if
+    /// nobody holds it.
     pub fn try_acquire(counter: &'a CounterFile, lock: Arc<LockFile>) -> Result<Option<Lease<'a>>> {
-        match lock.file.try_lock() {
-            Ok(()) => Lease::read(counter, lock).map(Some),
-            Err(TryLockError::WouldBlock) => Ok(None),
-            Err(TryLockError::Error(e)) => Err(Error::io("lock", counter.lock_path(), e)),
+        match lock_at_path(counter, lock, false)? {
+            Some((lock, _)) => Lease::read(counter, lock).map(Some),
+            None => Ok(None),
         }
+    }
+
+    /// The lock file this lease holds the lock on: the one at the path when the lock was
+    /// taken, which a caller keeps for the next lease.
+    pub fn lock_file(&self) -> &Arc<LockFile> {
+        &self.lock
     }
 
     /// With the lock held: the record through the locked descriptor, and, where a replica of
@@ -283,9 +409,9 @@ impl<'a> Lease<'a> {
     /// opening it by name is what stalls there (see [`LockFile`]).
     fn read(counter: &'a CounterFile, lock: Arc<LockFile>) -> Result<Lease<'a>> {
         let mut lease = Lease::new(counter, lock, Record { seq: 0, value: 0 }, 0);
-        if record::allocate(&lease.lock.file)
-            .map_err(|e| Error::io("allocate", counter.lock_path(), e))?
-        {
+        let new = record::allocate(&lease.lock.file)
+            .map_err(|e| Error::io("allocate", counter.lock_path(), e))?;
+        if new {
             // The lock file may be new: its name must be durable before anything counts on
             // what it holds, or a power cut could take the record with the name.
             atomic::sync_dir(atomic::parent_dir(counter.lock_path()))?;
@@ -297,11 +423,28 @@ impl<'a> Lease<'a> {
             .map_err(|record::BothTorn| Error::CorruptRecord {
                 path: counter.lock_path().to_owned(),
             })?;
+        // New, without a record, while a count is published: the lock file before it may have
+        // been deleted or replaced under a process that still holds a lease on it (see
+        // [`LockFile`]).
+        if new && latest.record.is_none() && fs::symlink_metadata(counter.path()).is_ok() {
+            tracing::warn!(
+                path = %counter.lock_path().display(),
+                wait = ?REPLACED_LOCK_FILE_WAIT,
+                "the counter's lock file is new while a count is published: waiting, with the \
+                 lock held, for any process still holding the lock file it replaced to publish \
+                 its count"
+            );
+            thread::sleep(REPLACED_LOCK_FILE_WAIT);
+        }
         let recorded = latest.record.unwrap_or(Record { seq: 0, value: 0 });
+        // A lock file that replaced the one before may hold an older record (restored from a
+        // copy): the published file, which the previous holder brought up to the count before
+        // it gave the old lock back, is read once, whatever the volume.
+        let replacing = lease.lock.replacing.swap(false, Ordering::Relaxed);
         let (value, published) = counter::starting_count(
             counter.path(),
             latest.record.map(|r| r.value),
-            lease.lock.local,
+            lease.lock.local || replacing,
         )?;
         lease.published = published.or_else(|| {
             let last = *lease
@@ -323,6 +466,12 @@ impl<'a> Lease<'a> {
                 lease.rollout = rollout::recent(counter.path());
             }
         }
+        // No record yet: until a record exists, a number handed out is published first, so
+        // that a process finding the lock file new (deleted under this one) sees a count is
+        // published and waits for this lease to end (see [`LockFile`]).
+        if latest.record.is_none() {
+            lease.rollout = true;
+        }
         Ok(lease)
     }
 
@@ -330,9 +479,7 @@ impl<'a> Lease<'a> {
     /// a corrupt published file, two torn slots.
     pub fn acquire_for_repair(counter: &'a CounterFile) -> Result<Lease<'a>> {
         let lock = Arc::new(LockFile::open(counter)?);
-        lock.file
-            .lock()
-            .map_err(|e| Error::io("lock", counter.lock_path(), e))?;
+        let (lock, _) = lock_at_path(counter, lock, true)?.expect("waited for the lock");
         // A new lock file (the first ever, or one replacing what was moved aside) gets its
         // 8 KiB and a durable name, as when a lease creates it (SPEC §3).
         if record::allocate(&lock.file)
@@ -376,6 +523,11 @@ impl<'a> Lease<'a> {
     /// The count: the first number the next increment hands out.
     pub fn value(&self) -> u64 {
         self.value
+    }
+
+    /// How many more numbers the count can hand out before it reaches `u64::MAX`.
+    pub fn room(&self) -> u64 {
+        u64::MAX - self.value
     }
 
     /// How long the lock has been held.
@@ -428,10 +580,15 @@ impl<'a> Lease<'a> {
                 skipped: None,
             };
         }
-        let record = Record {
-            seq: self.seq + 1,
-            value: next,
+        let Some(seq) = self.seq.checked_add(1) else {
+            return Advance::Failed {
+                error: Error::SequenceExhausted {
+                    path: self.counter.lock_path().to_owned(),
+                },
+                skipped: None,
+            };
         };
+        let record = Record { seq, value: next };
         if let Err(e) = record::write_slot(&self.lock.file, self.next_slot, &record) {
             return Advance::Failed {
                 error: Error::io("write", self.counter.lock_path(), e),
@@ -542,16 +699,24 @@ impl<'a> Lease<'a> {
     /// behind a raised count (as after any increment), and a lowered count is not lowered yet
     /// where the published file counts too (a local volume); `set` reports the failure either
     /// way.
+    ///
+    /// When the sequence cannot go on (see [`Error::SequenceExhausted`]), both slots are
+    /// rewritten on a fresh one, 1 then 2, so that the repair always wins: the slot not holding
+    /// the latest record first, made durable, then the other; cut during the second write,
+    /// which tears only its own slot, the first already holds `value`.
     pub fn set(&mut self, value: u64) -> Result<()> {
-        let record = Record {
-            seq: self.seq + 1,
-            value,
+        let writes = match self.seq.checked_add(1) {
+            Some(seq) => vec![(self.next_slot, seq)],
+            None => vec![(self.next_slot, 1), (1 - self.next_slot, 2)],
         };
-        record::write_slot(&self.lock.file, self.next_slot, &record)
-            .and_then(|()| self.lock.file.sync_data())
-            .map_err(|e| Error::io("write", self.counter.lock_path(), e))?;
-        self.seq = record.seq;
-        self.next_slot = 1 - self.next_slot;
+        for &(slot, seq) in &writes {
+            record::write_slot(&self.lock.file, slot, &Record { seq, value })
+                .and_then(|()| self.lock.file.sync_data())
+                .map_err(|e| Error::io("write", self.counter.lock_path(), e))?;
+        }
+        let &(last, seq) = writes.last().expect("at least one write");
+        self.seq = seq;
+        self.next_slot = 1 - last;
         self.value = value;
         atomic::replace(self.counter.path(), format!("{value}\n").as_bytes())?;
         self.published = Some(value);
@@ -559,7 +724,7 @@ impl<'a> Lease<'a> {
             .lock
             .published
             .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(record);
+            .unwrap_or_else(|e| e.into_inner()) = Some(Record { seq, value });
         Ok(())
     }
 }

@@ -53,10 +53,12 @@ pub fn marker_path(counter_path: &Path) -> PathBuf {
 pub fn note(counter_path: &Path) {
     // O_NONBLOCK: a FIFO planted at the marker's name fails this open (ENXIO) instead of
     // stopping the lock's holder; nothing on the volume is opened in a way that can block.
+    // O_NOFOLLOW: a link there fails it too (ELOOP), rather than create or touch a file
+    // outside the volume (crate::read).
     let _ = OpenOptions::new()
         .write(true)
         .create(true)
-        .custom_flags(libc::O_NONBLOCK)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
         .open(marker_path(counter_path))
         .and_then(|marker| marker.set_modified(SystemTime::now()));
 }
