@@ -43,10 +43,6 @@ async fn a_lock_file_that_is_a_link_is_refused_and_its_target_left_byte_for_byte
         file.probe().unwrap_err().to_string(),
         a_link(file.lock_path())
     );
-    assert_eq!(
-        file.set(5).unwrap_err().to_string(),
-        a_link(file.lock_path())
-    );
     let counter = Counter::spawn(file.clone(), |_| {});
     assert_eq!(
         counter.increment().await.unwrap_err().to_string(),
@@ -54,6 +50,17 @@ async fn a_lock_file_that_is_a_link_is_refused_and_its_target_left_byte_for_byte
     );
     assert_eq!(fs::read(&target).unwrap(), PRECIOUS);
     assert!(fs::symlink_metadata(file.lock_path()).unwrap().is_symlink());
+
+    // The operator's repair moves the link aside, kept and followed by nothing, and writes a
+    // lock file of its own.
+    let moved = file.set(5).unwrap();
+    assert_eq!(moved.len(), 1);
+    assert_eq!(moved[0].from, file.lock_path());
+    assert_eq!(moved[0].kind, "a symbolic link");
+    assert!(fs::symlink_metadata(&moved[0].to).unwrap().is_symlink());
+    assert!(fs::symlink_metadata(file.lock_path()).unwrap().is_file());
+    assert_eq!(fs::read(&target).unwrap(), PRECIOUS);
+    assert_eq!(file.read().unwrap(), 5);
 }
 
 #[test]
