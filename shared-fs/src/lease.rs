@@ -302,6 +302,8 @@ pub struct Lease<'a> {
     /// Replicas of the previous release may be about ([`crate::rollout`]): every batch is
     /// published before its numbers are handed out.
     rollout: bool,
+    /// The lock file had no record when the lease began and nothing has been published since.
+    publish_first_batch: bool,
     /// When the lock was taken: how long it has been held ([`MAX_HOLD`]).
     taken: Instant,
     /// When the lock was last known held: when the `flock` call returned, then when each
@@ -320,12 +322,12 @@ impl Drop for Lease<'_> {
 /// Takes the lock on `lock`, waiting for another holder if `wait` (else `None` when it is
 /// held), and makes sure it is held on the file at the lock file's path: when `lock` is no
 /// longer that file, it is given up and the file at the path opened and locked instead (see
-/// [`LockFile`]). With whether another process held the lock.
+/// [`LockFile`]). With whether another process held the lock, and when the lock was had.
 fn lock_at_path(
     counter: &CounterFile,
     mut lock: Arc<LockFile>,
     wait: bool,
-) -> Result<Option<(Arc<LockFile>, bool)>> {
+) -> Result<Option<(Arc<LockFile>, bool, Instant)>> {
     let path = counter.lock_path();
     let mut contended = false;
     for _ in 0..REOPENS {
@@ -339,9 +341,12 @@ fn lock_at_path(
             }
             Err(TryLockError::Error(e)) => return Err(Error::io("lock", path, e)),
         }
+        // The lock is known held from here: the lease's trust clock starts now, before the
+        // path is looked up (on a network volume that lookup may stall too).
+        let locked_at = Instant::now();
         let at_path = lock.is_at_path(counter);
         if let Ok(true) = at_path {
-            return Ok(Some((lock, contended)));
+            return Ok(Some((lock, contended, locked_at)));
         }
         let _ = lock.file.unlock();
         at_path?;
@@ -383,15 +388,16 @@ impl<'a> Lease<'a> {
     /// another process held the lock when this one asked. When `lock` is no longer the file at
     /// the path, the lease is on the one that is (see [`LockFile`]): [`Lease::lock_file`].
     pub fn acquire(counter: &'a CounterFile, lock: Arc<LockFile>) -> Result<(Lease<'a>, bool)> {
-        let (lock, contended) = lock_at_path(counter, lock, true)?.expect("waited for the lock");
-        Ok((Lease::read(counter, lock)?, contended))
+        let (lock, contended, locked_at) =
+            lock_at_path(counter, lock, true)?.expect("waited for the lock");
+        Ok((Lease::read(counter, lock, locked_at)?, contended))
     }
 
     /// Takes the lock on `lock` (or on the file at the path, as [`Lease::acquire`]) only if
     /// nobody holds it.
     pub fn try_acquire(counter: &'a CounterFile, lock: Arc<LockFile>) -> Result<Option<Lease<'a>>> {
         match lock_at_path(counter, lock, false)? {
-            Some((lock, _)) => Lease::read(counter, lock).map(Some),
+            Some((lock, _, locked_at)) => Lease::read(counter, lock, locked_at).map(Some),
             None => Ok(None),
         }
     }
@@ -407,8 +413,12 @@ impl<'a> Lease<'a> {
     /// (the previous release ran on one node only); on a network filesystem the published file
     /// is read only while there is no record yet (the first start after that release), since
     /// opening it by name is what stalls there (see [`LockFile`]).
-    fn read(counter: &'a CounterFile, lock: Arc<LockFile>) -> Result<Lease<'a>> {
-        let mut lease = Lease::new(counter, lock, Record { seq: 0, value: 0 }, 0);
+    fn read(
+        counter: &'a CounterFile,
+        lock: Arc<LockFile>,
+        locked_at: Instant,
+    ) -> Result<Lease<'a>> {
+        let mut lease = Lease::new(counter, lock, Record { seq: 0, value: 0 }, 0, locked_at);
         let new = record::allocate(&lease.lock.file)
             .map_err(|e| Error::io("allocate", counter.lock_path(), e))?;
         if new {
@@ -466,12 +476,10 @@ impl<'a> Lease<'a> {
                 lease.rollout = rollout::recent(counter.path());
             }
         }
-        // No record yet: until a record exists, a number handed out is published first, so
-        // that a process finding the lock file new (deleted under this one) sees a count is
-        // published and waits for this lease to end (see [`LockFile`]).
-        if latest.record.is_none() {
-            lease.rollout = true;
-        }
+        // No record yet: the first batch is published before it is handed out, so that a
+        // process finding the lock file new (deleted under this one) sees a count is published
+        // and waits for this lease to end (see [`LockFile`]).
+        lease.publish_first_batch = latest.record.is_none();
         Ok(lease)
     }
 
@@ -479,7 +487,7 @@ impl<'a> Lease<'a> {
     /// a corrupt published file, two torn slots.
     pub fn acquire_for_repair(counter: &'a CounterFile) -> Result<Lease<'a>> {
         let lock = Arc::new(LockFile::open(counter)?);
-        let (lock, _) = lock_at_path(counter, lock, true)?.expect("waited for the lock");
+        let (lock, _, locked_at) = lock_at_path(counter, lock, true)?.expect("waited for the lock");
         // A new lock file (the first ever, or one replacing what was moved aside) gets its
         // 8 KiB and a durable name, as when a lease creates it (SPEC §3).
         if record::allocate(&lock.file)
@@ -495,7 +503,13 @@ impl<'a> Lease<'a> {
                 next_slot: 0,
             });
         let recorded = latest.record.unwrap_or(Record { seq: 0, value: 0 });
-        Ok(Lease::new(counter, lock, recorded, latest.next_slot))
+        Ok(Lease::new(
+            counter,
+            lock,
+            recorded,
+            latest.next_slot,
+            locked_at,
+        ))
     }
 
     fn new(
@@ -503,10 +517,10 @@ impl<'a> Lease<'a> {
         lock: Arc<LockFile>,
         recorded: Record,
         next_slot: usize,
+        locked_at: Instant,
     ) -> Lease<'a> {
-        // Called as soon as the `flock` call returned: the trust clock starts here, before the
-        // record and the published file are read under the lock.
-        let now = Instant::now();
+        // The trust clock starts when the `flock` call returned, before the record and the
+        // published file are read under the lock.
         Lease {
             counter,
             lock,
@@ -515,8 +529,9 @@ impl<'a> Lease<'a> {
             value: recorded.value,
             published: None,
             rollout: false,
-            taken: now,
-            known_held: now,
+            publish_first_batch: false,
+            taken: locked_at,
+            known_held: locked_at,
         }
     }
 
@@ -668,6 +683,12 @@ impl<'a> Lease<'a> {
     fn publish_for_rollout(&mut self) -> Result<()> {
         if self.rollout {
             self.publish(true, true)
+        } else if self.publish_first_batch {
+            // Only the sign that a count exists is needed (see [`Lease::read`]), not a name
+            // that survives a power cut: after one, no lease on an old lock file is under way.
+            self.publish(true, false)?;
+            self.publish_first_batch = false;
+            Ok(())
         } else {
             Ok(())
         }
