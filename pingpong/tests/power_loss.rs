@@ -15,13 +15,14 @@
 //!   the crash point can be torn (crashfs's snapshots: the recipe runs once per point, its
 //!   state is cut every way).
 //! - Every crash point, torn writes included, of an increment during a rolling update
-//!   (shared-fs `rollout`): the published file found ahead of the record, as a replica of the
-//!   previous release leaves it, by a replica that holds a record and by the first one on a
-//!   volume only the previous release wrote. Each batch is then published durably before it is
-//!   answered, so after a cut the published file, all an old replica reads, holds every
-//!   acknowledged number too. Answer before publishing and an old replica would hand an
-//!   acknowledged number out again (crash point 3 of 7 fails); publish without the directory's
-//!   fsync and crash point 7 fails.
+//!   (shared-fs `rollout`), entered three ways: the published file found ahead of the record,
+//!   as a replica of the previous release leaves it, by a replica that holds a record and by
+//!   the first one on a volume only the previous release wrote; and the marker alone. Each
+//!   batch is then published durably before it is answered, so after a cut the published
+//!   file, all an old replica reads, holds every acknowledged number too. Answer before
+//!   publishing, or ignore the marker, and an old replica would hand an acknowledged number out
+//!   again (crash point 3 of 7 fails); publish without the directory's fsync and crash point 7
+//!   fails.
 //!
 //! The recipe of one increment is one record write and one `fdatasync` of the lock file; the
 //! published file is replaced (temporary file, fsync, rename) when the lock is given back, and
