@@ -95,8 +95,8 @@ fn file_attr(a: Attr) -> FileAttr {
         size: a.size,
         blocks: a.size.div_ceil(512),
         atime: UNIX_EPOCH,
-        mtime: UNIX_EPOCH,
-        ctime: UNIX_EPOCH,
+        mtime: a.mtime,
+        ctime: a.mtime,
         crtime: UNIX_EPOCH,
         kind: file_type(a.kind),
         perm: a.perm,
@@ -154,7 +154,7 @@ impl Filesystem for Adapter {
         _gid: Option<u32>,
         size: Option<u64>,
         _atime: Option<TimeOrNow>,
-        _mtime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
         _ctime: Option<std::time::SystemTime>,
         _fh: Option<FileHandle>,
         _crtime: Option<std::time::SystemTime>,
@@ -171,6 +171,11 @@ impl Filesystem for Adapter {
             }
             if let Some(mode) = mode {
                 tree.chmod(ino.0, perm(mode, 0))?;
+            }
+            match mtime {
+                Some(TimeOrNow::SpecificTime(t)) => tree.set_mtime(ino.0, t)?,
+                Some(TimeOrNow::Now) => tree.set_mtime(ino.0, std::time::SystemTime::now())?,
+                None => {}
             }
             tree.attr(ino.0)
         })();
@@ -352,7 +357,8 @@ impl Filesystem for Adapter {
         reply: ReplyEmpty,
     ) {
         // fdatasync arrives here too, flagged (FUSE_FSYNC_FDATASYNC): the journal records which,
-        // the model treats both alike (size goes with data, no timestamps are kept).
+        // the model treats both alike for data (size goes with it); only fsync makes the
+        // modification time durable.
         self.faults.wait_while_hung();
         if self.faults.sync_fails(false) {
             return reply.error(Errno::EIO);
