@@ -208,9 +208,11 @@ pub fn binary_at(commit: &str, package: &str, binary: &str) -> std::path::PathBu
     built
 }
 
-/// The longest `pingpong_counter.txt` may trail the count once pingpong is idle (SPEC §3):
-/// tests of the published file poll for up to this long, and no longer.
-pub const PUBLISHED_WITHIN: Duration = Duration::from_millis(100);
+/// How long tests of the published file poll for it. pingpong publishes within `MAX_HOLD`
+/// plus one publication once idle (SPEC §3), but on a loaded machine a publication's fsyncs
+/// can take far longer: a test checks what is published, not how fast (speed is the
+/// benchmarks' business), so the deadline only bounds a test that would otherwise hang.
+pub const PUBLISHED_WITHIN: Duration = Duration::from_secs(10);
 
 /// The content of the published counter file at `path` once it is `expected`, polling for
 /// [`PUBLISHED_WITHIN`]; panics with what it held last if it never does.
