@@ -1,0 +1,121 @@
+//! `LISTEN_ADDRESS` (SPEC §2): the real binary listens where it is told, on IPv6 and IPv4, and by
+//! default on every address of both families; a malformed value is refused at start.
+
+mod support;
+
+use std::{
+    io::{ErrorKind, Read, Write},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream},
+    process::Command,
+    time::Duration,
+};
+
+use support::{BIN, Server, status_and_body};
+
+const V4: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+const V6: IpAddr = IpAddr::V6(Ipv6Addr::LOCALHOST);
+
+/// One GET to `ip`:`port`: the answer, or the connection's error.
+fn get_at(ip: IpAddr, port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream =
+        TcpStream::connect_timeout(&SocketAddr::new(ip, port), Duration::from_secs(20))?;
+    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    status_and_body(&response)
+}
+
+fn refused(ip: IpAddr, port: u16) -> bool {
+    get_at(ip, port, "/healthz").is_err_and(|e| e.kind() == ErrorKind::ConnectionRefused)
+}
+
+#[test]
+fn on_ipv6_loopback_only_that_address_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &[("LISTEN_ADDRESS", "::1")]);
+    assert_eq!(
+        get_at(V6, server.port, "/pingpong").unwrap(),
+        (200, "pong 0".to_owned())
+    );
+    assert!(refused(V4, server.port), "127.0.0.1 answered");
+    assert!(
+        server
+            .stderr()
+            .iter()
+            .any(|l| l.contains("pingpong listening") && l.contains("address=::1")),
+        "{:?}",
+        server.stderr()
+    );
+}
+
+#[test]
+fn on_ipv4_loopback_only_that_address_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &[("LISTEN_ADDRESS", "127.0.0.1")]);
+    assert_eq!(
+        get_at(V4, server.port, "/pingpong").unwrap(),
+        (200, "pong 0".to_owned())
+    );
+    assert!(refused(V6, server.port), "::1 answered");
+}
+
+#[test]
+fn unset_serves_ipv6_and_ipv4_on_one_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    assert_eq!(
+        get_at(V6, server.port, "/pingpong").unwrap(),
+        (200, "pong 0".to_owned())
+    );
+    assert_eq!(
+        get_at(V4, server.port, "/pingpong").unwrap(),
+        (200, "pong 1".to_owned())
+    );
+    assert!(
+        server
+            .stderr()
+            .iter()
+            .any(|l| l.contains("pingpong listening") && l.contains("address=::")),
+        "{:?}",
+        server.stderr()
+    );
+}
+
+#[test]
+fn a_malformed_address_exits_2_with_one_line() {
+    for value in ["localhost", "127.0.0.1:3000", "[127.0.0.1]"] {
+        let out = Command::new(BIN)
+            .env("LISTEN_ADDRESS", value)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{value}");
+        assert_eq!(
+            String::from_utf8(out.stderr).unwrap(),
+            format!(
+                "pingpong: invalid LISTEN_ADDRESS={value:?}: expected an IP address such as ::, 0.0.0.0, ::1 or 127.0.0.1\n"
+            )
+        );
+    }
+}
+
+#[test]
+fn an_address_this_host_does_not_have_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    // TEST-NET-1 (RFC 5737): assigned to no host.
+    let out = Command::new(BIN)
+        .env("LISTEN_ADDRESS", "192.0.2.1")
+        .env("PORT", "0")
+        .env("DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.lines().any(|l| l == "pingpong: listening on 192.0.2.1 port 0: Cannot assign requested address (os error 99)"),
+        "{stderr}"
+    );
+}
