@@ -26,6 +26,9 @@ ARG BINARIES=builder
 FROM rust:${RUST_VERSION} AS builder
 WORKDIR /src
 COPY . .
+# The commit build_info reports: .git is not copied in, so without
+# `--build-arg BUILD_COMMIT="$(git rev-parse HEAD)"` it is `unknown`.
+ARG BUILD_COMMIT=
 # crt-static links glibc statically (static-pie), so the binaries run on scratch. The target is
 # named explicitly because RUSTFLAGS then does not reach build scripts and proc macros.
 RUN target="$(rustc -vV | sed -n 's/^host: //p')" \
