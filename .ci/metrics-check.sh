@@ -14,6 +14,8 @@
 #      any problem it reports fails the step, naming the service and the problem
 #   4. each /metrics as Prometheus asks for it (OpenMetrics): the same series
 #   5. build_info names this checkout's commit (`git rev-parse HEAD`), or `unknown` outside git
+#   6. the same sources from `git archive` (no .git) build a build_info with commit `unknown`,
+#      and with the commit BUILD_COMMIT names when it is set at build time
 #
 # Ports: the first free ones from PORT_BASE (default 19700) up. Last line: `N passed, M failed`.
 set -euo pipefail
@@ -134,5 +136,38 @@ for service in pingpong log-reader log-writer; do
     pass "$service: $line"
   else
     fail "$service: expected commit $expected, got: ${line:-no build_info}"
+  fi
+done
+
+step "6. from a source archive, without .git: build_info says commit unknown, or BUILD_COMMIT"
+if ! git rev-parse HEAD >/dev/null 2>&1; then
+  pass "not a git checkout: step 5 already saw unknown"
+  exit 0
+fi
+stop_services
+mkdir -p "$work/archive"
+git archive HEAD | tar -x -C "$work/archive"
+# The checkout's target directory, where the dependencies are built already (the checkout's
+# next build of the example rebuilds it from its own sources).
+target="${CARGO_TARGET_DIR:-$repo/target}"
+for commit in "" 0123456789abcdef0123456789abcdef01234567; do
+  (cd "$work/archive" && BUILD_COMMIT="$commit" CARGO_TARGET_DIR="$target" \
+    cargo build --locked --quiet -p service-kit --example ceiling)
+  cp "$target/debug/examples/ceiling" "$work/ceiling"
+  archive_port="$(next_port)"
+  PORT="$archive_port" RUST_LOG=warn "$work/ceiling" >/dev/null 2>"$work/ceiling.log" </dev/null &
+  pids+=("$!")
+  port_of[ceiling]="$archive_port"
+  deadline=$((SECONDS + 30))
+  until line="$(curl -fsS "http://127.0.0.1:$archive_port/metrics" 2>/dev/null | grep '^build_info{')"; do
+    ((SECONDS < deadline)) || { fail "ceiling from the archive: no /metrics within 30 s"; exit 1; }
+    sleep 0.2
+  done
+  stop_services
+  expected="${commit:-unknown}"
+  if [[ "$line" == "build_info{version=\"$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml)\",commit=\"$expected\"} 1" ]]; then
+    pass "BUILD_COMMIT=${commit:-(unset)}: $line"
+  else
+    fail "BUILD_COMMIT=${commit:-(unset)}: expected commit $expected, got: $line"
   fi
 done
