@@ -6,8 +6,9 @@ mod support;
 use std::{
     io::{ErrorKind, Read, Write},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream},
-    process::Command,
-    time::Duration,
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
 };
 
 use support::{BIN, Server, status_and_body};
@@ -85,16 +86,50 @@ fn unset_serves_ipv6_and_ipv4_on_one_port() {
     );
 }
 
+/// Runs `command` to its exit, within `DEADLINE`: (status code, stderr). A binary that ignores
+/// `LISTEN_ADDRESS` would serve instead of exiting; it is killed and the test fails.
+fn exit_code_and_stderr(command: &mut Command) -> (Option<i32>, String) {
+    const DEADLINE: Duration = Duration::from_secs(20);
+    let mut child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > DEADLINE {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("still running after {DEADLINE:?}: {command:?}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (status.code(), stderr)
+}
+
 #[test]
 fn a_malformed_address_exits_2_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
     for value in ["localhost", "127.0.0.1:3000", "[127.0.0.1]"] {
-        let out = Command::new(BIN)
-            .env("LISTEN_ADDRESS", value)
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(2), "{value}");
+        let (code, stderr) = exit_code_and_stderr(
+            Command::new(BIN)
+                .env("LISTEN_ADDRESS", value)
+                .env("PORT", "0")
+                .env("DATA_DIR", dir.path()),
+        );
+        assert_eq!(code, Some(2), "{value}");
         assert_eq!(
-            String::from_utf8(out.stderr).unwrap(),
+            stderr,
             format!(
                 "pingpong: invalid LISTEN_ADDRESS={value:?}: expected an IP address such as ::, 0.0.0.0, ::1 or 127.0.0.1\n"
             )
@@ -106,16 +141,16 @@ fn a_malformed_address_exits_2_with_one_line() {
 fn an_address_this_host_does_not_have_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     // TEST-NET-1 (RFC 5737): assigned to no host.
-    let out = Command::new(BIN)
-        .env("LISTEN_ADDRESS", "192.0.2.1")
-        .env("PORT", "0")
-        .env("DATA_DIR", dir.path())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8(out.stderr).unwrap();
+    let (code, stderr) = exit_code_and_stderr(
+        Command::new(BIN)
+            .env("LISTEN_ADDRESS", "192.0.2.1")
+            .env("PORT", "0")
+            .env("DATA_DIR", dir.path()),
+    );
+    assert_eq!(code, Some(1));
     assert!(
-        stderr.lines().any(|l| l == "pingpong: listening on 192.0.2.1 port 0: Cannot assign requested address (os error 99)"),
+        stderr.lines().any(|l| l
+            == "pingpong: listening on 192.0.2.1 port 0: Cannot assign requested address (os error 99)"),
         "{stderr}"
     );
 }
