@@ -158,8 +158,8 @@ check_lines log-writer "$work/log-writer.log"
 step "4. a graceful shutdown logs no ERROR; /readyz's 503s are INFO, reason draining"
 tail -n +"$((shutdown_from + 1))" "$work/pingpong.log" >"$work/shutdown.lines"
 check_lines "pingpong's shutdown" "$work/shutdown.lines"
-if grep -q '^[^|]*|ERROR|' "$work/parsed"; then
-  fail "an ERROR during the graceful shutdown: $(grep '^[^|]*|ERROR|' "$work/parsed" | head -n 3)"
+if grep -q -e '^ERROR|' -e '^[^|]*|ERROR|' "$work/parsed"; then
+  fail "an ERROR during the graceful shutdown: $(grep -e '^ERROR|' -e '^[^|]*|ERROR|' "$work/parsed" | head -n 3)"
 else
   pass "no ERROR among $(wc -l <"$work/parsed") lines after SIGTERM"
 fi
