@@ -185,11 +185,19 @@ fn help_and_version() {
         let (status, stdout, _) = run_to_end(bin, &["--help"], &[]);
         assert_eq!((status.code(), stdout.as_str()), (Some(0), help));
     }
-    for variable in ["DATA_DIR", "LOG_INTERVAL", "RUST_LOG", "[default: 5s]"] {
+    for variable in [
+        "DATA_DIR",
+        "LOG_INTERVAL",
+        "RUST_LOG",
+        "[default: 5s]",
+        "PORT",
+        "LISTEN_ADDRESS",
+    ] {
         assert!(WRITER_HELP.contains(variable), "{variable}");
     }
     for variable in [
         "PORT",
+        "LISTEN_ADDRESS",
         "[default: 3001]",
         "SHUTDOWN_DELAY",
         "[default: 0s]",
