@@ -19,11 +19,14 @@
 # Both images are FROM scratch: one static binary each (two for log-output), no shell, no libc,
 # a numeric non-root user. Kubernetes can check `runAsNonRoot` only against a numeric UID.
 
-ARG RUST_VERSION=1.95
 # `builder` or `prebuilt`: which stage provides /out/{pingpong,log-writer,log-reader}.
 ARG BINARIES=builder
 
-FROM rust:${RUST_VERSION} AS builder
+# rust:1.95 pinned by the digest of its multi-platform index (amd64 and arm64 alike), so that a
+# rebuild of the tag upstream changes nothing here until the digest is bumped on purpose
+# (Dependabot's docker updates propose it; `FROM` stays literal so that it can). scratch is no
+# image and has no digest.
+FROM rust:1.95@sha256:a9cfb755b33f5bb872610cbdb25da61f527416b28fc9c052bbce4bef93e7799a AS builder
 WORKDIR /src
 COPY . .
 # The commit build_info reports: .git is not copied in, so without

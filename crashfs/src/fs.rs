@@ -48,6 +48,27 @@ impl Adapter {
         // A panic while holding the lock leaves the tree as consistent as any single call does.
         self.tree.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Makes `ino` durable and answers, after the delay of a slow disk if one is set
+    /// ([`crate::CrashFs::delay_syncs`]). The delayed flush is answered from a thread of its
+    /// own, so that the session goes on answering everything else meanwhile, as a disk whose
+    /// flushes are slow still serves reads from the cache. What becomes durable is what was
+    /// written when the flush is answered, as when a disk's flush completes.
+    fn sync_after_delay(&self, ino: INodeNo, datasync: bool, reply: ReplyEmpty) {
+        let delay = self.faults.sync_delay();
+        if delay.is_zero() {
+            return empty(reply, self.tree().fsync(ino.0, datasync));
+        }
+        let tree = self.tree.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(delay);
+            let synced = tree
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .fsync(ino.0, datasync);
+            empty(reply, synced);
+        });
+    }
 }
 
 fn errno(e: FsError) -> Errno {
@@ -336,7 +357,7 @@ impl Filesystem for Adapter {
         if self.faults.sync_fails(false) {
             return reply.error(Errno::EIO);
         }
-        empty(reply, self.tree().fsync(ino.0, datasync));
+        self.sync_after_delay(ino, datasync, reply);
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -388,7 +409,7 @@ impl Filesystem for Adapter {
         if self.faults.sync_fails(true) {
             return reply.error(Errno::EIO);
         }
-        empty(reply, self.tree().fsync(ino.0, datasync));
+        self.sync_after_delay(ino, datasync, reply);
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {

@@ -19,8 +19,10 @@ pingpong: GET /pingpong answers `pong N` and durably increments a counter on the
 
 USAGE:
     pingpong                     serve HTTP
-    pingpong counter get         print the count
-    pingpong counter set N       set the count (repairs a corrupt file), under the same lock
+    pingpong counter get         print the count (a read-only or full volume too)
+    pingpong counter set N       set the count (repairs a corrupt file), under the same lock;
+                                 what is not a regular file where a counter file should be
+                                 is moved aside to <name>.corrupt-<unix time> and named
     pingpong --help | --version
 
 ENVIRONMENT (unset means the default; a malformed value exits with status 2):
@@ -48,8 +50,9 @@ ENDPOINTS:
                     Only GET: HEAD and every other method are 405 and hand out nothing
     GET /pings      the current count, no increment (HEAD too, as on the routes below)
     GET /healthz    200 while the process runs
-    GET /readyz     200 when the counter is valid, below u64::MAX, the volume writable and
-                    durable writes work, else 503 + reason
+    GET /readyz     200 when the counter is valid, below u64::MAX, the volume writable,
+                    durable writes work and the counter's lock is not awaited for over
+                    1 s (another process holds it), else 503 + reason
     GET /metrics    Prometheus text
 
 FILES in DATA_DIR:

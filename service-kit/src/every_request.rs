@@ -11,8 +11,9 @@
 //!   written for them still selects them. When they are filtered out, nothing is formatted and
 //!   no span is made.
 //! - **A time limit**: a request not answered within [`REQUEST_TIMEOUT`] is answered `503` with
-//!   the reason, and the route's future is dropped (an increment still queued hands out no
-//!   number). The timer is armed only once the route has to wait, so an answer ready at once
+//!   the reason (the service's own, where it knows what the route waits for:
+//!   [`TimeoutReason`]), and the route's future is dropped (an increment still queued hands out
+//!   no number). The timer is armed only once the route has to wait, so an answer ready at once
 //!   costs no timer.
 //! - **An exact count** in `http_requests_total{route, method, status}`, and the latency in
 //!   `http_request_duration_seconds{route, method, status}` (the clock read once per answer).
@@ -31,6 +32,7 @@
 
 use std::{
     convert::Infallible,
+    fmt,
     future::Future,
     pin::Pin,
     sync::Arc,
@@ -49,7 +51,7 @@ use tower::{Layer, Service};
 use tracing::Span;
 
 use crate::{
-    http::{REQUEST_TIMEOUT, unavailable},
+    http::{REQUEST_TIMEOUT, TimeoutReason, unavailable},
     metrics::{HttpMetrics, method_label},
     shutdown::Draining,
 };
@@ -63,15 +65,32 @@ pub(crate) struct EveryRequestLayer {
 /// What every request's answer needs, behind one reference count: axum clones the layered
 /// service for every request, and each clone of an `Arc` is an atomic add on a line that both
 /// worker threads write.
-#[derive(Debug)]
 struct Shared {
     metrics: HttpMetrics,
     draining: Draining,
+    timeout_reason: TimeoutReason,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("metrics", &self.metrics)
+            .field("draining", &self.draining)
+            .finish_non_exhaustive()
+    }
 }
 
 impl EveryRequestLayer {
-    pub(crate) fn new(metrics: HttpMetrics, draining: Draining) -> Self {
-        let shared = Arc::new(Shared { metrics, draining });
+    pub(crate) fn new(
+        metrics: HttpMetrics,
+        draining: Draining,
+        timeout_reason: TimeoutReason,
+    ) -> Self {
+        let shared = Arc::new(Shared {
+            metrics,
+            draining,
+            timeout_reason,
+        });
         EveryRequestLayer { shared }
     }
 }
@@ -171,10 +190,14 @@ where
                 }
                 let deadline = this.deadline.as_mut().as_pin_mut();
                 ready!(deadline.expect("armed above").poll(cx));
-                unavailable(format!(
-                    "timed out after {}s waiting for the shared volume",
-                    REQUEST_TIMEOUT.as_secs()
-                ))
+                let route = this.labels.as_ref().and_then(|(route, _)| route.as_ref());
+                let timeout = REQUEST_TIMEOUT.as_secs();
+                match route.and_then(|route| (this.shared.timeout_reason)(route.as_str())) {
+                    Some(reason) => unavailable(format!("timed out after {timeout}s: {reason}")),
+                    None => unavailable(format!(
+                        "timed out after {timeout}s waiting for the shared volume"
+                    )),
+                }
             }
         };
         let status = response.status();

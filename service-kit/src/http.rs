@@ -63,6 +63,11 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(8);
 pub type ReadyCheck =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
 
+/// What a request was waiting for when it timed out, where the service knows better than "the
+/// shared volume": called with the route (`/pingpong`) of a request that timed out, and only
+/// then; `Some(reason)` makes the 503 say `timed out after 5s: <reason>`.
+pub type TimeoutReason = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 /// Adds the shared endpoints, and puts every route and fallback behind one layer
 /// (`every_request`): one log line per request, the [`REQUEST_TIMEOUT`], the count in
 /// `http_requests_total`, and, once `draining` has started, `Connection: close` on every answer.
@@ -70,11 +75,17 @@ pub type ReadyCheck =
 /// Methods, deliberately: the read-only routes answer `GET` and `HEAD` (monitors and link
 /// checkers send HEAD); a route that changes state is built with [`get_only`]; everything else
 /// is `405` with an `Allow` header, and an unknown path is `404`, each with a `text/plain` reason.
-pub fn finish(
+pub fn finish(app: Router, registry: Registry, draining: Draining, ready: ReadyCheck) -> Router {
+    finish_explaining_timeouts(app, registry, draining, ready, Arc::new(|_| None))
+}
+
+/// [`finish`], with the service's own reason for a request that timed out ([`TimeoutReason`]).
+pub fn finish_explaining_timeouts(
     app: Router,
     mut registry: Registry,
     draining: Draining,
     ready: ReadyCheck,
+    timeout_reason: TimeoutReason,
 ) -> Router {
     let http_metrics = HttpMetrics::register(&mut registry);
     metrics::register_process_metrics(&mut registry);
@@ -95,7 +106,11 @@ pub fn finish(
         .method_not_allowed_fallback(|| async {
             (StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         })
-        .layer(EveryRequestLayer::new(http_metrics, draining))
+        .layer(EveryRequestLayer::new(
+            http_metrics,
+            draining,
+            timeout_reason,
+        ))
 }
 
 /// A route that changes state (`/pingpong`): only `GET` runs `handler`. axum's `get` also runs

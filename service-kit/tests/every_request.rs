@@ -162,6 +162,37 @@ async fn a_request_that_takes_too_long_is_503_with_its_reason_after_exactly_the_
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_request_that_times_out_says_what_its_route_waited_for_where_the_service_knows() {
+    let routes = Router::new()
+        .route("/pingpong", get(std::future::pending::<&'static str>))
+        .route("/stuck", get(std::future::pending::<&'static str>));
+    let reason: http::TimeoutReason = Arc::new(|route| {
+        (route == "/pingpong").then(|| "waiting 5 s for the counter's lock".to_owned())
+    });
+    let app = http::finish_explaining_timeouts(
+        routes,
+        Registry::default(),
+        Draining::default(),
+        ready(),
+        reason,
+    );
+
+    let started = tokio::time::Instant::now();
+    let answer = call(&app, Method::GET, "/pingpong").await;
+    assert_eq!(started.elapsed(), REQUEST_TIMEOUT);
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        answer.body,
+        "timed out after 5s: waiting 5 s for the counter's lock\n"
+    );
+    let answer = call(&app, Method::GET, "/stuck").await;
+    assert_eq!(
+        answer.body,
+        "timed out after 5s waiting for the shared volume\n"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn every_answer_is_counted_by_route_method_and_status() {
     let app = app(Draining::default());
     for (method, path, status) in [

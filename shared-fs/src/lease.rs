@@ -19,9 +19,17 @@
 //! its lock given to another client while it still believes it holds it. Filesystems that fence
 //! make every later write through the old descriptor fail (NFSv4 after its lease expires,
 //! CephFS once it blocklists the client, GlusterFS with `client.strict-locks`). Where they do
-//! not, the lease distrusts itself: a durable write that took longer than [`TRUST`], or a lease
-//! left unused for longer than that, may have outlived the lock; its numbers are not handed
-//! out, nothing is published from it, and the lock is taken again.
+//! not, the lease distrusts itself once the lock was last *known* held more than [`TRUST`]
+//! ago: when the `flock` call returned, then when each durable write under it was answered.
+//! Everything in between counts, not the write alone: reading the record and the published file
+//! when the lease is taken, a pause of the process, the time between two batches. A write
+//! answered past that may have outlived the lock: its numbers are not handed out, nothing is
+//! published from the lease, and the lock is taken again. A write that would start past it is
+//! not made, so it uses no number.
+//!
+//! A local filesystem's lock cannot expire while its holder lives, so there a lease is never
+//! distrusted: a slow disk (an HDD, a cloud disk out of burst credits, writeback contention)
+//! makes slow answers, not errors.
 
 use std::{
     fs::{File, OpenOptions, TryLockError},
@@ -32,7 +40,7 @@ use std::{
 
 use crate::{
     atomic, caches,
-    counter::{CounterFile, read_counter},
+    counter::{self, CounterFile, read_counter},
     error::{Error, Result},
     read::open_regular,
     record::{self, Record},
@@ -44,10 +52,62 @@ use crate::{
 /// count by at most this much while the process is busy.
 pub const MAX_HOLD: Duration = Duration::from_millis(20);
 
-/// The longest a durable write, or a pause between two uses of the lease, may take before the
-/// lease is not trusted any more. Far below the lock timeouts of the network filesystems (tens
-/// of seconds), far above a healthy `fdatasync` (a millisecond).
+/// On a filesystem several nodes share, how long after the lock was last known held (see the
+/// module docs) a lease is still trusted: a durable write answered later hands nothing out.
+/// Far below the lock timeouts of the network filesystems (tens of seconds), far above a
+/// healthy `fdatasync` (a millisecond). Not applied to a local filesystem.
 pub const TRUST: Duration = Duration::from_secs(2);
+
+/// How long ago `known_held` was at `now`, if that is too long for a lease to be trusted: past
+/// [`TRUST`] on a volume several nodes share, never on a local one, whose lock cannot expire
+/// while its holder lives.
+fn distrusted_since(local: bool, known_held: Instant, now: Instant) -> Option<Duration> {
+    let since = now.saturating_duration_since(known_held);
+    (!local && since > TRUST).then_some(since)
+}
+
+/// Whether a lease of this counter is waiting for the lock, and since when: another process
+/// holds it (a replica stuck or frozen with it, a paused `counter set`) or the volume does not
+/// answer the `flock` (a hung NFS server). Readiness reports a long wait; see
+/// [`crate::CounterFile::lock_wait`].
+#[derive(Debug, Default)]
+pub struct LockWait(Mutex<Waiting>);
+
+#[derive(Debug, Default)]
+struct Waiting {
+    waiters: usize,
+    /// When the first of the current waiters began.
+    since: Option<Instant>,
+}
+
+impl LockWait {
+    /// How long the lock has been waited for, if it is now.
+    pub fn waited(&self) -> Option<Duration> {
+        let waiting = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        waiting.since.map(|since| since.elapsed())
+    }
+
+    /// Counts a waiter until the guard is dropped.
+    fn begin(&self) -> WaitingGuard<'_> {
+        let mut waiting = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        waiting.waiters += 1;
+        waiting.since.get_or_insert_with(Instant::now);
+        WaitingGuard(self)
+    }
+}
+
+/// One waiter of a [`LockWait`], until dropped (the `flock` call returned, whatever it said).
+struct WaitingGuard<'a>(&'a LockWait);
+
+impl Drop for WaitingGuard<'_> {
+    fn drop(&mut self) {
+        let mut waiting = self.0.0.lock().unwrap_or_else(|e| e.into_inner());
+        waiting.waiters -= 1;
+        if waiting.waiters == 0 {
+            waiting.since = None;
+        }
+    }
+}
 
 /// The lock file, opened once and kept open for many leases: opening a file by name costs a
 /// lookup, and on CephFS an open by name in a directory another mount reads in waited up to
@@ -64,10 +124,12 @@ pub struct LockFile {
     /// `O_DIRECT`, where the filesystem is not local and takes it.
     direct: Option<File>,
     local: bool,
-    /// The count this process last published under this lock file: where the published file
-    /// is not read under the lock (a network filesystem), a lease that would publish the same
-    /// count again skips it.
-    published: Mutex<Option<u64>>,
+    /// The record whose count this process last published under this lock file: where the
+    /// published file is not read under the lock (a network filesystem), a lease that finds
+    /// the same record (the same sequence number: nobody wrote one since) skips publishing it
+    /// again. Never a floor for the count: a record written since, by an operator's `set`
+    /// too, may be lower.
+    published: Mutex<Option<Record>>,
 }
 
 impl LockFile {
@@ -157,9 +219,12 @@ pub struct Lease<'a> {
     /// Replicas of the previous release may be about ([`crate::rollout`]): every batch is
     /// published before its numbers are handed out.
     rollout: bool,
-    /// When the lock was taken, and when the lease was last used successfully.
+    /// When the lock was taken: how long it has been held ([`MAX_HOLD`]).
     taken: Instant,
-    used: Instant,
+    /// When the lock was last known held: when the `flock` call returned, then when each
+    /// durable write was answered in time. The lease is trusted for [`TRUST`] from here on a
+    /// network filesystem (see the module docs).
+    known_held: Instant,
 }
 
 impl Drop for Lease<'_> {
@@ -175,8 +240,8 @@ pub enum Advance {
     /// Durable: the numbers `first .. first + n` are the caller's to hand out.
     Durable { first: u64 },
     /// Not durable, and no number may be handed out. `skipped` are numbers that may have
-    /// become visible anyway (the record was written, its `fdatasync` failed, or the write
-    /// took so long the lease is not trusted): they are never handed out, so they are skipped.
+    /// become visible anyway (the record was written, its `fdatasync` failed, or it was
+    /// answered too late to trust the lease): they are never handed out, so they are skipped.
     Failed {
         error: Error,
         skipped: Option<Range<u64>>,
@@ -184,12 +249,14 @@ pub enum Advance {
 }
 
 impl<'a> Lease<'a> {
-    /// Takes the lock on `lock`, waiting for other holders, and reads the count. `contended`
-    /// tells whether another process held the lock when this one asked.
+    /// Takes the lock on `lock`, waiting for other holders (meanwhile
+    /// [`CounterFile::lock_wait`] says so), and reads the count. `contended` tells whether
+    /// another process held the lock when this one asked.
     pub fn acquire(counter: &'a CounterFile, lock: Arc<LockFile>) -> Result<(Lease<'a>, bool)> {
         let contended = match lock.file.try_lock() {
             Ok(()) => false,
             Err(TryLockError::WouldBlock) => {
+                let _waiting = counter.lock_wait().begin();
                 lock.file
                     .lock()
                     .map_err(|e| Error::io("lock", counter.lock_path(), e))?;
@@ -231,18 +298,22 @@ impl<'a> Lease<'a> {
                 path: counter.lock_path().to_owned(),
             })?;
         let recorded = latest.record.unwrap_or(Record { seq: 0, value: 0 });
-        lease.published = if lease.lock.local || latest.record.is_none() {
-            Some(read_counter(counter.path())?)
-        } else {
-            *lease
+        let (value, published) = counter::starting_count(
+            counter.path(),
+            latest.record.map(|r| r.value),
+            lease.lock.local,
+        )?;
+        lease.published = published.or_else(|| {
+            let last = *lease
                 .lock
                 .published
                 .lock()
-                .unwrap_or_else(|e| e.into_inner())
-        };
+                .unwrap_or_else(|e| e.into_inner());
+            (last == latest.record).then_some(recorded.value)
+        });
         lease.seq = recorded.seq;
         lease.next_slot = latest.next_slot;
-        lease.value = recorded.value.max(lease.published.unwrap_or(0));
+        lease.value = value;
         if lease.lock.local {
             // Ahead of the record: written by someone who does not know it (crate::rollout).
             if lease.published.unwrap_or(0) > recorded.value {
@@ -262,6 +333,13 @@ impl<'a> Lease<'a> {
         lock.file
             .lock()
             .map_err(|e| Error::io("lock", counter.lock_path(), e))?;
+        // A new lock file (the first ever, or one replacing what was moved aside) gets its
+        // 8 KiB and a durable name, as when a lease creates it (SPEC §3).
+        if record::allocate(&lock.file)
+            .map_err(|e| Error::io("allocate", counter.lock_path(), e))?
+        {
+            atomic::sync_dir(atomic::parent_dir(counter.lock_path()))?;
+        }
         let latest = lock
             .read_slots(counter)?
             .latest()
@@ -279,6 +357,8 @@ impl<'a> Lease<'a> {
         recorded: Record,
         next_slot: usize,
     ) -> Lease<'a> {
+        // Called as soon as the `flock` call returned: the trust clock starts here, before the
+        // record and the published file are read under the lock.
         let now = Instant::now();
         Lease {
             counter,
@@ -289,7 +369,7 @@ impl<'a> Lease<'a> {
             published: None,
             rollout: false,
             taken: now,
-            used: now,
+            known_held: now,
         }
     }
 
@@ -303,10 +383,28 @@ impl<'a> Lease<'a> {
         self.taken.elapsed()
     }
 
-    /// Whether the lease has gone unused for longer than [`TRUST`]: the lock may have been
-    /// given away meanwhile (see the module docs); take it again rather than use it.
+    /// Whether the lock was last known held too long ago for the lease to be trusted: it may
+    /// have been given away meanwhile (see the module docs); take it again rather than use it.
+    /// Never on a local filesystem.
     pub fn stale(&self) -> bool {
-        self.used.elapsed() > TRUST
+        self.distrusted().is_some()
+    }
+
+    /// How long ago the lock was last known held, if too long to trust the lease now.
+    fn distrusted(&self) -> Option<Duration> {
+        distrusted_since(self.lock.local, self.known_held, Instant::now())
+    }
+
+    /// The error of a lease distrusted `since` after the lock was last known held.
+    fn distrust(&self, since: Duration) -> Error {
+        tracing::warn!(
+            path = %self.counter.lock_path().display(),
+            ?since,
+            "the counter's lock was last known held too long ago: it may have expired, so nothing is handed out from this lease"
+        );
+        Error::LeaseDistrusted {
+            path: self.counter.lock_path().to_owned(),
+        }
     }
 
     /// Makes `n` more increments durable: one record write and one `fdatasync`.
@@ -322,11 +420,18 @@ impl<'a> Lease<'a> {
                 skipped: None,
             };
         };
+        // Whatever came since the lock was last known held counts (taking the lease, a pause
+        // before this batch), not the write alone; nothing is written yet, so nothing is used.
+        if let Some(since) = self.distrusted() {
+            return Advance::Failed {
+                error: self.distrust(since),
+                skipped: None,
+            };
+        }
         let record = Record {
             seq: self.seq + 1,
             value: next,
         };
-        let started = Instant::now();
         if let Err(e) = record::write_slot(&self.lock.file, self.next_slot, &record) {
             return Advance::Failed {
                 error: Error::io("write", self.counter.lock_path(), e),
@@ -338,23 +443,25 @@ impl<'a> Lease<'a> {
         self.seq = record.seq;
         self.value = next;
         let synced = self.lock.file.sync_data();
-        let took = started.elapsed();
+        let answered = Instant::now();
         let error = match synced {
-            Ok(()) if took <= TRUST => {
-                self.next_slot = 1 - self.next_slot;
-                self.used = Instant::now();
-                // During a rollout, an old replica must find these numbers used even if this
-                // process dies before it gives the lock back.
-                match self.publish_for_rollout() {
-                    Ok(()) => return Advance::Durable { first },
-                    Err(error) => error,
-                }
-            }
-            Ok(()) => Error::LeaseDistrusted {
-                path: self.counter.lock_path().to_owned(),
-                took,
-            },
             Err(e) => Error::io("fdatasync", self.counter.lock_path(), e),
+            Ok(()) => match distrusted_since(self.lock.local, self.known_held, answered) {
+                Some(since) => self.distrust(since),
+                None => {
+                    // Answered while the lock was still trusted: the lock was held then.
+                    self.known_held = answered;
+                    self.next_slot = 1 - self.next_slot;
+                    // During a rollout, an old replica must find these numbers used even if
+                    // this process dies before it gives the lock back; then checked once more,
+                    // right before the numbers are handed out.
+                    match self.publish_for_rollout().map(|()| self.distrusted()) {
+                        Ok(None) => return Advance::Durable { first },
+                        Ok(Some(since)) => self.distrust(since),
+                        Err(error) => error,
+                    }
+                }
+            },
         };
         Advance::Failed {
             error,
@@ -390,7 +497,10 @@ impl<'a> Lease<'a> {
             .lock
             .published
             .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(self.value);
+            .unwrap_or_else(|e| e.into_inner()) = Some(Record {
+            seq: self.seq,
+            value: self.value,
+        });
         Ok(())
     }
 
@@ -406,10 +516,15 @@ impl<'a> Lease<'a> {
         }
     }
 
-    /// Start-up's and `counter get`'s reconciliation: the published file read (whatever the
-    /// volume: once, not per lease) and brought up to the count, durably.
+    /// Start-up's and `counter get`'s reconciliation: the published file brought up to the
+    /// count, durably. Read whatever the volume, so that a corrupt one is reported and left for
+    /// the operator; but on a network volume with a record it does not count (SPEC §3
+    /// "Readers"): one found ahead is written over with the count, as the next lease would.
     pub fn reconcile(&mut self) -> Result<()> {
-        self.publish(true, true)
+        if !self.lock.local {
+            self.published = Some(read_counter(self.counter.path())?);
+        }
+        self.publish(self.lock.local, true)
     }
 
     /// Gives the lock back, publishing first (see the module docs); a lease that is not
@@ -440,6 +555,96 @@ impl<'a> Lease<'a> {
         self.value = value;
         atomic::replace(self.counter.path(), format!("{value}\n").as_bytes())?;
         self.published = Some(value);
+        *self
+            .lock
+            .published
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(record);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+impl Lease<'_> {
+    /// As if this process had stalled for `by` since it last knew the lock held: descheduled,
+    /// frozen, or waiting on a volume that did not answer.
+    fn stall(&mut self, by: Duration) {
+        let past = |at: Instant| {
+            at.checked_sub(by)
+                .expect("the clock is older than the stall")
+        };
+        self.taken = past(self.taken);
+        self.known_held = past(self.known_held);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::caches::VolumeKind;
+
+    fn counter(dir: &tempfile::TempDir, kind: VolumeKind) -> CounterFile {
+        CounterFile::in_dir(dir.path()).with_volume_kind(kind)
+    }
+
+    #[test]
+    fn the_trust_window_runs_from_the_moment_the_lock_was_last_known_held() {
+        let held = Instant::now();
+        let distrusted = |local, after| distrusted_since(local, held, held + after);
+        assert_eq!(distrusted(false, TRUST), None);
+        let past = TRUST + Duration::from_millis(1);
+        assert_eq!(distrusted(false, past), Some(past));
+        assert_eq!(distrusted(true, past), None);
+        assert_eq!(distrusted(true, Duration::from_secs(3600)), None);
+    }
+
+    #[test]
+    fn on_a_network_volume_a_stall_past_the_trust_window_before_a_write_uses_no_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let counter = counter(&dir, VolumeKind::Network);
+        let mut lease = counter.lock().unwrap();
+        // Between taking the lock (or the last write) and this write: nothing was written, so
+        // nothing is skipped either.
+        lease.stall(TRUST + Duration::from_millis(1));
+        match lease.advance(3) {
+            Advance::Failed {
+                error: Error::LeaseDistrusted { .. },
+                skipped: None,
+            } => {}
+            other => panic!("expected the lease distrusted before writing, got {other:?}"),
+        }
+        drop(lease);
+        assert_eq!(counter.read_record().unwrap(), None);
+        let mut again = counter.lock().unwrap();
+        assert!(matches!(again.advance(1), Advance::Durable { first: 0 }));
+    }
+
+    #[test]
+    fn on_a_network_volume_a_stall_within_the_trust_window_is_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let counter = counter(&dir, VolumeKind::Network);
+        let mut lease = counter.lock().unwrap();
+        // Small, so that a loaded machine's own pauses before the writes below stay within it.
+        lease.stall(Duration::from_millis(100));
+        assert!(!lease.stale());
+        assert!(matches!(lease.advance(2), Advance::Durable { first: 0 }));
+        assert!(matches!(lease.advance(1), Advance::Durable { first: 2 }));
+    }
+
+    #[test]
+    fn a_local_lock_cannot_expire_so_a_stall_distrusts_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let counter = counter(&dir, VolumeKind::Local);
+        let mut lease = counter.lock().unwrap();
+        lease.stall(TRUST * 5);
+        assert!(!lease.stale());
+        assert!(matches!(lease.advance(2), Advance::Durable { first: 0 }));
+        lease.stall(TRUST * 5);
+        lease.release().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(counter.path()).unwrap(),
+            "2\n",
+            "published when the lock is given back"
+        );
     }
 }
