@@ -45,7 +45,7 @@ use std::{
 use axum::{
     extract::{MatchedPath, Request},
     http::{HeaderValue, StatusCode, header},
-    response::Response,
+    response::{IntoResponse, Response},
 };
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
@@ -53,10 +53,27 @@ use tower::{Layer, Service};
 use tracing::Span;
 
 use crate::{
-    http::{REQUEST_TIMEOUT, TimeoutReason, unavailable},
     metrics::{HttpMetrics, method_label},
     shutdown::Draining,
 };
+
+/// Longest a request may take before it is answered `503`. A durable write is milliseconds; a
+/// request still waiting after this is stuck on a volume that does not answer.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a request was waiting for when it timed out, where the service knows better than "the
+/// shared volume": called with the route (`/pingpong`) of a request that timed out, and only
+/// then; `Some(reason)` makes the 503 say `timed out after 5s: <reason>`.
+pub type TimeoutReason = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// `503 text/plain` with `reason`: every 503 says why (SPEC §4).
+pub fn unavailable(reason: impl Into<String>) -> Response {
+    let mut reason = reason.into();
+    if !reason.ends_with('\n') {
+        reason.push('\n');
+    }
+    (StatusCode::SERVICE_UNAVAILABLE, reason).into_response()
+}
 
 /// The layer [`crate::http::finish`] puts around every route and fallback.
 #[derive(Debug, Clone)]
