@@ -1,4 +1,4 @@
-//! A bounded, non-blocking writer of lines (issue 15 item 5): whoever produces a line never
+//! A bounded, non-blocking writer of lines: whoever produces a line never
 //! waits for the sink. Lines go into a queue of at most a fixed number of lines; one dedicated
 //! thread drains it into the sink (stderr for the logs, stdout for log-writer's entries).
 //!

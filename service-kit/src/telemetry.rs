@@ -3,7 +3,7 @@
 //! `text` (the default) for people, `json` ([`json`]) for log collectors. A malformed variable is
 //! a configuration error, not a silently ignored one.
 //!
-//! Logging never holds up serving (issue 15 item 5): events are formatted on the thread that
+//! Logging never holds up serving: events are formatted on the thread that
 //! emits them and handed to one [`LineQueue`] drained into stderr by a dedicated thread. When
 //! stderr stalls (a pipe nobody reads, a log collector that is down, Ctrl-S in a terminal)
 //! lines are dropped and counted in [`dropped_lines`], which both HTTP services export as
