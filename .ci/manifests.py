@@ -207,7 +207,7 @@ def selftest():
     cases = [
         ("the public routes, Exact", check_ingress([ingress(good)]), []),
         (
-            "the Ingress before issue 15 (Prefix: every path under / public)",
+            "an Ingress with Prefix routes (every path under / public)",
             check_ingress([ingress([("/pingpong", "Prefix", "pingpong"), ("/", "Prefix", "log-output")])]),
             [
                 "routes /pingpong Prefix -> pingpong:http, which is not one of the public routes",

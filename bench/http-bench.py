@@ -21,7 +21,7 @@ turn (the order rotates from run to run), so a noisy neighbour hurts all of them
 run also times 1000 bare `pwrite` + `fdatasync` of a 32-byte record in the data directory.
 
 Prints one Markdown table (medians over runs; ratios are medians of the per-run ratios, i.e.
-measured side by side) and the targets of issue 17, met or not. Writes every measurement to a
+measured side by side) and the release's throughput targets, met or not. Writes every measurement to a
 data file (default bench/data/http-<UTC stamp>.json), which bench/plots.py and --report read.
 Needs wrk (Debian package; installed with apt-get if missing when run as root).
 """
@@ -322,7 +322,7 @@ def print_table(record):
 
 
 def targets(record):
-    """Issue 17's targets: (target, figure, met) for those the record has the data for."""
+    """The release's throughput targets: (target, figure, met) for those the record has the data for."""
     cell = cells(record)
 
     def at(c):

@@ -13,7 +13,7 @@ replica A alone, one over A and B. In every run, wrk (-t2) measures in turn:
   2 replicas HAProxy over A and B
 and /metrics of both replicas before and after gives, for each measurement, the durable writes
 (pingpong_batch_size_count), the mean batch (increments per durable write) and the mean
-durable-write time. Prints medians and issue 17's target (two replicas at least 1.0x one),
+durable-write time. Prints medians and the release's target (two replicas at least 1.0x one),
 and writes every measurement to a data file (default bench/data/replicas-<UTC stamp>.json),
 which bench/plots.py and --report read. Needs wrk and haproxy (Debian packages; installed if
 missing when run as root). The data directory is a temp dir under BENCH_DIR (default: the

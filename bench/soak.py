@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Soak under attack (issue 10): pingpong at 64 connections for 10 minutes while a background of
+"""Soak under attack: pingpong at 64 connections for 10 minutes while a background of
 idle and slowloris connections tries to hold every slot.
 
     python3 bench/soak.py [--minutes 10] [--connections 64] [--idle 600] [--slow 50]

@@ -52,8 +52,8 @@ pub enum Model {
 /// What of the files' data survives a cut.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Data {
-    /// Only what a sync made durable: every pending change is lost whole. The model before torn
-    /// writes, and still the harshest one for a recipe that replaces a file.
+    /// Only what a sync made durable: every pending change is lost whole. The harshest model for
+    /// a recipe that replaces a file.
     Synced,
     /// Each pending change torn one way, drawn from this seed (the same seed and the same
     /// pending changes give the same tears).
@@ -65,7 +65,7 @@ pub enum Data {
 }
 
 /// What a power cut keeps: the names of [`Model`] and the data of [`Data`]. A bare [`Model`]
-/// is a cut with [`Data::Synced`], as before torn writes.
+/// is a cut with [`Data::Synced`]: every change not yet synced is lost whole.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cut {
     pub names: Model,

@@ -1,5 +1,5 @@
-//! What log-writer and log-reader write to stderr (issue 18, SPEC §2 `LOG_FORMAT`), and what a
-//! stdout nobody reads does to log-writer (issue 15 item 5).
+//! What log-writer and log-reader write to stderr (SPEC §2 `LOG_FORMAT`), and what a stdout
+//! nobody reads does to log-writer: it costs printed entries, never a tick.
 //!
 //! - `LOG_FORMAT=json`: every stderr line is one JSON object with `timestamp`, `level`,
 //!   `message`, the request span's `method` and `route`, and the event's own fields (`status`

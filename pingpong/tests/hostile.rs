@@ -1,4 +1,4 @@
-//! Hostile clients against a real pingpong on loopback (issue 10): a flood of idle connections
+//! Hostile clients against a real pingpong on loopback (SPEC §4's limits): a flood of idle connections
 //! above the connection bound (and above a container's 1024 open files), a slowloris, oversized
 //! heads and bodies, a process out of descriptors. Each proves that everyone else is still served, that the server closes
 //! what it must within the header timeout, and that its descriptors return to their baseline.
@@ -22,7 +22,7 @@ use service_kit::connections::{
 };
 use support::{Server, pong_number, status_and_body, try_get};
 
-/// The open-file limit podman gives a container (ENGINE.md), and the issue's flood size.
+/// The open-file limit podman gives a container (ENGINE.md), and a flood past it.
 const CONTAINER_NOFILE: u64 = 1024;
 const FLOOD: usize = 1143;
 /// Scheduling slack on top of the header timeout on a loaded machine.

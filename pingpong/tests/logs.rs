@@ -1,5 +1,5 @@
-//! What pingpong writes to stderr, and that writing it never holds up serving (issue 15 item 5,
-//! issue 18, SPEC §2 `LOG_FORMAT`).
+//! What pingpong writes to stderr, and that writing it never holds up serving (SPEC §2
+//! `LOG_FORMAT`).
 //!
 //! - A stderr that nobody reads (a stalled log collector, `| less`, Ctrl-S) costs log lines,
 //!   never answers: they are dropped, counted in `log_lines_dropped_total`, and one line says

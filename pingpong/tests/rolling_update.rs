@@ -1,4 +1,4 @@
-//! A rolling update from the previous release (issue 17): replicas of the release before the
+//! A rolling update from the previous release: replicas of the release before the
 //! durable record, which know only the rename recipe on `pingpong_counter.txt` and read it under
 //! the lock, and replicas of this one increment one volume at the same time, under load. No
 //! number is handed out twice, none is lost, and a reader of the published file, like one of

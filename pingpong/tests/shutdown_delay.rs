@@ -1,4 +1,4 @@
-//! `SHUTDOWN_DELAY` on a real pingpong process (SPEC §2, §6, issue 8): after SIGTERM `/readyz`
+//! `SHUTDOWN_DELAY` on a real pingpong process (SPEC §2, §6): after SIGTERM `/readyz`
 //! answers 503 at once while `/pingpong` keeps answering on new connections for the delay; then
 //! the listener closes, and the process exits 0 with every answered number on disk.
 

@@ -1,4 +1,4 @@
-//! The accept loop and the life of every connection (issue 10, SPEC §6): what keeps one client,
+//! The accept loop and the life of every connection (SPEC §6): what keeps one client,
 //! or a thousand idle or slow ones, from taking the service away from everyone else.
 //!
 //! Promises:
@@ -32,6 +32,9 @@
 //! - **Shutdown**: when `stop` resolves the listener is closed (new connections are refused),
 //!   every connection is asked to finish its request in flight and close; [`serve`] returns
 //!   once all are gone.
+//!
+//! Hand-written because hyper and hyper-util bound no connections and evict none, which a
+//! flood of idle clients needs (BENCHMARKS.md, "Under attack").
 
 use std::{
     collections::HashMap,
@@ -338,8 +341,8 @@ async fn serve_connection(stream: TcpStream, app: Router, http: &http1::Builder,
 /// as an evicted one is (an idle one at once, a half-sent head after [`EVICTION_GRACE`]).
 ///
 /// Why not hyper's `header_read_timeout`: it arms a timer for every request head and drops it
-/// when the head is complete (an allocation, and a timer wheel insertion and removal: about
-/// 1 100 instructions per request). Here the deadline follows [`Conn::waiting_since`], which
+/// when the head is complete (an allocation, and a timer wheel insertion and removal, on every
+/// request: BENCHMARKS.md, "What the stack costs per request"). Here the deadline follows [`Conn::waiting_since`], which
 /// the end of every answer already records, and the one timer is moved only when it expires.
 async fn header_timeout(conn: &Conn) {
     let timeout = u64::try_from(HEADER_READ_TIMEOUT.as_millis()).unwrap_or(u64::MAX);

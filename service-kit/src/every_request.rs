@@ -6,10 +6,9 @@
 //! - **One log line at INFO** (`finished processing request` with `status` and `latency_us`, as
 //!   numbers, so that in JSON they are numbers) in a `request{method, route}` span, and a second
 //!   one at ERROR (`response failed`, with `classification` and `latency_us`) for a 5xx;
-//!   `started processing request` at DEBUG. These are the lines, with the same targets, that
-//!   tower-http's `TraceLayer` and its callbacks in `http.rs` wrote before, so a `RUST_LOG`
-//!   written for them still selects them. When they are filtered out, nothing is formatted and
-//!   no span is made.
+//!   `started processing request` at DEBUG, all with the target `service_kit::http`, which a
+//!   `RUST_LOG` such as `service_kit::http=debug` selects. When they are filtered out, nothing
+//!   is formatted and no span is made.
 //! - **A time limit**: a request not answered within [`REQUEST_TIMEOUT`] is answered `503` with
 //!   the reason (the service's own, where it knows what the route waits for:
 //!   [`TimeoutReason`]), and the route's future is dropped (an increment still queued hands out
@@ -22,15 +21,8 @@
 //! - **`Connection: close` from SIGTERM on**: a load balancer's pooled connections end cleanly
 //!   during the shutdown delay instead of being cut by the drain while it may still reuse them.
 //!
-//! Why one hand-written layer rather than `TraceLayer`, two `middleware::from_fn` and a
-//! `map_response`: each layer added with `Router::layer` wraps every route in another boxed
-//! service that is cloned for every request, and `from_fn` boxes its future and its `Next` as
-//! well. Those four cost 38 heap allocations per request and took the ceiling example from
-//! about 12 000 to 26 500 instructions per request. This layer allocates nothing itself; its
-//! one level costs two allocations (axum's clone of the service and its boxed future) and
-//! about 1 200 instructions in all (BENCHMARKS.md, "What the stack costs per request"). The
-//! latency histogram costs a clock read and two relaxed atomic adds: the ceiling example went
-//! from 10 863 to 11 045 instructions per request with it (`bench/stack-cost.py instructions`).
+//! Hand-written because tower-http's `TraceLayer` and `from_fn` layers each box and clone a
+//! service per request, which doubled the stack's cost (BENCHMARKS.md, "What the stack costs").
 
 use std::{
     convert::Infallible,
@@ -45,7 +37,7 @@ use std::{
 use axum::{
     extract::{MatchedPath, Request},
     http::{HeaderValue, StatusCode, header},
-    response::Response,
+    response::{IntoResponse, Response},
 };
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
@@ -53,10 +45,27 @@ use tower::{Layer, Service};
 use tracing::Span;
 
 use crate::{
-    http::{REQUEST_TIMEOUT, TimeoutReason, unavailable},
     metrics::{HttpMetrics, method_label},
     shutdown::Draining,
 };
+
+/// Longest a request may take before it is answered `503`. A durable write is milliseconds; a
+/// request still waiting after this is stuck on a volume that does not answer.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a request was waiting for when it timed out, where the service knows better than "the
+/// shared volume": called with the route (`/pingpong`) of a request that timed out, and only
+/// then; `Some(reason)` makes the 503 say `timed out after 5s: <reason>`.
+pub type TimeoutReason = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// `503 text/plain` with `reason`: every 503 says why (SPEC §4).
+pub fn unavailable(reason: impl Into<String>) -> Response {
+    let mut reason = reason.into();
+    if !reason.ends_with('\n') {
+        reason.push('\n');
+    }
+    (StatusCode::SERVICE_UNAVAILABLE, reason).into_response()
+}
 
 /// The layer [`crate::http::finish`] puts around every route and fallback.
 #[derive(Debug, Clone)]
@@ -140,7 +149,7 @@ where
         );
         let inner = {
             let _entered = span.enter();
-            tracing::debug!(target: "tower_http::trace::on_request", "started processing request");
+            tracing::debug!(target: "service_kit::http", "started processing request");
             self.inner.call(request)
         };
         Answer {
@@ -225,7 +234,7 @@ where
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Expected503(pub &'static str);
 
-/// The answer's lines (target `service_kit::http`, where `TraceLayer`'s callbacks wrote them).
+/// The answer's lines, in the request's span.
 fn log_answer(status: StatusCode, latency: Duration, expected: Option<Expected503>) {
     if let Some(Expected503(reason)) = expected {
         tracing::info!(

@@ -24,6 +24,10 @@ use tokio::{
     sync::Notify,
 };
 
+// The request's time limit and the 503 it ends in belong to the layer that enforces them;
+// they are part of this module's interface, where the services look for them.
+pub use crate::every_request::{REQUEST_TIMEOUT, TimeoutReason, unavailable};
+
 use crate::{
     config::ListenAddress,
     connections,
@@ -52,21 +56,12 @@ LIMITS (fixed; see the README, Configuration and Under attack):
     };
 }
 
-/// Longest a request may take before it is answered `503`. A durable write is milliseconds; a
-/// request still waiting after this is stuck on a volume that does not answer.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// Longest the drain may take after SIGTERM: SPEC §6 promises exit within 10 s.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(8);
 
 /// The service's own readiness check: `Err(reason)` makes `/readyz` answer 503 with it.
 pub type ReadyCheck =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
-
-/// What a request was waiting for when it timed out, where the service knows better than "the
-/// shared volume": called with the route (`/pingpong`) of a request that timed out, and only
-/// then; `Some(reason)` makes the 503 say `timed out after 5s: <reason>`.
-pub type TimeoutReason = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 /// Adds the shared endpoints, and puts every route and fallback behind one layer
 /// (`every_request`): one log line per request, the [`REQUEST_TIMEOUT`], the count in
@@ -132,15 +127,6 @@ async fn only_get() -> Response {
         "method not allowed: only GET changes the count\n",
     )
         .into_response()
-}
-
-/// `503 text/plain` with `reason`: every 503 says why (SPEC §4).
-pub fn unavailable(reason: impl Into<String>) -> Response {
-    let mut reason = reason.into();
-    if !reason.ends_with('\n') {
-        reason.push('\n');
-    }
-    (StatusCode::SERVICE_UNAVAILABLE, reason).into_response()
 }
 
 async fn readyz(draining: Draining, ready: SingleFlight<Result<(), String>>) -> Response {

@@ -3,12 +3,16 @@
 //! `text` (the default) for people, `json` ([`json`]) for log collectors. A malformed variable is
 //! a configuration error, not a silently ignored one.
 //!
-//! Logging never holds up serving (issue 15 item 5): events are formatted on the thread that
-//! emits them and handed to one [`LineQueue`] drained into stderr by a dedicated thread. When
-//! stderr stalls (a pipe nobody reads, a log collector that is down, Ctrl-S in a terminal)
-//! lines are dropped and counted in [`dropped_lines`], which both HTTP services export as
-//! `log_lines_dropped_total`; once stderr takes writes again one line says how many are missing.
-//! An event the filter leaves out costs no formatting and no allocation, as before.
+//! Logging never holds up serving: events are formatted on the thread that emits them and handed
+//! to one [`LineQueue`] drained into stderr by a dedicated thread. When stderr stalls (a pipe
+//! nobody reads, a log collector that is down, Ctrl-S in a terminal) lines are dropped and
+//! counted in [`dropped_lines`], which both HTTP services export as `log_lines_dropped_total`;
+//! once stderr takes writes again one line says how many are missing. An event the filter leaves
+//! out costs no formatting and no allocation.
+//!
+//! tracing-subscriber's `EnvFilter` and `fmt` layer do the filtering and the text format; the
+//! queue ([`crate::nonblocking`]) and the JSON format ([`json`]) are hand-written, each module
+//! saying why.
 
 pub mod json;
 

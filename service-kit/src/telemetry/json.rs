@@ -8,13 +8,18 @@
 //! `timestamp` (RFC 3339, UTC), `level` and `message` come first and are always there; then
 //! the same time and level under the names log pipelines take them from without configuration:
 //! `severity` (Google Cloud Logging: `DEBUG`, `INFO`, `WARNING`, `ERROR`), `@timestamp` and
-//! `log.level` (Elastic Common Schema); then the event's own fields; then, if the event happened inside a span, `span` (the innermost span's
-//! name) and the fields of every span it is in, outermost first. Integers, floats and booleans
-//! are JSON numbers and booleans; everything else is a string.
+//! `log.level` (Elastic Common Schema); then the event's own fields; then, if the event happened
+//! inside a span, `span` (the innermost span's name) and the fields of every span it is in,
+//! outermost first. Integers, floats and booleans are JSON numbers and booleans; everything else
+//! is a string.
 //!
 //! Span fields are rendered once, when the span is created or recorded, as a JSON fragment
 //! (`"method":"GET","route":"/pingpong"`) kept with the span, so an event inside it only copies
 //! them: no parsing and no allocation per event beyond the line itself.
+//!
+//! Hand-written because tracing-subscriber's JSON formatter can add neither `severity`,
+//! `@timestamp` and `log.level` nor the span's fields beside its name, which the tests and
+//! `.ci/log-json-check.sh` read.
 
 use std::fmt::{self, Write as _};
 
