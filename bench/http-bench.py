@@ -6,12 +6,12 @@
 
 Builds the release binaries (CARGO_TARGET_DIR honoured; --bin-dir to use others) and starts,
 all at once on loopback with RUST_LOG=warn (no per-request log line, the same for every one):
-  bare           service-kit/examples/bare.rs: axum::serve answering a constant, nothing else
-  ceiling        service-kit/examples/ceiling.rs: service-kit's whole stack, a constant answer
+  bare           yardsticks/examples/bare.rs: axum::serve answering a constant, nothing else
+  ceiling        yardsticks/examples/ceiling.rs: service-kit's whole stack, a constant answer
   pingpong       the service: durable increments through group commit
-  one-write      pingpong/examples/one_write_per_request.rs: one locked durable write a request
-  careless       pingpong/examples/careless.rs: count in memory, file rewritten, no fsync, no lock
-  durable-floor  pingpong/examples/durable_floor.rs: one pwrite + fdatasync a request, measured
+  one-write      yardsticks/examples/one_write_per_request.rs: one locked durable write a request
+  careless       yardsticks/examples/careless.rs: count in memory, file rewritten, no fsync, no lock
+  durable-floor  yardsticks/examples/durable_floor.rs: one pwrite + fdatasync a request, measured
                  at 1 connection only (the least a durable answer can cost)
   reader         log-reader serving output.log (log-writer running, LOG_INTERVAL=1s)
 Every server but reader has a data directory of its own (reader and log-writer share
@@ -63,9 +63,8 @@ WRK_FIELDS = ("rps", "p50_ms", "p99_ms", "requests", "errors")
 
 
 def build_servers():
-    build("-p", "pingpong", "-p", "log-output", "--bins", "--example", "one_write_per_request",
-          "--example", "careless", "--example", "durable_floor")
-    build("-p", "service-kit", "--example", "ceiling", "--example", "bare")
+    build("-p", "pingpong", "-p", "log-output", "--bins")
+    build("-p", "yardsticks", "--examples")
 
 
 def reset_peak_rss(proc):

@@ -5,7 +5,7 @@
     python3 bench/stack-cost.py side-by-side [--rounds 5] [--seconds 5] [--connections 64]
                                              [NAME=BINARY ...]
 
-Without NAME=BINARY arguments, builds the service-kit examples `bare` (axum::serve, nothing else)
+Without NAME=BINARY arguments, builds the yardsticks examples `bare` (axum::serve, nothing else)
 and `ceiling` (service-kit's whole stack) in release and measures those two. Every server runs
 with RUST_LOG=warn on a free loopback port and answers GET /pingpong with `pong 0`.
 
@@ -46,7 +46,7 @@ REQUEST = b"GET /pingpong HTTP/1.1\r\nHost: bench\r\n\r\n"
 def servers(specs):
     if specs:
         return [tuple(spec.split("=", 1)) for spec in specs]
-    build("-p", "service-kit", "--example", "bare", "--example", "ceiling")
+    build("-p", "yardsticks", "--example", "bare", "--example", "ceiling")
     examples = os.path.join(release_dir(), "examples")
     return [("bare", os.path.join(examples, "bare")),
             ("ceiling", os.path.join(examples, "ceiling"))]

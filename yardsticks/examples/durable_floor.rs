@@ -18,7 +18,8 @@ use std::{
 };
 
 use axum::{Router, extract::State, http::StatusCode, routing::get};
-use service_kit::{config, http, telemetry};
+use service_kit::{config, telemetry};
+use yardsticks::serve_for_bench;
 use tokio::sync::oneshot;
 
 /// The size of the record: what a counter record with a sequence number and a checksum needs,
@@ -90,5 +91,5 @@ async fn main() -> std::io::Result<()> {
     let routes = Router::new()
         .route("/pingpong", get(pingpong))
         .with_state(writer);
-    http::serve_for_bench(routes, port).await
+    serve_for_bench(routes, port).await
 }

@@ -4,7 +4,8 @@
 //! work. Used by `bench/http-bench.py`; `PORT` as the services (default 3999).
 
 use axum::{Router, routing::get};
-use service_kit::{config, http, telemetry};
+use service_kit::{config, telemetry};
+use yardsticks::serve_for_bench;
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
@@ -14,5 +15,5 @@ async fn main() -> std::io::Result<()> {
     let routes = Router::new()
         .route("/pingpong", get(|| async { "pong 0" }))
         .route("/", get(|| async { "pong 0" }));
-    http::serve_for_bench(routes, port).await
+    serve_for_bench(routes, port).await
 }

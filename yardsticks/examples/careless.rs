@@ -20,7 +20,8 @@ use std::{
 };
 
 use axum::{Router, extract::State, routing::get};
-use service_kit::{config, http, telemetry};
+use service_kit::{config, telemetry};
+use yardsticks::serve_for_bench;
 
 #[derive(Clone)]
 struct Careless {
@@ -56,5 +57,5 @@ async fn main() -> std::io::Result<()> {
     let routes = Router::new()
         .route("/pingpong", get(pingpong))
         .with_state(state);
-    http::serve_for_bench(routes, port).await
+    serve_for_bench(routes, port).await
 }

@@ -4,7 +4,8 @@
 //! group commit buys. `PORT` (default 3998) and `DATA_DIR` as pingpong.
 
 use axum::{Router, extract::State, http::StatusCode, routing::get};
-use service_kit::{config, http, telemetry};
+use service_kit::{config, telemetry};
+use yardsticks::serve_for_bench;
 use shared_fs::CounterFile;
 
 async fn pingpong(State(file): State<CounterFile>) -> Result<String, (StatusCode, String)> {
@@ -25,5 +26,5 @@ async fn main() -> std::io::Result<()> {
     let routes = Router::new()
         .route("/pingpong", get(pingpong))
         .with_state(CounterFile::in_dir(&data_dir));
-    http::serve_for_bench(routes, port).await
+    serve_for_bench(routes, port).await
 }

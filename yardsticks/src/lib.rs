@@ -1,0 +1,31 @@
+//! The benchmarks' reference servers, each an example of this crate (`cargo build --release -p
+//! yardsticks --examples`), so that `cargo build --workspace` and the images never build them:
+//!
+//! - `bare`: axum alone answering a constant, the yardstick of the ceiling;
+//! - `ceiling`: service-kit's whole stack answering a constant;
+//! - `careless`: what the public versions of this exercise do (count in memory, no fsync, no
+//!   lock): it loses data;
+//! - `durable_floor`: one in-place record write and `fdatasync` per request;
+//! - `one_write_per_request`: pingpong without group commit.
+//!
+//! All but `bare` serve through [`serve_for_bench`], so that they differ from the services only
+//! in what their handlers do. `bench/http-bench.py` and `bench/stack-cost.py` build and start
+//! them; BENCHMARKS.md says what each measures.
+
+use std::{io, sync::Arc, time::Duration};
+
+use axum::Router;
+use prometheus_client::registry::Registry;
+use service_kit::{
+    http::{ReadyCheck, bind, finish, serve},
+    shutdown::Draining,
+};
+
+/// Serves `routes` through the whole stack ([`finish`], [`serve`]) on `port`, always ready,
+/// with no shutdown delay.
+pub async fn serve_for_bench(routes: Router, port: u16) -> io::Result<()> {
+    let draining = Draining::default();
+    let ready: ReadyCheck = Arc::new(|| Box::pin(async { Ok(()) }));
+    let app = finish(routes, Registry::default(), draining.clone(), ready);
+    serve(bind(port).await?, app, draining, Duration::ZERO).await
+}
