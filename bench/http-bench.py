@@ -26,7 +26,6 @@ data file (default bench/data/http-<UTC stamp>.json), which bench/plots.py and -
 Needs wrk (Debian package; installed with apt-get if missing when run as root).
 """
 
-import json
 import os
 import platform
 import re
@@ -38,8 +37,8 @@ import sys
 import tempfile
 import time
 
-from lib import (ROOT, arguments, build, cpu_seconds, data_file, ensure, free_port,
-                 load_average, record_arguments, record_header, release_dir, save, start,
+from lib import (arguments, build, cpu_seconds, ensure, free_port, load_average,
+                 record_arguments, record_header, release_dir, reported, save, start,
                  wait_ready, wrk)
 
 SWEEP = [1, 4, 16, 64, 256]
@@ -270,6 +269,11 @@ def print_targets(record):
         print(f"| {target} | {figure} | {'met' if met else '**not met**'} |")
 
 
+def report(record):
+    print_table(record)
+    print_targets(record)
+
+
 def main():
     parser = arguments(__doc__, runs=5)
     parser.add_argument("--connections", default="1,64",
@@ -282,11 +286,7 @@ def main():
     record_arguments(parser, "http")
     args = parser.parse_args()
 
-    if args.report:
-        with open(args.report) as f:
-            record = json.load(f)
-        print_table(record)
-        print_targets(record)
+    if reported(args, report):
         return
 
     args.servers = args.servers.split(",")
@@ -298,12 +298,7 @@ def main():
     if not args.no_build and not args.bin_dir:
         build_servers()
     record = measure(args, connection_counts, args.bin_dir or release_dir())
-    out = args.out or data_file("http", record["date"])
-    save(record, out)
-    print_table(record)
-    print_targets(record)
-    print()
-    print(f"data: {os.path.relpath(out, ROOT)}")
+    save(record, args.out, report)
 
 
 if __name__ == "__main__":

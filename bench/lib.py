@@ -40,6 +40,15 @@ def record_arguments(parser, kind):
                         help="print the tables of a recorded data file; measure nothing")
 
 
+def reported(args, report):
+    """With --report FILE: prints REPORT of that recorded data file and says so."""
+    if not args.report:
+        return False
+    with open(args.report) as f:
+        report(json.load(f))
+    return True
+
+
 # --- tools and builds ----------------------------------------------------------------------
 
 
@@ -188,9 +197,14 @@ def data_file(kind, date):
     return os.path.join(DATA, f"{kind}-" + date.replace(":", "").replace("-", "") + ".json")
 
 
-def save(record, out):
-    """Writes RECORD to OUT as the data files are written (indented, a final newline)."""
+def save(record, out, report):
+    """Writes RECORD to OUT (by default bench/data/<its bench>-<its date>.json) as the data files
+    are written (indented, a final newline), then prints its REPORT and where the data went."""
+    out = out or data_file(record["bench"], record["date"])
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w") as f:
         json.dump(record, f, indent=1)
         f.write("\n")
+    report(record)
+    print()
+    print(f"data: {os.path.relpath(out, ROOT)}")

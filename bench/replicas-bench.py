@@ -20,7 +20,6 @@ missing when run as root). The data directory is a temp dir under BENCH_DIR (def
 system temp dir).
 """
 
-import json
 import os
 import re
 import shutil
@@ -31,8 +30,9 @@ import sys
 import tempfile
 import time
 
-from lib import (ROOT, arguments, build, data_file, ensure, free_port, get, load_average,
-                 record_arguments, record_header, release_dir, save, start, wait_ready, wrk)
+from lib import (arguments, build, ensure, free_port, get, load_average,
+                 record_arguments, record_header, release_dir, reported, save, start,
+                 wait_ready, wrk)
 
 
 def haproxy_config(frontend, servers, stats):
@@ -103,9 +103,7 @@ def main():
     parser.add_argument("--bin-dir", default=release_dir())
     record_arguments(parser, "replicas")
     args = parser.parse_args()
-    if args.report:
-        with open(args.report) as f:
-            print_report(json.load(f))
+    if reported(args, print_report):
         return
 
     ensure("wrk")
@@ -172,11 +170,7 @@ def main():
         for proc in procs:
             proc.wait(timeout=20)
         shutil.rmtree(data, ignore_errors=True)
-    out = args.out or data_file("replicas", record["date"])
-    save(record, out)
-    print_report(record)
-    print()
-    print(f"data: {os.path.relpath(out, ROOT)}")
+    save(record, args.out, print_report)
 
 
 if __name__ == "__main__":
