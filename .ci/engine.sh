@@ -7,12 +7,12 @@
 #   2. validate the rendered manifests/, storage/, the podman overlays and deploy/rwx/ for
 #      Kubernetes 1.31 and 1.37: any output fails
 #   3. check that `kubectl apply -k manifests` and `-f manifests` would create the same objects;
-#      .ci/manifests.py: the Ingress routes only `/` and `/pingpong` (Exact), every pod carries
+#      checks/manifests.py: the Ingress routes only `/` and `/pingpong` (Exact), every pod carries
 #      prometheus.io annotations for the port its server listens on (manifests/, deploy/rwx/)
-#   4. shellcheck every *.sh in the repository and the k3d stubs; .ci/portable-shell-test.sh (the
-#      guard's rules, then every script marked as macOS-portable); .ci/k3d-scripts-test.sh
-#      (deploy/ on stubs); .ci/workflow-check.sh (actionlint and shellcheck on the GitHub
-#      workflow); .ci/dashboard-check.sh (the Grafana dashboard queries only metrics that live
+#   4. shellcheck every *.sh in the repository and the k3d stubs; checks/portable-shell-test.sh (the
+#      guard's rules, then every script marked as macOS-portable); checks/k3d-scripts-test.sh
+#      (deploy/ on stubs); checks/workflow-check.sh (actionlint and shellcheck on the GitHub
+#      workflow); checks/dashboard-check.sh (the Grafana dashboard queries only metrics that live
 #      pingpong and log-reader processes expose, and a real Prometheus scraping them through the
 #      annotations evaluates each of its queries)
 #   5. build both images offline (deploy/build-images.sh): at most 10 MB, numeric non-root user,
@@ -201,12 +201,12 @@ expect_ok() {
     fail "$name: $(printf '%s\n' "$output" | tr '\n' '|')"
   fi
 }
-expect_ok ".ci/manifests.py selftest: each check refuses what it must" python3 .ci/manifests.py selftest
+expect_ok "checks/manifests.py selftest: each check refuses what it must" python3 checks/manifests.py selftest
 for dir in manifests deploy/rwx; do
   expect_ok "$dir: the Ingress routes exactly / and /pingpong (Exact), nothing else" \
-    python3 .ci/manifests.py check-ingress "$dir"
+    python3 checks/manifests.py check-ingress "$dir"
   expect_ok "$dir: every pod carries prometheus.io annotations for its server's port" \
-    python3 .ci/manifests.py check-scrape "$dir"
+    python3 checks/manifests.py check-scrape "$dir"
 done
 
 # --- 4 -----------------------------------------------------------------------------------------
@@ -223,7 +223,7 @@ fi
 # Scripts marked as running on macOS use no bash-4-only construct and no GNU-only option; the
 # guard's self-test first proves that each of its rules still fires.
 check_log="$(mktemp)"
-for check in .ci/portable-shell-test.sh .ci/k3d-scripts-test.sh .ci/workflow-check.sh .ci/dashboard-check.sh; do
+for check in checks/portable-shell-test.sh checks/k3d-scripts-test.sh checks/workflow-check.sh checks/dashboard-check.sh; do
   status=0
   "$check" >"$check_log" 2>&1 || status=$?
   grep -v '^  ok ' "$check_log" || true

@@ -1,6 +1,6 @@
 # shellcheck shell=bash
-# What the CI's own shell tests share (sourced by .ci/portable-shell-test.sh and
-# .ci/k3d-scripts-test.sh): a scratch directory `work`, removed at exit; `step`, `pass`,
+# What the CI's own shell tests share (sourced by checks/portable-shell-test.sh and
+# checks/k3d-scripts-test.sh): a scratch directory `work`, removed at exit; `step`, `pass`,
 # `fail`; and at exit the closing `N passed, M failed` line, with a non-zero status if anything
 # failed or the script aborted.
 

@@ -3,7 +3,7 @@
 # --engine k3d, diagnostics on failure), the same commands, against a cluster played by local
 # processes: stub docker, k3d and kubectl from this folder (see each for what it models), and
 # HAProxy in Traefik's place. What the stub does comes from the manifests, rendered once by
-# .ci/manifests.py facts: HAProxy routes exactly the Ingress's paths, as Traefik does (Exact ->
+# checks/manifests.py facts: HAProxy routes exactly the Ingress's paths, as Traefik does (Exact ->
 # Path, the whole path; Prefix -> PathPrefix, a string prefix; longer rules first; anything else
 # answers Traefik's `404 page not found`), and sends a path only to the Ready pods of its service
 # (health checks on /readyz stand in for endpoint updates); the replicas, the
@@ -70,8 +70,8 @@ free_port() {
 echo "==> k3d stub 1. the cluster, from the rendered manifests"
 command -v haproxy >/dev/null || { echo "haproxy is not installed (apt-get install haproxy)" >&2; exit 1; }
 {
-  python3 "$repo/.ci/manifests.py" facts "$repo/manifests"
-  python3 "$repo/.ci/manifests.py" facts "$repo/storage"
+  python3 "$repo/checks/manifests.py" facts "$repo/manifests"
+  python3 "$repo/checks/manifests.py" facts "$repo/storage"
 } >"$stub_dir/facts"
 sed 's/^/    /' "$stub_dir/facts"
 host_port="$(free_port)"

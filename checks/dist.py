@@ -2,24 +2,24 @@
 """What other people's clusters and an open-source user need, checked (by .ci/dist-check.sh).
 Runs with the checkout's .venv python (PyYAML comes with kubernetes-validate).
 
-    .ci/dist.py release         .github/workflows/release.yml pushes, for each Dockerfile target
+    checks/dist.py release         .github/workflows/release.yml pushes, for each Dockerfile target
                                 that deploy/published names, ghcr.io/<repository>/<target>:<version>
                                 for linux/amd64 and linux/arm64 with provenance mode=max, an SBOM
                                 and a keyless cosign signature; every action pinned by commit
-    .ci/dist.py podmonitor DIR  the PodMonitors of deploy/monitoring scrape every pod of DIR's
+    checks/dist.py podmonitor DIR  the PodMonitors of deploy/monitoring scrape every pod of DIR's
                                 Deployments at the port and path of its prometheus.io annotations,
                                 and carry kube-prometheus-stack's `release` label
-    .ci/dist.py workflow        the ci workflow's msrv job builds with Cargo.toml's rust-version and
+    checks/dist.py workflow        the ci workflow's msrv job builds with Cargo.toml's rust-version and
                                 its deny job runs `cargo deny --locked check` (advisories included)
-    .ci/dist.py msrv            every crate in the Linux build graph (Cargo.lock) declares a
+    checks/dist.py msrv            every crate in the Linux build graph (Cargo.lock) declares a
                                 rust-version no newer than the workspace's, so the GitHub msrv job
                                 is not the first to find out (clippy's incompatible_msrv, on in
                                 CI's -D warnings, covers the workspace's own use of std)
-    .ci/dist.py dependabot      .github/dependabot.yml covers cargo, pip, npm, github-actions and
+    checks/dist.py dependabot      .github/dependabot.yml covers cargo, pip, npm, github-actions and
                                 docker, each in a directory that holds what that ecosystem reads
-    .ci/dist.py license         LICENSE is the MIT license of "The pingpong authors", as
+    checks/dist.py license         LICENSE is the MIT license of "The pingpong authors", as
                                 Cargo.toml and the images' label say
-    .ci/dist.py selftest        each check refuses what it must
+    checks/dist.py selftest        each check refuses what it must
 
 Each prints one line per problem and exits 1 if there is any.
 """

@@ -1,16 +1,16 @@
 #!/usr/bin/env python3
 """The metric names a Grafana dashboard queries, against what the services expose. Python's
-standard library only; .ci/dashboard-check.sh feeds it live /metrics.
+standard library only; checks/dashboard-check.sh feeds it live /metrics.
 
-    .ci/dashboard.py check DASHBOARD.json EXPOSITION...   exit 1 and list, one line, every name
+    checks/dashboard.py check DASHBOARD.json EXPOSITION...   exit 1 and list, one line, every name
                                                           the dashboard queries that no
                                                           exposition offers
-    .ci/dashboard.py names DASHBOARD.json                 the names it queries, one a line
-    .ci/dashboard.py evaluate DASHBOARD.json URL EXPOSITION...
+    checks/dashboard.py names DASHBOARD.json                 the names it queries, one a line
+    checks/dashboard.py evaluate DASHBOARD.json URL EXPOSITION...
                                                           every panel query in the Prometheus at
                                                           URL: valid PromQL, and data for each
                                                           query whose metrics are all exposed
-    .ci/dashboard.py selftest                             the extraction and matching rules
+    checks/dashboard.py selftest                             the extraction and matching rules
 
 A name is offered when an exposition has a sample of that name, or a `# TYPE` line whose family
 has it as a series: a counter `x` offers `x_total` (and `x_created`), a histogram `x` offers
