@@ -28,6 +28,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from selftest import expect
+
 SERIES_OF = {
     "counter": ("_total", "_created"),
     "histogram": ("_bucket", "_sum", "_count", "_created"),
@@ -213,14 +215,7 @@ def selftest():
                   "gone_seconds_bucket", "gone_seconds_sum", "pingpong_batch_size_sum"}, offered(EXPOSITION)),
          ["gone_seconds", "http_requests", "log_lines_dropped_total", "pingpong_increments"]),
     ]
-    failed = 0
-    for what, got, want in cases:
-        if got == want:
-            print(f"  ok     selftest: {what}")
-        else:
-            failed += 1
-            print(f"  FAILED selftest: {what}: got {got}, expected {want}")
-    return failed
+    return expect(cases)
 
 
 def main(argv):

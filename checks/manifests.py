@@ -20,6 +20,8 @@ import os
 import subprocess
 import sys
 
+from selftest import expect
+
 # The whole public surface: (path, pathType, service, service port). Everything else, probes and
 # /metrics included, is reached at the pods.
 ALLOWED_ROUTES = {
@@ -247,14 +249,7 @@ def selftest():
             ["d: prometheus.io/port is '3000', which is not the containerPort and PORT of exactly one container"],
         ),
     ]
-    failed = 0
-    for what, got, want in cases:
-        if got == want:
-            print(f"  ok     selftest: {what}")
-        else:
-            failed += 1
-            print(f"  FAILED selftest: {what}: got {got}, expected {want}")
-    return failed
+    return expect(cases)
 
 
 def main(argv):
