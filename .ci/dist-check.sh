@@ -36,16 +36,6 @@ export DEBIAN_FRONTEND=noninteractive
 readonly VALIDATE_VERSIONS=(1.31 1.37)
 started=$SECONDS
 
-# expect_ok NAME COMMAND...: passes when COMMAND exits 0, else fails with its output.
-expect_ok() {
-  local name="$1" output
-  shift
-  if output="$("$@" 2>&1)"; then
-    pass "$name"
-  else
-    fail "$name: $(printf '%s\n' "$output" | tr '\n' '|')"
-  fi
-}
 # expect_refused NAME PATTERN COMMAND...: passes when COMMAND fails and says PATTERN.
 expect_refused() {
   local name="$1" pattern="$2" output
@@ -96,14 +86,7 @@ if published="$(kubectl kustomize deploy/published 2>&1)"; then
 else
   fail "kubectl kustomize deploy/published: $published"
 fi
-for version in "${VALIDATE_VERSIONS[@]}"; do
-  if output="$(.venv/bin/kubernetes-validate --strict -k "$version" --quiet - <<<"$published" 2>&1)" &&
-    [[ -z "$output" ]]; then
-    pass "deploy/published valid for Kubernetes $version"
-  else
-    fail "deploy/published for Kubernetes $version: ${output:-non-zero exit}"
-  fi
-done
+validate deploy/published <<<"$published"
 expect_ok "release.yml pushes, for amd64 and arm64 with provenance, SBOM and signature, what deploy/published names" \
   "$py" checks/dist.py release
 # The guard on a copy whose overlay names a real-looking repository (the checkout's may still

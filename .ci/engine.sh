@@ -36,11 +36,11 @@ readonly claim=shared-files-claim
 export CONTAINERS_CONF="$PWD/deploy/podman/containers.conf"
 export DEBIAN_FRONTEND=noninteractive
 
-passed=0
-failed=0
+# shellcheck source=.ci/test-report.sh
+. .ci/test-report.sh
+# shellcheck disable=SC2034 # read by on_exit (test-report.sh)
+report_label=engine
 step() { printf '\n==== engine %s\n' "$*"; }
-pass() { passed=$((passed + 1)); printf '  ok     %s\n' "$*"; }
-fail() { failed=$((failed + 1)); printf '  FAILED %s\n' "$*"; }
 
 # Adds a test-persistent.sh run's closing `N passed, M failed` to the totals.
 count_run() {
@@ -81,13 +81,8 @@ cleanup() {
       fi
     done
   fi
-  if ((status != 0 && failed == 0)); then
-    failed=$((failed + 1))
-    echo "  FAILED aborted (exit status $status)"
-  fi
-  echo
-  echo "engine: $passed passed, $failed failed"
-  ((failed == 0)) || exit 1
+  (exit "$status")
+  on_exit
   exit 0
 }
 trap cleanup EXIT
@@ -145,20 +140,6 @@ done
 # --- 2 -----------------------------------------------------------------------------------------
 
 step "2. kubernetes-validate --strict on manifests/ and storage/"
-# validate NAME: the YAML on stdin must validate for every version with no output at all
-# (unknown apiVersions are only warnings).
-validate() {
-  local name="$1" input output version
-  input="$(cat)"
-  for version in "${VALIDATE_VERSIONS[@]}"; do
-    if output="$(.venv/bin/kubernetes-validate --strict -k "$version" --quiet - <<<"$input" 2>&1)" &&
-      [[ -z "$output" ]]; then
-      pass "$name valid for Kubernetes $version"
-    else
-      fail "$name for Kubernetes $version: ${output:-non-zero exit}"
-    fi
-  done
-}
 kubectl kustomize manifests | validate "kubectl kustomize manifests"
 for file in storage/*.yaml; do
   validate "$file" < "./$file"
@@ -191,16 +172,6 @@ if ! kubectl kustomize manifests | grep -q 'imagePullPolicy: Always' &&
 else
   fail "imagePullPolicy must be IfNotPresent for all three containers"
 fi
-# expect_ok NAME COMMAND...: passes when COMMAND exits 0, else fails with its output.
-expect_ok() {
-  local name="$1" output
-  shift
-  if output="$("$@" 2>&1)"; then
-    pass "$name"
-  else
-    fail "$name: $(printf '%s\n' "$output" | tr '\n' '|')"
-  fi
-}
 expect_ok "checks/manifests.py selftest: each check refuses what it must" python3 checks/manifests.py selftest
 for dir in manifests deploy/rwx; do
   expect_ok "$dir: the Ingress routes exactly / and /pingpong (Exact), nothing else" \
