@@ -19,8 +19,8 @@ use std::{
 
 use axum::{Router, extract::State, http::StatusCode, routing::get};
 use service_kit::{config, telemetry};
-use yardsticks::serve_for_bench;
 use tokio::sync::oneshot;
+use yardsticks::serve_for_bench;
 
 /// The size of the record: what a counter record with a sequence number and a checksum needs,
 /// within one sector.

@@ -5,8 +5,8 @@
 
 use axum::{Router, extract::State, http::StatusCode, routing::get};
 use service_kit::{config, telemetry};
-use yardsticks::serve_for_bench;
 use shared_fs::CounterFile;
+use yardsticks::serve_for_bench;
 
 async fn pingpong(State(file): State<CounterFile>) -> Result<String, (StatusCode, String)> {
     tokio::task::spawn_blocking(move || file.add(1))
