@@ -12,14 +12,32 @@
 //! in what their handlers do. `bench/http-bench.py` and `bench/stack-cost.py` build and start
 //! them; BENCHMARKS.md says what each measures.
 
-use std::{io, sync::Arc, time::Duration};
+use std::{io, path::PathBuf, sync::Arc, time::Duration};
 
 use axum::Router;
 use prometheus_client::registry::Registry;
 use service_kit::{
+    config,
     http::{ReadyCheck, bind, finish, serve},
     shutdown::Draining,
+    telemetry,
 };
+
+/// What every reference server but `bare` does first: logging set up as the services do
+/// (`RUST_LOG`), and its `PORT`, `default_port` when unset.
+pub fn start(default_port: u16) -> io::Result<u16> {
+    let lookup = config::process_env;
+    let port = config::port(&lookup, default_port).map_err(io::Error::other)?;
+    telemetry::init(telemetry::filter(&lookup).map_err(io::Error::other)?);
+    Ok(port)
+}
+
+/// `DATA_DIR` as pingpong reads it, created if missing: for the servers that write.
+pub fn data_dir() -> io::Result<PathBuf> {
+    let data_dir = config::data_dir(&config::process_env);
+    std::fs::create_dir_all(&data_dir)?;
+    Ok(data_dir)
+}
 
 /// Serves `routes` through the whole stack ([`finish`], [`serve`]) on `port`, always ready,
 /// with no shutdown delay.
