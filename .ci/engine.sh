@@ -42,16 +42,6 @@ export DEBIAN_FRONTEND=noninteractive
 report_label=engine
 step() { printf '\n==== engine %s\n' "$*"; }
 
-# Adds a test-persistent.sh run's closing `N passed, M failed` to the totals.
-count_run() {
-  local line="$1" name="$2"
-  if [[ "$line" =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
-    passed=$((passed + BASH_REMATCH[1]))
-    failed=$((failed + BASH_REMATCH[2]))
-  else
-    fail "$name: no closing 'N passed, M failed' line"
-  fi
-}
 
 # --- cleanup: only what this run created --------------------------------------------------------
 
@@ -198,7 +188,7 @@ for check in checks/portable-shell-test.sh checks/k3d-scripts-test.sh checks/wor
   status=0
   "$check" >"$check_log" 2>&1 || status=$?
   grep -v '^  ok ' "$check_log" || true
-  count_run "$(tail -n 1 "$check_log")" "$check"
+  count_run "$(tail -n 1 "$check_log")" "$check: no closing 'N passed, M failed' line"
   ((status == 0)) || echo "  ($check exited $status)"
 done
 rm -f "$check_log"
@@ -247,7 +237,7 @@ run_persistent() {
   local name="$1" status=0
   shift
   "$@" 2>&1 | tee "$run_log" || status=$?
-  count_run "$(tail -n 1 "$run_log")" "$name"
+  count_run "$(tail -n 1 "$run_log")" "$name: no closing 'N passed, M failed' line"
   ((status == 0)) || echo "  ($name exited $status)"
 }
 

@@ -1,9 +1,9 @@
 # shellcheck shell=bash
 # What the CI's own shell tests share (sourced by .ci/engine.sh, .ci/dist-check.sh, .ci/rwx.sh,
-# the shell checks in checks/ and test/node-local-locks.sh): a scratch directory `work`,
-# removed at exit; `step`, `pass`, `fail`, `expect_ok` and `validate`; and at exit the closing
-# `N passed, M failed` line (after `$report_label: ` when the script sets one), with a non-zero
-# status if anything failed or the script aborted.
+# the shell checks in checks/, test/node-local-locks.sh and test/k3d-stub/run.sh): a scratch
+# directory `work`, removed at exit; `step`, `pass`, `fail`, `count_run`, `expect_ok` and
+# `validate`; and at exit the closing `N passed, M failed` line (after `$report_label: ` when
+# the script sets one), with a non-zero status if anything failed or the script aborted.
 
 work="$(mktemp -d)"
 readonly work
@@ -13,6 +13,17 @@ failed=0
 step() { printf '\n==> %s\n' "$*"; }
 pass() { passed=$((passed + 1)); printf '  ok     %s\n' "$*"; }
 fail() { failed=$((failed + 1)); printf '  FAILED %s\n' "$*"; }
+
+# count_run LINE MESSAGE: adds a run's closing `N passed, M failed` LINE to the totals; fails
+# with MESSAGE when LINE is not one.
+count_run() {
+  if [[ "$1" =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
+    passed=$((passed + BASH_REMATCH[1]))
+    failed=$((failed + BASH_REMATCH[2]))
+  else
+    fail "$2"
+  fi
+}
 
 # expect_ok NAME COMMAND...: passes when COMMAND exits 0, else fails with its output.
 expect_ok() {

@@ -28,10 +28,8 @@ export STUB_DIR="$stub_dir"
 BIN_DIR="$(cd "${BIN_DIR:-$repo/target/release}" && pwd)"
 export BIN_DIR
 haproxy_pid=""
-passed=0
-failed=0
-pass() { passed=$((passed + 1)); printf '  ok     %s\n' "$*"; }
-fail() { failed=$((failed + 1)); printf '  FAILED %s\n' "$*"; }
+# shellcheck source=.ci/test-report.sh
+. "$repo/.ci/test-report.sh"
 
 # Kills every process a stub pod started, and the ingress; prints the closing line.
 # shellcheck disable=SC2317 # run by the EXIT trap
@@ -47,10 +45,8 @@ cleanup() {
   fi
   if [[ -n "${STUB_KEEP_LOGS:-}" ]]; then cp "$stub_dir"/*.log "$STUB_KEEP_LOGS"/ 2>/dev/null || true; fi
   rm -rf "$stub_dir"
-  if ((status != 0 && failed == 0)); then fail "aborted (exit status $status)"; fi
-  echo
-  echo "$passed passed, $failed failed"
-  ((failed == 0)) || exit 1
+  (exit "$status")
+  on_exit
 }
 trap cleanup EXIT
 
@@ -150,12 +146,7 @@ status=0
 PATH="$stub_path" STUB_HOST_PORT="$host_port" HOST_PORT="$host_port" READY_TIMEOUT=60 \
   "$repo/.ci/k3d-e2e.sh" "$stub_dir/diagnostics" 2>&1 | tee "$stub_dir/e2e.log" || status=$?
 summary="$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$stub_dir/e2e.log" | tail -n 1 || true)"
-if [[ "$summary" =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
-  passed=$((passed + BASH_REMATCH[1]))
-  failed=$((failed + BASH_REMATCH[2]))
-else
-  fail ".ci/k3d-e2e.sh exited $status without test-persistent.sh's closing line"
-fi
+count_run "$summary" ".ci/k3d-e2e.sh exited $status without test-persistent.sh's closing line"
 if ((status == 0)) && [[ -e "$stub_dir/diagnostics" ]]; then
   fail ".ci/k3d-e2e.sh wrote diagnostics although it succeeded"
 fi
