@@ -50,18 +50,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-taken_ports=""
-free_port() {
-  local port
-  while :; do
-    port=$((20000 + RANDOM % 12000))
-    case " $taken_ports " in *" $port "*) continue ;; esac
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      echo "$port"
-      return 0
-    fi
-  done
-}
+# shellcheck source=test/ports.sh
+. "$repo/test/ports.sh"
+# shellcheck source=test/haproxy.sh
+. "$repo/test/haproxy.sh"
 
 echo "==> k3d stub 1. the cluster, from the rendered manifests"
 command -v haproxy >/dev/null || { echo "haproxy is not installed (apt-get install haproxy)" >&2; exit 1; }
@@ -102,18 +94,8 @@ routing() {
 }
 rules="$(routing)"
 {
+  haproxy_defaults
   cat <<CFG
-global
-  log stderr format raw local0
-defaults
-  mode http
-  log global
-  option httplog
-  timeout connect 2s
-  timeout client 30s
-  timeout server 30s
-  timeout check 2s
-  retries 0
 frontend ingress
   bind 127.0.0.1:$host_port
 $rules
