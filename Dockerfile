@@ -29,6 +29,9 @@ ARG BINARIES=builder
 FROM rust:1.95@sha256:a9cfb755b33f5bb872610cbdb25da61f527416b28fc9c052bbce4bef93e7799a AS builder
 WORKDIR /src
 COPY . .
+# The commit build_info reports: .git is not copied in, so without
+# `--build-arg BUILD_COMMIT="$(git rev-parse HEAD)"` it is `unknown`.
+ARG BUILD_COMMIT=
 # crt-static links glibc statically (static-pie), so the binaries run on scratch. The target is
 # named explicitly because RUSTFLAGS then does not reach build scripts and proc macros.
 RUN target="$(rustc -vV | sed -n 's/^host: //p')" \

@@ -18,6 +18,8 @@ Environment:
   LOG_INTERVAL      log-writer's time between entries: 250ms, 5s, 1m   [default: 5s]
   RUST_LOG          log filter of all three                            [default: info]
   LOG_FORMAT        text or json: how all three log                    [default: text]
+  LISTEN_ADDRESS    where pingpong and log-reader listen: 127.0.0.1 serves this machine
+                    only; :: (or 0.0.0.0) also the local network        [default: 127.0.0.1]
 EOF
 }
 
@@ -36,6 +38,21 @@ esac
 cd "$(dirname "${BASH_SOURCE[0]}")"
 pingpong_port=${PINGPONG_PORT:-3000}
 reader_port=${LOG_READER_PORT:-3001}
+# Loopback unless told otherwise: the counter is not the local network's to increment.
+listen_address=${LISTEN_ADDRESS:-127.0.0.1}
+# Where this script checks the ports and the URLs it prints point: the address itself, or
+# loopback when it is every address.
+case "$listen_address" in
+  0.0.0.0 | :: | "[::]") local_address=127.0.0.1 ;;
+  *) local_address=$listen_address ;;
+esac
+local_address=${local_address#[}
+local_address=${local_address%]}
+case "$local_address" in
+  127.0.0.1) url_host=localhost ;;
+  *:*) url_host="[$local_address]" ;;
+  *) url_host=$local_address ;;
+esac
 data_dir="$PWD/files"
 bin="${CARGO_TARGET_DIR:-$PWD/target}/$profile"
 
@@ -82,9 +99,10 @@ check_running() {
   done
 }
 
-# Whether something accepts connections on localhost:PORT (bash's /dev/tcp: no curl needed).
+# Whether something accepts connections on the listen address's PORT (bash's /dev/tcp: no curl
+# needed).
 listening() {
-  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+  (exec 3<>"/dev/tcp/$local_address/$1") 2>/dev/null
 }
 
 echo "1/3 building the workspace ($profile)"
@@ -101,9 +119,11 @@ for port in "$pingpong_port" "$reader_port"; do
     exit 1
   fi
 done
-start pingpong PORT="$pingpong_port" DATA_DIR="$data_dir" "$bin/pingpong"
+start pingpong PORT="$pingpong_port" LISTEN_ADDRESS="$listen_address" DATA_DIR="$data_dir" \
+  "$bin/pingpong"
 start log-writer DATA_DIR="$data_dir" "$bin/log-writer"
-start log-reader PORT="$reader_port" DATA_DIR="$data_dir" "$bin/log-reader"
+start log-reader PORT="$reader_port" LISTEN_ADDRESS="$listen_address" DATA_DIR="$data_dir" \
+  "$bin/log-reader"
 
 waited=0
 until listening "$pingpong_port" && listening "$reader_port"; do
@@ -116,8 +136,8 @@ until listening "$pingpong_port" && listening "$reader_port"; do
 done
 
 echo "3/3 running; Ctrl-C stops all three"
-echo "  pingpong:   http://localhost:$pingpong_port/pingpong"
-echo "  log-reader: http://localhost:$reader_port/"
+echo "  pingpong:   http://$url_host:$pingpong_port/pingpong"
+echo "  log-reader: http://$url_host:$reader_port/"
 
 # `wait` returns as soon as a trapped signal arrives, where a bare `sleep` would delay the trap.
 while true; do

@@ -14,7 +14,10 @@
 #      (deploy/ on stubs); checks/workflow-check.sh (actionlint and shellcheck on the GitHub
 #      workflow); checks/dashboard-check.sh (the Grafana dashboard queries only metrics that live
 #      pingpong and log-reader processes expose, and a real Prometheus scraping them through the
-#      annotations evaluates each of its queries)
+#      annotations evaluates each of its queries); checks/metrics-check.sh (promtool check metrics
+#      accepts every /metrics: pingpong's, log-reader's, log-writer's); checks/log-json-check.sh
+#      (syslog-ng's json-parser() reads every binary's JSON lines with severity, @timestamp and
+#      log.level)
 #   5. build both images offline (deploy/build-images.sh): at most 10 MB, numeric non-root user,
 #      nothing in them but the binaries
 #   6. ./test-persistent.sh --engine podman
@@ -184,7 +187,8 @@ fi
 # Scripts marked as running on macOS use no bash-4-only construct and no GNU-only option; the
 # guard's self-test first proves that each of its rules still fires.
 check_log="$(mktemp)"
-for check in checks/portable-shell-test.sh checks/k3d-scripts-test.sh checks/workflow-check.sh checks/dashboard-check.sh; do
+for check in checks/portable-shell-test.sh checks/k3d-scripts-test.sh checks/workflow-check.sh \
+  checks/dashboard-check.sh checks/metrics-check.sh checks/log-json-check.sh; do
   status=0
   "$check" >"$check_log" 2>&1 || status=$?
   grep -v '^  ok ' "$check_log" || true

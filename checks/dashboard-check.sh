@@ -13,7 +13,8 @@
 #   4. a real Prometheus (Debian's package, unpacked into .venv/prometheus, never installed or
 #      started as a service) runs deploy/prometheus/kubernetes-pods.yml, with file_sd fed the
 #      rendered manifests' prometheus.io annotations in kubernetes_sd's place: both processes
-#      are scraped (up) at the annotated path and port, and every panel query of the dashboard
+#      are scraped (up) at the annotated path and port (pingpong at an IPv6 pod IP, log-output
+#      at an IPv4 one), and every panel query of the dashboard
 #      is valid PromQL that returns data whenever its metrics are exposed
 #
 # Ports: the first free ones from PORT_BASE (default 19600) up. Last line: `N passed, M failed`.
@@ -111,8 +112,13 @@ for line in facts.splitlines():
         continue
     deployment, scrape, _port, path = rest
     meta = "__meta_kubernetes_pod_annotation_prometheus_io_"
-    targets.append({"targets": ["127.0.0.1:9"], "labels": {
+    # pingpong as on an IPv6 cluster (its pod IP ::1, which it serves listening on [::] by
+    # default), log-output as on an IPv4 one.
+    ip = "::1" if deployment == "pingpong" else "127.0.0.1"
+    address = f"[{ip}]:9" if ":" in ip else f"{ip}:9"
+    targets.append({"targets": [address], "labels": {
         meta + "scrape": scrape, meta + "port": ports[deployment], meta + "path": path,
+        "__meta_kubernetes_pod_ip": ip,
         "__meta_kubernetes_namespace": "default", "__meta_kubernetes_pod_name": deployment + "-local"}})
 json.dump(targets, open(f"{work}/targets.json", "w"))
 job = open("deploy/prometheus/kubernetes-pods.yml").read()
@@ -136,7 +142,7 @@ while ((SECONDS < deadline)); do
   [[ "$(wc -w <<<"$up")" == 2 ]] && break
   sleep 0.5
 done
-want_up="default/log-output-local@127.0.0.1:${port_of[log-reader]} default/pingpong-local@127.0.0.1:${port_of[pingpong]}"
+want_up="default/log-output-local@127.0.0.1:${port_of[log-reader]} default/pingpong-local@[::1]:${port_of[pingpong]}"
 if [[ "$up" == "$want_up" ]]; then
   pass "both pods scraped through their annotations: $up"
 else

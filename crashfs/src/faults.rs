@@ -1,10 +1,14 @@
 //! Faults a test can switch on in a mounted crashfs, for what a power cut is not: a volume that
-//! stops answering (a hung NFS server, a stopped FUSE daemon) and one whose flushes fail (a
-//! failing disk: `fsync` answering EIO).
+//! stops answering (a hung NFS server, a stopped FUSE daemon), one whose flushes fail (a
+//! failing disk: `fsync` answering EIO) and one whose flushes are slow (an HDD, a cloud disk out
+//! of burst credits, writeback contention).
 
-use std::sync::{
-    Condvar, Mutex,
-    atomic::{AtomicBool, Ordering},
+use std::{
+    sync::{
+        Condvar, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
 };
 
 /// Shared by the [`crate::CrashFs`] handle and the FUSE adapter.
@@ -14,6 +18,7 @@ pub(crate) struct Faults {
     resumed: Condvar,
     fail_file_syncs: AtomicBool,
     fail_dir_syncs: AtomicBool,
+    sync_delay: Mutex<Duration>,
 }
 
 impl Faults {
@@ -35,6 +40,15 @@ impl Faults {
     pub(crate) fn fail_syncs(&self, files: bool, dirs: bool) {
         self.fail_file_syncs.store(files, Ordering::SeqCst);
         self.fail_dir_syncs.store(dirs, Ordering::SeqCst);
+    }
+
+    pub(crate) fn delay_syncs(&self, delay: Duration) {
+        *self.sync_delay.lock().unwrap_or_else(|e| e.into_inner()) = delay;
+    }
+
+    /// How long an fsync must take now before it is answered.
+    pub(crate) fn sync_delay(&self) -> Duration {
+        *self.sync_delay.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Whether an fsync (of a directory, if `dir`) must fail now.

@@ -48,6 +48,27 @@ impl Adapter {
         // A panic while holding the lock leaves the tree as consistent as any single call does.
         self.tree.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Makes `ino` durable and answers, after the delay of a slow disk if one is set
+    /// ([`crate::CrashFs::delay_syncs`]). The delayed flush is answered from a thread of its
+    /// own, so that the session goes on answering everything else meanwhile, as a disk whose
+    /// flushes are slow still serves reads from the cache. What becomes durable is what was
+    /// written when the flush is answered, as when a disk's flush completes.
+    fn sync_after_delay(&self, ino: INodeNo, datasync: bool, reply: ReplyEmpty) {
+        let delay = self.faults.sync_delay();
+        if delay.is_zero() {
+            return empty(reply, self.tree().fsync(ino.0, datasync));
+        }
+        let tree = self.tree.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(delay);
+            let synced = tree
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .fsync(ino.0, datasync);
+            empty(reply, synced);
+        });
+    }
 }
 
 fn errno(e: FsError) -> Errno {
@@ -74,8 +95,8 @@ fn file_attr(a: Attr) -> FileAttr {
         size: a.size,
         blocks: a.size.div_ceil(512),
         atime: UNIX_EPOCH,
-        mtime: UNIX_EPOCH,
-        ctime: UNIX_EPOCH,
+        mtime: a.mtime,
+        ctime: a.mtime,
         crtime: UNIX_EPOCH,
         kind: file_type(a.kind),
         perm: a.perm,
@@ -133,7 +154,7 @@ impl Filesystem for Adapter {
         _gid: Option<u32>,
         size: Option<u64>,
         _atime: Option<TimeOrNow>,
-        _mtime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
         _ctime: Option<std::time::SystemTime>,
         _fh: Option<FileHandle>,
         _crtime: Option<std::time::SystemTime>,
@@ -150,6 +171,11 @@ impl Filesystem for Adapter {
             }
             if let Some(mode) = mode {
                 tree.chmod(ino.0, perm(mode, 0))?;
+            }
+            match mtime {
+                Some(TimeOrNow::SpecificTime(t)) => tree.set_mtime(ino.0, t)?,
+                Some(TimeOrNow::Now) => tree.set_mtime(ino.0, std::time::SystemTime::now())?,
+                None => {}
             }
             tree.attr(ino.0)
         })();
@@ -331,12 +357,13 @@ impl Filesystem for Adapter {
         reply: ReplyEmpty,
     ) {
         // fdatasync arrives here too, flagged (FUSE_FSYNC_FDATASYNC): the journal records which,
-        // the model treats both alike (size goes with data, no timestamps are kept).
+        // the model treats both alike for data (size goes with it); only fsync makes the
+        // modification time durable.
         self.faults.wait_while_hung();
         if self.faults.sync_fails(false) {
             return reply.error(Errno::EIO);
         }
-        empty(reply, self.tree().fsync(ino.0, datasync));
+        self.sync_after_delay(ino, datasync, reply);
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -388,7 +415,7 @@ impl Filesystem for Adapter {
         if self.faults.sync_fails(true) {
             return reply.error(Errno::EIO);
         }
-        empty(reply, self.tree().fsync(ino.0, datasync));
+        self.sync_after_delay(ino, datasync, reply);
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {

@@ -89,7 +89,8 @@ pub struct CrashFs {
     tree: Arc<Mutex<Tree>>,
     /// Open handles in the current mount (see `fs::Adapter`).
     handles: Arc<AtomicU64>,
-    /// The faults switched on ([`CrashFs::hang`], [`CrashFs::fail_syncs`]).
+    /// The faults switched on ([`CrashFs::hang`], [`CrashFs::fail_syncs`],
+    /// [`CrashFs::delay_syncs`]).
     faults: Arc<Faults>,
     session: Option<fuser::BackgroundSession>,
     mountpoint: PathBuf,
@@ -185,6 +186,13 @@ impl CrashFs {
     /// fails with EIO and makes nothing durable, as on a failing disk; `false, false` heals it.
     pub fn fail_syncs(&self, files: bool, dirs: bool) {
         self.faults.fail_syncs(files, dirs);
+    }
+
+    /// From now on, every `fsync`/`fdatasync` of a file or a directory is answered `delay`
+    /// after it arrives, as on a slow disk; everything else keeps answering meanwhile (reads
+    /// come from the cache, writes go to it). `Duration::ZERO` makes flushes fast again.
+    pub fn delay_syncs(&self, delay: Duration) {
+        self.faults.delay_syncs(delay);
     }
 
     /// A handle other threads (load clients) can ask whether the power has failed yet.

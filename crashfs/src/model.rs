@@ -20,7 +20,10 @@
 //!   only that far), a truncation is kept or not;
 //! - the enumeration ([`crate::points`]) is exhaustive only where [`crate::tear`] says (bytes
 //!   within one sector, sector subsets up to a 4 KiB page); the seeded cuts draw from the rest;
-//! - `fsync` and `fdatasync` are the same here (no timestamps are kept; size goes with data);
+//! - `fsync` and `fdatasync` are the same here for data (size goes with data); the one
+//!   timestamp kept, the modification time (set by writes, truncations and `utimensat`), is
+//!   durable only once an `fsync` (not an `fdatasync`) of its file or directory covered it: a
+//!   cut takes a node back to the time of its last `fsync`, or of its creation;
 //! - metadata is not layered: an `fsync` of a directory makes *all* its pending name changes
 //!   durable, unrelated ones included; a file's own `fsync` never makes its name durable in the
 //!   strict model (ext4 often does); names and data are independent axes, so a name can be
@@ -30,6 +33,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     ffi::{OsStr, OsString},
+    time::SystemTime,
 };
 
 use crate::tear::{self, Change, Tear};
@@ -177,6 +181,8 @@ pub struct Attr {
     pub perm: u16,
     pub uid: u32,
     pub gid: u32,
+    /// The modification time (volatile).
+    pub mtime: SystemTime,
 }
 
 /// A change since the last sync, with the bytes a write wrote.
@@ -206,6 +212,9 @@ enum Content {
 #[derive(Debug, Clone)]
 struct Node {
     perm: u16,
+    /// The modification time, volatile and as of the last `fsync` (see the module docs).
+    mtime: SystemTime,
+    synced_mtime: SystemTime,
     uid: u32,
     gid: u32,
     content: Content,
@@ -233,8 +242,11 @@ pub struct Snapshot {
 
 impl Default for Tree {
     fn default() -> Self {
+        let now = SystemTime::now();
         let root = Node {
             perm: 0o755,
+            mtime: now,
+            synced_mtime: now,
             uid: 0,
             gid: 0,
             content: Content::Dir {
@@ -340,6 +352,7 @@ impl Tree {
             perm: node.perm,
             uid: node.uid,
             gid: node.gid,
+            mtime: node.mtime,
         })
     }
 
@@ -414,10 +427,13 @@ impl Tree {
                 names: BTreeMap::new(),
             },
         };
+        let now = SystemTime::now();
         self.nodes.insert(
             ino,
             Node {
                 perm,
+                mtime: now,
+                synced_mtime: now,
                 uid,
                 gid,
                 content,
@@ -478,6 +494,7 @@ impl Tree {
             Change::Truncate { size } => Op::Truncate { ino, size },
         };
         let durable = self.tick(journaled);
+        self.set_mtime(ino, SystemTime::now())?;
         let (data, pending) = self.file_mut(ino)?;
         // Everything kept: the volatile data is the durable data with every change applied.
         tear::apply(data, change, bytes, Tear::Whole);
@@ -496,8 +513,17 @@ impl Tree {
         Ok(())
     }
 
+    /// Sets the modification time (`utimensat`, `futimens`): volatile until an `fsync` of the
+    /// node. Not a mutating operation of the journal: it becomes durable only with that
+    /// `fsync`, which is one.
+    pub fn set_mtime(&mut self, ino: u64, mtime: SystemTime) -> FsResult<()> {
+        self.nodes.get_mut(&ino).ok_or(FsError::NotFound)?.mtime = mtime;
+        Ok(())
+    }
+
     /// `fsync` (`datasync: false`) or `fdatasync` of a file, or `fsync` of a directory. The
-    /// two are the same here: no timestamps are kept, and a file's size goes with its data.
+    /// two are the same for data (a file's size goes with it); only `fsync` makes the
+    /// modification time durable.
     pub fn fsync(&mut self, ino: u64, datasync: bool) -> FsResult<()> {
         if !self.nodes.contains_key(&ino) {
             return Err(FsError::NotFound);
@@ -505,7 +531,11 @@ impl Tree {
         if !self.tick(Op::Sync { ino, datasync }) {
             return Ok(());
         }
-        match &mut self.nodes.get_mut(&ino).ok_or(FsError::NotFound)?.content {
+        let node = self.nodes.get_mut(&ino).ok_or(FsError::NotFound)?;
+        if !datasync {
+            node.synced_mtime = node.mtime;
+        }
+        match &mut node.content {
             Content::File {
                 data,
                 synced,
@@ -606,6 +636,7 @@ impl Tree {
         let tears = Self::tears(data, &pending)?;
         let torn: HashMap<u64, Tear> = pending.iter().map(|p| p.op).zip(tears.clone()).collect();
         for node in self.nodes.values_mut() {
+            node.mtime = node.synced_mtime;
             match &mut node.content {
                 Content::File {
                     data,
@@ -867,6 +898,31 @@ mod tests {
                 .expect("cut");
             assert_eq!(content(&tree, "f"), Some(vec![left; 512]), "{tears:?}");
         }
+    }
+
+    #[test]
+    fn a_modification_time_is_durable_only_once_an_fsync_covered_it() {
+        let mut tree = Tree::default();
+        let attr = tree
+            .create(ROOT, name("m"), Kind::File, 0o644, 0, 0)
+            .expect("create");
+        let (ino, created) = (attr.ino, attr.mtime);
+        let mtime = |tree: &Tree| tree.attr(ino).expect("attr").mtime;
+        tree.fsync(ROOT, false).expect("fsync the directory");
+        let t = |secs| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+        tree.set_mtime(ino, t(1)).expect("set");
+        assert_eq!(mtime(&tree), t(1));
+        tree.cut(Model::Strict).expect("cut");
+        assert_eq!(mtime(&tree), created, "never synced: the creation time");
+        tree.set_mtime(ino, t(2)).expect("set");
+        tree.fsync(ino, true).expect("fdatasync");
+        tree.cut(Model::Strict).expect("cut");
+        assert_eq!(mtime(&tree), created, "an fdatasync leaves it");
+        tree.set_mtime(ino, t(3)).expect("set");
+        tree.fsync(ino, false).expect("fsync");
+        tree.set_mtime(ino, t(4)).expect("set");
+        tree.cut(Model::NamesDurable).expect("cut");
+        assert_eq!(mtime(&tree), t(3), "as of the last fsync");
     }
 
     #[test]

@@ -55,20 +55,47 @@ impl WriterConfig {
     }
 }
 
+/// Where log-writer serves `/healthz`, `/readyz` and `/metrics`: nowhere unless `PORT` is set
+/// (the manifests set 3002), so that any number of writers run side by side without choosing
+/// ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterHttp {
+    pub port: Option<u16>,
+    pub listen_address: config::ListenAddress,
+}
+
+impl WriterHttp {
+    /// Reads `PORT` and `LISTEN_ADDRESS` through `lookup`.
+    pub fn from_env(lookup: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let port = config::parse_var(lookup, "PORT", "a TCP port number from 0 to 65535", |_| {
+            Some(())
+        })?
+        .map(|()| config::port(lookup, 0))
+        .transpose()?;
+        Ok(WriterHttp {
+            port,
+            listen_address: config::listen_address(lookup)?,
+        })
+    }
+}
+
 /// log-reader's configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReaderConfig {
     pub port: u16,
+    /// `LISTEN_ADDRESS`: every address of both families unless set.
+    pub listen_address: config::ListenAddress,
     pub data_dir: PathBuf,
     /// `SHUTDOWN_DELAY`: how long to keep serving after SIGTERM (SPEC §6).
     pub shutdown_delay: Duration,
 }
 
 impl ReaderConfig {
-    /// Reads `PORT`, `DATA_DIR` and `SHUTDOWN_DELAY` through `lookup`.
+    /// Reads `PORT`, `LISTEN_ADDRESS`, `DATA_DIR` and `SHUTDOWN_DELAY` through `lookup`.
     pub fn from_env(lookup: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         Ok(ReaderConfig {
             port: config::port(lookup, DEFAULT_READER_PORT)?,
+            listen_address: config::listen_address(lookup)?,
             data_dir: config::data_dir(lookup),
             shutdown_delay: config::shutdown_delay(lookup)?,
         })
@@ -94,6 +121,9 @@ ENVIRONMENT (unset means the default; a malformed value exits with status 2):
                    the entries on stdout are the same in both
     VOLUME_KIND    auto, local or network: how the count's    [default: auto]
                    record is read (see pingpong --help)
+    PORT           serve GET /healthz, /readyz and /metrics   [default: none]
+                   (entries written and skipped, the last one's time) on this TCP port
+    LISTEN_ADDRESS the IP address PORT listens on, as for log-reader  [default: every address]
 
 FILES in DATA_DIR:
     output.log             the latest entry, replaced atomically under output.log.lock (so
@@ -118,7 +148,11 @@ USAGE:
     log-reader --help | --version
 
 ENVIRONMENT (unset means the default; a malformed value exits with status 2):
-    PORT       TCP port, bound on all interfaces          [default: 3001]
+    PORT       TCP port                                   [default: 3001]
+    LISTEN_ADDRESS
+               the IP address to listen on, e.g. 127.0.0.1 or ::1 for this host only;
+               unset: every address, IPv6 and IPv4 ([::] taking IPv4 too; 0.0.0.0 on a
+               host without IPv6)                         [default: every address]
     DATA_DIR   the shared volume, created if missing      [default: files]
     RUST_LOG   tracing filter; logs go to stderr          [default: info]
     LOG_FORMAT text or json: one line per event, or one JSON object per line with
@@ -159,6 +193,7 @@ mod tests {
             ReaderConfig::from_env(&env_of(&[])),
             Ok(ReaderConfig {
                 port: 3001,
+                listen_address: config::ListenAddress::Any,
                 data_dir: PathBuf::from("files"),
                 shutdown_delay: Duration::ZERO,
             })
@@ -172,6 +207,7 @@ mod tests {
             ("LOG_INTERVAL", "250ms"),
             ("PORT", "8080"),
             ("SHUTDOWN_DELAY", "5s"),
+            ("LISTEN_ADDRESS", "127.0.0.1"),
         ]);
         assert_eq!(
             WriterConfig::from_env(&env),
@@ -185,6 +221,7 @@ mod tests {
             ReaderConfig::from_env(&env),
             Ok(ReaderConfig {
                 port: 8080,
+                listen_address: config::ListenAddress::Ip([127, 0, 0, 1].into()),
                 data_dir: PathBuf::from("/usr/src/app/files"),
                 shutdown_delay: Duration::from_secs(5),
             })

@@ -10,11 +10,14 @@
 
 use std::{
     future::Future,
-    sync::Arc,
+    sync::{Arc, atomic::AtomicU64},
     time::{Duration, SystemTime},
 };
 
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::{
+    metrics::{counter::Counter, gauge::Gauge},
+    registry::Registry,
+};
 use service_kit::nonblocking::LineQueue;
 use shared_fs::{CounterFile, LockedFile};
 
@@ -57,8 +60,22 @@ pub async fn run<S>(
 where
     S: Fn(&str) + Send + Sync + 'static,
 {
+    run_counted(config, id, shutdown, sink, WriterMetrics::default()).await
+}
+
+/// [`run`], counting every entry written and skipped in `metrics`.
+pub async fn run_counted<S>(
+    config: WriterConfig,
+    id: Uuid,
+    shutdown: impl Future<Output = ()>,
+    sink: S,
+    metrics: WriterMetrics,
+) -> Result<(), StartError>
+where
+    S: Fn(&str) + Send + Sync + 'static,
+{
     tokio::pin!(shutdown);
-    let start = start(&config, id, sink);
+    let start = start(&config, id, sink, metrics);
     let tick = tokio::select! {
         biased;
         () = &mut shutdown => return Ok(()),
@@ -85,7 +102,7 @@ where
             result = &mut write => result,
             () = &mut shutdown => {
                 match tokio::time::timeout(TICK_GRACE, write).await {
-                    Ok(result) => log_skipped(result),
+                    Ok(result) => tick.count(result),
                     Err(_) => tracing::warn!(
                         after = ?TICK_GRACE,
                         "the entry in flight did not finish; exiting without it"
@@ -94,12 +111,17 @@ where
                 return Ok(());
             }
         };
-        log_skipped(result);
+        tick.count(result);
     }
 }
 
 /// Creates the data directory and sweeps the temporary files, then the tick is ready.
-async fn start<S>(config: &WriterConfig, id: Uuid, sink: S) -> Result<Arc<Tick<S>>, StartError>
+async fn start<S>(
+    config: &WriterConfig,
+    id: Uuid,
+    sink: S,
+    metrics: WriterMetrics,
+) -> Result<Arc<Tick<S>>, StartError>
 where
     S: Fn(&str) + Send + Sync + 'static,
 {
@@ -109,6 +131,7 @@ where
         counter: CounterFile::in_dir(&config.data_dir).with_volume_kind(config.volume_kind),
         id,
         sink,
+        metrics,
     });
     let sweep = tick.clone();
     // Leftover temporary files cost only their space: a sweep that fails (the lock cannot be
@@ -125,9 +148,37 @@ where
     Ok(tick)
 }
 
-fn log_skipped(result: shared_fs::Result<()>) {
-    if let Err(error) = result {
-        tracing::error!(%error, "entry skipped; output.log keeps the last good entry");
+/// log-writer's health, on its `/metrics` when it serves HTTP: `log_writer_entries_total`,
+/// `log_writer_entries_skipped_total` and `log_writer_last_entry_timestamp_seconds`.
+#[derive(Debug, Clone, Default)]
+pub struct WriterMetrics {
+    /// Entries made durable in `output.log`.
+    pub written: Counter,
+    /// Ticks that wrote nothing (the counter unreadable or corrupt, the volume failing).
+    pub skipped: Counter,
+    /// When the last entry was written, in seconds since the epoch; 0 before the first.
+    pub last_written: Gauge<f64, AtomicU64>,
+}
+
+impl WriterMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = WriterMetrics::default();
+        registry.register(
+            "log_writer_entries",
+            "Entries written durably to output.log",
+            metrics.written.clone(),
+        );
+        registry.register(
+            "log_writer_entries_skipped",
+            "Ticks that wrote no entry (counter unreadable or corrupt, volume failing); output.log keeps the last good entry",
+            metrics.skipped.clone(),
+        );
+        registry.register(
+            "log_writer_last_entry_timestamp_seconds",
+            "When the last entry was written, in seconds since the Unix epoch; 0 before the first",
+            metrics.last_written.clone(),
+        );
+        metrics
     }
 }
 
@@ -137,15 +188,30 @@ struct Tick<S> {
     counter: CounterFile,
     id: Uuid,
     sink: S,
+    metrics: WriterMetrics,
 }
 
 impl<S: Fn(&str)> Tick<S> {
     fn write(&self) -> shared_fs::Result<()> {
         let pongs = self.counter.read()?;
-        let entry = format_entry(SystemTime::now(), self.id, pongs);
+        let now = SystemTime::now();
+        let entry = format_entry(now, self.id, pongs);
         self.output.replace(entry.as_bytes())?;
+        self.metrics.written.inc();
+        let since_epoch = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        self.metrics.last_written.set(since_epoch.as_secs_f64());
         (self.sink)(&entry);
         Ok(())
+    }
+
+    /// A tick that failed is logged and counted; the file keeps the last good entry.
+    fn count(&self, result: shared_fs::Result<()>) {
+        if let Err(error) = result {
+            self.metrics.skipped.inc();
+            tracing::error!(%error, "entry skipped; output.log keeps the last good entry");
+        }
     }
 }
 

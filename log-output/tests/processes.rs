@@ -185,11 +185,19 @@ fn help_and_version() {
         let (status, stdout, _) = run_to_end(bin, &["--help"], &[]);
         assert_eq!((status.code(), stdout.as_str()), (Some(0), help));
     }
-    for variable in ["DATA_DIR", "LOG_INTERVAL", "RUST_LOG", "[default: 5s]"] {
+    for variable in [
+        "DATA_DIR",
+        "LOG_INTERVAL",
+        "RUST_LOG",
+        "[default: 5s]",
+        "PORT",
+        "LISTEN_ADDRESS",
+    ] {
         assert!(WRITER_HELP.contains(variable), "{variable}");
     }
     for variable in [
         "PORT",
+        "LISTEN_ADDRESS",
         "[default: 3001]",
         "SHUTDOWN_DELAY",
         "[default: 0s]",
@@ -303,4 +311,83 @@ fn thousands_of_reads_during_constant_replacement_are_all_whole_entries() {
         "only {} distinct bodies",
         distinct.len()
     );
+}
+
+/// The value of `name` (no labels) in a `/metrics` body.
+fn metric(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn with_port_set_log_writer_serves_its_entries_written_and_skipped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data_dir = dir.path().to_str().expect("utf-8 temp path");
+    std::fs::write(dir.path().join("pingpong_counter.txt"), "7\n").expect("counter");
+    // A day between ticks: the first entry is the only one while the test runs.
+    let port = common::free_port();
+    let mut writer = common::Proc::start(
+        WRITER,
+        &[
+            ("DATA_DIR", data_dir),
+            ("LOG_INTERVAL", "24h"),
+            ("PORT", &port.to_string()),
+            ("LISTEN_ADDRESS", "127.0.0.1"),
+        ],
+        true,
+    );
+    let first = entry(&writer.next_entry());
+    assert_eq!(first.pongs, 7);
+    common::wait_healthy(&mut writer, port);
+    assert_eq!(get(port, "/readyz").expect("GET /readyz").status, 200);
+    let body = get(port, "/metrics").expect("GET /metrics").text();
+    assert_eq!(
+        metric(&body, "log_writer_entries_total"),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(
+        metric(&body, "log_writer_entries_skipped_total"),
+        Some(0.0),
+        "{body}"
+    );
+    let last = metric(&body, "log_writer_last_entry_timestamp_seconds").expect("last entry");
+    let entry_millis = first
+        .at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis();
+    assert_eq!((last * 1000.0).floor() as u128, entry_millis, "{body}");
+    writer.signal("TERM");
+    assert_eq!(writer.wait_exit(DEADLINE).code(), Some(0));
+
+    // A corrupt counter: the tick is skipped, and counted.
+    std::fs::write(dir.path().join("pingpong_counter.txt"), "abc").expect("counter");
+    let port = common::free_port();
+    let mut writer = common::Proc::start(
+        WRITER,
+        &[
+            ("DATA_DIR", data_dir),
+            ("LOG_INTERVAL", "24h"),
+            ("PORT", &port.to_string()),
+        ],
+        false,
+    );
+    common::wait_healthy(&mut writer, port);
+    let body = poll_until("the skipped tick counted", || {
+        let body = get(port, "/metrics").ok()?.text();
+        (metric(&body, "log_writer_entries_skipped_total") == Some(1.0)).then_some(body)
+    });
+    assert_eq!(
+        metric(&body, "log_writer_entries_total"),
+        Some(0.0),
+        "{body}"
+    );
+    assert_eq!(
+        metric(&body, "log_writer_last_entry_timestamp_seconds"),
+        Some(0.0),
+        "{body}"
+    );
+    writer.signal("TERM");
+    assert_eq!(writer.wait_exit(DEADLINE).code(), Some(0));
 }

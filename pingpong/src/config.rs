@@ -2,7 +2,9 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use service_kit::config::{ConfigError, data_dir, parse_var, port, shutdown_delay};
+use service_kit::config::{
+    ConfigError, ListenAddress, data_dir, listen_address, parse_var, port, shutdown_delay,
+};
 use shared_fs::caches::VolumeKind;
 
 pub const DEFAULT_PORT: u16 = 3000;
@@ -12,6 +14,8 @@ pub const DEFAULT_PORT: u16 = 3000;
 #[derive(Debug)]
 pub struct Config {
     pub port: u16,
+    /// `LISTEN_ADDRESS`: every address of both families unless set.
+    pub listen_address: ListenAddress,
     pub data_dir: PathBuf,
     /// `SHUTDOWN_DELAY`: how long to keep serving after SIGTERM (SPEC §6).
     pub shutdown_delay: Duration,
@@ -20,10 +24,11 @@ pub struct Config {
 }
 
 impl Config {
-    /// Reads `PORT`, `DATA_DIR`, `SHUTDOWN_DELAY` and `VOLUME_KIND` through `lookup`.
+    /// Reads `PORT`, `LISTEN_ADDRESS`, `DATA_DIR`, `SHUTDOWN_DELAY` and `VOLUME_KIND` through `lookup`.
     pub fn from_env(lookup: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         Ok(Config {
             port: port(lookup, DEFAULT_PORT)?,
+            listen_address: listen_address(lookup)?,
             data_dir: data_dir(lookup),
             shutdown_delay: shutdown_delay(lookup)?,
             volume_kind: volume_kind(lookup)?,

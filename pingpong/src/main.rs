@@ -19,12 +19,18 @@ pingpong: GET /pingpong answers `pong N` and durably increments a counter on the
 
 USAGE:
     pingpong                     serve HTTP
-    pingpong counter get         print the count
-    pingpong counter set N       set the count (repairs a corrupt file), under the same lock
+    pingpong counter get         print the count (a read-only or full volume too)
+    pingpong counter set N       set the count (repairs a corrupt file), under the same lock;
+                                 what is not a regular file where a counter file should be
+                                 is moved aside to <name>.corrupt-<unix time> and named
     pingpong --help | --version
 
 ENVIRONMENT (unset means the default; a malformed value exits with status 2):
-    PORT       TCP port, bound on all interfaces          [default: 3000]
+    PORT       TCP port                                   [default: 3000]
+    LISTEN_ADDRESS
+               the IP address to listen on, e.g. 127.0.0.1 or ::1 for this host only;
+               unset: every address, IPv6 and IPv4 ([::] taking IPv4 too; 0.0.0.0 on a
+               host without IPv6)                         [default: every address]
     DATA_DIR   the shared volume, created if missing      [default: files]
     RUST_LOG   tracing filter; logs go to stderr          [default: info]
     LOG_FORMAT text or json: one line per event, or one JSON object per line with
@@ -44,8 +50,9 @@ ENDPOINTS:
                     Only GET: HEAD and every other method are 405 and hand out nothing
     GET /pings      the current count, no increment (HEAD too, as on the routes below)
     GET /healthz    200 while the process runs
-    GET /readyz     200 when the counter is valid, below u64::MAX, the volume writable and
-                    durable writes work, else 503 + reason
+    GET /readyz     200 when the counter is valid, below u64::MAX, the volume writable,
+                    durable writes work and the counter's lock is not awaited for over
+                    1 s (another process holds it), else 503 + reason
     GET /metrics    Prometheus text
 
 FILES in DATA_DIR:
@@ -90,9 +97,12 @@ fn serve(config: Config) -> anyhow::Result<()> {
         let draining = Draining::default();
         shutdown::install(&draining)?;
         let file = CounterFile::in_dir(&config.data_dir).with_volume_kind(config.volume_kind);
-        let listener = http::bind(config.port)
-            .await
-            .with_context(|| format!("binding port {}", config.port))?;
+        let listener = http::bind(config.listen_address, config.port).with_context(|| {
+            format!(
+                "listening on {} port {}",
+                config.listen_address, config.port
+            )
+        })?;
         let addr = listener.local_addr().context("reading the bound address")?;
         // The volume is checked in the background: a volume that hangs must not keep the server
         // from answering /healthz, /readyz (503) or SIGTERM. A problem is not fatal either: the
@@ -105,7 +115,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
         });
         let (app, writer) = routes::service(file, draining.clone());
         // The bound port, not the configured one: with PORT=0 the tests learn it from here.
-        tracing::info!(port = addr.port(), data_dir = %config.data_dir.display(), "pingpong listening");
+        tracing::info!(port = addr.port(), address = %addr.ip(), data_dir = %config.data_dir.display(), "pingpong listening");
         http::serve(listener, app, draining, config.shutdown_delay)
             .await
             .context("serving HTTP")?;

@@ -36,12 +36,25 @@ pub fn run(command: &Command, file: &CounterFile) -> shared_fs::Result<String> {
     match *command {
         // Also brings the published file up to the record, if the lock is free (a crash or a
         // power cut may have left it behind): what a downgrade to a release without the
-        // record needs first.
-        Command::Get => file.reconcile_if_free().map(|n| n.to_string()),
+        // record needs first. Only a note where the volume refuses it: the count is the answer.
+        Command::Get => {
+            let (count, unreconciled) = file.reconcile_if_free()?;
+            if let Some(error) = unreconciled {
+                tracing::warn!(
+                    %error,
+                    "the published file was not brought up to the count; the count is right"
+                );
+            }
+            Ok(count.to_string())
+        }
+        // What was not a regular file where one of the counter's files should be was moved
+        // aside: one line each, before the answer.
         Command::Set(n) => {
             file.create_dir()?;
-            file.set(n)?;
-            Ok(format!("{} set to {n}", file.path().display()))
+            let moved = file.set(n)?;
+            let mut lines: Vec<String> = moved.iter().map(ToString::to_string).collect();
+            lines.push(format!("{} set to {n}", file.path().display()));
+            Ok(lines.join("\n"))
         }
     }
 }

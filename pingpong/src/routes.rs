@@ -1,14 +1,19 @@
 //! pingpong's HTTP API (SPEC §4). Handlers never touch the disk on an async worker: increments
 //! go to the group-commit writer thread, reads to the blocking pool.
 
+use std::time::Duration;
+
 use axum::{Router, extract::State, routing::get};
 use prometheus_client::registry::Registry;
 use service_kit::{
-    http::{self, ReadyCheck},
+    http::{self, ReadyCheck, TimeoutReason},
     shutdown::Draining,
     single_flight::SingleFlight,
 };
-use shared_fs::{Counter, CounterFile, group_commit::Stopped};
+use shared_fs::{
+    Counter, CounterFile,
+    group_commit::{Stopped, UNREADY_AFTER_WAITING},
+};
 
 use crate::{error::VolumeError, metrics::CounterMetrics};
 
@@ -41,11 +46,24 @@ impl AppState {
 /// The whole service: `/pingpong`, `/pings`, and the shared `/healthz`, `/readyz`, `/metrics`.
 pub fn app(state: AppState, registry: Registry, draining: Draining) -> Router {
     let ready = readiness(state.counter.clone());
+    let timed_out = timeout_reason(state.counter.clone());
     let routes = Router::new()
         .route("/pingpong", http::get_only(pingpong))
         .route("/pings", get(pings))
         .with_state(state);
-    http::finish(routes, registry, draining, ready)
+    http::finish_explaining_timeouts(routes, registry, draining, ready, timed_out)
+}
+
+/// A `/pingpong` that timed out while the writer waited for the counter's lock says so, as
+/// readiness does, rather than blaming the volume; so does a `/readyz` that waited for the
+/// writer's answer meanwhile (after a failed write, readiness asks the writer for a new one).
+fn timeout_reason(counter: Counter) -> TimeoutReason {
+    std::sync::Arc::new(move |route| {
+        matches!(route, "/pingpong" | "/readyz")
+            .then(|| counter.awaiting_lock(Duration::ZERO))
+            .flatten()
+            .map(|waiting| waiting.to_string())
+    })
 }
 
 /// Builds the app with a fresh registry: what tests and the server both use.
@@ -84,11 +102,16 @@ async fn pings(State(state): State<AppState>) -> Result<String, VolumeError> {
 /// Ready when the counter parses, the volume accepts writes, and durable writes work (after a
 /// failure that persists, such as a full or failing disk, until one succeeds again). Not ready
 /// on a corrupt file either: Kubernetes then stops routing here, and the operator sees why in
-/// the probe output.
+/// the probe output. Nor while the writer has waited past [`UNREADY_AFTER_WAITING`] for the
+/// counter's lock (its holder is stuck, and every increment here waits with it); asked first,
+/// since it costs no file operation.
 fn readiness(counter: Counter) -> ReadyCheck {
     std::sync::Arc::new(move || {
         let counter = counter.clone();
         Box::pin(async move {
+            if let Some(waiting) = counter.awaiting_lock(UNREADY_AFTER_WAITING) {
+                return Err(waiting.to_string());
+            }
             let file = counter.file().clone();
             blocking(move || file.probe())
                 .await

@@ -132,22 +132,68 @@ async fn metrics_count_requests_increments_and_batches() {
     get(&app, "/pingpong").await;
     get(&app, "/nope").await;
 
-    let (status, body, content_type) = call(&app, "GET", "/metrics").await;
-    assert_eq!(status, StatusCode::OK);
-    assert!(
-        content_type.starts_with("application/openmetrics-text"),
-        "{content_type}"
+    // What Prometheus asks for: OpenMetrics.
+    let request = Request::builder()
+        .uri("/metrics")
+        .header(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+        )
+        .body(Body::empty())
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
     );
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let body = String::from_utf8(body.to_vec()).unwrap();
     for line in [
         "pingpong_increments_total 2",
         "pingpong_batch_size_count 2",
         "pingpong_durable_write_seconds_count 2",
         r#"http_requests_total{route="/pingpong",method="GET",status="200"} 2"#,
         r#"http_requests_total{route="unmatched",method="GET",status="404"} 1"#,
+        r#"http_request_duration_seconds_count{route="/pingpong",method="GET",status="200"} 2"#,
+        r#"http_request_duration_seconds_bucket{le="+Inf",route="/pingpong",method="GET",status="200"} 2"#,
+        r#"http_request_duration_seconds_count{route="unmatched",method="GET",status="404"} 1"#,
+        "# TYPE http_requests counter",
+        "# EOF",
     ] {
         assert!(
             body.lines().any(|l| l == line),
             "missing {line:?} in\n{body}"
         );
     }
+
+    // What curl and promtool get: Prometheus text 0.0.4, where a counter's family is named
+    // with `_total`, and no `# EOF`.
+    let (status, text, content_type) = call(&app, "GET", "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
+    for line in [
+        "# HELP http_requests_total HTTP requests answered, by matched route, method and status.",
+        "# TYPE http_requests_total counter",
+        "# TYPE pingpong_increments_total counter",
+        "# TYPE http_request_duration_seconds histogram",
+        "# TYPE process_cpu_seconds_total counter",
+        "# TYPE process_resident_memory_bytes gauge",
+        "# TYPE process_open_fds gauge",
+        "# TYPE process_start_time_seconds gauge",
+        &format!(
+            r#"build_info{{version="{}",commit="{}"}} 1"#,
+            env!("CARGO_PKG_VERSION"),
+            service_kit::metrics::process::COMMIT
+        ),
+        "pingpong_increments_total 2",
+        r#"http_requests_total{route="/metrics",method="GET",status="200"} 1"#,
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+    assert!(!text.contains("# EOF"), "{text}");
+    assert!(!text.contains("# TYPE http_requests counter"), "{text}");
 }

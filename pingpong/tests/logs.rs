@@ -192,6 +192,15 @@ fn parse_lines(format: &str, stderr: &[String]) -> Vec<Value> {
                     "{line}"
                 );
                 assert!(object["message"].is_string(), "{line}");
+                // What Cloud Logging and Elastic read without configuration.
+                let severity = match object["level"].as_str().expect(line) {
+                    "TRACE" | "DEBUG" => "DEBUG",
+                    "WARN" => "WARNING",
+                    level => level,
+                };
+                assert_eq!(object["severity"], severity, "{line}");
+                assert_eq!(object["@timestamp"], object["timestamp"], "{line}");
+                assert_eq!(object["log.level"], object["level"], "{line}");
                 objects.push(object);
             }
             _ => assert!(parsed.is_err(), "a JSON line in text format: {line}"),
@@ -268,7 +277,18 @@ fn every_line_pingpong_writes_is_json_in_json_format_and_none_is_in_text_format(
                 r#"request{method="POST" route="/pingpong"}: finished processing request status=405"#,
             );
             answered(
-                r#"request{method="GET" route="/readyz"}: finished processing request status=503"#,
+                r#"request{method="GET" route="/readyz"}: finished processing request status=503 latency_us="#,
+            );
+            // A graceful shutdown's 503s from /readyz are expected: no ERROR line.
+            assert!(
+                stderr.iter().all(|l| !l.contains(" ERROR ")),
+                "an ERROR line in a graceful shutdown: {stderr:#?}"
+            );
+            assert!(
+                stderr.iter().any(|l| l.contains(" INFO ")
+                    && l.contains(r#"route="/readyz"}: finished processing request status=503"#)
+                    && l.ends_with(r#" reason="draining""#)),
+                "no INFO line with reason=\"draining\": {stderr:#?}"
             );
             continue;
         }
@@ -277,7 +297,13 @@ fn every_line_pingpong_writes_is_json_in_json_format_and_none_is_in_text_format(
         assert_eq!(pong["span"], "request", "{pong}");
         request_line(&objects, "unmatched", "GET", 404);
         request_line(&objects, "/pingpong", "POST", 405);
-        request_line(&objects, "/readyz", "GET", 503);
+        let readyz = request_line(&objects, "/readyz", "GET", 503);
+        assert_eq!(readyz["level"], "INFO", "{readyz}");
+        assert_eq!(readyz["reason"], "draining", "{readyz}");
+        assert!(
+            objects.iter().all(|o| o["level"] != "ERROR"),
+            "an ERROR line in a graceful shutdown: {objects:#?}"
+        );
         let message = |m: &str| {
             objects
                 .iter()

@@ -162,7 +162,7 @@ async fn a_counter_at_u64_max_is_not_ready_because_it_cannot_advance() {
     file.set(u64::MAX).unwrap();
     let app = app_for(file.clone(), Draining::default());
     let reason = format!(
-        "counter file {}: 18446744073709551615 + 1 does not fit in a u64",
+        "counter file {}: 18446744073709551615 + 1 does not fit in a u64: the counter is at its maximum",
         file.path().display()
     );
     let ready = call(&app, Method::GET, "/readyz").await;

@@ -14,6 +14,15 @@
 //!   the exact value each must leave; for the increment also every way each write pending at
 //!   the crash point can be torn (crashfs's snapshots: the recipe runs once per point, its
 //!   state is cut every way).
+//! - Every crash point, torn writes included, of an increment during a rolling update
+//!   (shared-fs `rollout`), entered three ways: the published file found ahead of the record,
+//!   as a replica of the previous release leaves it, by a replica that holds a record and by
+//!   the first one on a volume only the previous release wrote; and the marker alone. Each
+//!   batch is then published durably before it is answered, so after a cut the published
+//!   file, all an old replica reads, holds every acknowledged number too. Answer before
+//!   publishing, or ignore the marker, and an old replica would hand an acknowledged number out
+//!   again (crash point 3 of 7 fails); publish without the directory's fsync and crash point 7
+//!   fails.
 //!
 //! The recipe of one increment is one record write and one `fdatasync` of the lock file; the
 //! published file is replaced (temporary file, fsync, rename) when the lock is given back, and
@@ -39,7 +48,7 @@ use crashfs::{
     CrashFs, Cut, Model, Pending, Probe, Tear,
     env::{Outcome, Replay, mount_or_skip, old_or_new, replay, report},
 };
-use shared_fs::CounterFile;
+use shared_fs::{CounterFile, caches::VolumeKind};
 use support::{BIN, Server, eventually, pong_number, try_get};
 
 const COUNTER: &str = "pingpong_counter.txt";
@@ -70,10 +79,13 @@ fn published(dir: &Path) -> OnDisk {
     }
 }
 
-/// After a cut: the count every reader takes, having checked that the published file is whole
-/// (or was never written) and not ahead of it.
-fn count_after_cut(dir: &Path, at: &str) -> u64 {
+/// After a cut: the count every reader takes (as it reads a volume of `kind`: on a local one
+/// the larger of the record and the published file, on crashfs otherwise the record alone once
+/// there is one), having checked that the published file is whole (or was never written) and
+/// not ahead of it.
+fn count_after_cut(dir: &Path, kind: VolumeKind, at: &str) -> u64 {
     let count = CounterFile::in_dir(dir)
+        .with_volume_kind(kind)
         .read()
         .unwrap_or_else(|e| panic!("{at}: after the cut the count is unreadable: {e}"));
     match published(dir) {
@@ -151,7 +163,7 @@ fn power_cuts_at_random_instants_under_two_processes_never_lose_an_acknowledged_
             .unwrap_or_else(|e| panic!("{at}: cut: {e}"));
         let at = format!("{at} (tears {tears:?})");
 
-        let value = count_after_cut(&dir, &format!("{at} ({model:?}, k={k})"));
+        let value = count_after_cut(&dir, VolumeKind::Auto, &format!("{at} ({model:?}, k={k})"));
         report(&Outcome {
             test: "pingpong random instants",
             model,
@@ -187,8 +199,15 @@ fn power_cuts_at_random_instants_under_two_processes_never_lose_an_acknowledged_
 
 /// The guarantee at one crash point: the count is the old or the new value, never anything
 /// else, and the new one if it was acknowledged. Returns whether it is the new one.
-fn check_crash_point(dir: &Path, at: &str, old: u64, new: u64, acknowledged: bool) -> bool {
-    match count_after_cut(dir, at) {
+fn check_crash_point(
+    dir: &Path,
+    kind: VolumeKind,
+    at: &str,
+    old: u64,
+    new: u64,
+    acknowledged: bool,
+) -> bool {
+    match count_after_cut(dir, kind, at) {
         v if v == new => true,
         v if v == old && !acknowledged => false,
         other => panic!(
@@ -272,7 +291,8 @@ fn every_crash_point_of_one_increment_leaves_the_old_or_the_acknowledged_value()
                     cut.names
                 );
                 remove_temporary_files(&dir);
-                let new = check_crash_point(&dir, &at, value, value + 1, acknowledged);
+                let new =
+                    check_crash_point(&dir, VolumeKind::Auto, &at, value, value + 1, acknowledged);
                 outcomes.push(new);
                 report(&Outcome {
                     test: "pingpong increment",
@@ -353,7 +373,8 @@ fn every_crash_point_of_counter_set_leaves_the_old_or_the_new_value() {
                 let acknowledged = !fs.frozen();
                 let tears = cut(&mut fs, model, k);
 
-                let is_new = check_crash_point(&dir, &at, value, new, acknowledged);
+                let is_new =
+                    check_crash_point(&dir, VolumeKind::Auto, &at, value, new, acknowledged);
                 outcomes.push(is_new);
                 report(&Outcome {
                     test: "pingpong counter set",
@@ -403,4 +424,298 @@ fn remove_temporary_files(dir: &Path) {
             fs::remove_file(&path).expect("remove temporary file");
         }
     }
+}
+
+/// How far ahead of the record a replica of the previous release leaves the published file in
+/// the rollout proofs (it served that many requests while this release's replica was idle).
+const OLD_REPLICA_SERVED: u64 = 1000;
+
+/// A replica of the previous release hands out `served` numbers: under the lock (its file
+/// created if missing, as that release did: empty, no record), the published file read and
+/// replaced (temporary file, fsync, rename, fsync of the directory) by the larger count; the
+/// record, which it does not know, is left behind. Returns the new published count.
+fn old_replica_serves(dir: &Path, served: u64) -> u64 {
+    let lock = fs::File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join(format!("{COUNTER}.lock")))
+        .expect("open the lock file");
+    lock.lock().expect("lock");
+    let OnDisk::Value(count) = published(dir) else {
+        panic!("an old replica finds {:?}", published(dir));
+    };
+    let count = count + served;
+    let tmp = dir.join(format!(".{COUNTER}.old-replica.tmp"));
+    let mut file = fs::File::create_new(&tmp).expect("create the temporary file");
+    std::io::Write::write_all(&mut file, format!("{count}\n").as_bytes()).expect("write");
+    file.sync_all().expect("fsync");
+    fs::rename(&tmp, dir.join(COUNTER)).expect("rename");
+    sync_dir(dir);
+    count
+}
+
+fn sync_dir(dir: &Path) {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .expect("fsync the directory");
+}
+
+/// Removes `path` if it is there.
+fn remove_if_there(path: &Path) {
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => panic!("removing {}: {e}", path.display()),
+    }
+}
+
+/// Waits until the published file holds `count`: the lock given back, so that nothing is left
+/// to write. A synchronisation point, not the 100 ms promise (SPEC §3, proved elsewhere): a
+/// loaded machine can take longer.
+fn published_eventually(dir: &Path, count: u64) {
+    let expected = format!("{count}\n");
+    eventually(
+        Duration::from_secs(30),
+        &format!("the published file to hold {expected:?}"),
+        || (fs::read_to_string(dir.join(COUNTER)).ok()? == expected).then_some(()),
+    );
+}
+
+/// What the volume holds when a rollout proof's recipe starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rollout {
+    /// A replica of this release that holds a record (and has started: its start-up's
+    /// operations are not the recipe's) finds the published file ahead of it.
+    AheadOfTheRecord,
+    /// The first replica of this release on a volume only the previous release wrote: an empty
+    /// lock file and the published file. Its start-up is part of the recipe.
+    NoRecordYet,
+    /// The published file equal to the record, the marker of a rollout fresh: an old replica
+    /// was seen writing a moment ago, by another replica (most leases of a rollout find no
+    /// more than that). Start-up's operations are not the recipe's.
+    MarkerOnly,
+}
+
+impl Rollout {
+    /// The mutating operations of the recipe: start-up's, where it is part of it, then one
+    /// increment's (the record's write and `fdatasync`, then, before the answer, the published
+    /// file replaced durably: temporary file, write, fsync, rename, fsync of the directory),
+    /// and none when the lock is given back (the file already holds the count).
+    fn ops(self) -> u64 {
+        match self {
+            Rollout::AheadOfTheRecord | Rollout::MarkerOnly => 7,
+            // Before those: the lock file allocated (8 KiB of zeros, fdatasync, the
+            // directory's fsync) and the marker created.
+            Rollout::NoRecordYet => 4 + 7,
+        }
+    }
+
+    /// The operation after which the record holding the new count is durable (its
+    /// `fdatasync`): before its write the count is the old one, while it is pending either.
+    fn record_durable_at(self) -> u64 {
+        self.ops() - 5
+    }
+}
+
+/// Every crash point of one rollout recipe (see [`Rollout`]), torn writes included, in both
+/// models; returns the number of cuts. Each k runs the recipe once, from a volume the previous
+/// release has just written ([`old_replica_serves`]), and cuts the state it left every way.
+/// Besides what every cut must leave (the count, as a reader on a local volume takes it, the old
+/// or the acknowledged value; the published file whole and not ahead of it), the published
+/// file, which is all an old replica reads, must hold every acknowledged number: otherwise the
+/// old replica that takes the lock first after the restart hands it out a second time.
+fn every_crash_point_of_a_rollout(fs: &mut CrashFs, rollout: Rollout) -> usize {
+    let dir = fs.path().to_path_buf();
+    let marker = dir.join(format!("{COUNTER}.rollout"));
+    let start = || Server::start_with(&dir, &[("VOLUME_KIND", "local")]);
+    let ops = rollout.ops();
+    let mut ops_seen = Vec::new();
+    let mut cuts = 0;
+    // k = ops + 1: the power fails after everything.
+    for k in 0..=ops + 1 {
+        // Gone, so that each recipe must find the evidence itself (a cut may have taken the
+        // marker's name already).
+        remove_if_there(&marker);
+        let old = match rollout {
+            Rollout::AheadOfTheRecord => old_replica_serves(&dir, OLD_REPLICA_SERVED),
+            Rollout::NoRecordYet => {
+                remove_if_there(&dir.join(format!("{COUNTER}.lock")));
+                old_replica_serves(&dir, OLD_REPLICA_SERVED)
+            }
+            Rollout::MarkerOnly => {
+                // Made now (its time the creation's), its name durable.
+                fs::File::create_new(&marker).expect("create the marker");
+                sync_dir(&dir);
+                let recorded = CounterFile::in_dir(&dir)
+                    .with_volume_kind(VolumeKind::Local)
+                    .read_record()
+                    .expect("the record");
+                let count = recorded.expect("a record");
+                assert_eq!(
+                    published(&dir),
+                    OnDisk::Value(count),
+                    "k={k}: the published file not ahead: only the marker says rollout"
+                );
+                count
+            }
+        };
+        let new = old + 1;
+        let (server, mark) = match rollout {
+            Rollout::AheadOfTheRecord => {
+                let server = start();
+                // Start-up's reconciliation finds the published file ahead of the record and
+                // notes the rollout; once the marker is there it has nothing left to write.
+                eventually(
+                    Duration::from_secs(30),
+                    &format!("{rollout:?}, k={k}: the marker of a rollout"),
+                    || marker.exists().then_some(()),
+                );
+                let mark = fs.mutating_ops();
+                fs.crash_after(k);
+                (server, mark)
+            }
+            Rollout::NoRecordYet => {
+                let mark = fs.mutating_ops();
+                fs.crash_after(k);
+                (start(), mark)
+            }
+            // Start-up writes nothing here (the published file is current, the marker there).
+            Rollout::MarkerOnly => {
+                let server = start();
+                let mark = fs.mutating_ops();
+                fs.crash_after(k);
+                (server, mark)
+            }
+        };
+        let (status, body) = server.get("/pingpong");
+        assert_eq!(
+            (status, body),
+            (200, format!("pong {old}")),
+            "{rollout:?}, k={k}"
+        );
+        let acknowledged = !fs.frozen();
+        assert!(
+            marker.exists(),
+            "{rollout:?}, k={k}: the published file was found ahead of the record, and no \
+             rollout noted"
+        );
+        published_eventually(&dir, new);
+        server.kill9();
+        ops_seen.push(fs.mutating_ops() - mark);
+        let snapshot = fs.snapshot();
+        let durable_at = rollout.record_durable_at();
+        let expected = match k {
+            k if k + 1 < durable_at => "old",
+            k if k + 1 == durable_at => "old or new",
+            _ => "new",
+        };
+        // Durable from the directory's fsync (the last operation) on; in the names-durable
+        // model from the rename, the temporary file's content synced before it.
+        let published_new = |names| k >= ops || (k + 1 == ops && names == Model::NamesDurable);
+        let mut outcomes = Vec::new();
+        for cut in crashfs::points::every_cut(&fs.pending()) {
+            let tears = fs
+                .cut_power_from(&snapshot, cut.clone())
+                .unwrap_or_else(|e| panic!("{rollout:?}, k={k}, {cut:?}: {e}"));
+            let at = format!(
+                "{rollout:?}, crash point {k} of {ops}, {:?}, tears {tears:?}",
+                cut.names
+            );
+            remove_temporary_files(&dir);
+            let is_new = check_crash_point(&dir, VolumeKind::Local, &at, old, new, acknowledged);
+            // What an old replica taking the lock now hands out first.
+            let old_replica_next = match published(&dir) {
+                OnDisk::Value(v) => v,
+                other => panic!("{at}: an old replica finds the published file {other:?}"),
+            };
+            assert!(
+                old_replica_next == new || (old_replica_next == old && !acknowledged),
+                "{at}: pong {old} was {}acknowledged, and an old replica would hand out \
+                 pong {old_replica_next} next (the published file)",
+                if acknowledged { "" } else { "not " }
+            );
+            assert_eq!(
+                old_replica_next == new,
+                published_new(cut.names),
+                "{at}: the published file holds {old_replica_next}"
+            );
+            outcomes.push(is_new);
+            let test = match rollout {
+                Rollout::AheadOfTheRecord => "pingpong increment in a rollout",
+                Rollout::NoRecordYet => "pingpong first start in a rollout",
+                Rollout::MarkerOnly => "pingpong increment in a rollout, by its marker",
+            };
+            report(&Outcome {
+                test,
+                model: cut.names,
+                tears: &tears,
+                after: k,
+                of: Some(ops),
+                expected,
+                found: old_or_new(Some(is_new)),
+                acknowledged: u64::from(acknowledged),
+            });
+            cuts += 1;
+        }
+        let seen = match (outcomes.contains(&false), outcomes.contains(&true)) {
+            (true, false) => "old",
+            (true, true) => "old or new",
+            (false, true) => "new",
+            (false, false) => "no cut",
+        };
+        assert_eq!(seen, expected, "{rollout:?}, crash point {k} of {ops}");
+        // The last cut's state goes on: the restart continues from its count.
+        let count = if *outcomes.last().expect("a cut") {
+            new
+        } else {
+            old
+        };
+        let server = start();
+        assert_eq!(
+            server.get("/pingpong"),
+            (200, format!("pong {count}")),
+            "{rollout:?}, crash point {k}: the restart continues from the count"
+        );
+        published_eventually(&dir, count + 1);
+        server.kill9();
+    }
+    // Checked last, so that a recipe that answers before it publishes fails on what an old
+    // replica would hand out, not on its number of operations.
+    assert_eq!(
+        ops_seen,
+        vec![ops; ops as usize + 2],
+        "{rollout:?}: the operations of each recipe"
+    );
+    cuts
+}
+
+/// The rollout mode in the power-loss proof, each way into it ([`Rollout`]). Only on a local
+/// volume: the previous release never ran on a network one, and there this release does not
+/// read the published file under the lock.
+#[test]
+fn during_a_rollout_every_crash_point_leaves_an_old_replica_nothing_to_hand_out_again() {
+    let Some(mut fs) = mount_or_skip("pingpong every crash point in a rollout") else {
+        return;
+    };
+    let started = Instant::now();
+    let dir = fs.path().to_path_buf();
+    // This release alone first: a record, the published file equal to it, no marker.
+    assert_eq!(one_increment(&fs, &dir, "local"), (0, true));
+    assert!(
+        !dir.join(format!("{COUNTER}.rollout")).exists(),
+        "a rollout noted before any old replica wrote"
+    );
+    let mut cuts = Vec::new();
+    for rollout in [
+        Rollout::AheadOfTheRecord,
+        Rollout::NoRecordYet,
+        Rollout::MarkerOnly,
+    ] {
+        let pass = Instant::now();
+        let n = every_crash_point_of_a_rollout(&mut fs, rollout);
+        cuts.push(format!("{rollout:?}: {n} cuts in {:.1?}", pass.elapsed()));
+    }
+    println!("{} ({:.1?} in all)", cuts.join(", "), started.elapsed());
 }

@@ -238,6 +238,7 @@ fn help_version_and_bad_operator_input() {
     let help = String::from_utf8(help.stdout).unwrap();
     for needle in [
         "PORT",
+        "LISTEN_ADDRESS",
         "DATA_DIR",
         "RUST_LOG",
         "SHUTDOWN_DELAY",

@@ -31,16 +31,72 @@ fn a_request_that_times_out_says_why_and_costs_no_number() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
     let held = hold_counter_lock(dir.path());
+    let (status, body) = server.get("/pingpong");
+    assert_eq!(status, 503);
+    let reason = body.strip_prefix("timed out after 5s: ").unwrap_or(&body);
+    let waited = seconds_waiting_for_the_lock(reason);
     assert_eq!(
-        server.get("/pingpong"),
-        (
-            503,
-            "timed out after 5s waiting for the shared volume\n".to_owned()
+        body,
+        format!(
+            "timed out after 5s: {}\n",
+            awaiting_the_lock(dir.path(), waited)
         )
     );
+    // The writer began waiting just after the request came: 5 s ago, give or take a loaded
+    // machine's scheduling.
+    assert!((4..=5).contains(&waited), "{body}");
     drop(held);
     assert_eq!(server.get("/pingpong"), (200, "pong 0".to_owned()));
     test_support::assert_published(&dir.path().join(COUNTER), "1\n");
+}
+
+#[test]
+fn readiness_says_the_lock_is_awaited_until_it_is_had_and_the_request_is_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    assert_eq!(server.get("/readyz"), (200, "ready".to_owned()));
+    // Another replica stuck or frozen with the lock, a paused `counter set`: every increment
+    // here waits, and the load balancer must send them elsewhere.
+    let held = hold_counter_lock(dir.path());
+    let port = server.port;
+    let request = thread::spawn(move || get(port, "/pingpong"));
+    let reason = support::eventually(
+        Duration::from_secs(10),
+        "readiness to say the lock is awaited",
+        || {
+            let (status, body) = server.get("/readyz");
+            (status == 503).then_some(body)
+        },
+    );
+    let waited = seconds_waiting_for_the_lock(&reason);
+    assert_eq!(reason, awaiting_the_lock(dir.path(), waited));
+    // Not before a second: a replica taking its turn holds the lock 20 ms at most.
+    assert!(waited >= 1, "{reason}");
+
+    drop(held);
+    support::eventually(
+        Duration::from_secs(10),
+        "readiness once the lock is had",
+        || (server.get("/readyz") == (200, "ready".to_owned())).then_some(()),
+    );
+    assert_eq!(request.join().unwrap(), (200, "pong 0".to_owned()));
+}
+
+/// The reason given while the writer has waited `seconds` for the lock in `data_dir`.
+fn awaiting_the_lock(data_dir: &std::path::Path, seconds: u64) -> String {
+    format!(
+        "waiting {seconds} s for the counter's lock on {}: another process holds it, or the volume does not answer",
+        data_dir.join("pingpong_counter.txt.lock").display()
+    )
+}
+
+/// N in a reason that starts `waiting N s for the counter's lock`; panics on anything else.
+fn seconds_waiting_for_the_lock(reason: &str) -> u64 {
+    reason
+        .strip_prefix("waiting ")
+        .and_then(|rest| rest.split_once(" s for the counter's lock"))
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or_else(|| panic!("not waiting for the lock: {reason:?}"))
 }
 
 #[test]

@@ -1,17 +1,20 @@
-//! pingpong on a volume that hangs or fails, as a real process on crashfs (SPEC §4): probes and
-//! reads during a hang pile up no threads and the service recovers when the volume does; a
-//! failing disk makes `/readyz` 503 with the reason until a write succeeds again; and every
-//! number a failed write used is counted abandoned, never handed out and never lost track of.
+//! pingpong on a volume that hangs, fails or is slow, as a real process on crashfs (SPEC §3,
+//! §4): probes and reads during a hang pile up no threads and the service recovers when the
+//! volume does; a failing disk makes `/readyz` 503 with the reason until a write succeeds again;
+//! every number a failed write used is counted abandoned, never handed out and never lost track
+//! of; a slow local disk answers slowly, not with errors; on a network volume a lease that
+//! stalled longer than the trust window hands nothing out from it; and readiness held up behind
+//! the lock says so.
 //!
 //! These tests need root and `/dev/fuse`; without them they print why and pass, unless
 //! `CRASHFS_REQUIRED=1` (CI) makes that a failure.
 
 mod support;
 
-use std::{thread, time::Duration};
+use std::{fs, thread, time::Duration};
 
 use crashfs::env::mount_or_skip;
-use shared_fs::CounterFile;
+use shared_fs::{CounterFile, lease::TRUST};
 use support::{Server, eventually, get};
 
 const COUNTER: &str = "pingpong_counter.txt";
@@ -128,4 +131,126 @@ fn a_failing_disk_is_not_ready_until_a_write_succeeds_and_no_used_number_goes_un
         CounterFile::in_dir(dir).read().unwrap(),
         delivered + abandoned(&server)
     );
+}
+
+#[test]
+fn a_slow_local_disk_answers_slowly_not_with_errors() {
+    let Some(fs) = mount_or_skip("pingpong on a slow local disk") else {
+        return;
+    };
+    let dir = fs.path();
+    // crashfs is a FUSE filesystem, which `auto` takes for one several nodes share; this one
+    // only this node mounts, as an ext4 or XFS volume would be.
+    let server = Server::start_with(dir, &[("VOLUME_KIND", "local")]);
+    assert_eq!(server.get("/pingpong"), (200, "pong 0".to_owned()));
+    test_support::assert_published(&dir.join(COUNTER), "1\n");
+
+    // An HDD, a cloud disk out of burst credits: every flush takes longer than the trust window
+    // of a network filesystem's lock, and still well within the request timeout. A local flock
+    // cannot expire while its holder lives, so nothing is distrusted.
+    fs.delay_syncs(TRUST + Duration::from_millis(500));
+    for n in 1..=2 {
+        assert_eq!(server.get("/pingpong"), (200, format!("pong {n}")));
+        // The lock is given back with a publication, one more slow flush, before the next
+        // increment can take it: waited for, so that the next answer is one flush away.
+        let published = format!("{}\n", n + 1);
+        eventually(Duration::from_secs(20), "the count published", || {
+            (fs::read_to_string(dir.join(COUNTER)).ok()? == published).then_some(())
+        });
+        assert_eq!(server.get("/readyz"), (200, "ready".to_owned()));
+    }
+    fs.delay_syncs(Duration::ZERO);
+    assert_eq!(abandoned(&server), 0);
+    assert_eq!(CounterFile::in_dir(dir).read().unwrap(), 3);
+}
+
+#[test]
+fn on_a_network_volume_a_lease_that_stalled_while_it_was_taken_hands_out_nothing() {
+    let Some(fs) = mount_or_skip("pingpong stalled while taking the lock") else {
+        return;
+    };
+    let dir = fs.path();
+    let server = Server::start_with(dir, &[("VOLUME_KIND", "network")]);
+    assert_eq!(server.get("/pingpong"), (200, "pong 0".to_owned()));
+    // The lock given back, so that the next increment takes it again.
+    let lock_path = dir.join(format!("{COUNTER}.lock"));
+    let lock = fs::File::open(&lock_path).unwrap();
+    eventually(Duration::from_secs(10), "the lock to be given back", || {
+        lock.try_lock().ok().map(|()| lock.unlock().unwrap())
+    });
+
+    // The volume stops answering; flock does not need it (the kernel keeps crashfs's locks),
+    // so the writer takes the lock and stalls reading the record under it, longer than the
+    // trust window: on a filesystem that does not fence, the lock may have expired meanwhile
+    // and another client written the record.
+    fs.hang();
+    let resume = Resume(&fs);
+    let port = server.port;
+    let request = thread::spawn(move || get(port, "/pingpong"));
+    eventually(
+        Duration::from_secs(10),
+        "the writer to take the lock",
+        || match lock.try_lock() {
+            Err(fs::TryLockError::WouldBlock) => Some(()),
+            Ok(()) => {
+                lock.unlock().unwrap();
+                None
+            }
+            Err(fs::TryLockError::Error(e)) => panic!("try_lock: {e}"),
+        },
+    );
+    thread::sleep(TRUST + Duration::from_millis(500));
+    drop(resume);
+
+    let distrusted = format!(
+        "the lock on {} was last known held more than 2s ago: on a network filesystem it may have expired meanwhile, so no number is handed out\n",
+        lock_path.display()
+    );
+    assert_eq!(request.join().unwrap(), (503, distrusted));
+    // Nothing was written from the distrusted lease: no number was used.
+    assert_eq!(server.get("/pingpong"), (200, "pong 1".to_owned()));
+    assert_eq!(abandoned(&server), 0);
+}
+
+#[test]
+fn readiness_stuck_behind_the_lock_after_a_failed_write_says_it_waits_for_the_lock() {
+    let Some(fs) = mount_or_skip("readiness behind the lock after a failed write") else {
+        return;
+    };
+    let dir = fs.path();
+    let server = Server::start(dir);
+    assert_eq!(server.get("/pingpong"), (200, "pong 0".to_owned()));
+    fs.fail_syncs(true, true);
+    assert_eq!(server.get("/pingpong").0, 503);
+    fs.fail_syncs(false, false);
+
+    // After a failed write, readiness asks the writer for a new one, and the writer has to take
+    // the lock for it, which another process holds.
+    let held = support::hold_counter_lock(dir);
+    let (status, body) = server.get("/readyz");
+    assert_eq!(status, 503);
+    let lock = dir.join(format!("{COUNTER}.lock"));
+    let waited = body
+        .strip_prefix("timed out after 5s: waiting ")
+        .and_then(|rest| rest.split_once(" s for the counter's lock"))
+        .and_then(|(n, _)| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("not waiting for the lock: {body:?}"));
+    assert_eq!(
+        body,
+        format!(
+            "timed out after 5s: waiting {waited} s for the counter's lock on {}: another process holds it, or the volume does not answer\n",
+            lock.display()
+        )
+    );
+    // The writer began waiting just after the probe came: 5 s ago, give or take a loaded
+    // machine's scheduling.
+    assert!((4..=5).contains(&waited), "{body}");
+
+    drop(held);
+    eventually(
+        Duration::from_secs(10),
+        "readiness once the lock is had",
+        || (server.get("/readyz") == (200, "ready".to_owned())).then_some(()),
+    );
+    assert_eq!(server.get("/pingpong"), (200, "pong 2".to_owned()));
 }

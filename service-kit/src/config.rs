@@ -2,7 +2,7 @@
 //! malformed is an error naming the variable, the value and what was expected, which the binary
 //! prints as one line before exiting with status 2.
 
-use std::{env, ffi::OsString, fmt, path::PathBuf, time::Duration};
+use std::{env, ffi::OsString, fmt, net::IpAddr, path::PathBuf, time::Duration};
 
 /// A variable that is set but malformed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,8 +47,9 @@ pub fn parse_var<T>(
 }
 
 /// Every variable a binary of this workspace reads (SPEC §2).
-pub const VARIABLES: [&str; 7] = [
+pub const VARIABLES: [&str; 8] = [
     "PORT",
+    "LISTEN_ADDRESS",
     "DATA_DIR",
     "LOG_INTERVAL",
     "RUST_LOG",
@@ -103,6 +104,48 @@ pub fn port(lookup: &impl Fn(&str) -> Option<String>, default: u16) -> Result<u1
         })?
         .unwrap_or(default),
     )
+}
+
+/// `LISTEN_ADDRESS`: where an HTTP server listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ListenAddress {
+    /// Unset: every address of both families, `[::]` with `IPV6_V6ONLY` off, so that an
+    /// IPv6-only, an IPv4-only and a dual-stack pod all serve their pod IPs; `0.0.0.0` on a host
+    /// without IPv6.
+    #[default]
+    Any,
+    /// Exactly this address (`::` also takes IPv4, as above, but never falls back).
+    Ip(IpAddr),
+}
+
+impl fmt::Display for ListenAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddress::Any => f.write_str("every address"),
+            ListenAddress::Ip(ip) => write!(f, "{ip}"),
+        }
+    }
+}
+
+/// `LISTEN_ADDRESS`: an IPv4 or IPv6 address, IPv6 optionally in brackets (`[::1]`); no host
+/// names (a name can resolve to several addresses, or to none at start).
+pub fn listen_address(
+    lookup: &impl Fn(&str) -> Option<String>,
+) -> Result<ListenAddress, ConfigError> {
+    Ok(parse_var(
+        lookup,
+        "LISTEN_ADDRESS",
+        "an IP address such as ::, 0.0.0.0, ::1 or 127.0.0.1",
+        |v| {
+            let bare = v
+                .strip_prefix('[')
+                .and_then(|v| v.strip_suffix(']'))
+                .filter(|inner| inner.contains(':'))
+                .unwrap_or(v);
+            bare.parse().ok().map(ListenAddress::Ip)
+        },
+    )?
+    .unwrap_or_default())
 }
 
 /// `DATA_DIR`: the shared volume, default `files` relative to the working directory.
@@ -162,6 +205,39 @@ mod tests {
         assert_eq!(port(&env_of(&[]), 3000), Ok(3000));
         assert_eq!(port(&env_of(&[("PORT", "")]), 3000), Ok(3000));
         assert_eq!(data_dir(&env_of(&[])), PathBuf::from("files"));
+    }
+
+    #[test]
+    fn listen_address_is_an_ip_address_or_any() {
+        let a = |v: &'static str| {
+            listen_address(&move |var: &str| (var == "LISTEN_ADDRESS").then(|| v.to_owned()))
+        };
+        assert_eq!(listen_address(&env_of(&[])), Ok(ListenAddress::Any));
+        assert_eq!(a(""), Ok(ListenAddress::Any));
+        assert_eq!(a("127.0.0.1"), Ok(ListenAddress::Ip([127, 0, 0, 1].into())));
+        let loopback6 = ListenAddress::Ip(std::net::Ipv6Addr::LOCALHOST.into());
+        assert_eq!(a("::1"), Ok(loopback6));
+        assert_eq!(a("[::1]"), Ok(loopback6));
+        assert_eq!(
+            a("::"),
+            Ok(ListenAddress::Ip(std::net::Ipv6Addr::UNSPECIFIED.into()))
+        );
+        assert_eq!(
+            a("localhost").expect_err("a name").to_string(),
+            r#"invalid LISTEN_ADDRESS="localhost": expected an IP address such as ::, 0.0.0.0, ::1 or 127.0.0.1"#
+        );
+        for bad in [
+            "127.0.0.1:3000",
+            "[127.0.0.1]",
+            "[::1]:3000",
+            " ::1",
+            "::1 ",
+            "256.0.0.1",
+            "[::1",
+            "fe80::1%eth0",
+        ] {
+            assert!(a(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

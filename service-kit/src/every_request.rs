@@ -11,10 +11,14 @@
 //!   written for them still selects them. When they are filtered out, nothing is formatted and
 //!   no span is made.
 //! - **A time limit**: a request not answered within [`REQUEST_TIMEOUT`] is answered `503` with
-//!   the reason, and the route's future is dropped (an increment still queued hands out no
-//!   number). The timer is armed only once the route has to wait, so an answer ready at once
+//!   the reason (the service's own, where it knows what the route waits for:
+//!   [`TimeoutReason`]), and the route's future is dropped (an increment still queued hands out
+//!   no number). The timer is armed only once the route has to wait, so an answer ready at once
 //!   costs no timer.
-//! - **An exact count** in `http_requests_total{route, method, status}`.
+//! - **An exact count** in `http_requests_total{route, method, status}`, and the latency in
+//!   `http_request_duration_seconds{route, method, status}` (the clock read once per answer).
+//! - **No ERROR for an expected 503**: an answer marked [`Expected503`] (`/readyz` while
+//!   draining) has only its INFO line, with the `reason`.
 //! - **`Connection: close` from SIGTERM on**: a load balancer's pooled connections end cleanly
 //!   during the shutdown delay instead of being cut by the drain while it may still reuse them.
 //!
@@ -24,10 +28,13 @@
 //! well. Those four cost 38 heap allocations per request and took the ceiling example from
 //! about 12 000 to 26 500 instructions per request. This layer allocates nothing itself; its
 //! one level costs two allocations (axum's clone of the service and its boxed future) and
-//! about 1 200 instructions in all (BENCHMARKS.md, "What the stack costs per request").
+//! about 1 200 instructions in all (BENCHMARKS.md, "What the stack costs per request"). The
+//! latency histogram costs a clock read and two relaxed atomic adds: the ceiling example went
+//! from 10 863 to 11 045 instructions per request with it (`bench/stack-cost.py instructions`).
 
 use std::{
     convert::Infallible,
+    fmt,
     future::Future,
     pin::Pin,
     sync::Arc,
@@ -46,7 +53,7 @@ use tower::{Layer, Service};
 use tracing::Span;
 
 use crate::{
-    http::{REQUEST_TIMEOUT, unavailable},
+    http::{REQUEST_TIMEOUT, TimeoutReason, unavailable},
     metrics::{HttpMetrics, method_label},
     shutdown::Draining,
 };
@@ -60,15 +67,32 @@ pub(crate) struct EveryRequestLayer {
 /// What every request's answer needs, behind one reference count: axum clones the layered
 /// service for every request, and each clone of an `Arc` is an atomic add on a line that both
 /// worker threads write.
-#[derive(Debug)]
 struct Shared {
     metrics: HttpMetrics,
     draining: Draining,
+    timeout_reason: TimeoutReason,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("metrics", &self.metrics)
+            .field("draining", &self.draining)
+            .finish_non_exhaustive()
+    }
 }
 
 impl EveryRequestLayer {
-    pub(crate) fn new(metrics: HttpMetrics, draining: Draining) -> Self {
-        let shared = Arc::new(Shared { metrics, draining });
+    pub(crate) fn new(
+        metrics: HttpMetrics,
+        draining: Draining,
+        timeout_reason: TimeoutReason,
+    ) -> Self {
+        let shared = Arc::new(Shared {
+            metrics,
+            draining,
+            timeout_reason,
+        });
         EveryRequestLayer { shared }
     }
 }
@@ -168,16 +192,24 @@ where
                 }
                 let deadline = this.deadline.as_mut().as_pin_mut();
                 ready!(deadline.expect("armed above").poll(cx));
-                unavailable(format!(
-                    "timed out after {}s waiting for the shared volume",
-                    REQUEST_TIMEOUT.as_secs()
-                ))
+                let route = this.labels.as_ref().and_then(|(route, _)| route.as_ref());
+                let timeout = REQUEST_TIMEOUT.as_secs();
+                match route.and_then(|route| (this.shared.timeout_reason)(route.as_str())) {
+                    Some(reason) => unavailable(format!("timed out after {timeout}s: {reason}")),
+                    None => unavailable(format!(
+                        "timed out after {timeout}s waiting for the shared volume"
+                    )),
+                }
             }
         };
         let status = response.status();
+        let latency = this.start.elapsed();
         let (route, method) = this.labels.take().expect("polled after completion");
-        this.shared.metrics.count(route, method, status.as_u16());
-        log_answer(status, *this.start);
+        this.shared
+            .metrics
+            .count(route, method, status.as_u16(), latency);
+        let expected = response.extensions().get::<Expected503>().copied();
+        log_answer(status, latency, expected);
         if this.shared.draining.is_draining() {
             response
                 .headers_mut()
@@ -187,19 +219,31 @@ where
     }
 }
 
+/// Marks a `503` that is the process working as meant, not failing: `/readyz` while the
+/// process drains. Its line is the INFO one with the reason, without the ERROR `response
+/// failed`: a graceful shutdown logs no errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expected503(pub &'static str);
+
 /// The answer's lines (target `service_kit::http`, where `TraceLayer`'s callbacks wrote them).
-/// The clock is read only for a line that is written: an event's fields are evaluated only
-/// when it is enabled.
-fn log_answer(status: StatusCode, start: Instant) {
-    // A 5xx has two lines with one latency; any other answer reads the clock only for its line.
-    let failed = status.is_server_error().then(|| start.elapsed());
+fn log_answer(status: StatusCode, latency: Duration, expected: Option<Expected503>) {
+    if let Some(Expected503(reason)) = expected {
+        tracing::info!(
+            target: "service_kit::http",
+            status = status.as_u16(),
+            latency_us = micros(latency),
+            reason,
+            "finished processing request"
+        );
+        return;
+    }
     tracing::info!(
         target: "service_kit::http",
         status = status.as_u16(),
-        latency_us = micros(failed.unwrap_or_else(|| start.elapsed())),
+        latency_us = micros(latency),
         "finished processing request"
     );
-    if let Some(latency) = failed {
+    if status.is_server_error() {
         tracing::error!(
             target: "service_kit::http",
             classification = format_args!("Status code: {status}"),

@@ -2,21 +2,32 @@
 //! log line per request, a timeout on every request, and serving until SIGTERM with a bounded
 //! drain.
 
-use std::{future::Future, io, pin::Pin, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    io,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    pin::Pin,
+    sync::Arc,
+    time::Duration,
+};
 
 use axum::{
     Router,
     handler::Handler,
-    http::{StatusCode, header},
+    http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{MethodRouter, get},
 };
 use prometheus_client::registry::Registry;
-use tokio::{net::TcpListener, sync::Notify};
+use tokio::{
+    net::{TcpListener, TcpSocket},
+    sync::Notify,
+};
 
 use crate::{
+    config::ListenAddress,
     connections,
-    every_request::EveryRequestLayer,
+    every_request::{EveryRequestLayer, Expected503},
     metrics::{self, HttpMetrics},
     shutdown::Draining,
     single_flight::SingleFlight,
@@ -52,6 +63,11 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(8);
 pub type ReadyCheck =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
 
+/// What a request was waiting for when it timed out, where the service knows better than "the
+/// shared volume": called with the route (`/pingpong`) of a request that timed out, and only
+/// then; `Some(reason)` makes the 503 say `timed out after 5s: <reason>`.
+pub type TimeoutReason = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 /// Adds the shared endpoints, and puts every route and fallback behind one layer
 /// (`every_request`): one log line per request, the [`REQUEST_TIMEOUT`], the count in
 /// `http_requests_total`, and, once `draining` has started, `Connection: close` on every answer.
@@ -59,11 +75,17 @@ pub type ReadyCheck =
 /// Methods, deliberately: the read-only routes answer `GET` and `HEAD` (monitors and link
 /// checkers send HEAD); a route that changes state is built with [`get_only`]; everything else
 /// is `405` with an `Allow` header, and an unknown path is `404`, each with a `text/plain` reason.
-pub fn finish(
+pub fn finish(app: Router, registry: Registry, draining: Draining, ready: ReadyCheck) -> Router {
+    finish_explaining_timeouts(app, registry, draining, ready, Arc::new(|_| None))
+}
+
+/// [`finish`], with the service's own reason for a request that timed out ([`TimeoutReason`]).
+pub fn finish_explaining_timeouts(
     app: Router,
     mut registry: Registry,
     draining: Draining,
     ready: ReadyCheck,
+    timeout_reason: TimeoutReason,
 ) -> Router {
     let http_metrics = HttpMetrics::register(&mut registry);
     metrics::register_process_metrics(&mut registry);
@@ -78,13 +100,17 @@ pub fn finish(
         .route("/readyz", get(readyz))
         .route(
             "/metrics",
-            get(move || async move { metrics::render(&registry) }),
+            get(move |request: HeaderMap| async move { metrics::render(&registry, &request) }),
         )
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
         .method_not_allowed_fallback(|| async {
             (StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         })
-        .layer(EveryRequestLayer::new(http_metrics, draining))
+        .layer(EveryRequestLayer::new(
+            http_metrics,
+            draining,
+            timeout_reason,
+        ))
 }
 
 /// A route that changes state (`/pingpong`): only `GET` runs `handler`. axum's `get` also runs
@@ -117,26 +143,69 @@ pub fn unavailable(reason: impl Into<String>) -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, reason).into_response()
 }
 
-async fn readyz(draining: Draining, ready: SingleFlight<Result<(), String>>) -> impl IntoResponse {
-    if draining.is_draining() {
-        return (
+async fn readyz(draining: Draining, ready: SingleFlight<Result<(), String>>) -> Response {
+    let draining_answer = || {
+        let mut answer = (
             StatusCode::SERVICE_UNAVAILABLE,
             "draining: shutting down".to_owned(),
-        );
+        )
+            .into_response();
+        answer.extensions_mut().insert(Expected503("draining"));
+        answer
+    };
+    if draining.is_draining() {
+        return draining_answer();
     }
-    let answer = ready
-        .get()
-        .await
-        .unwrap_or_else(|| Err("shutting down".to_owned()));
-    match answer {
-        Ok(()) => (StatusCode::OK, "ready".to_owned()),
-        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason),
+    match ready.get().await {
+        Some(Ok(())) => (StatusCode::OK, "ready".to_owned()).into_response(),
+        Some(Err(reason)) => (StatusCode::SERVICE_UNAVAILABLE, reason).into_response(),
+        // The check's runtime is going away: the process is shutting down.
+        None => draining_answer(),
     }
 }
 
-/// Binds `PORT` on all interfaces.
-pub async fn bind(port: u16) -> io::Result<TcpListener> {
-    TcpListener::bind(("0.0.0.0", port)).await
+/// Binds `port` at `address` (`LISTEN_ADDRESS`, SPEC §2). [`ListenAddress::Any`] is `[::]` with
+/// `IPV6_V6ONLY` off, which takes IPv4 connections too (as `::ffff:a.b.c.d`), whatever the
+/// host's `net.ipv6.bindv6only`; on a host without IPv6 (the family unsupported, or no IPv6
+/// address to bind) it is `0.0.0.0`.
+pub fn bind(address: ListenAddress, port: u16) -> io::Result<TcpListener> {
+    let ip = match address {
+        ListenAddress::Ip(ip) => return bind_exactly(ip, port),
+        ListenAddress::Any => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    };
+    match bind_exactly(ip, port) {
+        Err(error) if no_ipv6(&error) => {
+            tracing::info!(%error, "no IPv6 on this host; listening on IPv4 only");
+            bind_exactly(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port)
+        }
+        bound => bound,
+    }
+}
+
+fn bind_exactly(ip: IpAddr, port: u16) -> io::Result<TcpListener> {
+    let socket = match ip {
+        IpAddr::V4(_) => TcpSocket::new_v4()?,
+        IpAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    if ip == IpAddr::V6(Ipv6Addr::UNSPECIFIED) {
+        rustix::net::sockopt::set_ipv6_v6only(&socket, false)?;
+    }
+    // As `TcpListener::bind`: a restarted server rebinds at once despite connections in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(SocketAddr::new(ip, port))?;
+    // The backlog `TcpListener::bind` uses.
+    socket.listen(1024)
+}
+
+/// The errors binding `[::]` gives where the host has no IPv6: the kernel built without it, or
+/// IPv6 disabled (`ipv6.disable=1`, `net.ipv6.conf.all.disable_ipv6`).
+fn no_ipv6(error: &io::Error) -> bool {
+    [
+        rustix::io::Errno::AFNOSUPPORT,
+        rustix::io::Errno::ADDRNOTAVAIL,
+    ]
+    .iter()
+    .any(|errno| error.raw_os_error() == Some(errno.raw_os_error()))
 }
 
 /// Serves `app` until draining starts (the first SIGTERM or SIGINT, see

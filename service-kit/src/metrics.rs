@@ -1,28 +1,35 @@
 //! Prometheus metrics: the registry every service adds its own metrics to, the request counter
-//! by route, method and status, the process-wide metrics every HTTP service exports (the
-//! accept loop's connections, the log lines dropped), and the `/metrics` text.
+//! and latency histogram by route, method and status, the process-wide metrics every HTTP
+//! service exports (the accept loop's connections, the log lines dropped, [`process`]'s
+//! `process_*` and `build_info`), and the `/metrics` text.
 //!
 //! Every label comes from a fixed set, never from what a client sent, so no client can grow the
 //! label set (and with it memory and the `/metrics` body) without bound: the route label is the
 //! matched route (`/pingpong`), else `unmatched`; the method label is a standard method, else
 //! `other`.
 
+pub mod process;
+
 use std::{
     cell::RefCell,
     sync::{
-        LazyLock,
+        Arc, LazyLock,
         atomic::{AtomicU64, Ordering},
     },
+    time::Duration,
 };
 
 use axum::{
     extract::MatchedPath,
-    http::{Method, header},
+    http::{HeaderMap, Method, header},
     response::{IntoResponse, Response},
 };
 use prometheus_client::{
-    encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder, text::encode},
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    encoding::{
+        EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder, MetricEncoder,
+        NoLabelSet, text::encode,
+    },
+    metrics::{MetricType, TypedMetric, counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
 
@@ -47,10 +54,12 @@ pub fn method_label(method: &Method) -> &'static str {
         .unwrap_or("other")
 }
 
-/// `http_requests_total{route, method, status}`.
+/// `http_requests_total{route, method, status}` and
+/// `http_request_duration_seconds{route, method, status}`.
 #[derive(Debug, Clone)]
 pub struct HttpMetrics {
     requests: Family<RequestLabels, Counter>,
+    durations: Family<RequestLabels, LatencyHistogram>,
     /// Never reused within the process: tells apart the families in [`RESOLVED`].
     id: u64,
 }
@@ -60,6 +69,7 @@ impl Default for HttpMetrics {
         static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         HttpMetrics {
             requests: Family::default(),
+            durations: Family::default(),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         }
     }
@@ -73,7 +83,70 @@ impl HttpMetrics {
             "HTTP requests answered, by matched route, method and status",
             metrics.requests.clone(),
         );
+        registry.register(
+            "http_request_duration_seconds",
+            "Time from a request's head read to its answer ready to send, by matched route, method and status",
+            metrics.durations.clone(),
+        );
         metrics
+    }
+}
+
+/// The upper bounds of [`LatencyHistogram`]'s buckets, in microseconds: from 100 µs (an answer
+/// from memory) through the milliseconds of a durable write to the 5 s request timeout.
+pub const LATENCY_BUCKETS_US: [u64; 14] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 5_000_000,
+];
+
+/// A latency histogram with [`LATENCY_BUCKETS_US`] as its buckets, counted in whole
+/// microseconds with one relaxed atomic add per bucket and one for the sum: prometheus-client's
+/// `Histogram` takes a mutex for every observation, which both worker threads would contend
+/// for on every request.
+#[derive(Debug, Clone, Default)]
+pub struct LatencyHistogram(Arc<LatencyCells>);
+
+#[derive(Debug, Default)]
+struct LatencyCells {
+    /// Observations per bucket, not cumulative; the last is above every bound (`+Inf`).
+    buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
+    sum_us: AtomicU64,
+}
+
+impl LatencyHistogram {
+    pub fn observe(&self, latency: Duration) {
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        let bucket = LATENCY_BUCKETS_US.partition_point(|bound| *bound < micros);
+        self.0.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.0.sum_us.fetch_add(micros, Ordering::Relaxed);
+    }
+}
+
+impl TypedMetric for LatencyHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for LatencyHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        // Each bucket's own count: the encoder adds them up.
+        let mut count = 0;
+        let mut buckets = [(0.0, 0); LATENCY_BUCKETS_US.len() + 1];
+        let bounds = LATENCY_BUCKETS_US.iter().map(|us| *us as f64 / 1e6);
+        for ((bucket, cell), bound) in buckets
+            .iter_mut()
+            .zip(&self.0.buckets)
+            .zip(bounds.chain([f64::INFINITY]))
+        {
+            let observed = cell.load(Ordering::Relaxed);
+            count += observed;
+            *bucket = (bound, observed);
+        }
+        let sum = self.0.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
     }
 }
 
@@ -98,9 +171,10 @@ pub fn connection_metrics() -> &'static ConnectionMetrics {
     &METRICS
 }
 
-/// Adds the process-wide metrics to `registry`: the accept loop's connections and the log
-/// lines dropped because stderr stalled.
+/// Adds the process-wide metrics to `registry`: the accept loop's connections, the log lines
+/// dropped because stderr stalled, and [`process`]'s `process_*` and `build_info`.
 pub fn register_process_metrics(registry: &mut Registry) {
+    registry.register_collector(Box::new(process::ProcessCollector));
     let connections = connection_metrics();
     registry.register(
         "http_connections_open",
@@ -124,11 +198,12 @@ pub fn register_process_metrics(registry: &mut Registry) {
     );
 }
 
-/// A counter of the family `family` already looked up on this thread.
+/// A counter and histogram of the family `family` already looked up on this thread.
 struct Resolved {
     family: u64,
     labels: RequestLabels,
     counter: Counter,
+    histogram: LatencyHistogram,
 }
 
 /// Most label sets kept per thread; past it the list starts again (only tests, with a family
@@ -144,9 +219,15 @@ thread_local! {
 }
 
 impl HttpMetrics {
-    /// Counts one answer. The route is axum's own shared string, so labelling a request copies
-    /// nothing.
-    pub(crate) fn count(&self, route: Option<MatchedPath>, method: &'static str, status: u16) {
+    /// Counts one answer and its latency. The route is axum's own shared string, so labelling a
+    /// request copies nothing.
+    pub(crate) fn count(
+        &self,
+        route: Option<MatchedPath>,
+        method: &'static str,
+        status: u16,
+        latency: Duration,
+    ) {
         let labels = RequestLabels {
             route: RouteLabel(route),
             method,
@@ -158,10 +239,13 @@ impl HttpMetrics {
                 .find(|known| known.family == self.id && known.labels == labels)
             {
                 known.counter.inc();
+                known.histogram.observe(latency);
                 return;
             }
             let counter = self.requests.get_or_create(&labels).clone();
+            let histogram = self.durations.get_or_create(&labels).clone();
             counter.inc();
+            histogram.observe(latency);
             if resolved.len() == RESOLVED_PER_THREAD {
                 resolved.clear();
             }
@@ -169,6 +253,7 @@ impl HttpMetrics {
                 family: self.id,
                 labels,
                 counter,
+                histogram,
             });
         });
     }
@@ -204,21 +289,60 @@ impl EncodeLabelValue for RouteLabel {
     }
 }
 
-/// The registry in the OpenMetrics text format, which Prometheus scrapes.
-pub fn render(registry: &Registry) -> Response {
+/// The content type of OpenMetrics text, which Prometheus asks for first.
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The content type of Prometheus's own text format, 0.0.4.
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The registry as text: OpenMetrics when the scraper asks for it (Prometheus does, in its
+/// `Accept` header), else Prometheus's text format 0.0.4, what `curl` and `promtool check
+/// metrics` read, as Prometheus's Go client does.
+pub fn render(registry: &Registry, request: &HeaderMap) -> Response {
     let mut body = String::new();
     if let Err(error) = encode(&mut body, registry) {
         tracing::error!(%error, "encoding metrics");
         return axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        body,
-    )
-        .into_response()
+    let openmetrics = request
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|value| value.contains("application/openmetrics-text"));
+    let (content_type, body) = if openmetrics {
+        (OPENMETRICS, body)
+    } else {
+        (PROMETHEUS_TEXT, prometheus_text(&body))
+    };
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+/// OpenMetrics text as Prometheus text 0.0.4. The samples are the same; what differs is
+/// metadata: a counter's family is `x` in OpenMetrics and `x_total`, its sample's name, in
+/// 0.0.4 (else `promtool check metrics` finds a family with no samples and samples with no
+/// help), and 0.0.4 has no `# UNIT` and no `# EOF`.
+fn prometheus_text(openmetrics: &str) -> String {
+    let mut text = String::with_capacity(openmetrics.len() + 256);
+    let mut lines = openmetrics.lines().peekable();
+    while let Some(line) = lines.next() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        if let Some(help) = line.strip_prefix("# HELP ") {
+            let (name, doc) = help.split_once(' ').unwrap_or((help, ""));
+            let counter = format!("# TYPE {name} counter");
+            if lines.peek() == Some(&counter.as_str()) {
+                lines.next();
+                text.push_str(&format!(
+                    "# HELP {name}_total {doc}\n# TYPE {name}_total counter\n"
+                ));
+                continue;
+            }
+        }
+        text.push_str(line);
+        text.push('\n');
+    }
+    text
 }
 
 #[cfg(test)]
@@ -240,15 +364,15 @@ mod tests {
         let a = HttpMetrics::register(&mut first);
         let b = HttpMetrics::register(&mut second);
         for _ in 0..3 {
-            a.count(None, "GET", 404);
+            a.count(None, "GET", 404, Duration::ZERO);
         }
-        b.count(None, "GET", 404);
+        b.count(None, "GET", 404, Duration::ZERO);
         // More label sets than a thread keeps resolved: the list starts again, twice.
         for status in 1000..1000 + 2 * RESOLVED_PER_THREAD as u16 + 1 {
-            a.count(None, "GET", status);
+            a.count(None, "GET", status, Duration::ZERO);
         }
-        a.count(None, "GET", 404);
-        b.count(None, "HEAD", 404);
+        a.count(None, "GET", 404, Duration::ZERO);
+        b.count(None, "HEAD", 404, Duration::ZERO);
 
         let a_counts = counted(&first);
         assert_eq!(a_counts.len(), 2 * RESOLVED_PER_THREAD + 2);
@@ -266,6 +390,82 @@ mod tests {
                 r#"http_requests_total{route="unmatched",method="GET",status="404"} 1"#,
                 r#"http_requests_total{route="unmatched",method="HEAD",status="404"} 1"#,
             ]
+        );
+    }
+
+    #[test]
+    fn latency_goes_to_the_first_bucket_whose_bound_it_does_not_exceed() {
+        let mut registry = Registry::default();
+        let histogram = LatencyHistogram::default();
+        registry.register("latency_seconds", "Latency", histogram.clone());
+        for micros in [
+            0, 100, 101, 250, 4_999_999, 5_000_000, 5_000_001, 60_000_000,
+        ] {
+            histogram.observe(Duration::from_micros(micros));
+        }
+        // Sub-microsecond parts are not counted.
+        histogram.observe(Duration::from_nanos(100_999));
+        let mut text = String::new();
+        encode(&mut text, &registry).unwrap();
+        let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(
+            lines,
+            [
+                "latency_seconds_sum 75.000551",
+                "latency_seconds_count 9",
+                r#"latency_seconds_bucket{le="0.0001"} 3"#,
+                r#"latency_seconds_bucket{le="0.00025"} 5"#,
+                r#"latency_seconds_bucket{le="0.0005"} 5"#,
+                r#"latency_seconds_bucket{le="0.001"} 5"#,
+                r#"latency_seconds_bucket{le="0.0025"} 5"#,
+                r#"latency_seconds_bucket{le="0.005"} 5"#,
+                r#"latency_seconds_bucket{le="0.01"} 5"#,
+                r#"latency_seconds_bucket{le="0.025"} 5"#,
+                r#"latency_seconds_bucket{le="0.05"} 5"#,
+                r#"latency_seconds_bucket{le="0.1"} 5"#,
+                r#"latency_seconds_bucket{le="0.25"} 5"#,
+                r#"latency_seconds_bucket{le="0.5"} 5"#,
+                r#"latency_seconds_bucket{le="1.0"} 5"#,
+                r#"latency_seconds_bucket{le="5.0"} 7"#,
+                r#"latency_seconds_bucket{le="+Inf"} 9"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn prometheus_text_names_counter_families_with_total_and_drops_unit_and_eof() {
+        let openmetrics = "\
+# HELP http_requests HTTP requests.
+# TYPE http_requests counter
+http_requests_total{route=\"/\"} 2
+# HELP open Open.
+# TYPE open gauge
+open 1
+# HELP wait_seconds Waits.
+# TYPE wait_seconds histogram
+# UNIT wait_seconds seconds
+wait_seconds_sum 0.5
+# HELP abandoned_total_x Abandoned.
+# TYPE abandoned_total_x counter
+abandoned_total_x_total 0
+# EOF
+";
+        assert_eq!(
+            prometheus_text(openmetrics),
+            "\
+# HELP http_requests_total HTTP requests.
+# TYPE http_requests_total counter
+http_requests_total{route=\"/\"} 2
+# HELP open Open.
+# TYPE open gauge
+open 1
+# HELP wait_seconds Waits.
+# TYPE wait_seconds histogram
+wait_seconds_sum 0.5
+# HELP abandoned_total_x_total Abandoned.
+# TYPE abandoned_total_x_total counter
+abandoned_total_x_total 0
+"
         );
     }
 

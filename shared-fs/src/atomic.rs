@@ -47,9 +47,11 @@ pub fn replace_content_durably(path: &Path, contents: &[u8]) -> Result<()> {
     let tmp = temp_path(path);
     let guard = RemoveOnDrop(Some(&tmp));
 
+    // `create_new` (O_EXCL) already refuses a link at the name; O_NOFOLLOW says so too.
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&tmp)
         .map_err(|e| Error::io("create", &tmp, e))?;
     file.write_all(contents)

@@ -23,10 +23,12 @@ use crate::{
     atomic,
     caches::VolumeKind,
     error::{Error, Escaped, Result},
-    lease::{Advance, Lease, LockFile},
+    lease::{Advance, Lease, LockFile, LockWait},
     lock::LockedFile,
     read::read_bounded,
     record,
+    repair::{self, MovedAside},
+    rollout,
 };
 
 /// The counter's file name inside the data directory.
@@ -62,6 +64,25 @@ pub fn read_counter(path: &Path) -> Result<u64> {
     }
 }
 
+/// The count from the record and, where it counts, the published file at `path`: the one rule
+/// for a lease taking the lock, for readers without it and for `counter get` (SPEC §3), so
+/// that what they show is what the next lease starts from. The larger of the two, except on a
+/// network volume once there is a record: there the record stands alone (see
+/// [`CounterFile::read`]). With what the published file holds, where it was read.
+pub(crate) fn starting_count(
+    path: &Path,
+    recorded: Option<u64>,
+    local: bool,
+) -> Result<(u64, Option<u64>)> {
+    match recorded {
+        Some(count) if !local => Ok((count, None)),
+        _ => {
+            let published = read_counter(path)?;
+            Ok((recorded.unwrap_or(0).max(published), Some(published)))
+        }
+    }
+}
+
 /// The counter: the durable record in its lock file, and the published file, for readers and
 /// writers.
 #[derive(Debug, Clone)]
@@ -72,6 +93,8 @@ pub struct CounterFile {
     reader: Arc<Mutex<Option<Arc<LockFile>>>>,
     /// Local or shared by several nodes (see [`crate::caches`]).
     kind: VolumeKind,
+    /// Whether a lease taken through this handle (or a clone) waits for the lock.
+    lock_wait: Arc<LockWait>,
 }
 
 impl CounterFile {
@@ -81,6 +104,7 @@ impl CounterFile {
             file: LockedFile::new(path),
             reader: Arc::default(),
             kind: VolumeKind::Auto,
+            lock_wait: Arc::default(),
         }
     }
 
@@ -94,6 +118,12 @@ impl CounterFile {
     /// What the volume is taken to be.
     pub fn volume_kind(&self) -> VolumeKind {
         self.kind
+    }
+
+    /// Whether a lease taken through this handle or a clone of it (the writer's, start-up's
+    /// reconciliation included) is waiting for the lock, and for how long.
+    pub fn lock_wait(&self) -> &LockWait {
+        &self.lock_wait
     }
 
     /// The counter [`COUNTER_FILE`] in `data_dir`.
@@ -122,11 +152,7 @@ impl CounterFile {
     /// never replaced, stays open.
     pub fn read(&self) -> Result<u64> {
         let (recorded, local) = self.read_record_and_place()?;
-        if recorded.is_some() && !local {
-            return Ok(recorded.unwrap_or(0));
-        }
-        let published = read_counter(self.path())?;
-        Ok(recorded.unwrap_or(0).max(published))
+        starting_count(self.path(), recorded, local).map(|(count, _)| count)
     }
 
     /// The count in the durable record alone, without a lock; `None` before the first record.
@@ -139,6 +165,13 @@ impl CounterFile {
     /// record before it.
     fn read_record_and_place(&self) -> Result<(Option<u64>, bool)> {
         let mut cached = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        // Deleted or replaced at the path: the record is in the file at the path now.
+        if cached
+            .as_ref()
+            .is_some_and(|lock| lock.outdated_for_reading(self))
+        {
+            *cached = None;
+        }
         if cached.is_none() {
             match LockFile::open_for_reading(self)? {
                 Some(opened) => *cached = Some(Arc::new(opened)),
@@ -203,9 +236,22 @@ impl CounterFile {
     }
 
     /// Under the lock, durably sets the count to `value` whatever the files held: the
-    /// operator's repair or reset. Both the record and the published file.
-    pub fn set(&self, value: u64) -> Result<()> {
-        Lease::acquire_for_repair(self)?.set(value)
+    /// operator's repair or reset. Both the record and the published file. What stands where
+    /// the lock file, the published file or the rollout marker should be and is not a regular
+    /// file is moved aside first ([`crate::repair`]); returns what was.
+    ///
+    /// The lock file before the lock is taken: nobody holds a lock on what is not a regular
+    /// file (the service refuses to open one), and a new lock file replaces it.
+    pub fn set(&self, value: u64) -> Result<Vec<MovedAside>> {
+        let mut moved: Vec<MovedAside> = repair::move_aside_unless_regular(self.lock_path())?
+            .into_iter()
+            .collect();
+        let mut lease = Lease::acquire_for_repair(self)?;
+        for path in [self.path().to_owned(), rollout::marker_path(self.path())] {
+            moved.extend(repair::move_aside_unless_regular(&path)?);
+        }
+        lease.set(value)?;
+        Ok(moved)
     }
 
     /// Under the lock: removes the temporary files a crashed writer left, and makes the
@@ -218,19 +264,31 @@ impl CounterFile {
         Ok(lease.value())
     }
 
-    /// Like [`CounterFile::reconcile`], but only if the lock is free at once; otherwise the
-    /// count as read without it (whoever holds the lock publishes when it gives it back).
-    pub fn reconcile_if_free(&self) -> Result<u64> {
+    /// `counter get`: the count, after [`CounterFile::reconcile`] if the lock is free at once;
+    /// otherwise as read without the lock (whoever holds it publishes when it gives it back).
+    ///
+    /// Reconciling is best effort: a read-only or full volume is when an operator asks most.
+    /// Where the volume refuses it (the lock file cannot be opened for writing, the published
+    /// file cannot be replaced), the count is still the one the next lease starts from (the
+    /// same rule, [`starting_count`]), and why it was not reconciled comes back beside it. A
+    /// count that cannot be read (a corrupt file, a corrupt record) is the error.
+    pub fn reconcile_if_free(&self) -> Result<(u64, Option<Error>)> {
         // No lock file, no record: nothing to reconcile, and a reader creates nothing.
         if self.read_record()?.is_none() {
-            return self.read();
+            return Ok((self.read()?, None));
         }
-        match Lease::try_acquire(self, Arc::new(LockFile::open(self)?))? {
-            Some(mut lease) => {
-                lease.reconcile()?;
-                Ok(lease.value())
+        let taken = LockFile::open(self).and_then(|lock| Lease::try_acquire(self, Arc::new(lock)));
+        match taken {
+            Ok(Some(mut lease)) => {
+                let count = lease.value();
+                match lease.reconcile() {
+                    Ok(()) => Ok((lease.value(), None)),
+                    Err(error) => Ok((count, Some(error))),
+                }
             }
-            None => self.read(),
+            Ok(None) => Ok((self.read()?, None)),
+            Err(error) if !error.is_corrupt() => Ok((self.read()?, Some(error))),
+            Err(error) => Err(error),
         }
     }
 

@@ -63,19 +63,46 @@ pub enum Error {
         path.display()
     )]
     CorruptRecord { path: PathBuf },
-    /// A durable write took so long that the lock may have been given to another process
-    /// meanwhile (a network filesystem's lock timeout): its numbers are not handed out.
+    /// On a network filesystem, the lock was last known held so long ago (before a durable
+    /// write was answered, or before one started) that it may have been given to another
+    /// process meanwhile (the filesystem's lock timeout): nothing is handed out from the lease.
     #[error(
-        "a durable write to {} took {took:?}: the lock may have expired meanwhile, so its numbers are not handed out",
+        "the lock on {} was last known held more than {:?} ago: on a network filesystem it may have expired meanwhile, so no number is handed out",
+        path.display(),
+        crate::lease::TRUST
+    )]
+    LeaseDistrusted { path: PathBuf },
+    /// A lease has waited this long for the counter's lock, and waits still: another process
+    /// holds it (a replica stuck or frozen with it, a paused `counter set`) or the volume does
+    /// not answer the `flock` (a hung NFS server).
+    #[error(
+        "waiting {} s for the counter's lock on {}: another process holds it, or the volume does not answer",
+        whole_seconds(*waited),
         path.display()
     )]
-    LeaseDistrusted {
+    AwaitingLock {
         path: PathBuf,
-        took: std::time::Duration,
+        waited: std::time::Duration,
     },
     /// The counter would pass `u64::MAX`.
-    #[error("counter file {}: {value} + {add} does not fit in a u64", path.display())]
+    #[error(
+        "counter file {}: {value} + {add} does not fit in a u64{}",
+        path.display(),
+        if *value == u64::MAX { ": the counter is at its maximum" } else { "" }
+    )]
     Overflow { path: PathBuf, value: u64, add: u64 },
+    /// The latest record holds the last sequence number, so no record can follow it: not
+    /// reached by counting (a write a nanosecond would take centuries), only by a damaged or
+    /// hand-made record. A sequence that wrapped would make the next record look older than
+    /// the latest, and its numbers be handed out again; so nothing is written until the
+    /// operator's `counter set` starts a fresh sequence.
+    #[error(
+        "the counter record in {} is at the last sequence number, {}: no record can follow \
+         it; `pingpong counter set N` starts a fresh sequence",
+        path.display(),
+        u64::MAX
+    )]
+    SequenceExhausted { path: PathBuf },
     /// The group-commit writer thread is gone (it panicked or the process is exiting).
     #[error("the writer of {} has stopped", path.display())]
     WriterStopped { path: PathBuf },
@@ -104,8 +131,14 @@ impl Error {
                 | Error::TooLarge { .. }
                 | Error::NotRegular { .. }
                 | Error::CorruptRecord { .. }
+                | Error::SequenceExhausted { .. }
         )
     }
+}
+
+/// `d` in whole seconds, rounded to the nearest: what a person reads in a reason.
+fn whole_seconds(d: std::time::Duration) -> u64 {
+    (d + std::time::Duration::from_millis(500)).as_secs()
 }
 
 /// File content shown in an error: ASCII escaped (`\n`, `\xff`), at most the first 64 bytes,

@@ -32,7 +32,9 @@
 //! write fails every caller of its batch and hands out no number; numbers it may have used
 //! anyway (the record was written but its `fdatasync` failed) are reported as abandoned too.
 //! The next batch tries again, so the service heals by itself when the volume does; until one
-//! succeeds, [`Counter::health`] says why increments fail, for readiness.
+//! succeeds, [`Counter::health`] says why increments fail, for readiness. A writer blocked
+//! waiting for the lock fails nothing, so readiness asks that separately:
+//! [`Counter::awaiting_lock`].
 //!
 //! The writer is a plain OS thread, so blocking file I/O and `flock` never run on an async
 //! worker. It ends when the last [`Counter`] handle is dropped, after finishing what is queued
@@ -76,6 +78,14 @@ pub const HANDOVER: Duration = Duration::from_micros(300);
 /// For how long after finding the lock held by another process the writer gives an idle lock
 /// back at once instead of keeping it for [`LINGER`].
 pub const CONTENDED_FOR: Duration = Duration::from_secs(1);
+
+/// How long the writer may wait for the counter's lock before readiness says so
+/// ([`Counter::awaiting_lock`]). Fifty times [`MAX_HOLD`]: a replica taking its turn, or a
+/// `counter set`, never makes another one unready. A wait this long means the holder is stuck
+/// (a frozen replica, a paused `counter set`, a hung NFS server), and every increment here waits
+/// with it until its request times out; well within that timeout (5 s), so a load balancer
+/// probing readiness stops sending requests here while they still wait.
+pub const UNREADY_AFTER_WAITING: Duration = Duration::from_secs(1);
 
 /// One caller of [`Counter::increment`], queued for the writer.
 struct Waiter {
@@ -283,6 +293,18 @@ impl Counter {
         self.health.get()
     }
 
+    /// Why increments do not go through while the writer has waited longer than `longer_than`
+    /// for the counter's lock (start-up's reconciliation included): for readiness, past
+    /// [`UNREADY_AFTER_WAITING`], and for the answer to a request that timed out meanwhile.
+    /// `None` as soon as the lock is had.
+    pub fn awaiting_lock(&self, longer_than: Duration) -> Option<Error> {
+        let waited = self.file.lock_wait().waited()?;
+        (waited > longer_than).then(|| Error::AwaitingLock {
+            path: self.file.lock_path().to_owned(),
+            waited,
+        })
+    }
+
     /// Whether durable writes work: at once when the last one succeeded; after a failure, the
     /// writer tries one that changes nothing (the count rewritten as it is), since a replica
     /// that is not ready receives no increments that could show it healed.
@@ -404,6 +426,7 @@ impl Writer {
                 }
             };
             batch.retain(Waiter::claim);
+            refuse_what_does_not_fit(&file, held, &mut batch);
             if batch.is_empty() {
                 last = Last::default();
                 continue;
@@ -467,7 +490,7 @@ impl Writer {
         if lease.as_ref().is_some_and(Lease::stale) {
             tracing::warn!(
                 path = %file.lock_path().display(),
-                "the counter's lock went unused for too long to be trusted; taking it again"
+                "the counter's lock was last known held too long ago to be trusted; taking it again"
             );
             *lease = None;
         }
@@ -484,6 +507,8 @@ impl Writer {
             if contended {
                 self.contended_until = Some(Instant::now() + CONTENDED_FOR);
             }
+            // The file at the path, should the one kept have been deleted or replaced.
+            self.lock = Some(taken.lock_file().clone());
             *lease = Some(taken);
         }
         Ok(lease.as_mut().expect("just taken"))
@@ -567,6 +592,23 @@ fn give_back(lease: &mut Option<Lease<'_>>) {
         && let Err(error) = held.release()
     {
         tracing::warn!(%error, "could not publish the count before giving the lock back");
+    }
+}
+
+/// Near `u64::MAX`: when some of the batch fits, those callers get their numbers and the rest
+/// are refused; when none does, the write fails the whole batch (and readiness says why).
+fn refuse_what_does_not_fit(file: &CounterFile, lease: &Lease<'_>, batch: &mut Vec<Waiter>) {
+    let room = lease.room();
+    if room == 0 || batch.len() as u64 <= room {
+        return;
+    }
+    let error = Error::Overflow {
+        path: file.path().to_owned(),
+        value: u64::MAX,
+        add: 1,
+    };
+    for waiter in batch.drain(room as usize..) {
+        let _ = waiter.reply.send(Err(error.clone()));
     }
 }
 

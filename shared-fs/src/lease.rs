@@ -19,20 +19,34 @@
 //! its lock given to another client while it still believes it holds it. Filesystems that fence
 //! make every later write through the old descriptor fail (NFSv4 after its lease expires,
 //! CephFS once it blocklists the client, GlusterFS with `client.strict-locks`). Where they do
-//! not, the lease distrusts itself: a durable write that took longer than [`TRUST`], or a lease
-//! left unused for longer than that, may have outlived the lock; its numbers are not handed
-//! out, nothing is published from it, and the lock is taken again.
+//! not, the lease distrusts itself once the lock was last *known* held more than [`TRUST`]
+//! ago: when the `flock` call returned, then when each durable write under it was answered.
+//! Everything in between counts, not the write alone: reading the record and the published file
+//! when the lease is taken, a pause of the process, the time between two batches. A write
+//! answered past that may have outlived the lock: its numbers are not handed out, nothing is
+//! published from the lease, and the lock is taken again. A write that would start past it is
+//! not made, so it uses no number.
+//!
+//! A local filesystem's lock cannot expire while its holder lives, so there a lease is never
+//! distrusted: a slow disk (an HDD, a cloud disk out of burst credits, writeback contention)
+//! makes slow answers, not errors.
 
 use std::{
-    fs::{File, OpenOptions, TryLockError},
+    fs::{self, File, OpenOptions, TryLockError},
+    io::ErrorKind,
     ops::Range,
-    sync::{Arc, Mutex},
+    os::unix::fs::MetadataExt,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
     time::{Duration, Instant},
 };
 
 use crate::{
     atomic, caches,
-    counter::{CounterFile, read_counter},
+    counter::{self, CounterFile, read_counter},
     error::{Error, Result},
     read::open_regular,
     record::{self, Record},
@@ -44,10 +58,74 @@ use crate::{
 /// count by at most this much while the process is busy.
 pub const MAX_HOLD: Duration = Duration::from_millis(20);
 
-/// The longest a durable write, or a pause between two uses of the lease, may take before the
-/// lease is not trusted any more. Far below the lock timeouts of the network filesystems (tens
-/// of seconds), far above a healthy `fdatasync` (a millisecond).
+/// On a filesystem several nodes share, how long after the lock was last known held (see the
+/// module docs) a lease is still trusted: a durable write answered later hands nothing out.
+/// Far below the lock timeouts of the network filesystems (tens of seconds), far above a
+/// healthy `fdatasync` (a millisecond). Not applied to a local filesystem.
 pub const TRUST: Duration = Duration::from_secs(2);
+
+/// How long ago `known_held` was at `now`, if that is too long for a lease to be trusted: past
+/// [`TRUST`] on a volume several nodes share, never on a local one, whose lock cannot expire
+/// while its holder lives.
+fn distrusted_since(local: bool, known_held: Instant, now: Instant) -> Option<Duration> {
+    let since = now.saturating_duration_since(known_held);
+    (!local && since > TRUST).then_some(since)
+}
+
+/// Whether a lease of this counter is waiting for the lock, and since when: another process
+/// holds it (a replica stuck or frozen with it, a paused `counter set`) or the volume does not
+/// answer the `flock` (a hung NFS server). Readiness reports a long wait; see
+/// [`crate::CounterFile::lock_wait`].
+#[derive(Debug, Default)]
+pub struct LockWait(Mutex<Waiting>);
+
+#[derive(Debug, Default)]
+struct Waiting {
+    waiters: usize,
+    /// When the first of the current waiters began.
+    since: Option<Instant>,
+}
+
+impl LockWait {
+    /// How long the lock has been waited for, if it is now.
+    pub fn waited(&self) -> Option<Duration> {
+        let waiting = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        waiting.since.map(|since| since.elapsed())
+    }
+
+    /// Counts a waiter until the guard is dropped.
+    fn begin(&self) -> WaitingGuard<'_> {
+        let mut waiting = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        waiting.waiters += 1;
+        waiting.since.get_or_insert_with(Instant::now);
+        WaitingGuard(self)
+    }
+}
+
+/// One waiter of a [`LockWait`], until dropped (the `flock` call returned, whatever it said).
+struct WaitingGuard<'a>(&'a LockWait);
+
+impl Drop for WaitingGuard<'_> {
+    fn drop(&mut self) {
+        let mut waiting = self.0.0.lock().unwrap_or_else(|e| e.into_inner());
+        waiting.waiters -= 1;
+        if waiting.waiters == 0 {
+            waiting.since = None;
+        }
+    }
+}
+
+/// How long a process that finds the lock file new, while a count is published, waits with the
+/// lock held before it reads the count (see [`LockFile`]): longer than what is left of a lease
+/// another process may still hold on the file that was at the path before, whose count it
+/// publishes when it gives that lease back.
+pub const REPLACED_LOCK_FILE_WAIT: Duration = TRUST.saturating_add(MAX_HOLD);
+
+/// How often a reader checks that the lock file it keeps open is still the one at the path.
+pub const READER_RECHECK: Duration = Duration::from_secs(1);
+
+/// How many times in a row taking the lock may find the lock file replaced before it gives up.
+const REOPENS: usize = 16;
 
 /// The lock file, opened once and kept open for many leases: opening a file by name costs a
 /// lookup, and on CephFS an open by name in a directory another mount reads in waited up to
@@ -56,6 +134,23 @@ pub const TRUST: Duration = Duration::from_secs(2);
 /// record past a network client's caches ([`crate::caches`]), and whether the filesystem is
 /// local. A writer drops it after an I/O error (a fenced descriptor answers nothing but errors)
 /// and opens it again.
+///
+/// A flock locks a file, not a name: when the lock file is deleted (an operator's "reset") or
+/// another file is renamed over it (a restore with `mv`), a process that kept it open would go
+/// on locking a file nobody else can reach, while any process that opens the path locks
+/// another, and both would hold "the lock". So every lease, once the lock is held, checks that
+/// the locked file is still the one at the path (`fstat` of the descriptor against `stat` of
+/// the path), and if not gives it up and takes the lock on the file at the path instead;
+/// readers check once a [`READER_RECHECK`]. A process that moves over this way has held the
+/// old lock, so every holder of the old file has published its count, and the new file's
+/// first holder reads it. One that opens the path afresh and finds the file new (no record yet)
+/// while a count is published cannot know whether a process still holds a lease on the old
+/// file with numbers not yet published: it waits [`REPLACED_LOCK_FILE_WAIT`], holding the
+/// lock, before it reads the count. What remains: a file with a record renamed over the lock
+/// file (a restore) while a lease is under way on the old one, and a process opening the path
+/// afresh (a start, `counter get`) before that lease ends, at most [`MAX_HOLD`] later: nothing
+/// tells that process to wait, and the numbers of that lease not yet published can be handed
+/// out twice.
 #[derive(Debug)]
 pub struct LockFile {
     file: File,
@@ -64,10 +159,17 @@ pub struct LockFile {
     /// `O_DIRECT`, where the filesystem is not local and takes it.
     direct: Option<File>,
     local: bool,
-    /// The count this process last published under this lock file: where the published file
-    /// is not read under the lock (a network filesystem), a lease that would publish the same
-    /// count again skips it.
-    published: Mutex<Option<u64>>,
+    /// The record whose count this process last published under this lock file: where the
+    /// published file is not read under the lock (a network filesystem), a lease that finds
+    /// the same record (the same sequence number: nobody wrote one since) skips publishing it
+    /// again. Never a floor for the count: a record written since, by an operator's `set`
+    /// too, may be lower.
+    published: Mutex<Option<Record>>,
+    /// When a reader last checked that this is still the lock file at the path.
+    checked: Mutex<Instant>,
+    /// Opened because the lock file before it left the path: until a lease has read it, its
+    /// record may be older than the count (a restore from an older copy).
+    replacing: AtomicBool,
 }
 
 impl LockFile {
@@ -112,7 +214,50 @@ impl LockFile {
             direct,
             local,
             published: Mutex::new(None),
+            checked: Mutex::new(Instant::now()),
+            replacing: AtomicBool::new(false),
         })
+    }
+
+    /// Whether the file this descriptor is open on is still the one at the lock file's path:
+    /// false once it was deleted or another file was renamed over it.
+    fn is_at_path(&self, counter: &CounterFile) -> Result<bool> {
+        let path = counter.lock_path();
+        let held = self
+            .file
+            .metadata()
+            .map_err(|e| Error::io("stat", path, e))?;
+        match fs::symlink_metadata(path) {
+            Ok(at_path) => Ok(at_path.dev() == held.dev() && at_path.ino() == held.ino()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io("stat", path, e)),
+        }
+    }
+
+    /// For a reader that keeps this descriptor: whether to open the lock file again, checked
+    /// at most once a [`READER_RECHECK`]. Yes when the file is no longer the one at the path,
+    /// and when this descriptor is read-only but the volume takes a writable open again: a
+    /// network volume can be read-only for a while (GlusterFS while it lacks quorum), and a
+    /// read-only descriptor kept for good would keep readiness saying so and skip what drops
+    /// a network client's cached copy of the record ([`crate::caches`]).
+    pub fn outdated_for_reading(&self, counter: &CounterFile) -> bool {
+        {
+            let mut checked = self.checked.lock().unwrap_or_else(|e| e.into_inner());
+            if checked.elapsed() < READER_RECHECK {
+                return false;
+            }
+            *checked = Instant::now();
+        }
+        // An error here is the next read's to report, through a descriptor opened again.
+        if !matches!(self.is_at_path(counter), Ok(true)) {
+            return true;
+        }
+        !self.writable
+            && open_regular(
+                counter.lock_path(),
+                OpenOptions::new().read(true).write(true),
+            )
+            .is_ok_and(|file| file.is_some())
     }
 
     /// Whether the filesystem is local (see [`crate::caches::is_local`]).
@@ -157,9 +302,14 @@ pub struct Lease<'a> {
     /// Replicas of the previous release may be about ([`crate::rollout`]): every batch is
     /// published before its numbers are handed out.
     rollout: bool,
-    /// When the lock was taken, and when the lease was last used successfully.
+    /// The lock file had no record when the lease began and nothing has been published since.
+    publish_first_batch: bool,
+    /// When the lock was taken: how long it has been held ([`MAX_HOLD`]).
     taken: Instant,
-    used: Instant,
+    /// When the lock was last known held: when the `flock` call returned, then when each
+    /// durable write was answered in time. The lease is trusted for [`TRUST`] from here on a
+    /// network filesystem (see the module docs).
+    known_held: Instant,
 }
 
 impl Drop for Lease<'_> {
@@ -169,14 +319,63 @@ impl Drop for Lease<'_> {
     }
 }
 
+/// Takes the lock on `lock`, waiting for another holder if `wait` (else `None` when it is
+/// held), and makes sure it is held on the file at the lock file's path: when `lock` is no
+/// longer that file, it is given up and the file at the path opened and locked instead (see
+/// [`LockFile`]). With whether another process held the lock, and when the lock was had.
+fn lock_at_path(
+    counter: &CounterFile,
+    mut lock: Arc<LockFile>,
+    wait: bool,
+) -> Result<Option<(Arc<LockFile>, bool, Instant)>> {
+    let path = counter.lock_path();
+    let mut contended = false;
+    for _ in 0..REOPENS {
+        match lock.file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) if !wait => return Ok(None),
+            Err(TryLockError::WouldBlock) => {
+                let _waiting = counter.lock_wait().begin();
+                lock.file.lock().map_err(|e| Error::io("lock", path, e))?;
+                contended = true;
+            }
+            Err(TryLockError::Error(e)) => return Err(Error::io("lock", path, e)),
+        }
+        // The lock is known held from here: the lease's trust clock starts now, before the
+        // path is looked up (on a network volume that lookup may stall too).
+        let locked_at = Instant::now();
+        let at_path = lock.is_at_path(counter);
+        if let Ok(true) = at_path {
+            return Ok(Some((lock, contended, locked_at)));
+        }
+        let _ = lock.file.unlock();
+        at_path?;
+        tracing::warn!(
+            path = %path.display(),
+            "the counter's lock file was deleted or replaced: taking the lock on the file now \
+             at its path"
+        );
+        let replacing = LockFile::open(counter)?;
+        replacing.replacing.store(true, Ordering::Relaxed);
+        lock = Arc::new(replacing);
+    }
+    Err(Error::io(
+        "lock",
+        path,
+        std::io::Error::other(format!(
+            "the lock file was replaced {REOPENS} times in a row while its lock was being taken"
+        )),
+    ))
+}
+
 /// What [`Lease::advance`] did.
 #[derive(Debug)]
 pub enum Advance {
     /// Durable: the numbers `first .. first + n` are the caller's to hand out.
     Durable { first: u64 },
     /// Not durable, and no number may be handed out. `skipped` are numbers that may have
-    /// become visible anyway (the record was written, its `fdatasync` failed, or the write
-    /// took so long the lease is not trusted): they are never handed out, so they are skipped.
+    /// become visible anyway (the record was written, its `fdatasync` failed, or it was
+    /// answered too late to trust the lease): they are never handed out, so they are skipped.
     Failed {
         error: Error,
         skipped: Option<Range<u64>>,
@@ -184,29 +383,29 @@ pub enum Advance {
 }
 
 impl<'a> Lease<'a> {
-    /// Takes the lock on `lock`, waiting for other holders, and reads the count. `contended`
-    /// tells whether another process held the lock when this one asked.
+    /// Takes the lock on `lock`, waiting for other holders (meanwhile
+    /// [`CounterFile::lock_wait`] says so), and reads the count. `contended` tells whether
+    /// another process held the lock when this one asked. When `lock` is no longer the file at
+    /// the path, the lease is on the one that is (see [`LockFile`]): [`Lease::lock_file`].
     pub fn acquire(counter: &'a CounterFile, lock: Arc<LockFile>) -> Result<(Lease<'a>, bool)> {
-        let contended = match lock.file.try_lock() {
-            Ok(()) => false,
-            Err(TryLockError::WouldBlock) => {
-                lock.file
-                    .lock()
-                    .map_err(|e| Error::io("lock", counter.lock_path(), e))?;
-                true
-            }
-            Err(TryLockError::Error(e)) => return Err(Error::io("lock", counter.lock_path(), e)),
-        };
-        Ok((Lease::read(counter, lock)?, contended))
+        let (lock, contended, locked_at) =
+            lock_at_path(counter, lock, true)?.expect("waited for the lock");
+        Ok((Lease::read(counter, lock, locked_at)?, contended))
     }
 
-    /// Takes the lock on `lock` only if nobody holds it.
+    /// Takes the lock on `lock` (or on the file at the path, as [`Lease::acquire`]) only if
+    /// nobody holds it.
     pub fn try_acquire(counter: &'a CounterFile, lock: Arc<LockFile>) -> Result<Option<Lease<'a>>> {
-        match lock.file.try_lock() {
-            Ok(()) => Lease::read(counter, lock).map(Some),
-            Err(TryLockError::WouldBlock) => Ok(None),
-            Err(TryLockError::Error(e)) => Err(Error::io("lock", counter.lock_path(), e)),
+        match lock_at_path(counter, lock, false)? {
+            Some((lock, _, locked_at)) => Lease::read(counter, lock, locked_at).map(Some),
+            None => Ok(None),
         }
+    }
+
+    /// The lock file this lease holds the lock on: the one at the path when the lock was
+    /// taken, which a caller keeps for the next lease.
+    pub fn lock_file(&self) -> &Arc<LockFile> {
+        &self.lock
     }
 
     /// With the lock held: the record through the locked descriptor, and, where a replica of
@@ -214,11 +413,15 @@ impl<'a> Lease<'a> {
     /// (the previous release ran on one node only); on a network filesystem the published file
     /// is read only while there is no record yet (the first start after that release), since
     /// opening it by name is what stalls there (see [`LockFile`]).
-    fn read(counter: &'a CounterFile, lock: Arc<LockFile>) -> Result<Lease<'a>> {
-        let mut lease = Lease::new(counter, lock, Record { seq: 0, value: 0 }, 0);
-        if record::allocate(&lease.lock.file)
-            .map_err(|e| Error::io("allocate", counter.lock_path(), e))?
-        {
+    fn read(
+        counter: &'a CounterFile,
+        lock: Arc<LockFile>,
+        locked_at: Instant,
+    ) -> Result<Lease<'a>> {
+        let mut lease = Lease::new(counter, lock, Record { seq: 0, value: 0 }, 0, locked_at);
+        let new = record::allocate(&lease.lock.file)
+            .map_err(|e| Error::io("allocate", counter.lock_path(), e))?;
+        if new {
             // The lock file may be new: its name must be durable before anything counts on
             // what it holds, or a power cut could take the record with the name.
             atomic::sync_dir(atomic::parent_dir(counter.lock_path()))?;
@@ -230,19 +433,40 @@ impl<'a> Lease<'a> {
             .map_err(|record::BothTorn| Error::CorruptRecord {
                 path: counter.lock_path().to_owned(),
             })?;
+        // New, without a record, while a count is published: the lock file before it may have
+        // been deleted or replaced under a process that still holds a lease on it (see
+        // [`LockFile`]).
+        if new && latest.record.is_none() && fs::symlink_metadata(counter.path()).is_ok() {
+            tracing::warn!(
+                path = %counter.lock_path().display(),
+                wait = ?REPLACED_LOCK_FILE_WAIT,
+                "the counter's lock file is new while a count is published: waiting, with the \
+                 lock held, for any process still holding the lock file it replaced to publish \
+                 its count"
+            );
+            thread::sleep(REPLACED_LOCK_FILE_WAIT);
+        }
         let recorded = latest.record.unwrap_or(Record { seq: 0, value: 0 });
-        lease.published = if lease.lock.local || latest.record.is_none() {
-            Some(read_counter(counter.path())?)
-        } else {
-            *lease
+        // A lock file that replaced the one before may hold an older record (restored from a
+        // copy): the published file, which the previous holder brought up to the count before
+        // it gave the old lock back, is read once, whatever the volume.
+        let replacing = lease.lock.replacing.swap(false, Ordering::Relaxed);
+        let (value, published) = counter::starting_count(
+            counter.path(),
+            latest.record.map(|r| r.value),
+            lease.lock.local || replacing,
+        )?;
+        lease.published = published.or_else(|| {
+            let last = *lease
                 .lock
                 .published
                 .lock()
-                .unwrap_or_else(|e| e.into_inner())
-        };
+                .unwrap_or_else(|e| e.into_inner());
+            (last == latest.record).then_some(recorded.value)
+        });
         lease.seq = recorded.seq;
         lease.next_slot = latest.next_slot;
-        lease.value = recorded.value.max(lease.published.unwrap_or(0));
+        lease.value = value;
         if lease.lock.local {
             // Ahead of the record: written by someone who does not know it (crate::rollout).
             if lease.published.unwrap_or(0) > recorded.value {
@@ -252,6 +476,10 @@ impl<'a> Lease<'a> {
                 lease.rollout = rollout::recent(counter.path());
             }
         }
+        // No record yet: the first batch is published before it is handed out, so that a
+        // process finding the lock file new (deleted under this one) sees a count is published
+        // and waits for this lease to end (see [`LockFile`]).
+        lease.publish_first_batch = latest.record.is_none();
         Ok(lease)
     }
 
@@ -259,9 +487,14 @@ impl<'a> Lease<'a> {
     /// a corrupt published file, two torn slots.
     pub fn acquire_for_repair(counter: &'a CounterFile) -> Result<Lease<'a>> {
         let lock = Arc::new(LockFile::open(counter)?);
-        lock.file
-            .lock()
-            .map_err(|e| Error::io("lock", counter.lock_path(), e))?;
+        let (lock, _, locked_at) = lock_at_path(counter, lock, true)?.expect("waited for the lock");
+        // A new lock file (the first ever, or one replacing what was moved aside) gets its
+        // 8 KiB and a durable name, as when a lease creates it (SPEC §3).
+        if record::allocate(&lock.file)
+            .map_err(|e| Error::io("allocate", counter.lock_path(), e))?
+        {
+            atomic::sync_dir(atomic::parent_dir(counter.lock_path()))?;
+        }
         let latest = lock
             .read_slots(counter)?
             .latest()
@@ -270,7 +503,13 @@ impl<'a> Lease<'a> {
                 next_slot: 0,
             });
         let recorded = latest.record.unwrap_or(Record { seq: 0, value: 0 });
-        Ok(Lease::new(counter, lock, recorded, latest.next_slot))
+        Ok(Lease::new(
+            counter,
+            lock,
+            recorded,
+            latest.next_slot,
+            locked_at,
+        ))
     }
 
     fn new(
@@ -278,8 +517,10 @@ impl<'a> Lease<'a> {
         lock: Arc<LockFile>,
         recorded: Record,
         next_slot: usize,
+        locked_at: Instant,
     ) -> Lease<'a> {
-        let now = Instant::now();
+        // The trust clock starts when the `flock` call returned, before the record and the
+        // published file are read under the lock.
         Lease {
             counter,
             lock,
@@ -288,8 +529,9 @@ impl<'a> Lease<'a> {
             value: recorded.value,
             published: None,
             rollout: false,
-            taken: now,
-            used: now,
+            publish_first_batch: false,
+            taken: locked_at,
+            known_held: locked_at,
         }
     }
 
@@ -298,15 +540,38 @@ impl<'a> Lease<'a> {
         self.value
     }
 
+    /// How many more numbers the count can hand out before it reaches `u64::MAX`.
+    pub fn room(&self) -> u64 {
+        u64::MAX - self.value
+    }
+
     /// How long the lock has been held.
     pub fn held(&self) -> Duration {
         self.taken.elapsed()
     }
 
-    /// Whether the lease has gone unused for longer than [`TRUST`]: the lock may have been
-    /// given away meanwhile (see the module docs); take it again rather than use it.
+    /// Whether the lock was last known held too long ago for the lease to be trusted: it may
+    /// have been given away meanwhile (see the module docs); take it again rather than use it.
+    /// Never on a local filesystem.
     pub fn stale(&self) -> bool {
-        self.used.elapsed() > TRUST
+        self.distrusted().is_some()
+    }
+
+    /// How long ago the lock was last known held, if too long to trust the lease now.
+    fn distrusted(&self) -> Option<Duration> {
+        distrusted_since(self.lock.local, self.known_held, Instant::now())
+    }
+
+    /// The error of a lease distrusted `since` after the lock was last known held.
+    fn distrust(&self, since: Duration) -> Error {
+        tracing::warn!(
+            path = %self.counter.lock_path().display(),
+            ?since,
+            "the counter's lock was last known held too long ago: it may have expired, so nothing is handed out from this lease"
+        );
+        Error::LeaseDistrusted {
+            path: self.counter.lock_path().to_owned(),
+        }
     }
 
     /// Makes `n` more increments durable: one record write and one `fdatasync`.
@@ -322,11 +587,23 @@ impl<'a> Lease<'a> {
                 skipped: None,
             };
         };
-        let record = Record {
-            seq: self.seq + 1,
-            value: next,
+        // Whatever came since the lock was last known held counts (taking the lease, a pause
+        // before this batch), not the write alone; nothing is written yet, so nothing is used.
+        if let Some(since) = self.distrusted() {
+            return Advance::Failed {
+                error: self.distrust(since),
+                skipped: None,
+            };
+        }
+        let Some(seq) = self.seq.checked_add(1) else {
+            return Advance::Failed {
+                error: Error::SequenceExhausted {
+                    path: self.counter.lock_path().to_owned(),
+                },
+                skipped: None,
+            };
         };
-        let started = Instant::now();
+        let record = Record { seq, value: next };
         if let Err(e) = record::write_slot(&self.lock.file, self.next_slot, &record) {
             return Advance::Failed {
                 error: Error::io("write", self.counter.lock_path(), e),
@@ -338,23 +615,25 @@ impl<'a> Lease<'a> {
         self.seq = record.seq;
         self.value = next;
         let synced = self.lock.file.sync_data();
-        let took = started.elapsed();
+        let answered = Instant::now();
         let error = match synced {
-            Ok(()) if took <= TRUST => {
-                self.next_slot = 1 - self.next_slot;
-                self.used = Instant::now();
-                // During a rollout, an old replica must find these numbers used even if this
-                // process dies before it gives the lock back.
-                match self.publish_for_rollout() {
-                    Ok(()) => return Advance::Durable { first },
-                    Err(error) => error,
-                }
-            }
-            Ok(()) => Error::LeaseDistrusted {
-                path: self.counter.lock_path().to_owned(),
-                took,
-            },
             Err(e) => Error::io("fdatasync", self.counter.lock_path(), e),
+            Ok(()) => match distrusted_since(self.lock.local, self.known_held, answered) {
+                Some(since) => self.distrust(since),
+                None => {
+                    // Answered while the lock was still trusted: the lock was held then.
+                    self.known_held = answered;
+                    self.next_slot = 1 - self.next_slot;
+                    // During a rollout, an old replica must find these numbers used even if
+                    // this process dies before it gives the lock back; then checked once more,
+                    // right before the numbers are handed out.
+                    match self.publish_for_rollout().map(|()| self.distrusted()) {
+                        Ok(None) => return Advance::Durable { first },
+                        Ok(Some(since)) => self.distrust(since),
+                        Err(error) => error,
+                    }
+                }
+            },
         };
         Advance::Failed {
             error,
@@ -390,7 +669,10 @@ impl<'a> Lease<'a> {
             .lock
             .published
             .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(self.value);
+            .unwrap_or_else(|e| e.into_inner()) = Some(Record {
+            seq: self.seq,
+            value: self.value,
+        });
         Ok(())
     }
 
@@ -401,15 +683,26 @@ impl<'a> Lease<'a> {
     fn publish_for_rollout(&mut self) -> Result<()> {
         if self.rollout {
             self.publish(true, true)
+        } else if self.publish_first_batch {
+            // Only the sign that a count exists is needed (see [`Lease::read`]), not a name
+            // that survives a power cut: after one, no lease on an old lock file is under way.
+            self.publish(true, false)?;
+            self.publish_first_batch = false;
+            Ok(())
         } else {
             Ok(())
         }
     }
 
-    /// Start-up's and `counter get`'s reconciliation: the published file read (whatever the
-    /// volume: once, not per lease) and brought up to the count, durably.
+    /// Start-up's and `counter get`'s reconciliation: the published file brought up to the
+    /// count, durably. Read whatever the volume, so that a corrupt one is reported and left for
+    /// the operator; but on a network volume with a record it does not count (SPEC §3
+    /// "Readers"): one found ahead is written over with the count, as the next lease would.
     pub fn reconcile(&mut self) -> Result<()> {
-        self.publish(true, true)
+        if !self.lock.local {
+            self.published = Some(read_counter(self.counter.path())?);
+        }
+        self.publish(self.lock.local, true)
     }
 
     /// Gives the lock back, publishing first (see the module docs); a lease that is not
@@ -427,19 +720,117 @@ impl<'a> Lease<'a> {
     /// behind a raised count (as after any increment), and a lowered count is not lowered yet
     /// where the published file counts too (a local volume); `set` reports the failure either
     /// way.
+    ///
+    /// When the sequence cannot go on (see [`Error::SequenceExhausted`]), both slots are
+    /// rewritten on a fresh one, 1 then 2, so that the repair always wins: the slot not holding
+    /// the latest record first, made durable, then the other; cut during the second write,
+    /// which tears only its own slot, the first already holds `value`.
     pub fn set(&mut self, value: u64) -> Result<()> {
-        let record = Record {
-            seq: self.seq + 1,
-            value,
+        let writes = match self.seq.checked_add(1) {
+            Some(seq) => vec![(self.next_slot, seq)],
+            None => vec![(self.next_slot, 1), (1 - self.next_slot, 2)],
         };
-        record::write_slot(&self.lock.file, self.next_slot, &record)
-            .and_then(|()| self.lock.file.sync_data())
-            .map_err(|e| Error::io("write", self.counter.lock_path(), e))?;
-        self.seq = record.seq;
-        self.next_slot = 1 - self.next_slot;
+        for &(slot, seq) in &writes {
+            record::write_slot(&self.lock.file, slot, &Record { seq, value })
+                .and_then(|()| self.lock.file.sync_data())
+                .map_err(|e| Error::io("write", self.counter.lock_path(), e))?;
+        }
+        let &(last, seq) = writes.last().expect("at least one write");
+        self.seq = seq;
+        self.next_slot = 1 - last;
         self.value = value;
         atomic::replace(self.counter.path(), format!("{value}\n").as_bytes())?;
         self.published = Some(value);
+        *self
+            .lock
+            .published
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Record { seq, value });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+impl Lease<'_> {
+    /// As if this process had stalled for `by` since it last knew the lock held: descheduled,
+    /// frozen, or waiting on a volume that did not answer.
+    fn stall(&mut self, by: Duration) {
+        let past = |at: Instant| {
+            at.checked_sub(by)
+                .expect("the clock is older than the stall")
+        };
+        self.taken = past(self.taken);
+        self.known_held = past(self.known_held);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::caches::VolumeKind;
+
+    fn counter(dir: &tempfile::TempDir, kind: VolumeKind) -> CounterFile {
+        CounterFile::in_dir(dir.path()).with_volume_kind(kind)
+    }
+
+    #[test]
+    fn the_trust_window_runs_from_the_moment_the_lock_was_last_known_held() {
+        let held = Instant::now();
+        let distrusted = |local, after| distrusted_since(local, held, held + after);
+        assert_eq!(distrusted(false, TRUST), None);
+        let past = TRUST + Duration::from_millis(1);
+        assert_eq!(distrusted(false, past), Some(past));
+        assert_eq!(distrusted(true, past), None);
+        assert_eq!(distrusted(true, Duration::from_secs(3600)), None);
+    }
+
+    #[test]
+    fn on_a_network_volume_a_stall_past_the_trust_window_before_a_write_uses_no_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let counter = counter(&dir, VolumeKind::Network);
+        let mut lease = counter.lock().unwrap();
+        // Between taking the lock (or the last write) and this write: nothing was written, so
+        // nothing is skipped either.
+        lease.stall(TRUST + Duration::from_millis(1));
+        match lease.advance(3) {
+            Advance::Failed {
+                error: Error::LeaseDistrusted { .. },
+                skipped: None,
+            } => {}
+            other => panic!("expected the lease distrusted before writing, got {other:?}"),
+        }
+        drop(lease);
+        assert_eq!(counter.read_record().unwrap(), None);
+        let mut again = counter.lock().unwrap();
+        assert!(matches!(again.advance(1), Advance::Durable { first: 0 }));
+    }
+
+    #[test]
+    fn on_a_network_volume_a_stall_within_the_trust_window_is_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let counter = counter(&dir, VolumeKind::Network);
+        let mut lease = counter.lock().unwrap();
+        // Small, so that a loaded machine's own pauses before the writes below stay within it.
+        lease.stall(Duration::from_millis(100));
+        assert!(!lease.stale());
+        assert!(matches!(lease.advance(2), Advance::Durable { first: 0 }));
+        assert!(matches!(lease.advance(1), Advance::Durable { first: 2 }));
+    }
+
+    #[test]
+    fn a_local_lock_cannot_expire_so_a_stall_distrusts_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let counter = counter(&dir, VolumeKind::Local);
+        let mut lease = counter.lock().unwrap();
+        lease.stall(TRUST * 5);
+        assert!(!lease.stale());
+        assert!(matches!(lease.advance(2), Advance::Durable { first: 0 }));
+        lease.stall(TRUST * 5);
+        lease.release().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(counter.path()).unwrap(),
+            "2\n",
+            "published when the lock is given back"
+        );
     }
 }

@@ -16,6 +16,8 @@
 //!   file brought up to date before it is given back, and when a lease stops being trusted.
 //! - [`rollout`]: replicas of the previous release beside this one, seen and remembered, so
 //!   that every batch is published before it is handed out while they may be about.
+//! - [`repair`]: the operator's `counter set` getting past what is not a regular file where
+//!   one of the counter's files should be: moved aside, kept, reported.
 //! - [`counter`]: the published file's format (`N\n`, strict) and [`CounterFile`], the handle
 //!   readers, the operator's commands and the writer share.
 //! - [`group_commit`]: the async handle whose `increment()` coalesces every request that arrives
@@ -37,6 +39,7 @@ pub mod lock;
 pub mod mounts;
 pub mod read;
 pub mod record;
+pub mod repair;
 pub mod rollout;
 
 pub use atomic::{replace, sweep_temp_files};

@@ -13,7 +13,7 @@
 //! | `cifs`, `smb3` with `nobrl` | refused: locks never reach the server |
 //! | `fuse.sshfs` | refused: SFTP has no locks; FUSE keeps them per mount |
 //! | `nfs`, `nfs4`, `cifs`, `smb3` otherwise; `ceph`, `fuse.ceph-fuse`, `fuse.glusterfs` | allowed, logged at info |
-//! | a local filesystem (`ext4`, `xfs`, `btrfs`, `tmpfs`, `overlay`, ...) | allowed silently (debug) |
+//! | a local filesystem (`ext4`, `xfs`, `btrfs`, `tmpfs`, `overlay`, ...: the one list in [`crate::caches`]) | allowed silently (debug) |
 //! | anything else: another network or FUSE filesystem | allowed with a warning that names it |
 //!
 //! A [`Refusal`] displays as one line naming `DATA_DIR`, the filesystem, the mount point, the
@@ -213,13 +213,6 @@ const NO_CTO: &str = "opening a file would not revalidate it, so a replica could
 const NO_SFTP_LOCKS: &str = "SFTP has no locks, so flock would be local to this mount and two \
                              replicas would hand out the same numbers";
 
-/// Filesystems on a local disk or in memory: one node is all that can share them.
-const LOCAL_TYPES: &[&str] = &[
-    "ext2", "ext3", "ext4", "xfs", "btrfs", "zfs", "f2fs", "jfs", "reiserfs", "nilfs2", "bcachefs",
-    "tmpfs", "ramfs", "overlay", "vfat", "msdos", "exfat", "ntfs3", "hfsplus", "squashfs", "erofs",
-    "iso9660",
-];
-
 /// Network filesystems whose flock reaches the server unless an option refused below says
 /// otherwise: NFS emulates it with a whole-file lock on the server (since Linux 2.6.12), CIFS
 /// with a byte-range lock (Linux 5.5), CephFS and GlusterFS keep locks in the cluster.
@@ -300,7 +293,7 @@ fn judge(mountinfo: &[u8], data_dir: &Path, path: &Path) -> Result<Verdict, Refu
             fs_type,
             mount_point,
         }
-    } else if LOCAL_TYPES.contains(&fs_type.as_str()) {
+    } else if crate::caches::is_local_type(&fs_type) {
         Verdict::Local {
             data_dir,
             fs_type,

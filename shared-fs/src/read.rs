@@ -9,10 +9,15 @@
 //! - a FIFO (or a device) there makes a plain `open` block until a writer comes, which may be
 //!   never: a thread holding the counter's lock while it waits stalls every replica. So every
 //!   file on the volume is opened with `O_NONBLOCK`, which never waits, and anything but a
-//!   regular file is [`Error::NotRegular`], corrupt like unparsable content.
+//!   regular file is [`Error::NotRegular`], corrupt like unparsable content;
+//! - a symbolic link there would make a write land in, or an error show the content of, a file
+//!   outside the volume (a config the record is padded to 8 KiB over; a mounted secret, or
+//!   `/proc/self/environ`, quoted in a public 503). So no file on the volume is opened through
+//!   a link (`O_NOFOLLOW`), and a link is [`Error::NotRegular`], "a symbolic link". Only
+//!   `DATA_DIR` itself, above every name opened here, may be a link.
 
 use std::{
-    fs::{File, OpenOptions},
+    fs::{self, File, OpenOptions},
     io::{ErrorKind, Read},
     os::unix::fs::{FileTypeExt, OpenOptionsExt},
     path::Path,
@@ -20,13 +25,28 @@ use std::{
 
 use crate::error::{Error, Escaped, Result};
 
-/// Opens `path` with `options`, never blocking in `open`, and refuses anything but a regular
-/// file; `None` when it does not exist (and `options` do not create it).
+/// Opens `path` with `options`, never blocking in `open` and never through a symbolic link,
+/// and refuses anything but a regular file; `None` when it does not exist (and `options` do not
+/// create it).
 pub fn open_regular(path: &Path, options: &OpenOptions) -> Result<Option<File>> {
     let mut options = options.clone();
-    let file = match options.custom_flags(libc::O_NONBLOCK).open(path) {
+    let file = match options
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(path)
+    {
         Ok(file) => file,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        // ELOOP is also a loop of links above the last name: only the last name is reported
+        // as a link.
+        Err(e)
+            if e.raw_os_error() == Some(libc::ELOOP)
+                && fs::symlink_metadata(path).is_ok_and(|m| m.is_symlink()) =>
+        {
+            return Err(Error::NotRegular {
+                path: path.to_owned(),
+                kind: "a symbolic link",
+            });
+        }
         Err(e) if e.kind() == ErrorKind::IsADirectory => {
             return Err(Error::NotRegular {
                 path: path.to_owned(),

@@ -216,3 +216,114 @@ fn plant_fifo_over(path: &std::path::Path) {
 fn is_fifo(path: &std::path::Path) -> bool {
     std::os::unix::fs::FileTypeExt::is_fifo(&fs::symlink_metadata(path).unwrap().file_type())
 }
+
+/// A record at the last sequence number (a damaged or hand-made record: counting never gets
+/// there) cannot be followed by another: the writer says so and hands out nothing, and the
+/// operator's `set` starts both slots on a fresh sequence.
+#[test]
+fn a_record_at_the_last_sequence_number_stops_the_writer_until_set_starts_a_fresh_sequence() {
+    use shared_fs::record::{Record, Slot, Slots, read_slots, write_slot};
+    let dir = tempfile::tempdir().unwrap();
+    let file = CounterFile::in_dir(dir.path());
+    file.set(100).unwrap();
+    let lock = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(file.lock_path())
+        .unwrap();
+    for slot in 0..2 {
+        write_slot(
+            &lock,
+            slot,
+            &Record {
+                seq: u64::MAX - 1 + slot as u64,
+                value: 100,
+            },
+        )
+        .unwrap();
+    }
+    let reason = format!(
+        "the counter record in {} is at the last sequence number, 18446744073709551615: no record \
+         can follow it; `pingpong counter set N` starts a fresh sequence",
+        file.lock_path().display()
+    );
+
+    let error = file.add(1).unwrap_err();
+    assert_eq!(error.to_string(), reason);
+    assert!(error.is_corrupt(), "only the operator can repair it");
+    assert_eq!(file.read().unwrap(), 100);
+    assert_eq!(
+        read_slots(&lock).unwrap(),
+        Slots([
+            Slot::Valid(Record {
+                seq: u64::MAX - 1,
+                value: 100
+            }),
+            Slot::Valid(Record {
+                seq: u64::MAX,
+                value: 100
+            }),
+        ]),
+        "nothing written"
+    );
+
+    file.set(7).unwrap();
+    assert_eq!(
+        read_slots(&lock).unwrap(),
+        Slots([
+            Slot::Valid(Record { seq: 1, value: 7 }),
+            Slot::Valid(Record { seq: 2, value: 7 }),
+        ])
+    );
+    assert_eq!(file.add(1).unwrap(), 7);
+    assert_eq!(file.add(2).unwrap(), 8);
+    assert_eq!(
+        read_slots(&lock).unwrap(),
+        Slots([
+            Slot::Valid(Record { seq: 3, value: 8 }),
+            Slot::Valid(Record { seq: 4, value: 10 }),
+        ])
+    );
+    assert_eq!(file.read().unwrap(), 10);
+}
+
+/// Near `u64::MAX` a batch larger than what is left hands out the numbers that fit, in order,
+/// and only the rest are refused.
+#[tokio::test]
+async fn a_batch_that_does_not_fit_hands_out_what_fits_and_refuses_the_rest() {
+    use std::{
+        future::Future,
+        pin::Pin,
+        task::{Context, Waker},
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = CounterFile::in_dir(dir.path());
+    file.set(u64::MAX - 3).unwrap();
+    // Held while the ten increments queue, so that the writer takes them as one batch.
+    let held = file.lock().unwrap();
+    let counter = Counter::spawn(file.clone(), |_| {});
+    let mut increments: Vec<Pin<Box<dyn Future<Output = shared_fs::Result<u64>> + Send>>> = (0..10)
+        .map(|_| {
+            let counter = counter.clone();
+            Box::pin(async move { counter.increment().await }) as Pin<Box<_>>
+        })
+        .collect();
+    let mut context = Context::from_waker(Waker::noop());
+    for increment in &mut increments {
+        assert!(increment.as_mut().poll(&mut context).is_pending(), "queued");
+    }
+    drop(held);
+    let mut answers = Vec::new();
+    for increment in increments {
+        answers.push(increment.await.map_err(|e| e.to_string()));
+    }
+    let full = format!(
+        "counter file {}: 18446744073709551615 + 1 does not fit in a u64: the counter is at its \
+         maximum",
+        file.path().display()
+    );
+    let mut expected = vec![Ok(u64::MAX - 3), Ok(u64::MAX - 2), Ok(u64::MAX - 1)];
+    expected.resize(10, Err(full));
+    assert_eq!(answers, expected);
+    assert_eq!(file.read().unwrap(), u64::MAX);
+}

@@ -17,7 +17,7 @@ use std::{io, path::PathBuf, sync::Arc, time::Duration};
 use axum::Router;
 use prometheus_client::registry::Registry;
 use service_kit::{
-    config,
+    config::{self, ListenAddress},
     http::{ReadyCheck, bind, finish, serve},
     shutdown::Draining,
     telemetry,
@@ -45,5 +45,6 @@ pub async fn serve_for_bench(routes: Router, port: u16) -> io::Result<()> {
     let draining = Draining::default();
     let ready: ReadyCheck = Arc::new(|| Box::pin(async { Ok(()) }));
     let app = finish(routes, Registry::default(), draining.clone(), ready);
-    serve(bind(port).await?, app, draining, Duration::ZERO).await
+    let listener = bind(ListenAddress::Any, port)?;
+    serve(listener, app, draining, Duration::ZERO).await
 }

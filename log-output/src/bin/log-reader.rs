@@ -26,9 +26,12 @@ fn run(config: ReaderConfig) -> anyhow::Result<()> {
         // First, before anything touches the volume: a SIGTERM from here on is never lost.
         let draining = Draining::default();
         shutdown::install(&draining)?;
-        let listener = http::bind(config.port)
-            .await
-            .with_context(|| format!("cannot listen on port {}", config.port))?;
+        let listener = http::bind(config.listen_address, config.port).with_context(|| {
+            format!(
+                "listening on {} port {}",
+                config.listen_address, config.port
+            )
+        })?;
         // Start-up touches the volume, which may hang: a signal meanwhile ends it at once.
         let start = async {
             volume::create_data_dir(&config.data_dir).await?;

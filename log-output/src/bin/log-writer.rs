@@ -4,10 +4,18 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use log_output::{config::WriterConfig, writer};
+use std::{sync::Arc, time::Duration};
+
+use axum::Router;
+use log_output::{
+    config::{WriterConfig, WriterHttp},
+    writer::{self, WriterMetrics},
+};
+use prometheus_client::registry::Registry;
 use service_kit::{
     cli::{Binary, run_main},
     config::EXIT_USAGE,
+    http::{self, ReadyCheck},
     shutdown::{self, Draining, Flavor},
     telemetry,
 };
@@ -20,10 +28,15 @@ fn main() -> ExitCode {
         help: log_output::config::WRITER_HELP,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
-    run_main(binary, &args, |env| WriterConfig::from_env(&env), run)
+    run_main(
+        binary,
+        &args,
+        |env| Ok((WriterConfig::from_env(&env)?, WriterHttp::from_env(&env)?)),
+        run,
+    )
 }
 
-fn run(config: WriterConfig) -> anyhow::Result<()> {
+fn run((config, serve): (WriterConfig, WriterHttp)) -> anyhow::Result<()> {
     // Before anything touches the volume: a mount whose locks would be local to this node is
     // refused like a malformed variable (SPEC §7.7).
     if let Err(refusal) = mounts::check(&config.data_dir) {
@@ -36,7 +49,29 @@ fn run(config: WriterConfig) -> anyhow::Result<()> {
         let draining = Draining::default();
         shutdown::install(&draining)?;
         let id = uuid::Uuid::new_v4();
-        writer::run(config, id, draining.started(), stdout.sink()).await?;
+        let mut registry = Registry::default();
+        let metrics = WriterMetrics::register(&mut registry);
+        let server = match serve.port {
+            None => None,
+            Some(port) => {
+                let listener = http::bind(serve.listen_address, port).with_context(|| {
+                    format!("listening on {} port {port}", serve.listen_address)
+                })?;
+                tracing::info!(addr = %listener.local_addr()?, "log-writer serving /healthz, /readyz, /metrics");
+                let ready: ReadyCheck = Arc::new(|| Box::pin(async { Ok(()) }));
+                let app = http::finish(Router::new(), registry, draining.clone(), ready);
+                Some(tokio::spawn(http::serve(
+                    listener,
+                    app,
+                    draining.clone(),
+                    Duration::ZERO,
+                )))
+            }
+        };
+        writer::run_counted(config, id, draining.started(), stdout.sink(), metrics).await?;
+        if let Some(server) = server {
+            server.await??;
+        }
         Ok(())
     });
     // The last entries reach stdout before the exit, unless stdout has stalled.

@@ -2,11 +2,13 @@
 //! Elasticsearch and Cloud Logging parse without a custom pattern:
 //!
 //! ```text
-//! {"timestamp":"2026-03-30T12:15:17.705123Z","level":"INFO","message":"finished processing request","status":200,"latency_us":412,"span":"request","method":"GET","route":"/pingpong"}
+//! {"timestamp":"2026-03-30T12:15:17.705123Z","level":"INFO","message":"finished processing request","severity":"INFO","@timestamp":"2026-03-30T12:15:17.705123Z","log.level":"INFO","status":200,"latency_us":412,"span":"request","method":"GET","route":"/pingpong"}
 //! ```
 //!
-//! `timestamp` (RFC 3339, UTC), `level` and `message` come first and are always there; then the
-//! event's own fields; then, if the event happened inside a span, `span` (the innermost span's
+//! `timestamp` (RFC 3339, UTC), `level` and `message` come first and are always there; then
+//! the same time and level under the names log pipelines take them from without configuration:
+//! `severity` (Google Cloud Logging: `DEBUG`, `INFO`, `WARNING`, `ERROR`), `@timestamp` and
+//! `log.level` (Elastic Common Schema); then the event's own fields; then, if the event happened inside a span, `span` (the innermost span's
 //! name) and the fields of every span it is in, outermost first. Integers, floats and booleans
 //! are JSON numbers and booleans; everything else is a string.
 //!
@@ -17,7 +19,7 @@
 use std::fmt::{self, Write as _};
 
 use tracing::{
-    Event, Subscriber,
+    Event, Level, Subscriber,
     field::{Field, Visit},
     span,
 };
@@ -70,11 +72,11 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
+        let now = humantime::format_rfc3339_micros(std::time::SystemTime::now());
+        let level = event.metadata().level();
         write!(
             writer,
-            "{{\"timestamp\":\"{}\",\"level\":\"{}\",\"message\":",
-            humantime::format_rfc3339_micros(std::time::SystemTime::now()),
-            event.metadata().level()
+            "{{\"timestamp\":\"{now}\",\"level\":\"{level}\",\"message\":"
         )?;
         let mut message = Message {
             writer: &mut writer,
@@ -86,6 +88,11 @@ where
         if !message.written {
             writer.write_str("\"\"")?;
         }
+        write!(
+            writer,
+            ",\"severity\":\"{}\",\"@timestamp\":\"{now}\",\"log.level\":\"{level}\"",
+            severity(*level)
+        )?;
         let mut fields = Fragment::new(&mut writer, Skip::Message);
         fields.first = false;
         event.record(&mut fields);
@@ -108,6 +115,17 @@ where
             }
         }
         writer.write_str("}\n")
+    }
+}
+
+/// Cloud Logging's `severity` for a level: its names, of which `WARNING` differs from
+/// tracing's `WARN`, and no `TRACE` (`DEBUG` the nearest).
+pub fn severity(level: Level) -> &'static str {
+    match level {
+        Level::TRACE | Level::DEBUG => "DEBUG",
+        Level::INFO => "INFO",
+        Level::WARN => "WARNING",
+        Level::ERROR => "ERROR",
     }
 }
 
@@ -286,5 +304,18 @@ mod tests {
             assert_eq!(serde_json::from_str::<String>(&json).unwrap(), s, "{json}");
         }
         assert_eq!(escaped("a\"b\n\u{1}"), r#""a\"b\n\u0001""#);
+    }
+
+    #[test]
+    fn severity_is_cloud_loggings_name_for_the_level() {
+        let names = [
+            Level::TRACE,
+            Level::DEBUG,
+            Level::INFO,
+            Level::WARN,
+            Level::ERROR,
+        ]
+        .map(severity);
+        assert_eq!(names, ["DEBUG", "DEBUG", "INFO", "WARNING", "ERROR"]);
     }
 }

@@ -1,0 +1,109 @@
+//! `rm pingpong_counter.txt.lock` (what an operator does to "reset" the count) or a restore
+//! with `mv` over it, while replicas run under load, and a replica started after it: a running
+//! replica must not go on locking the file that left the path while another locks the one at
+//! the path. Every number answered is handed out once, and the count is exact.
+
+mod support;
+
+use std::{
+    collections::BTreeSet,
+    fs,
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+    time::Duration,
+};
+
+use support::{Server, eventually, metric, pong_number};
+
+const LOCK: &str = "pingpong_counter.txt.lock";
+
+/// Asks `port` for `/pingpong` on `threads` threads until `stop`, keeping every number answered
+/// `200`.
+fn load_until(
+    port: u16,
+    threads: usize,
+    stop: &Arc<AtomicBool>,
+) -> Vec<thread::JoinHandle<Vec<u64>>> {
+    (0..threads)
+        .map(|_| {
+            let stop = stop.clone();
+            thread::spawn(move || {
+                let mut numbers = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    if let Ok((200, body)) = support::try_get(port, "/pingpong") {
+                        numbers.push(pong_number(&body));
+                    }
+                }
+                numbers
+            })
+        })
+        .collect()
+}
+
+fn assert_each_number_once(answers: &[u64]) {
+    let mut seen = BTreeSet::new();
+    let twice: Vec<u64> = answers
+        .iter()
+        .copied()
+        .filter(|&n| !seen.insert(n))
+        .collect();
+    assert!(
+        twice.is_empty(),
+        "{} numbers handed out twice of {} answers, e.g. {:?}",
+        twice.len(),
+        answers.len(),
+        &twice[..twice.len().min(5)]
+    );
+}
+
+/// A copy of the lock file as it is now, renamed over it: a restore with `mv`.
+fn restore_over(lock: &Path) {
+    let copy = lock.with_extension("restored");
+    fs::copy(lock, &copy).unwrap();
+    fs::rename(&copy, lock).unwrap();
+}
+
+#[test]
+fn a_lock_file_deleted_or_replaced_under_load_hands_out_every_number_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock = dir.path().join(LOCK);
+    let stop = Arc::new(AtomicBool::new(false));
+    let a = Server::start(dir.path());
+    let mut clients = load_until(a.port, 3, &stop);
+    eventually(Duration::from_secs(20), "answers from a", || {
+        (support::get(a.port, "/pings").1 != "0").then_some(())
+    });
+
+    // The reset, then a replica started after it, which creates the lock file again.
+    fs::remove_file(&lock).unwrap();
+    let b = Server::start(dir.path());
+    clients.extend(load_until(b.port, 3, &stop));
+    thread::sleep(Duration::from_secs(3));
+    // Replaced under both, then deleted under both.
+    restore_over(&lock);
+    thread::sleep(Duration::from_millis(500));
+    fs::remove_file(&lock).unwrap();
+    thread::sleep(Duration::from_secs(3));
+    stop.store(true, Ordering::SeqCst);
+
+    let answers: Vec<u64> = clients
+        .into_iter()
+        .flat_map(|c| c.join().expect("client"))
+        .collect();
+    assert_each_number_once(&answers);
+    // Every number used was answered, or skipped and counted as abandoned: none was lost.
+    let abandoned: u64 = [&a, &b]
+        .iter()
+        .map(|s| metric(&s.get("/metrics").1, "pingpong_abandoned_total").unwrap())
+        .sum();
+    let total = (answers.len() as u64 + abandoned).to_string();
+    for server in [&a, &b] {
+        eventually(Duration::from_secs(10), "the exact count", || {
+            (server.get("/pings") == (200, total.clone())).then_some(())
+        });
+    }
+}

@@ -1,0 +1,96 @@
+//! A network volume read-only when a reader first opens the lock file (GlusterFS turns a volume
+//! read-only while it lacks quorum) and writable again later: the reader, which keeps the lock
+//! file open, must not keep its read-only descriptor for ever. That descriptor makes readiness
+//! say "read-only" and skips the step that drops GlusterFS's cached copy of the record (see
+//! `shared_fs::caches`). It tries a writable open again, at most once a second, and switches.
+//!
+//! `VOLUME_KIND=network` takes the network path on a local tmpfs, remounted read-only and back
+//! (needs root and CAP_SYS_ADMIN; elsewhere the test prints why it skips).
+
+use std::{
+    path::Path,
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
+
+use shared_fs::{CounterFile, caches::VolumeKind};
+
+/// A tmpfs mounted on a temp directory, unmounted on drop.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount() -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            Some(Tmpfs { dir })
+        } else {
+            println!("SKIPPED: cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN)");
+            None
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn remount(&self, mode: &str) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,{mode}")])
+            .arg(self.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "remount {mode}");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+#[test]
+fn a_reader_that_opened_a_read_only_volume_switches_once_it_is_writable() {
+    let Some(volume) = Tmpfs::mount() else {
+        return;
+    };
+    let network = || CounterFile::in_dir(volume.path()).with_volume_kind(VolumeKind::Network);
+    network().set(5).unwrap();
+    volume.remount("ro");
+    let reader = network();
+    assert_eq!(reader.read().unwrap(), 5);
+    assert_eq!(
+        reader.probe().unwrap_err().to_string(),
+        format!(
+            "open lock file {}: Read-only file system (os error 30)",
+            reader.lock_path().display()
+        )
+    );
+
+    volume.remount("rw");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match reader.probe() {
+            Ok(value) => {
+                assert_eq!(value, 5);
+                break;
+            }
+            Err(error) => assert!(
+                Instant::now() < deadline,
+                "still not ready 10 s after the volume became writable: {error}"
+            ),
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    // And it reads what a writer writes afterwards.
+    network().set(9).unwrap();
+    assert_eq!(reader.read().unwrap(), 9);
+}
