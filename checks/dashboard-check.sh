@@ -20,23 +20,10 @@
 # Ports: the first free ones from PORT_BASE (default 19600) up. Last line: `N passed, M failed`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-repo="$PWD"
-readonly repo
-
-# shellcheck source=.ci/test-report.sh
-. .ci/test-report.sh
 
 readonly dashboard=deploy/grafana/dashboard.json
-pids=()
-declare -A port_of=()
-stop_services() {
-  local pid
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  pids=()
-}
-# on_exit (test-report.sh) reads the exit status from $?: handed on past stop_services.
-trap 'status=$?; stop_services; (exit "$status"); on_exit' EXIT
+# shellcheck source=checks/live.sh
+. checks/live.sh
 
 step "1. checks/dashboard.py selftest"
 if python3 checks/dashboard.py selftest >"$work/selftest" 2>&1; then
@@ -47,16 +34,8 @@ else
 fi
 
 step "2. live /metrics of pingpong and log-reader"
-if [[ -z "${BIN_DIR:-}" ]]; then
-  cargo build --locked --quiet --bin pingpong --bin log-reader
-  BIN_DIR="${CARGO_TARGET_DIR:-$repo/target}/debug"
-fi
+build_services pingpong log-reader
 port="${PORT_BASE:-19600}"
-next_port() {
-  while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
-  echo "$port"
-  port=$((port + 1))
-}
 mkdir -p "$work/files"
 for service in pingpong log-reader; do
   service_port="$(next_port)"
@@ -88,14 +67,7 @@ else
 fi
 
 step "4. a real Prometheus scrapes them through the annotations and evaluates every panel query"
-prom=.venv/prometheus/usr/bin/prometheus
-if [[ ! -x "$prom" ]]; then
-  # The package's binary only: installing it would start a system service.
-  (cd "$work" && { apt-get download prometheus >/dev/null 2>&1 ||
-    { apt-get update -qq && apt-get download prometheus >/dev/null 2>&1; }; })
-  mkdir -p .venv/prometheus
-  dpkg-deb -x "$work"/prometheus_*.deb .venv/prometheus
-fi
+prom="$(prometheus_binary prometheus)"
 pass "$("$prom" --version 2>&1 | sed -n 1p)"
 # The job users paste, with file_sd in kubernetes_sd's place. Each target carries what
 # kubernetes_sd would: a pod address on a port that is not the annotated one (9), and the

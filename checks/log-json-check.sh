@@ -21,19 +21,9 @@
 # Ports: the first free ones from PORT_BASE (default 19800) up. Last line: `N passed, M failed`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-repo="$PWD"
-readonly repo
 
-# shellcheck source=.ci/test-report.sh
-. .ci/test-report.sh
-
-pids=()
-stop_services() {
-  local pid
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  pids=()
-}
+# shellcheck source=checks/live.sh
+. checks/live.sh
 diagnose() {
   local file
   for file in "$work"/*.log "$work/parsed"; do
@@ -42,7 +32,6 @@ diagnose() {
     tail -n 10 "$file"
   done
 }
-trap 'status=$?; ((status == 0 && failed == 0)) || diagnose; stop_services; (exit "$status"); on_exit' EXIT
 
 step "1. syslog-ng"
 if ! command -v syslog-ng >/dev/null; then
@@ -53,16 +42,8 @@ fi
 pass "$(syslog-ng --version | sed -n 1p)"
 
 step "2. real JSON lines of the three binaries"
-if [[ -z "${BIN_DIR:-}" ]]; then
-  cargo build --locked --quiet --bin pingpong --bin log-reader --bin log-writer
-  BIN_DIR="${CARGO_TARGET_DIR:-$repo/target}/debug"
-fi
+build_services pingpong log-reader log-writer
 port="${PORT_BASE:-19800}"
-next_port() {
-  while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
-  echo "$port"
-  port=$((port + 1))
-}
 wait_for() { # URL: polls until it answers at all
   local deadline=$((SECONDS + 30))
   until curl -sS -o /dev/null "$1" 2>/dev/null; do

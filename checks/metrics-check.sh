@@ -20,20 +20,9 @@
 # Ports: the first free ones from PORT_BASE (default 19700) up. Last line: `N passed, M failed`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-repo="$PWD"
-readonly repo
 
-# shellcheck source=.ci/test-report.sh
-. .ci/test-report.sh
-
-pids=()
-declare -A port_of=()
-stop_services() {
-  local pid
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  pids=()
-}
+# shellcheck source=checks/live.sh
+. checks/live.sh
 # On failure, what the services logged; on_exit (test-report.sh) reads the status from $?.
 diagnose() {
   local service
@@ -42,30 +31,14 @@ diagnose() {
     tail -n 20 "$work/$service.log" 2>/dev/null || true
   done
 }
-trap 'status=$?; ((status == 0 && failed == 0)) || diagnose; stop_services; (exit "$status"); on_exit' EXIT
 
 step "1. promtool"
-promtool=.venv/prometheus/usr/bin/promtool
-if [[ ! -x "$promtool" ]]; then
-  # The package's binaries only: installing it would start a system service.
-  (cd "$work" && { apt-get download prometheus >/dev/null 2>&1 ||
-    { apt-get update -qq && apt-get download prometheus >/dev/null 2>&1; }; })
-  mkdir -p .venv/prometheus
-  dpkg-deb -x "$work"/prometheus_*.deb .venv/prometheus
-fi
+promtool="$(prometheus_binary promtool)"
 pass "$("$promtool" --version 2>&1 | sed -n 1p)"
 
 step "2. pingpong, log-reader and log-writer serving /metrics"
-if [[ -z "${BIN_DIR:-}" ]]; then
-  cargo build --locked --quiet --bin pingpong --bin log-reader --bin log-writer
-  BIN_DIR="${CARGO_TARGET_DIR:-$repo/target}/debug"
-fi
+build_services pingpong log-reader log-writer
 port="${PORT_BASE:-19700}"
-next_port() {
-  while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
-  echo "$port"
-  port=$((port + 1))
-}
 mkdir -p "$work/files"
 for service in pingpong log-reader log-writer; do
   service_port="$(next_port)"
