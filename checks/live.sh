@@ -3,8 +3,8 @@
 # checks/metrics-check.sh and checks/log-json-check.sh from the repository's root): `repo`;
 # .ci/test-report.sh; the services they start (`pids`, `port_of`, `stop_services`), stopped at
 # exit after `diagnose` (the script's own, if it defines one) on failure; the binaries
-# (`build_services`); free ports from a base (`next_port`); Prometheus's binaries unpacked from
-# Debian's package (`prometheus_binary`).
+# (`build_services`); free ports from a base (`next_port`); waiting for an answer
+# (`wait_http`); Prometheus's binaries unpacked from Debian's package (`prometheus_binary`).
 
 repo="$PWD"
 readonly repo
@@ -38,6 +38,20 @@ next_port() {
   while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
   echo "$port"
   port=$((port + 1))
+}
+
+# wait_http FAILURE CURL_ARGUMENT...: runs `curl -sS CURL_ARGUMENT...` every 0.2 s until it
+# succeeds; after 30 s fails with FAILURE and exits (the script's diagnose then shows the logs).
+wait_http() {
+  local failure="$1" deadline=$((SECONDS + 30))
+  shift
+  until curl -sS "$@" 2>/dev/null; do
+    if ((SECONDS >= deadline)); then
+      fail "$failure"
+      exit 1
+    fi
+    sleep 0.2
+  done
 }
 
 # prometheus_binary NAME: the path of Prometheus's NAME (prometheus, promtool), unpacked from

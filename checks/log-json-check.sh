@@ -44,16 +44,7 @@ pass "$(syslog-ng --version | sed -n 1p)"
 step "2. real JSON lines of the three binaries"
 build_services pingpong log-reader log-writer
 port="${PORT_BASE:-19800}"
-wait_for() { # URL: polls until it answers at all
-  local deadline=$((SECONDS + 30))
-  until curl -sS -o /dev/null "$1" 2>/dev/null; do
-    if ((SECONDS >= deadline)); then
-      fail "no answer from $1 within 30 s"
-      exit 1
-    fi
-    sleep 0.1
-  done
-}
+wait_for() { wait_http "no answer from $1 within 30 s" -o /dev/null "$1"; } # URL: any answer
 mkdir -p "$work/files"
 printf 'abc' >"$work/files/pingpong_counter.txt"
 pingpong_port="$(next_port)"

@@ -46,26 +46,13 @@ for service in pingpong log-reader log-writer; do
     RUST_LOG=warn "$BIN_DIR/$service" >/dev/null 2>"$work/$service.log" </dev/null &
   pids+=("$!")
   port_of[$service]="$service_port"
-  deadline=$((SECONDS + 30))
-  until curl -fsS -o /dev/null "http://127.0.0.1:$service_port/healthz" 2>/dev/null; do
-    if ((SECONDS >= deadline)); then
-      fail "$service: no /healthz on port $service_port within 30 s"
-      exit 1
-    fi
-    sleep 0.2
-  done
+  wait_http "$service: no /healthz on port $service_port within 30 s" \
+    -f -o /dev/null "http://127.0.0.1:$service_port/healthz"
   pass "$service on port $service_port"
 done
 curl -fsS -o /dev/null "http://127.0.0.1:${port_of[pingpong]}/pingpong"
 curl -sS -o /dev/null "http://127.0.0.1:${port_of[pingpong]}/nowhere"
-deadline=$((SECONDS + 30))
-until curl -fsS -o /dev/null "http://127.0.0.1:${port_of[log-reader]}/"; do
-  if ((SECONDS >= deadline)); then
-    fail "log-reader: no entry on / within 30 s"
-    exit 1
-  fi
-  sleep 0.2
-done
+wait_http "log-reader: no entry on / within 30 s" -f -o /dev/null "http://127.0.0.1:${port_of[log-reader]}/"
 for service in pingpong log-reader log-writer; do
   curl -fsS -o /dev/null "http://127.0.0.1:${port_of[$service]}/readyz"
 done
