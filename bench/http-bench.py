@@ -6,12 +6,12 @@
 
 Builds the release binaries (CARGO_TARGET_DIR honoured; --bin-dir to use others) and starts,
 all at once on loopback with RUST_LOG=warn (no per-request log line, the same for every one):
-  bare           service-kit/examples/bare.rs: axum::serve answering a constant, nothing else
-  ceiling        service-kit/examples/ceiling.rs: service-kit's whole stack, a constant answer
+  bare           yardsticks/examples/bare.rs: axum::serve answering a constant, nothing else
+  ceiling        yardsticks/examples/ceiling.rs: service-kit's whole stack, a constant answer
   pingpong       the service: durable increments through group commit
-  one-write      pingpong/examples/one_write_per_request.rs: one locked durable write a request
-  careless       pingpong/examples/careless.rs: count in memory, file rewritten, no fsync, no lock
-  durable-floor  pingpong/examples/durable_floor.rs: one pwrite + fdatasync a request, measured
+  one-write      yardsticks/examples/one_write_per_request.rs: one locked durable write a request
+  careless       yardsticks/examples/careless.rs: count in memory, file rewritten, no fsync, no lock
+  durable-floor  yardsticks/examples/durable_floor.rs: one pwrite + fdatasync a request, measured
                  at 1 connection only (the least a durable answer can cost)
   reader         log-reader serving output.log (log-writer running, LOG_INTERVAL=1s)
 Every server but reader has a data directory of its own (reader and log-writer share
@@ -26,24 +26,21 @@ data file (default bench/data/http-<UTC stamp>.json), which bench/plots.py and -
 Needs wrk (Debian package; installed with apt-get if missing when run as root).
 """
 
-import argparse
-import datetime
-import json
 import os
 import platform
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = os.path.join(ROOT, "bench", "data")
+from lib import (arguments, build, cpu_seconds, ensure, free_port, load_average,
+                 record_arguments, record_header, release_dir, reported, save, start,
+                 wait_ready, wrk)
+
 SWEEP = [1, 4, 16, 64, 256]
 
 # name: (binary under the release dir, path, the only connection counts it runs at or None)
@@ -60,61 +57,13 @@ SERVERS = {
 }
 # The servers that count, for which "ratio to careless" means something.
 COUNTERS = ("pingpong", "one-write", "careless", "durable-floor")
-UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+# What a measurement keeps of wrk's answer.
+WRK_FIELDS = ("rps", "p50_ms", "p99_ms", "requests", "errors")
 
 
-def ensure_wrk():
-    if shutil.which("wrk"):
-        return
-    if os.geteuid() != 0:
-        sys.exit("wrk is missing: apt-get install wrk")
-    subprocess.run(["apt-get", "update", "-qq"], check=True)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
-
-
-def release_dir():
-    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-    return os.path.join(target, "release")
-
-
-def build():
-    cargo = ["cargo", "build", "--release", "--locked"]
-    subprocess.run(cargo + ["-p", "pingpong", "-p", "log-output", "--bins",
-                            "--example", "one_write_per_request", "--example", "careless",
-                            "--example", "durable_floor"], cwd=ROOT, check=True)
-    subprocess.run(cargo + ["-p", "service-kit", "--example", "ceiling", "--example", "bare"],
-                   cwd=ROOT, check=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(binary, port, data_dir, **env):
-    full_env = dict(os.environ, PORT=str(port), DATA_DIR=data_dir, RUST_LOG="warn", **env)
-    return subprocess.Popen([binary], env=full_env, stdout=subprocess.DEVNULL)
-
-
-def wait_ready(port, path, deadline=30):
-    end = time.time() + deadline
-    while time.time() < end:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    sys.exit(f"port {port}{path} never answered 200")
-
-
-def cpu_seconds(proc):
-    """User + system CPU time of a process (all its threads) so far."""
-    with open(f"/proc/{proc.pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def build_servers():
+    build("-p", "pingpong", "-p", "log-output", "--bins")
+    build("-p", "yardsticks", "--examples")
 
 
 def reset_peak_rss(proc):
@@ -131,37 +80,6 @@ def peak_rss_mib(proc):
     with open(f"/proc/{proc.pid}/status") as f:
         kib = int(re.search(r"VmHWM:\s+(\d+) kB", f.read()).group(1))
     return kib / 1024
-
-
-def load_average():
-    with open("/proc/loadavg") as f:
-        return [float(v) for v in f.read().split()[:3]]
-
-
-def wrk(port, path, connections, seconds):
-    threads = min(2, connections)
-    out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency",
-         f"http://127.0.0.1:{port}{path}"],
-        capture_output=True, text=True, check=True).stdout
-
-    def latency(pct):
-        value, unit = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()
-        return float(value) * UNITS[unit]
-
-    errors = 0
-    if m := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
-        errors += int(m.group(1))
-    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
-                      out):
-        errors += sum(int(g) for g in m.groups())
-    return {
-        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-        "p50_ms": latency(50),
-        "p99_ms": latency(99),
-        "requests": int(re.search(r"(\d+) requests in", out).group(1)),
-        "errors": errors,
-    }
 
 
 def record_write_us(directory, count=1000):
@@ -183,14 +101,6 @@ def record_write_us(directory, count=1000):
         os.unlink(path)
 
 
-def git_commit():
-    def git(*args):
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True,
-                              text=True).stdout.strip()
-    commit = git("rev-parse", "--short=12", "HEAD")
-    return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
-
-
 def filesystem_of(path):
     out = subprocess.run(["df", "--output=fstype", path], capture_output=True, text=True).stdout
     return out.split()[-1] if out.split() else "unknown"
@@ -202,12 +112,9 @@ def measure(args, connection_counts, bin_dir):
     procs = {}
     ports = {}
     record = {
-        "bench": "http",
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "commit": git_commit(),
-        "command": " ".join(["python3", "bench/http-bench.py"] + sys.argv[1:]),
-        "machine": {"cpus": os.cpu_count(), "kernel": platform.release(),
-                    "data_fs": filesystem_of(data)},
+        **record_header("http", "http-bench.py",
+                        {"cpus": os.cpu_count(), "kernel": platform.release(),
+                         "data_fs": filesystem_of(data)}),
         "runs": args.runs,
         "seconds": args.seconds,
         "connections": connection_counts,
@@ -225,7 +132,7 @@ def measure(args, connection_counts, bin_dir):
             procs[name] = start(os.path.join(bin_dir, binary), ports[name], d)
         if "reader" in args.servers:
             procs["log-writer"] = start(os.path.join(bin_dir, "log-writer"), 0, data,
-                                        LOG_INTERVAL="1s")
+                                        env={"LOG_INTERVAL": "1s"})
         for name in args.servers:
             wait_ready(ports[name], SERVERS[name][1])
 
@@ -239,9 +146,10 @@ def measure(args, connection_counts, bin_dir):
                 for name in names[shift:] + names[:shift]:
                     proc = procs[name]
                     per_measurement = reset_peak_rss(proc)
-                    before = cpu_seconds(proc)
-                    m = wrk(ports[name], SERVERS[name][1], c, args.seconds)
-                    m["cpu_us_per_request"] = ((cpu_seconds(proc) - before)
+                    before = cpu_seconds(proc.pid)
+                    answer = wrk(ports[name], SERVERS[name][1], c, args.seconds, latency=True)
+                    m = {field: answer[field] for field in WRK_FIELDS}
+                    m["cpu_us_per_request"] = ((cpu_seconds(proc.pid) - before)
                                                / max(m["requests"], 1) * 1e6)
                     m["peak_rss_mib"] = peak_rss_mib(proc)
                     m["peak_rss_scope"] = "measurement" if per_measurement else "process"
@@ -361,10 +269,13 @@ def print_targets(record):
         print(f"| {target} | {figure} | {'met' if met else '**not met**'} |")
 
 
+def report(record):
+    print_table(record)
+    print_targets(record)
+
+
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--seconds", type=int, default=5)
+    parser = arguments(__doc__, runs=5)
     parser.add_argument("--connections", default="1,64",
                         help="comma-separated connection counts (default 1,64)")
     parser.add_argument("--sweep", action="store_true",
@@ -372,17 +283,10 @@ def main():
     parser.add_argument("--servers", default=",".join(SERVERS),
                         help="comma-separated subset of the servers, in this order")
     parser.add_argument("--bin-dir", help="where the binaries are (default: the release dir)")
-    parser.add_argument("--no-build", action="store_true")
-    parser.add_argument("--out", help="the data file (default bench/data/http-<stamp>.json)")
-    parser.add_argument("--report", metavar="FILE",
-                        help="print the tables of a recorded data file; measure nothing")
+    record_arguments(parser, "http")
     args = parser.parse_args()
 
-    if args.report:
-        with open(args.report) as f:
-            record = json.load(f)
-        print_table(record)
-        print_targets(record)
+    if reported(args, report):
         return
 
     args.servers = args.servers.split(",")
@@ -390,20 +294,11 @@ def main():
     if unknown:
         sys.exit(f"unknown servers {unknown}; known: {', '.join(SERVERS)}")
     connection_counts = SWEEP if args.sweep else [int(c) for c in args.connections.split(",")]
-    ensure_wrk()
+    ensure("wrk")
     if not args.no_build and not args.bin_dir:
-        build()
+        build_servers()
     record = measure(args, connection_counts, args.bin_dir or release_dir())
-    out = args.out or os.path.join(
-        DATA, "http-" + record["date"].replace(":", "").replace("-", "") + ".json")
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump(record, f, indent=1)
-        f.write("\n")
-    print_table(record)
-    print_targets(record)
-    print()
-    print(f"data: {os.path.relpath(out, ROOT)}")
+    save(record, args.out, report)
 
 
 if __name__ == "__main__":

@@ -35,8 +35,8 @@ import subprocess
 import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = os.path.join(ROOT, "bench", "data")
+from lib import DATA, ROOT
+
 DOCS = os.path.join(ROOT, "docs")
 VENV = os.path.join(ROOT, "bench", ".venv")
 REQUIREMENTS = os.path.join(ROOT, "bench", "plots-requirements.txt")

@@ -20,56 +20,19 @@ missing when run as root). The data directory is a temp dir under BENCH_DIR (def
 system temp dir).
 """
 
-import argparse
-import datetime
-import json
 import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = os.path.join(ROOT, "bench", "data")
-UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
-
-
-def ensure(tool):
-    if shutil.which(tool):
-        return
-    if os.geteuid() != 0:
-        sys.exit(f"{tool} is missing: apt-get install {tool}")
-    subprocess.run(["apt-get", "update", "-qq"], check=True)
-    subprocess.run(["apt-get", "install", "-y", "-qq", tool], check=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def get(port, path):
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
-        return r.status, r.read().decode()
-
-
-def wait_ready(port, path="/readyz", deadline=30):
-    end = time.time() + deadline
-    while time.time() < end:
-        try:
-            if get(port, path)[0] == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    sys.exit(f"port {port}{path} never answered 200")
+from lib import (arguments, build, ensure, free_port, get, load_average,
+                 record_arguments, record_header, release_dir, reported, save, start,
+                 wait_ready, wrk)
 
 
 def haproxy_config(frontend, servers, stats):
@@ -104,31 +67,6 @@ def metrics(port):
             value("pingpong_durable_write_seconds_sum"))
 
 
-def wrk(port, connections, seconds):
-    out = subprocess.run(
-        ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds}s", "--latency",
-         f"http://127.0.0.1:{port}/pingpong"],
-        capture_output=True, text=True, check=True).stdout
-    if "Non-2xx" in out or "Socket errors" in out:
-        sys.exit(f"errors under load:\n{out}")
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    value, unit = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()
-    return rps, float(value) * UNITS[unit]
-
-
-def load_average():
-    with open("/proc/loadavg") as f:
-        return [float(v) for v in f.read().split()[:3]]
-
-
-def git_commit():
-    def git(*args):
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True,
-                              text=True).stdout.strip()
-    commit = git("rev-parse", "--short=12", "HEAD")
-    return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
-
-
 FIELDS = ("rps", "p99_ms", "durable_writes_per_s", "mean_batch", "mean_durable_write_ms")
 
 
@@ -160,36 +98,23 @@ def print_report(record):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--seconds", type=int, default=5)
+    parser = arguments(__doc__, runs=3)
     parser.add_argument("--connections", type=int, default=64)
-    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-    parser.add_argument("--bin-dir", default=os.path.join(target, "release"))
-    parser.add_argument("--no-build", action="store_true")
-    parser.add_argument("--out", help="the data file (default bench/data/replicas-<stamp>.json)")
-    parser.add_argument("--report", metavar="FILE",
-                        help="print the tables of a recorded data file; measure nothing")
+    parser.add_argument("--bin-dir", default=release_dir())
+    record_arguments(parser, "replicas")
     args = parser.parse_args()
-    if args.report:
-        with open(args.report) as f:
-            print_report(json.load(f))
+    if reported(args, print_report):
         return
 
     ensure("wrk")
     ensure("haproxy")
     if not args.no_build:
-        subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "pingpong"],
-                       cwd=ROOT, check=True)
+        build("--bin", "pingpong")
     base = os.environ.get("BENCH_DIR", tempfile.gettempdir())
     data = tempfile.mkdtemp(prefix="pingpong-replicas-", dir=base)
     procs = []
     record = {
-        "bench": "replicas",
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "commit": git_commit(),
-        "command": " ".join(["python3", "bench/replicas-bench.py"] + sys.argv[1:]),
-        "machine": {"cpus": os.cpu_count()},
+        **record_header("replicas", "replicas-bench.py", {"cpus": os.cpu_count()}),
         "runs": args.runs,
         "seconds": args.seconds,
         "connections": args.connections,
@@ -199,9 +124,7 @@ def main():
     try:
         a, b = free_port(), free_port()
         for port in (a, b):
-            env = dict(os.environ, PORT=str(port), DATA_DIR=data, RUST_LOG="warn")
-            procs.append(subprocess.Popen([os.path.join(args.bin_dir, "pingpong")], env=env,
-                                          stdout=subprocess.DEVNULL))
+            procs.append(start(os.path.join(args.bin_dir, "pingpong"), port, data))
         wait_ready(a)
         wait_ready(b)
         fronts = {}
@@ -230,7 +153,9 @@ def main():
             record["load_average"].append(load_average())
             for name, port in targets.items():
                 before = [metrics(p) for p in (a, b)]
-                rps, p99 = wrk(port, args.connections, args.seconds)
+                load = wrk(port, "/pingpong", args.connections, args.seconds, latency=True,
+                           strict=True)
+                rps, p99 = load["rps"], load["p99_ms"]
                 after = [metrics(p) for p in (a, b)]
                 writes = sum(x[0] - y[0] for x, y in zip(after, before))
                 incs = sum(x[1] - y[1] for x, y in zip(after, before))
@@ -245,15 +170,7 @@ def main():
         for proc in procs:
             proc.wait(timeout=20)
         shutil.rmtree(data, ignore_errors=True)
-    out = args.out or os.path.join(
-        DATA, "replicas-" + record["date"].replace(":", "").replace("-", "") + ".json")
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump(record, f, indent=1)
-        f.write("\n")
-    print_report(record)
-    print()
-    print(f"data: {os.path.relpath(out, ROOT)}")
+    save(record, args.out, print_report)
 
 
 if __name__ == "__main__":

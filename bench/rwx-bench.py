@@ -18,6 +18,8 @@ import subprocess
 import sys
 import time
 
+from lib import DATA, ROOT
+
 COLUMNS = [
     ("req_per_s", "requests/s"),
     ("answered", "answered"),
@@ -36,11 +38,10 @@ def main():
     a = p.parse_args()
     path = a.figures
     if not path:
-        repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        path = os.path.join(repo, "bench", "data", time.strftime("rwx-%Y%m%dT%H%M%SZ.jsonl", time.gmtime()))
+        path = os.path.join(DATA, time.strftime("rwx-%Y%m%dT%H%M%SZ.jsonl", time.gmtime()))
         for run in range(a.runs):
             print("run %d of %d (figures in %s)" % (run + 1, a.runs, path), file=sys.stderr, flush=True)
-            subprocess.run(["bash", ".ci/rwx.sh"], cwd=repo, env={**os.environ, "RWX_FIGURES": path},
+            subprocess.run(["bash", ".ci/rwx.sh"], cwd=ROOT, env={**os.environ, "RWX_FIGURES": path},
                            stdout=subprocess.DEVNULL)
     runs = {}
     for line in open(path):

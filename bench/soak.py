@@ -26,44 +26,19 @@ import selectors
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from lib import ROOT, build, free_port, start, wait_ready, wrk
+
 PINGPONG = os.path.join(ROOT, "target", "release", "pingpong")
 CONTAINER_NOFILE = 1024
 
 
-def build():
-    subprocess.run(["cargo", "build", "--release", "--locked", "-p", "pingpong", "--bin",
-                    "pingpong"], cwd=ROOT, check=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def container_limits():
     resource.setrlimit(resource.RLIMIT_NOFILE, (CONTAINER_NOFILE, CONTAINER_NOFILE))
-
-
-def wait_ready(port, deadline=30):
-    end = time.time() + deadline
-    while time.time() < end:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    sys.exit("pingpong never became ready")
 
 
 def rss_mib(pid):
@@ -137,19 +112,6 @@ class Attackers:
             key.fileobj.close()
 
 
-def wrk(port, connections, seconds):
-    out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", f"http://127.0.0.1:{port}/pingpong"],
-        capture_output=True, text=True, check=True).stdout
-    requests = int(re.search(r"(\d+) requests in", out).group(1))
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    non2xx = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
-    socket_errors = 0
-    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
-        socket_errors = sum(int(g) for g in m.groups())
-    return requests, rps, non2xx, socket_errors, out
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=int, default=10)
@@ -165,22 +127,20 @@ def main():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if not args.no_build:
-        build()
+        build("-p", "pingpong", "--bin", "pingpong")
 
     data = tempfile.mkdtemp(prefix="pingpong-soak-",
                             dir=os.environ.get("BENCH_DIR", tempfile.gettempdir()))
     port = free_port()
     # A file, not a pipe: a chatty server must never block on a full pipe.
     log = tempfile.TemporaryFile(dir=data)
-    server = subprocess.Popen([PINGPONG], env=dict(os.environ, PORT=str(port), DATA_DIR=data,
-                                                   RUST_LOG=os.environ.get("SOAK_RUST_LOG",
-                                                                           "warn")),
-                              stdout=subprocess.DEVNULL, stderr=log,
-                              preexec_fn=container_limits)
+    server = start(PINGPONG, port, data,
+                   env={"RUST_LOG": os.environ.get("SOAK_RUST_LOG", "warn")},
+                   stderr=log, preexec_fn=container_limits)
     attackers = Attackers(port, args.idle, args.slow)
     background = threading.Thread(target=attackers.run, daemon=True)
     try:
-        wait_ready(port)
+        wait_ready(port, failure="pingpong never became ready")
         start_rss, start_fds = rss_mib(server.pid), open_fds(server.pid)
         background.start()
         time.sleep(2)
@@ -194,7 +154,9 @@ def main():
         print("|---:|---:|---:|---:|---:|---:|---:|")
         total_requests = total_failed = 0
         for minute in range(1, args.minutes + 1):
-            requests, rps, non2xx, socket_errors, out = wrk(port, args.connections, args.seconds_per_minute)
+            load = wrk(port, "/pingpong", args.connections, args.seconds_per_minute, threads=2)
+            requests, rps, non2xx, socket_errors, out = (
+                load[k] for k in ("requests", "rps", "non2xx", "socket_errors", "out"))
             total_requests += requests
             total_failed += non2xx + socket_errors
             if non2xx + socket_errors:

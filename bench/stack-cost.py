@@ -5,7 +5,7 @@
     python3 bench/stack-cost.py side-by-side [--rounds 5] [--seconds 5] [--connections 64]
                                              [NAME=BINARY ...]
 
-Without NAME=BINARY arguments, builds the service-kit examples `bare` (axum::serve, nothing else)
+Without NAME=BINARY arguments, builds the yardsticks examples `bare` (axum::serve, nothing else)
 and `ceiling` (service-kit's whole stack) in release and measures those two. Every server runs
 with RUST_LOG=warn on a free loopback port and answers GET /pingpong with `pong 0`.
 
@@ -29,63 +29,27 @@ import asyncio
 import glob
 import os
 import re
-import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+from lib import (build, cpu_seconds, ensure, free_port, release_dir, start, wait_listening,
+                 wrk)
+
 CONNECTIONS = 64
 REQUEST = b"GET /pingpong HTTP/1.1\r\nHost: bench\r\n\r\n"
-
-
-def ensure(tool, package):
-    if shutil.which(tool):
-        return
-    if os.geteuid() != 0:
-        sys.exit(f"{tool} is missing: apt-get install {package}")
-    subprocess.run(["apt-get", "update", "-qq"], check=True)
-    subprocess.run(["apt-get", "install", "-y", "-qq", package], check=True)
 
 
 def servers(specs):
     if specs:
         return [tuple(spec.split("=", 1)) for spec in specs]
-    subprocess.run(
-        ["cargo", "build", "--release", "--locked", "-p", "service-kit",
-         "--example", "bare", "--example", "ceiling"],
-        cwd=ROOT, check=True)
-    examples = os.path.join(TARGET, "release", "examples")
+    build("-p", "yardsticks", "--example", "bare", "--example", "ceiling")
+    examples = os.path.join(release_dir(), "examples")
     return [("bare", os.path.join(examples, "bare")),
             ("ceiling", os.path.join(examples, "ceiling"))]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(port, what, deadline=60.0):
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    sys.exit(f"{what} did not listen on port {port} within {deadline:.0f} s")
-
-
-def start(binary, port, **env):
-    return subprocess.Popen(
-        [binary], env=dict(os.environ, PORT=str(port), RUST_LOG="warn", **env),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 # --- instructions --------------------------------------------------------------------------
@@ -139,7 +103,7 @@ def instructions(name, binary, workers, rounds, per_connection):
                      TOKIO_WORKER_THREADS=str(workers)),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            wait_for(port, name, deadline=120)
+            wait_listening(port, name, deadline=120)
             batch(port, 5)  # warm-up: buffers, the date cache, the counters' label sets
             dump_total(server.pid, out_dir)
             per_request = []
@@ -159,40 +123,22 @@ def instructions(name, binary, workers, rounds, per_connection):
 # --- side by side --------------------------------------------------------------------------
 
 
-def cpu_seconds(pid):
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def wrk(port, connections, seconds):
-    threads = 1 if connections == 1 else 2
-    out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s",
-         f"http://127.0.0.1:{port}/pingpong"],
-        capture_output=True, text=True, check=True).stdout
-    requests = int(re.search(r"(\d+) requests in", out).group(1))
-    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    errors = re.search(r"Socket errors: (.*)", out)
-    if non_2xx or errors:
-        sys.exit(f"wrk saw failures on port {port}:\n{out}")
-    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), requests
-
-
 def side_by_side(named, rounds, seconds, connections):
     running = []
     try:
         for name, binary in named:
             port = free_port()
-            running.append((name, port, start(binary, port)))
+            running.append((name, port, start(binary, port, stderr=subprocess.DEVNULL)))
         for name, port, _ in running:
-            wait_for(port, name)
-            wrk(port, connections, 1)  # warm-up
+            wait_listening(port, name)
+            wrk(port, "/pingpong", connections, 1, strict=True)  # warm-up
         rates = {name: [] for name, _, _ in running}
         cpu = {name: [] for name, _, _ in running}
         for round_ in range(1, rounds + 1):
             for name, port, process in running:
                 before = cpu_seconds(process.pid)
-                rate, requests = wrk(port, connections, seconds)
+                load = wrk(port, "/pingpong", connections, seconds, strict=True)
+                rate, requests = load["rps"], load["requests"]
                 cpu[name].append((cpu_seconds(process.pid) - before) / requests * 1e6)
                 rates[name].append(rate)
             print(f"  round {round_}: "
@@ -230,7 +176,7 @@ def main():
 
     named = servers(args.servers)
     if args.mode == "instructions":
-        ensure("valgrind", "valgrind")
+        ensure("valgrind")
         medians = {name: instructions(name, binary, args.workers, args.rounds,
                                       args.per_connection)
                    for name, binary in named}
@@ -241,7 +187,7 @@ def main():
         for name, median in medians.items():
             print(f"| {name} | {median:.0f} | {median - medians[first]:+.0f} |")
     else:
-        ensure("wrk", "wrk")
+        ensure("wrk")
         side_by_side(named, args.rounds, args.seconds, args.connections)
 
 

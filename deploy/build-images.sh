@@ -21,14 +21,11 @@ readonly TAG="${TAG:-0.1.0}"
 readonly ENGINE="${ENGINE:-podman}"
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly repo
+# shellcheck source=deploy/lib.sh
+. "$repo/deploy/lib.sh"
 
-check_only=false
-case "${1:-}" in
-  "") ;;
-  --check) check_only=true ;;
-  -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-  *) echo "unknown argument: $1 (try --help)" >&2; exit 2 ;;
-esac
+one_option --check "${BASH_SOURCE[0]}" "$@"
+check_only="$option"
 
 die() {
   echo "build-images.sh: $*" >&2

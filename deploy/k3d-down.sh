@@ -12,6 +12,8 @@ readonly CLUSTER=k3s-default
 readonly CONTEXT="k3d-$CLUSTER"
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly repo
+# shellcheck source=deploy/lib.sh
+. "$repo/deploy/lib.sh"
 
 case "${1:-}" in
   "")
@@ -24,6 +26,6 @@ case "${1:-}" in
     echo "==> 1. kubectl delete -k manifests/ (storage/ stays)"
     kubectl --context "$CONTEXT" delete -k "$repo/manifests" --ignore-not-found --wait=true
     ;;
-  -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' ;;
-  *) echo "unknown argument: $1 (try --help)" >&2; exit 2 ;;
+  -h | --help) usage "${BASH_SOURCE[0]}" ;;
+  *) unknown_argument "$1" ;;
 esac

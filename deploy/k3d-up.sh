@@ -31,14 +31,11 @@ export TAG=0.1.0
 readonly APP_UID=10001
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly repo
+# shellcheck source=deploy/lib.sh
+. "$repo/deploy/lib.sh"
 
-prebuilt=false
-case "${1:-}" in
-  "") ;;
-  --prebuilt) prebuilt=true ;;
-  -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-  *) echo "unknown argument: $1 (try --help)" >&2; exit 2 ;;
-esac
+one_option --prebuilt "${BASH_SOURCE[0]}" "$@"
+prebuilt="$option"
 if ! [[ "$HOST_PORT" =~ ^[1-9][0-9]{0,4}$ ]] || ((HOST_PORT > 65535)); then
   echo "HOST_PORT must be a TCP port from 1 to 65535, not '$HOST_PORT'" >&2
   exit 2

@@ -10,14 +10,14 @@
 
 use std::time::SystemTime;
 
+use chrono::{DateTime, SecondsFormat, Utc};
 use uuid::Uuid;
 
 /// The entry the writer `id` writes at `at` when the counter holds `pongs`.
 pub fn format_entry(at: SystemTime, id: Uuid, pongs: u64) -> String {
-    format!(
-        "{}: {id}.\nPing / Pongs: {pongs}",
-        humantime::format_rfc3339_millis(at)
-    )
+    // Millis truncates the sub-millisecond digits; `true` writes `Z`, not `+00:00`.
+    let at = DateTime::<Utc>::from(at).to_rfc3339_opts(SecondsFormat::Millis, true);
+    format!("{at}: {id}.\nPing / Pongs: {pongs}")
 }
 
 #[cfg(test)]
@@ -47,6 +47,22 @@ mod tests {
         );
         let with_nanos = whole_second + Duration::from_nanos(705_999_999);
         assert!(format_entry(with_nanos, id, 0).starts_with("2020-03-30T12:15:17.705Z: "));
+    }
+
+    #[test]
+    fn writes_the_same_timestamp_as_humantime_did_byte_for_byte() {
+        // The format before chrono, over random instants from 1970 to 9999.
+        let mut rng = fastrand::Rng::with_seed(5);
+        for _ in 0..10_000 {
+            let at =
+                UNIX_EPOCH + Duration::new(rng.u64(0..253_402_300_800), rng.u32(0..1_000_000_000));
+            let entry = format_entry(at, Uuid::nil(), 0);
+            let before = humantime::format_rfc3339_millis(at).to_string();
+            assert_eq!(
+                entry.split_once(": ").map(|(t, _)| t),
+                Some(before.as_str())
+            );
+        }
     }
 
     #[test]

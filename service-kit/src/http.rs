@@ -241,18 +241,6 @@ pub async fn serve(
     }
 }
 
-/// Serves `routes` through the whole stack ([`finish`], [`serve`]) on `port`, always ready,
-/// with no shutdown delay: the benchmarks' reference servers (`ceiling`, and pingpong's
-/// `careless`, `durable_floor` and `one_write_per_request` examples), so that they differ from
-/// the services only in what their handlers do.
-pub async fn serve_for_bench(routes: Router, port: u16) -> io::Result<()> {
-    let draining = Draining::default();
-    let ready: ReadyCheck = Arc::new(|| Box::pin(async { Ok(()) }));
-    let app = finish(routes, Registry::default(), draining.clone(), ready);
-    let listener = bind(ListenAddress::Any, port)?;
-    serve(listener, app, draining, Duration::ZERO).await
-}
-
 #[cfg(test)]
 mod tests {
     use crate::connections::{

@@ -3,7 +3,7 @@
 # --engine k3d, diagnostics on failure), the same commands, against a cluster played by local
 # processes: stub docker, k3d and kubectl from this folder (see each for what it models), and
 # HAProxy in Traefik's place. What the stub does comes from the manifests, rendered once by
-# .ci/manifests.py facts: HAProxy routes exactly the Ingress's paths, as Traefik does (Exact ->
+# checks/manifests.py facts: HAProxy routes exactly the Ingress's paths, as Traefik does (Exact ->
 # Path, the whole path; Prefix -> PathPrefix, a string prefix; longer rules first; anything else
 # answers Traefik's `404 page not found`), and sends a path only to the Ready pods of its service
 # (health checks on /readyz stand in for endpoint updates); the replicas, the
@@ -28,10 +28,8 @@ export STUB_DIR="$stub_dir"
 BIN_DIR="$(cd "${BIN_DIR:-$repo/target/release}" && pwd)"
 export BIN_DIR
 haproxy_pid=""
-passed=0
-failed=0
-pass() { passed=$((passed + 1)); printf '  ok     %s\n' "$*"; }
-fail() { failed=$((failed + 1)); printf '  FAILED %s\n' "$*"; }
+# shellcheck source=.ci/test-report.sh
+. "$repo/.ci/test-report.sh"
 
 # Kills every process a stub pod started, and the ingress; prints the closing line.
 # shellcheck disable=SC2317 # run by the EXIT trap
@@ -47,31 +45,21 @@ cleanup() {
   fi
   if [[ -n "${STUB_KEEP_LOGS:-}" ]]; then cp "$stub_dir"/*.log "$STUB_KEEP_LOGS"/ 2>/dev/null || true; fi
   rm -rf "$stub_dir"
-  if ((status != 0 && failed == 0)); then fail "aborted (exit status $status)"; fi
-  echo
-  echo "$passed passed, $failed failed"
-  ((failed == 0)) || exit 1
+  (exit "$status")
+  on_exit
 }
 trap cleanup EXIT
 
-taken_ports=""
-free_port() {
-  local port
-  while :; do
-    port=$((20000 + RANDOM % 12000))
-    case " $taken_ports " in *" $port "*) continue ;; esac
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      echo "$port"
-      return 0
-    fi
-  done
-}
+# shellcheck source=test/ports.sh
+. "$repo/test/ports.sh"
+# shellcheck source=test/haproxy.sh
+. "$repo/test/haproxy.sh"
 
 echo "==> k3d stub 1. the cluster, from the rendered manifests"
 command -v haproxy >/dev/null || { echo "haproxy is not installed (apt-get install haproxy)" >&2; exit 1; }
 {
-  python3 "$repo/.ci/manifests.py" facts "$repo/manifests"
-  python3 "$repo/.ci/manifests.py" facts "$repo/storage"
+  python3 "$repo/checks/manifests.py" facts "$repo/manifests"
+  python3 "$repo/checks/manifests.py" facts "$repo/storage"
 } >"$stub_dir/facts"
 sed 's/^/    /' "$stub_dir/facts"
 host_port="$(free_port)"
@@ -106,18 +94,8 @@ routing() {
 }
 rules="$(routing)"
 {
+  haproxy_defaults
   cat <<CFG
-global
-  log stderr format raw local0
-defaults
-  mode http
-  log global
-  option httplog
-  timeout connect 2s
-  timeout client 30s
-  timeout server 30s
-  timeout check 2s
-  retries 0
 frontend ingress
   bind 127.0.0.1:$host_port
 $rules
@@ -150,12 +128,7 @@ status=0
 PATH="$stub_path" STUB_HOST_PORT="$host_port" HOST_PORT="$host_port" READY_TIMEOUT=60 \
   "$repo/.ci/k3d-e2e.sh" "$stub_dir/diagnostics" 2>&1 | tee "$stub_dir/e2e.log" || status=$?
 summary="$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$stub_dir/e2e.log" | tail -n 1 || true)"
-if [[ "$summary" =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
-  passed=$((passed + BASH_REMATCH[1]))
-  failed=$((failed + BASH_REMATCH[2]))
-else
-  fail ".ci/k3d-e2e.sh exited $status without test-persistent.sh's closing line"
-fi
+count_run "$summary" ".ci/k3d-e2e.sh exited $status without test-persistent.sh's closing line"
 if ((status == 0)) && [[ -e "$stub_dir/diagnostics" ]]; then
   fail ".ci/k3d-e2e.sh wrote diagnostics although it succeeded"
 fi

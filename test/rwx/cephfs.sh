@@ -81,7 +81,7 @@ mds_active() { ceph_cli "$1" mds stat 2>/dev/null | grep -q 'up:active'; }
 osd_up() { ceph_cli "$1" osd stat 2>/dev/null | grep -q '1 up'; }
 
 up() {
-  local dir="$1" t0 base="" evict_after=""
+  local dir="$1" base="" evict_after=""
   shift
   local -a fs_sets=() confs=()
   while (($#)); do
@@ -93,25 +93,14 @@ up() {
       *) die "unknown option $1" ;;
     esac
   done
-  t0=$(now_ms)
-  mkdir -p "$dir"
-  dir="$(realpath "$dir")"
-  [[ ! -f "$(state_file "$dir")" ]] || die "$dir already holds an instance: cephfs.sh down $dir first"
-
-  # A failed `up` leaves nothing behind.
-  trap 'undo_failed_up "$dir"' EXIT
-
-  # 1. Packages.
-  apt_install ceph-mon ceph-osd ceph-mds ceph-fuse ceph-common
-  local t_installed
-  t_installed=$(now_ms)
+  dir="$(instance_dir "$dir")"
+  # 1. Packages (a failed `up` leaves nothing behind).
+  up_begin cephfs "$dir" ceph-mon ceph-osd ceph-mds ceph-fuse ceph-common
 
   # 2. The cluster's identity, ports and config, all under DIR/ceph.
   local c="$dir/ceph" fsid name
   fsid="$(cat /proc/sys/kernel/random/uuid)"
   name="$(instance_name "$dir")"
-  : >"$(state_file "$dir")"
-  state_set "$dir" FS cephfs
   base="$(claim_ports "$dir" "$base")"
   state_set "$dir" PORT_BASE "$base"
   state_set "$dir" FSID "$fsid"
@@ -161,7 +150,7 @@ CONF
     die "ceph-mon --mkfs: $(tail -n 3 "$c/log/mkfs.log")"
   ceph-mon -c "$c/ceph.conf" -i a >>"$c/log/start.log" 2>&1 || die "ceph-mon did not start (log: $c/log/mon.a.log)"
   wait_for "monitor answers" 30 ceph_cli "$dir" mon stat
-  state_set "$dir" MON_READY_MS $(($(now_ms) - t_installed))
+  state_set "$dir" MON_READY_MS $(($(now_ms) - up_t_installed))
 
   # 4. OSD (memstore) and the two pools.
   local osd_id
@@ -171,7 +160,7 @@ CONF
     die "ceph-osd --mkfs: $(tail -n 3 "$c/log/mkfs.log")"
   ceph-osd -c "$c/ceph.conf" -i 0 >>"$c/log/start.log" 2>&1 || die "ceph-osd did not start (log: $c/log/osd.0.log)"
   wait_for "OSD up" 60 osd_up "$dir"
-  state_set "$dir" OSD_UP_MS $(($(now_ms) - t_installed))
+  state_set "$dir" OSD_UP_MS $(($(now_ms) - up_t_installed))
   ceph_cli "$dir" osd pool create "${name}_meta" 8 >/dev/null 2>&1
   ceph_cli "$dir" osd pool create "${name}_data" 8 >/dev/null 2>&1
   ceph_cli "$dir" fs new "$name" "${name}_meta" "${name}_data" >/dev/null 2>&1
@@ -179,7 +168,7 @@ CONF
   # 5. MDS, then the fs settings.
   ceph-mds -c "$c/ceph.conf" -i a >>"$c/log/start.log" 2>&1 || die "ceph-mds did not start (log: $c/log/mds.a.log)"
   wait_for "MDS active" 60 mds_active "$dir"
-  state_set "$dir" MDS_ACTIVE_MS $(($(now_ms) - t_installed))
+  state_set "$dir" MDS_ACTIVE_MS $(($(now_ms) - up_t_installed))
   if [[ -n "$evict_after" ]]; then
     local floor=$((evict_after < 30 ? 30 : evict_after))
     fs_sets+=(session_timeout "$floor" session_autoclose "$floor")
@@ -193,33 +182,21 @@ CONF
   done
 
   # 6. Two ceph-fuse mounts, distinct client names (one host, two "nodes").
-  local m pid
+  local m
   for m in m1 m2; do
     ceph-fuse -c "$c/ceph.conf" --id "$m" --client_fs "$name" "$dir/$m" >"$c/log/fuse-$m.out" 2>&1 ||
       die "ceph-fuse $dir/$m failed: $(tail -n 3 "$c/log/fuse-$m.out")"
-    pid="$(fuse_daemon_pid "$dir/$m")"
-    [[ -n "$pid" ]] || die "no ceph-fuse process for $dir/$m"
-    state_set "$dir" "${m^^}_PID" "$pid"
+    up_client "$dir" "$m" ceph-fuse
   done
-  local t_end
-  t_end=$(now_ms)
-  state_set "$dir" INSTALL_MS $((t_installed - t0))
-  state_set "$dir" UP_MS $((t_end - t_installed))
-  trap - EXIT
-  cat "$(state_file "$dir")"
+  up_end "$dir"
 }
 
 down() {
   local dir c base pidfile
   dir="$(realpath -m "$1")"
   c="$dir/ceph"
-  [[ -f "$(state_file "$dir")" ]] || { info "nothing to tear down in $dir"; return 0; }
-  # 1. Apps, 2. mounts (each client resumed first: a test may have left it stopped).
-  net_heal "$(instance_name "$dir")m1"
-  net_heal "$(instance_name "$dir")m2"
-  fuse_unmount "$dir/m1" "$(state_get "$dir" M1_PID)"
-  fuse_unmount "$dir/m2" "$(state_get "$dir" M2_PID)"
-  stop_pids "$(state_get "$dir" M1_PID)" "$(state_get "$dir" M2_PID)"
+  instance_exists "$dir" || return 0
+  down_mounts "$dir"
   # 3. Daemons, by the PIDs in their pid files (this cluster's only). Killed outright: the OSD
   # is in memory, nothing is worth a clean shutdown, and the monitor takes seconds to stop.
   for pidfile in "$c/run/mds.a.pid" "$c/run/osd.0.pid" "$c/run/mon.a.pid"; do
@@ -227,15 +204,7 @@ down() {
   done
   base="$(state_get "$dir" PORT_BASE)"
   [[ -n "$base" ]] && rm -rf "${port_claims:?}/$base"
-  rm -f "$(state_file "$dir")"
-  info "cephfs instance in $dir is down"
+  down_end "$dir" "cephfs instance in $dir is down"
 }
 
-case "${1:-}" in
-  up)
-    (($# >= 2)) || die "usage: cephfs.sh up DIR [options]"
-    shift
-    up "$@"
-    ;;
-  *) instance_command cephfs.sh "$@" ;;
-esac
+instance_command cephfs.sh "[options]" "$@"

@@ -45,7 +45,7 @@ gluster_cli() {
 glusterd_running() { [[ -n "$(live_pids glusterd)" ]]; }
 
 up() {
-  local dir="$1" t0 vol host key
+  local dir="$1" vol host key
   local -a client_opts=()
   shift
   local -a sets=()
@@ -64,18 +64,9 @@ up() {
       *) die "unknown option $1 (expected --set KEY VALUE or --client-option OPTION)" ;;
     esac
   done
-  t0=$(now_ms)
-  mkdir -p "$dir"
-  dir="$(realpath "$dir")"
-  [[ ! -f "$(state_file "$dir")" ]] || die "$dir already holds an instance: glusterfs.sh down $dir first"
-
-  # A failed `up` leaves nothing behind.
-  trap 'undo_failed_up "$dir"' EXIT
-
-  # 1. Packages.
-  apt_install glusterfs-server glusterfs-client
-  local t_installed
-  t_installed=$(now_ms)
+  dir="$(instance_dir "$dir")"
+  # 1. Packages (a failed `up` leaves nothing behind).
+  up_begin glusterfs "$dir" glusterfs-server glusterfs-client
 
   # 2. glusterd, on loopback, unless one already runs (then it is left as it is).
   host="$(hostname)"
@@ -83,8 +74,6 @@ up() {
     127.*) ;;
     *) die "host name $host does not resolve to a loopback address" ;;
   esac
-  : >"$(state_file "$dir")"
-  state_set "$dir" FS glusterfs
   if ! glusterd_running; then
     glusterd -l "$dir/glusterd.log" --xlator-option management.transport.socket.bind-address=127.0.0.1
     state_set "$dir" GLUSTERD_STARTED "$(live_pids glusterd | head -n 1)"
@@ -111,7 +100,7 @@ up() {
   gluster_cli volume start "$vol" >/dev/null || die "volume start $vol failed"
 
   # 4. Two client mounts, each its own glusterfs process.
-  local m pid
+  local m
   for m in m1 m2; do
     # The client itself rather than mount.glusterfs, whose parsing of fopen-keep-cache=off is
     # broken in 10.3 (it passes --fopen-keep-cache==off).
@@ -123,18 +112,11 @@ up() {
       (($(now_ms) < deadline)) || die "$dir/$m not mounted within 10 s (log: $dir/$m.log)"
       sleep 0.05
     done
-    pid="$(fuse_daemon_pid "$dir/$m")"
-    [[ -n "$pid" ]] || die "no glusterfs process for $dir/$m"
-    state_set "$dir" "${m^^}_PID" "$pid"
+    up_client "$dir" "$m" glusterfs
   done
   ((${#client_opts[@]} == 0)) || state_set "$dir" CLIENT_OPTIONS "${client_opts[*]}"
   state_set "$dir" BRICK_PID "$(brick_pid "$dir")"
-  local t_end
-  t_end=$(now_ms)
-  state_set "$dir" INSTALL_MS $((t_installed - t0))
-  state_set "$dir" UP_MS $((t_end - t_installed))
-  trap - EXIT
-  cat "$(state_file "$dir")"
+  up_end "$dir"
 }
 
 # The brick process (glusterfsd) serving DIR/brick.
@@ -172,14 +154,9 @@ lock_holder() {
 down() {
   local dir vol started
   dir="$(realpath -m "$1")"
-  [[ -f "$(state_file "$dir")" ]] || { info "nothing to tear down in $dir"; return 0; }
+  instance_exists "$dir" || return 0
   vol="$(state_get "$dir" VOLUME)"
-  # 1. Apps, 2. mounts (each resumed first: a test may have left its client stopped).
-  net_heal "$(instance_name "$dir")m1"
-  net_heal "$(instance_name "$dir")m2"
-  fuse_unmount "$dir/m1" "$(state_get "$dir" M1_PID)"
-  fuse_unmount "$dir/m2" "$(state_get "$dir" M2_PID)"
-  stop_pids "$(state_get "$dir" M1_PID)" "$(state_get "$dir" M2_PID)"
+  down_mounts "$dir"
   # 3. The volume, then glusterd if this instance started it and no volume is left.
   local leftover=""
   if [[ -n "$vol" ]] && glusterd_running &&
@@ -194,19 +171,12 @@ down() {
     stop_pids "$started"
   fi
   [[ -z "$leftover" ]] || die "volume $leftover could not be deleted: left in $(state_file "$dir")"
-  rm -f "$(state_file "$dir")"
-  info "glusterfs instance $vol in $dir is down"
+  down_end "$dir" "glusterfs instance $vol in $dir is down"
 }
 
-case "${1:-}" in
-  up)
-    (($# >= 2)) || die "usage: glusterfs.sh up DIR [--set KEY VALUE]... [--client-option OPT]..."
-    shift
-    up "$@"
-    ;;
-  lock-holder)
-    (($# == 3)) || die "usage: glusterfs.sh lock-holder DIR NAME"
-    lock_holder "$(realpath -m "$2")" "$3"
-    ;;
-  *) instance_command glusterfs.sh "$@" ;;
-esac
+if [[ "${1:-}" == lock-holder ]]; then
+  (($# == 3)) || die "usage: glusterfs.sh lock-holder DIR NAME"
+  lock_holder "$(realpath -m "$2")" "$3"
+else
+  instance_command glusterfs.sh "[--set KEY VALUE]... [--client-option OPT]..." "$@"
+fi

@@ -147,6 +147,80 @@ undo_failed_up() {
   exit "$status"
 }
 
+# --- the skeleton of both scripts' `up` and `down` ----------------------------------------------
+#
+#   up() {                              down() {
+#     dir="$(instance_dir "$dir")"        dir="$(realpath -m "$1")"
+#     up_begin FS "$dir" PACKAGE...       instance_exists "$dir" || return 0
+#     ... the filesystem's own steps      down_mounts "$dir"
+#     up_client "$dir" m1 NAME            ... the filesystem's own steps
+#     up_client "$dir" m2 NAME            down_end "$dir" MESSAGE
+#     up_end "$dir"                     }
+#   }
+
+# DIR, made if missing, as a real path.
+instance_dir() {
+  mkdir -p "$1"
+  realpath "$1"
+}
+
+# Opens FS's instance in DIR (refused where one is already): arms the EXIT trap that tears a
+# failed `up` down, installs PACKAGES and starts the state file. Times the install for `up_end`.
+up_begin() {
+  local fs="$1" dir="$2"
+  shift 2
+  up_t0=$(now_ms)
+  [[ ! -f "$(state_file "$dir")" ]] || die "$dir already holds an instance: $fs.sh down $dir first"
+  # shellcheck disable=SC2064 # DIR as it is now
+  trap "undo_failed_up $(printf '%q' "$dir")" EXIT
+  apt_install "$@"
+  up_t_installed=$(now_ms)
+  : >"$(state_file "$dir")"
+  state_set "$dir" FS "$fs"
+}
+
+# Records the FUSE daemon (a NAME process) serving DIR/MOUNT as MOUNT_PID (M1_PID, M2_PID).
+up_client() {
+  local dir="$1" m="$2" pid
+  pid="$(fuse_daemon_pid "$dir/$m")"
+  [[ -n "$pid" ]] || die "no $3 process for $dir/$m"
+  state_set "$dir" "${m^^}_PID" "$pid"
+}
+
+# Closes a successful `up`: the install and stand-up times, the trap disarmed, the state printed.
+up_end() {
+  local dir="$1"
+  state_set "$dir" INSTALL_MS $((up_t_installed - up_t0))
+  state_set "$dir" UP_MS $(($(now_ms) - up_t_installed))
+  trap - EXIT
+  cat "$(state_file "$dir")"
+}
+
+# Whether DIR holds an instance; says so when it does not.
+instance_exists() {
+  [[ -f "$(state_file "$1")" ]] && return 0
+  info "nothing to tear down in $1"
+  return 1
+}
+
+# The first steps of `down`: 1. the apps using the mounts, 2. the mounts (each client resumed
+# first: a test may have left it stopped), then the clients.
+down_mounts() {
+  local dir="$1" name
+  name="$(instance_name "$dir")"
+  net_heal "${name}m1"
+  net_heal "${name}m2"
+  fuse_unmount "$dir/m1" "$(state_get "$dir" M1_PID)"
+  fuse_unmount "$dir/m2" "$(state_get "$dir" M2_PID)"
+  stop_pids "$(state_get "$dir" M1_PID)" "$(state_get "$dir" M2_PID)"
+}
+
+# The last step of `down`: the state file goes, MESSAGE is said.
+down_end() {
+  rm -f "$(state_file "$1")"
+  info "$2"
+}
+
 # A network partition of one FUSE client on loopback: every TCP packet to or from the local
 # ports of PID's connections is dropped (an nftables table of its own, named TABLE), so that
 # the servers' keepalives and timeouts fire as they would for a node cut off. SIGSTOP alone
@@ -168,13 +242,19 @@ net_heal() {
   nft delete table inet "$1" 2>/dev/null || true
 }
 
-# The subcommands both scripts share, after their own `up`: down, cut, heal, info. SCRIPT is the
-# caller's name for the usage line; `down` is the caller's.
+# The subcommands both scripts share: up, down, cut, heal, info. SCRIPT is the caller's name
+# for the usage lines, UP_OPTIONS what its `up` takes after DIR; `up` and `down` are the
+# caller's.
 instance_command() {
-  local script="$1" dir
-  shift
+  local script="$1" up_options="$2" dir
+  shift 2
   dir="$(realpath -m "${2:-.}")"
   case "${1:-}" in
+    up)
+      (($# >= 2)) || die "usage: $script up DIR $up_options"
+      shift
+      up "$@"
+      ;;
     down)
       (($# == 2)) || die "usage: $script down DIR"
       down "$dir"
@@ -191,6 +271,6 @@ instance_command() {
       (($# == 2)) || die "usage: $script info DIR"
       cat "$(state_file "$dir")"
       ;;
-    *) die "usage: $script up DIR [options] | down DIR | cut|heal DIR m1|m2 | info DIR" ;;
+    *) die "usage: $script up DIR $up_options | down DIR | cut|heal DIR m1|m2 | info DIR" ;;
   esac
 }

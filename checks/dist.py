@@ -2,24 +2,24 @@
 """What other people's clusters and an open-source user need, checked (by .ci/dist-check.sh).
 Runs with the checkout's .venv python (PyYAML comes with kubernetes-validate).
 
-    .ci/dist.py release         .github/workflows/release.yml pushes, for each Dockerfile target
+    checks/dist.py release         .github/workflows/release.yml pushes, for each Dockerfile target
                                 that deploy/published names, ghcr.io/<repository>/<target>:<version>
                                 for linux/amd64 and linux/arm64 with provenance mode=max, an SBOM
                                 and a keyless cosign signature; every action pinned by commit
-    .ci/dist.py podmonitor DIR  the PodMonitors of deploy/monitoring scrape every pod of DIR's
+    checks/dist.py podmonitor DIR  the PodMonitors of deploy/monitoring scrape every pod of DIR's
                                 Deployments at the port and path of its prometheus.io annotations,
                                 and carry kube-prometheus-stack's `release` label
-    .ci/dist.py workflow        the ci workflow's msrv job builds with Cargo.toml's rust-version and
+    checks/dist.py workflow        the ci workflow's msrv job builds with Cargo.toml's rust-version and
                                 its deny job runs `cargo deny --locked check` (advisories included)
-    .ci/dist.py msrv            every crate in the Linux build graph (Cargo.lock) declares a
+    checks/dist.py msrv            every crate in the Linux build graph (Cargo.lock) declares a
                                 rust-version no newer than the workspace's, so the GitHub msrv job
                                 is not the first to find out (clippy's incompatible_msrv, on in
                                 CI's -D warnings, covers the workspace's own use of std)
-    .ci/dist.py dependabot      .github/dependabot.yml covers cargo, pip, npm, github-actions and
+    checks/dist.py dependabot      .github/dependabot.yml covers cargo, pip, npm, github-actions and
                                 docker, each in a directory that holds what that ecosystem reads
-    .ci/dist.py license         LICENSE is the MIT license of "The pingpong authors", as
+    checks/dist.py license         LICENSE is the MIT license of "The pingpong authors", as
                                 Cargo.toml and the images' label say
-    .ci/dist.py selftest        each check refuses what it must
+    checks/dist.py selftest        each check refuses what it must
 
 Each prints one line per problem and exits 1 if there is any.
 """
@@ -36,6 +36,7 @@ import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import manifests  # noqa: E402  (the same rendering as the other manifest checks)
+from selftest import refuse  # noqa: E402
 
 PLATFORMS = {"linux/amd64", "linux/arm64"}
 PINNED = re.compile(r"^[\w.-]+/[\w.-]+(/[\w./-]+)?@[0-9a-f]{40}$")
@@ -393,14 +394,7 @@ def selftest():
         ("license: Apache text", check_license("Apache License\nVersion 2.0, January 2004\n", "MIT", "MIT"), True),
         ("license: another holder", check_license(open("LICENSE").read().replace("The pingpong authors", "ACME"), "MIT", "MIT"), True),
     ]
-    failed = 0
-    for what, problems, should_fail in cases:
-        if bool(problems) == should_fail:
-            print(f"  ok     selftest: {what}{' is refused: ' + problems[0] if problems else ''}")
-        else:
-            failed += 1
-            print(f"  FAILED selftest: {what}: {problems or 'accepted'}")
-    return failed
+    return refuse(cases)
 
 
 def main(argv):

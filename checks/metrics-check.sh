@@ -2,11 +2,11 @@
 # Every /metrics passes `promtool check metrics` (Prometheus's own linter, from Debian's
 # prometheus package): names, help texts, types, units, histogram and counter conventions.
 #
-#   .ci/metrics-check.sh            # builds the debug binaries of this checkout if needed
-#   BIN_DIR=target/debug .ci/metrics-check.sh
+#   checks/metrics-check.sh            # builds the debug binaries of this checkout if needed
+#   BIN_DIR=target/debug checks/metrics-check.sh
 #
 #   1. promtool: Debian's prometheus package, unpacked into .venv/prometheus (as
-#      .ci/dashboard-check.sh does), never installed or started as a service
+#      checks/dashboard-check.sh does), never installed or started as a service
 #   2. pingpong, log-reader and log-writer (with PORT set, which makes it serve /metrics) from
 #      BIN_DIR on free loopback ports and one temporary DATA_DIR; each route of pingpong and
 #      log-reader asked once, so that every family has samples
@@ -20,20 +20,9 @@
 # Ports: the first free ones from PORT_BASE (default 19700) up. Last line: `N passed, M failed`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-repo="$PWD"
-readonly repo
 
-# shellcheck source=.ci/test-report.sh
-. .ci/test-report.sh
-
-pids=()
-declare -A port_of=()
-stop_services() {
-  local pid
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  pids=()
-}
+# shellcheck source=checks/live.sh
+. checks/live.sh
 # On failure, what the services logged; on_exit (test-report.sh) reads the status from $?.
 diagnose() {
   local service
@@ -42,30 +31,14 @@ diagnose() {
     tail -n 20 "$work/$service.log" 2>/dev/null || true
   done
 }
-trap 'status=$?; ((status == 0 && failed == 0)) || diagnose; stop_services; (exit "$status"); on_exit' EXIT
 
 step "1. promtool"
-promtool=.venv/prometheus/usr/bin/promtool
-if [[ ! -x "$promtool" ]]; then
-  # The package's binaries only: installing it would start a system service.
-  (cd "$work" && { apt-get download prometheus >/dev/null 2>&1 ||
-    { apt-get update -qq && apt-get download prometheus >/dev/null 2>&1; }; })
-  mkdir -p .venv/prometheus
-  dpkg-deb -x "$work"/prometheus_*.deb .venv/prometheus
-fi
+promtool="$(prometheus_binary promtool)"
 pass "$("$promtool" --version 2>&1 | sed -n 1p)"
 
 step "2. pingpong, log-reader and log-writer serving /metrics"
-if [[ -z "${BIN_DIR:-}" ]]; then
-  cargo build --locked --quiet --bin pingpong --bin log-reader --bin log-writer
-  BIN_DIR="${CARGO_TARGET_DIR:-$repo/target}/debug"
-fi
+build_services pingpong log-reader log-writer
 port="${PORT_BASE:-19700}"
-next_port() {
-  while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
-  echo "$port"
-  port=$((port + 1))
-}
 mkdir -p "$work/files"
 for service in pingpong log-reader log-writer; do
   service_port="$(next_port)"
@@ -73,26 +46,13 @@ for service in pingpong log-reader log-writer; do
     RUST_LOG=warn "$BIN_DIR/$service" >/dev/null 2>"$work/$service.log" </dev/null &
   pids+=("$!")
   port_of[$service]="$service_port"
-  deadline=$((SECONDS + 30))
-  until curl -fsS -o /dev/null "http://127.0.0.1:$service_port/healthz" 2>/dev/null; do
-    if ((SECONDS >= deadline)); then
-      fail "$service: no /healthz on port $service_port within 30 s"
-      exit 1
-    fi
-    sleep 0.2
-  done
+  wait_http "$service: no /healthz on port $service_port within 30 s" \
+    -f -o /dev/null "http://127.0.0.1:$service_port/healthz"
   pass "$service on port $service_port"
 done
 curl -fsS -o /dev/null "http://127.0.0.1:${port_of[pingpong]}/pingpong"
 curl -sS -o /dev/null "http://127.0.0.1:${port_of[pingpong]}/nowhere"
-deadline=$((SECONDS + 30))
-until curl -fsS -o /dev/null "http://127.0.0.1:${port_of[log-reader]}/"; do
-  if ((SECONDS >= deadline)); then
-    fail "log-reader: no entry on / within 30 s"
-    exit 1
-  fi
-  sleep 0.2
-done
+wait_http "log-reader: no entry on / within 30 s" -f -o /dev/null "http://127.0.0.1:${port_of[log-reader]}/"
 for service in pingpong log-reader log-writer; do
   curl -fsS -o /dev/null "http://127.0.0.1:${port_of[$service]}/readyz"
 done
@@ -152,7 +112,7 @@ git archive HEAD | tar -x -C "$work/archive"
 target="${CARGO_TARGET_DIR:-$repo/target}"
 for commit in "" 0123456789abcdef0123456789abcdef01234567; do
   (cd "$work/archive" && BUILD_COMMIT="$commit" CARGO_TARGET_DIR="$target" \
-    cargo build --locked --quiet -p service-kit --example ceiling)
+    cargo build --locked --quiet -p yardsticks --example ceiling)
   cp "$target/debug/examples/ceiling" "$work/ceiling"
   archive_port="$(next_port)"
   PORT="$archive_port" RUST_LOG=warn "$work/ceiling" >/dev/null 2>"$work/ceiling.log" </dev/null &

@@ -2,7 +2,7 @@
 # The GitHub workflow, checked here where it cannot run: actionlint (syntax, expressions, action
 # inputs) with shellcheck on every `run:` block, and the k3d job running what the k3d stub runs.
 #
-#   .ci/workflow-check.sh
+#   checks/workflow-check.sh
 #
 #   1. actionlint (.ci/actionlint-requirements.txt, pinned by hash) in the checkout's .venv
 #   2. actionlint really runs shellcheck: a fixture workflow with an unquoted $HOME in a run:

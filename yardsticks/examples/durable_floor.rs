@@ -18,8 +18,8 @@ use std::{
 };
 
 use axum::{Router, extract::State, http::StatusCode, routing::get};
-use service_kit::{config, http, telemetry};
 use tokio::sync::oneshot;
+use yardsticks::serve_for_bench;
 
 /// The size of the record: what a counter record with a sequence number and a checksum needs,
 /// within one sector.
@@ -77,11 +77,8 @@ fn write_records(file: File, requests: mpsc::Receiver<Reply>) {
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let lookup = config::process_env;
-    let port = config::port(&lookup, 3995).map_err(std::io::Error::other)?;
-    telemetry::init(telemetry::filter(&lookup).map_err(std::io::Error::other)?);
-    let data_dir = config::data_dir(&lookup);
-    std::fs::create_dir_all(&data_dir)?;
+    let port = yardsticks::start(3995)?;
+    let data_dir = yardsticks::data_dir()?;
     let file = open_record(&data_dir.join("durable_floor.record"))?;
     let (writer, requests) = mpsc::channel();
     std::thread::Builder::new()
@@ -90,5 +87,5 @@ async fn main() -> std::io::Result<()> {
     let routes = Router::new()
         .route("/pingpong", get(pingpong))
         .with_state(writer);
-    http::serve_for_bench(routes, port).await
+    serve_for_bench(routes, port).await
 }

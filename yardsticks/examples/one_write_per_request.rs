@@ -4,8 +4,8 @@
 //! group commit buys. `PORT` (default 3998) and `DATA_DIR` as pingpong.
 
 use axum::{Router, extract::State, http::StatusCode, routing::get};
-use service_kit::{config, http, telemetry};
 use shared_fs::CounterFile;
+use yardsticks::serve_for_bench;
 
 async fn pingpong(State(file): State<CounterFile>) -> Result<String, (StatusCode, String)> {
     tokio::task::spawn_blocking(move || file.add(1))
@@ -17,13 +17,10 @@ async fn pingpong(State(file): State<CounterFile>) -> Result<String, (StatusCode
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let lookup = config::process_env;
-    let port = config::port(&lookup, 3998).map_err(std::io::Error::other)?;
-    telemetry::init(telemetry::filter(&lookup).map_err(std::io::Error::other)?);
-    let data_dir = config::data_dir(&lookup);
-    std::fs::create_dir_all(&data_dir)?;
+    let port = yardsticks::start(3998)?;
+    let data_dir = yardsticks::data_dir()?;
     let routes = Router::new()
         .route("/pingpong", get(pingpong))
         .with_state(CounterFile::in_dir(&data_dir));
-    http::serve_for_bench(routes, port).await
+    serve_for_bench(routes, port).await
 }

@@ -1,16 +1,16 @@
 #!/usr/bin/env python3
 """The metric names a Grafana dashboard queries, against what the services expose. Python's
-standard library only; .ci/dashboard-check.sh feeds it live /metrics.
+standard library only; checks/dashboard-check.sh feeds it live /metrics.
 
-    .ci/dashboard.py check DASHBOARD.json EXPOSITION...   exit 1 and list, one line, every name
+    checks/dashboard.py check DASHBOARD.json EXPOSITION...   exit 1 and list, one line, every name
                                                           the dashboard queries that no
                                                           exposition offers
-    .ci/dashboard.py names DASHBOARD.json                 the names it queries, one a line
-    .ci/dashboard.py evaluate DASHBOARD.json URL EXPOSITION...
+    checks/dashboard.py names DASHBOARD.json                 the names it queries, one a line
+    checks/dashboard.py evaluate DASHBOARD.json URL EXPOSITION...
                                                           every panel query in the Prometheus at
                                                           URL: valid PromQL, and data for each
                                                           query whose metrics are all exposed
-    .ci/dashboard.py selftest                             the extraction and matching rules
+    checks/dashboard.py selftest                             the extraction and matching rules
 
 A name is offered when an exposition has a sample of that name, or a `# TYPE` line whose family
 has it as a series: a counter `x` offers `x_total` (and `x_created`), a histogram `x` offers
@@ -27,6 +27,8 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+
+from selftest import expect
 
 SERIES_OF = {
     "counter": ("_total", "_created"),
@@ -213,14 +215,7 @@ def selftest():
                   "gone_seconds_bucket", "gone_seconds_sum", "pingpong_batch_size_sum"}, offered(EXPOSITION)),
          ["gone_seconds", "http_requests", "log_lines_dropped_total", "pingpong_increments"]),
     ]
-    failed = 0
-    for what, got, want in cases:
-        if got == want:
-            print(f"  ok     selftest: {what}")
-        else:
-            failed += 1
-            print(f"  FAILED selftest: {what}: got {got}, expected {want}")
-    return failed
+    return expect(cases)
 
 
 def main(argv):

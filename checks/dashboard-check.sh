@@ -2,13 +2,13 @@
 # The Grafana dashboard cannot rot: every metric name deploy/grafana/dashboard.json queries must
 # be one that real pingpong and log-reader processes expose on /metrics.
 #
-#   .ci/dashboard-check.sh            # builds the debug binaries of this checkout if needed
-#   BIN_DIR=target/debug .ci/dashboard-check.sh
+#   checks/dashboard-check.sh            # builds the debug binaries of this checkout if needed
+#   BIN_DIR=target/debug checks/dashboard-check.sh
 #
-#   1. .ci/dashboard.py selftest: the name extraction and matching rules
+#   1. checks/dashboard.py selftest: the name extraction and matching rules
 #   2. pingpong and log-reader (BIN_DIR, default the checkout's debug build) on free ports and a
 #      temporary DATA_DIR; one GET /pingpong; their /metrics saved
-#   3. .ci/dashboard.py check: the dashboard's names against both expositions; the failure
+#   3. checks/dashboard.py check: the dashboard's names against both expositions; the failure
 #      lists exactly the names no service exposes
 #   4. a real Prometheus (Debian's package, unpacked into .venv/prometheus, never installed or
 #      started as a service) runs deploy/prometheus/kubernetes-pods.yml, with file_sd fed the
@@ -20,43 +20,22 @@
 # Ports: the first free ones from PORT_BASE (default 19600) up. Last line: `N passed, M failed`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-repo="$PWD"
-readonly repo
-
-# shellcheck source=.ci/test-report.sh
-. .ci/test-report.sh
 
 readonly dashboard=deploy/grafana/dashboard.json
-pids=()
-declare -A port_of=()
-stop_services() {
-  local pid
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  pids=()
-}
-# on_exit (test-report.sh) reads the exit status from $?: handed on past stop_services.
-trap 'status=$?; stop_services; (exit "$status"); on_exit' EXIT
+# shellcheck source=checks/live.sh
+. checks/live.sh
 
-step "1. .ci/dashboard.py selftest"
-if python3 .ci/dashboard.py selftest >"$work/selftest" 2>&1; then
+step "1. checks/dashboard.py selftest"
+if python3 checks/dashboard.py selftest >"$work/selftest" 2>&1; then
   pass "the name extraction and matching rules ($(grep -c '^  ok' "$work/selftest") cases)"
 else
   cat "$work/selftest"
-  fail ".ci/dashboard.py selftest"
+  fail "checks/dashboard.py selftest"
 fi
 
 step "2. live /metrics of pingpong and log-reader"
-if [[ -z "${BIN_DIR:-}" ]]; then
-  cargo build --locked --quiet --bin pingpong --bin log-reader
-  BIN_DIR="${CARGO_TARGET_DIR:-$repo/target}/debug"
-fi
+build_services pingpong log-reader
 port="${PORT_BASE:-19600}"
-next_port() {
-  while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
-  echo "$port"
-  port=$((port + 1))
-}
 mkdir -p "$work/files"
 for service in pingpong log-reader; do
   service_port="$(next_port)"
@@ -81,30 +60,23 @@ for service in pingpong log-reader; do
 done
 
 step "3. every metric the dashboard queries is exposed"
-if out="$(python3 .ci/dashboard.py check "$dashboard" "$work/pingpong.metrics" "$work/log-reader.metrics")"; then
+if out="$(python3 checks/dashboard.py check "$dashboard" "$work/pingpong.metrics" "$work/log-reader.metrics")"; then
   pass "$out"
 else
   fail "$out"
 fi
 
 step "4. a real Prometheus scrapes them through the annotations and evaluates every panel query"
-prom=.venv/prometheus/usr/bin/prometheus
-if [[ ! -x "$prom" ]]; then
-  # The package's binary only: installing it would start a system service.
-  (cd "$work" && { apt-get download prometheus >/dev/null 2>&1 ||
-    { apt-get update -qq && apt-get download prometheus >/dev/null 2>&1; }; })
-  mkdir -p .venv/prometheus
-  dpkg-deb -x "$work"/prometheus_*.deb .venv/prometheus
-fi
+prom="$(prometheus_binary prometheus)"
 pass "$("$prom" --version 2>&1 | sed -n 1p)"
 # The job users paste, with file_sd in kubernetes_sd's place. Each target carries what
 # kubernetes_sd would: a pod address on a port that is not the annotated one (9), and the
 # pod's annotations from the rendered manifests, the port being where the local process listens
-# (the manifests' port is the container's: .ci/manifests.py check-scrape checks that one).
+# (the manifests' port is the container's: checks/manifests.py check-scrape checks that one).
 python3 - "$work" "${port_of[pingpong]}" "${port_of[log-reader]}" <<'PY'
 import json, subprocess, sys
 work, ports = sys.argv[1], {"pingpong": sys.argv[2], "log-output": sys.argv[3]}
-facts = subprocess.run(["python3", ".ci/manifests.py", "facts", "manifests"], check=True, capture_output=True, text=True).stdout
+facts = subprocess.run(["python3", "checks/manifests.py", "facts", "manifests"], check=True, capture_output=True, text=True).stdout
 targets = []
 for line in facts.splitlines():
     kind, *rest = line.split()
@@ -149,7 +121,7 @@ else
   sed 's/^/    /' "$work/prometheus.log"
   fail "up targets '$up', expected '$want_up'"
 fi
-if out="$(python3 .ci/dashboard.py evaluate "$dashboard" "$prom_url" "$work/pingpong.metrics" "$work/log-reader.metrics")"; then
+if out="$(python3 checks/dashboard.py evaluate "$dashboard" "$prom_url" "$work/pingpong.metrics" "$work/log-reader.metrics")"; then
   pass "$out"
 else
   fail "$(tr '\n' '|' <<<"$out")"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Self-test of .ci/portable-shell.sh, so that a guard which stops detecting fails CI:
+# Self-test of checks/portable-shell.sh, so that a guard which stops detecting fails CI:
 #
 #   1. one fixture per rule: a marked snippet using exactly that construct gives exactly one
 #      finding, of that rule, and exit status 1
@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 readonly MARKER='# portable: bash 3.2 and BSD userland (macOS)'
-guard=.ci/portable-shell.sh
+guard=checks/portable-shell.sh
 # shellcheck source=.ci/test-report.sh
 . .ci/test-report.sh
 n=0

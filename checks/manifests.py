@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
 """What the rendered manifests say, and the CI checks on it. Python's standard library only.
 
-    .ci/manifests.py facts PATH           the routes, replicas, budgets, volume nodes and scrape
+    checks/manifests.py facts PATH           the routes, replicas, budgets, volume nodes and scrape
                                           targets, one a line (test/k3d-stub/run.sh builds its
                                           cluster from them)
-    .ci/manifests.py check-ingress PATH   the Ingress routes exactly `/` to log-output and
+    checks/manifests.py check-ingress PATH   the Ingress routes exactly `/` to log-output and
                                           `/pingpong` to pingpong, both pathType Exact, nothing else
-    .ci/manifests.py check-scrape PATH    every Deployment's pods carry prometheus.io/scrape "true",
+    checks/manifests.py check-scrape PATH    every Deployment's pods carry prometheus.io/scrape "true",
                                           /path /metrics and /port = the port its server listens on
-    .ci/manifests.py selftest             each check fails on the manifests it must refuse
+    checks/manifests.py selftest             each check fails on the manifests it must refuse
 
 PATH is a kustomization directory (rendered with `kubectl kustomize`) or a directory or file
 that `kubectl apply -f` reads. kubectl turns the YAML into JSON (`annotate --local` reads like
@@ -19,6 +19,8 @@ import json
 import os
 import subprocess
 import sys
+
+from selftest import expect
 
 # The whole public surface: (path, pathType, service, service port). Everything else, probes and
 # /metrics included, is reached at the pods.
@@ -247,14 +249,7 @@ def selftest():
             ["d: prometheus.io/port is '3000', which is not the containerPort and PORT of exactly one container"],
         ),
     ]
-    failed = 0
-    for what, got, want in cases:
-        if got == want:
-            print(f"  ok     selftest: {what}")
-        else:
-            failed += 1
-            print(f"  FAILED selftest: {what}: got {got}, expected {want}")
-    return failed
+    return expect(cases)
 
 
 def main(argv):

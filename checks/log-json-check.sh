@@ -4,8 +4,8 @@
 # lines and finds in each the fields Google Cloud Logging (`severity`) and Elastic's ECS
 # (`@timestamp`, `log.level`) take the level and time from.
 #
-#   .ci/log-json-check.sh            # builds the debug binaries of this checkout if needed
-#   BIN_DIR=target/debug .ci/log-json-check.sh
+#   checks/log-json-check.sh            # builds the debug binaries of this checkout if needed
+#   BIN_DIR=target/debug checks/log-json-check.sh
 #
 #   1. syslog-ng: installed with apt-get if missing (syslog-ng-core, no recommends); run here
 #      in the foreground on a configuration of its own, never as the system's service
@@ -21,19 +21,9 @@
 # Ports: the first free ones from PORT_BASE (default 19800) up. Last line: `N passed, M failed`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-repo="$PWD"
-readonly repo
 
-# shellcheck source=.ci/test-report.sh
-. .ci/test-report.sh
-
-pids=()
-stop_services() {
-  local pid
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  pids=()
-}
+# shellcheck source=checks/live.sh
+. checks/live.sh
 diagnose() {
   local file
   for file in "$work"/*.log "$work/parsed"; do
@@ -42,7 +32,6 @@ diagnose() {
     tail -n 10 "$file"
   done
 }
-trap 'status=$?; ((status == 0 && failed == 0)) || diagnose; stop_services; (exit "$status"); on_exit' EXIT
 
 step "1. syslog-ng"
 if ! command -v syslog-ng >/dev/null; then
@@ -53,26 +42,9 @@ fi
 pass "$(syslog-ng --version | sed -n 1p)"
 
 step "2. real JSON lines of the three binaries"
-if [[ -z "${BIN_DIR:-}" ]]; then
-  cargo build --locked --quiet --bin pingpong --bin log-reader --bin log-writer
-  BIN_DIR="${CARGO_TARGET_DIR:-$repo/target}/debug"
-fi
+build_services pingpong log-reader log-writer
 port="${PORT_BASE:-19800}"
-next_port() {
-  while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
-  echo "$port"
-  port=$((port + 1))
-}
-wait_for() { # URL: polls until it answers at all
-  local deadline=$((SECONDS + 30))
-  until curl -sS -o /dev/null "$1" 2>/dev/null; do
-    if ((SECONDS >= deadline)); then
-      fail "no answer from $1 within 30 s"
-      exit 1
-    fi
-    sleep 0.1
-  done
-}
+wait_for() { wait_http "no answer from $1 within 30 s" -o /dev/null "$1"; } # URL: any answer
 mkdir -p "$work/files"
 printf 'abc' >"$work/files/pingpong_counter.txt"
 pingpong_port="$(next_port)"

@@ -4,14 +4,14 @@
 #
 #   # portable: bash 3.2 and BSD userland (macOS)
 #
-#   .ci/portable-shell.sh            # every git-tracked file carrying the line; fails if none does
-#   .ci/portable-shell.sh FILE...    # these files (those without the line are skipped)
+#   checks/portable-shell.sh            # every git-tracked file carrying the line; fails if none does
+#   checks/portable-shell.sh FILE...    # these files (those without the line are skipped)
 #
 # No bash 3.2 runs here, so this reads the text: one finding per line that matches a rule below,
 # as `path:line: rule: the line`. Comments and here-document bodies are skipped. A line that is
 # portable despite matching (say, a GNU option used only after checking for GNU) can say so
 # with a trailing `# portable-ok: <why>`. Heuristics, not a parser: they can miss a construct
-# hidden in an unusual spelling; .ci/portable-shell-test.sh proves each rule still fires.
+# hidden in an unusual spelling; checks/portable-shell-test.sh proves each rule still fires.
 # Last line: `portable-shell: N files checked, M findings`; exit status 1 on any finding.
 set -euo pipefail
 

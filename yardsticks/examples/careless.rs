@@ -20,7 +20,7 @@ use std::{
 };
 
 use axum::{Router, extract::State, routing::get};
-use service_kit::{config, http, telemetry};
+use yardsticks::serve_for_bench;
 
 #[derive(Clone)]
 struct Careless {
@@ -38,11 +38,8 @@ async fn pingpong(State(c): State<Careless>) -> String {
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let lookup = config::process_env;
-    let port = config::port(&lookup, 3996).map_err(std::io::Error::other)?;
-    telemetry::init(telemetry::filter(&lookup).map_err(std::io::Error::other)?);
-    let data_dir = config::data_dir(&lookup);
-    std::fs::create_dir_all(&data_dir)?;
+    let port = yardsticks::start(3996)?;
+    let data_dir = yardsticks::data_dir()?;
     let file = data_dir.join("pingpong_counter.txt");
     // Anything unreadable counts as 0: the silent reset the services refuse.
     let start = std::fs::read_to_string(&file)
@@ -56,5 +53,5 @@ async fn main() -> std::io::Result<()> {
     let routes = Router::new()
         .route("/pingpong", get(pingpong))
         .with_state(state);
-    http::serve_for_bench(routes, port).await
+    serve_for_bench(routes, port).await
 }

@@ -4,15 +4,13 @@
 //! work. Used by `bench/http-bench.py`; `PORT` as the services (default 3999).
 
 use axum::{Router, routing::get};
-use service_kit::{config, http, telemetry};
+use yardsticks::serve_for_bench;
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let lookup = config::process_env;
-    let port = config::port(&lookup, 3999).map_err(std::io::Error::other)?;
-    telemetry::init(telemetry::filter(&lookup).map_err(std::io::Error::other)?);
+    let port = yardsticks::start(3999)?;
     let routes = Router::new()
         .route("/pingpong", get(|| async { "pong 0" }))
         .route("/", get(|| async { "pong 0" }));
-    http::serve_for_bench(routes, port).await
+    serve_for_bench(routes, port).await
 }
