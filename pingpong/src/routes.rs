@@ -10,7 +10,10 @@ use service_kit::{
 };
 use shared_fs::{Counter, CounterFile, group_commit::Stopped};
 
-use crate::{error::VolumeError, metrics::CounterMetrics};
+use crate::{
+    error::VolumeError,
+    metrics::{CounterMetrics, WaitingGauge},
+};
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
@@ -39,7 +42,8 @@ impl AppState {
 }
 
 /// The whole service: `/pingpong`, `/pings`, and the shared `/healthz`, `/readyz`, `/metrics`.
-pub fn app(state: AppState, registry: Registry, draining: Draining) -> Router {
+pub fn app(state: AppState, mut registry: Registry, draining: Draining) -> Router {
+    registry.register_collector(Box::new(WaitingGauge(state.counter.waiting())));
     let ready = readiness(state.counter.clone());
     let routes = Router::new()
         .route("/pingpong", http::get_only(pingpong))

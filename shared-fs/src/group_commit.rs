@@ -41,7 +41,7 @@
 use std::{
     sync::{
         Arc, Condvar, Mutex,
-        atomic::{AtomicU8, Ordering},
+        atomic::{AtomicU8, AtomicUsize, Ordering},
         mpsc::{self, RecvTimeoutError},
     },
     thread,
@@ -207,10 +207,22 @@ impl Stopped {
     }
 }
 
+/// How many increments wait in the writer's queue, for a gauge; see [`Counter::waiting`].
+#[derive(Debug, Clone)]
+pub struct Waiting(Arc<AtomicUsize>);
+
+impl Waiting {
+    /// Increments queued and not yet taken by the writer.
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// An async handle to the counter; cheap to clone, all clones feed one writer thread.
 #[derive(Debug, Clone)]
 pub struct Counter {
     queue: mpsc::Sender<Message>,
+    waiting: Arc<AtomicUsize>,
     file: CounterFile,
     health: Arc<Health>,
     ended: Arc<Ended>,
@@ -226,6 +238,7 @@ impl Counter {
     /// Starts the writer thread for `file`, reporting to `observer`.
     pub fn spawn_observed(file: CounterFile, observer: impl Observe) -> Self {
         let (queue, rx) = mpsc::channel();
+        let waiting = Arc::new(AtomicUsize::new(0));
         let health = Arc::new(Health::default());
         let ended = Arc::new(Ended::default());
         let writer = Writer {
@@ -233,6 +246,7 @@ impl Counter {
             health: health.clone(),
             contended_until: None,
             lock: None,
+            waiting: waiting.clone(),
         };
         let writer_ended = ended.clone();
         thread::Builder::new()
@@ -245,6 +259,7 @@ impl Counter {
             .expect("spawning the counter writer thread");
         Counter {
             queue,
+            waiting,
             file,
             health,
             ended,
@@ -261,12 +276,17 @@ impl Counter {
     pub async fn increment(&self) -> Result<u64> {
         let state = Arc::new(AtomicU8::new(PENDING));
         let (reply, answer) = oneshot::channel();
+        // Counted before the writer can take it, so the gauge never goes below zero.
+        self.waiting.fetch_add(1, Ordering::Relaxed);
         self.queue
             .send(Message::Increment(Waiter {
                 state: state.clone(),
                 reply,
             }))
-            .map_err(|_| self.stopped_error())?;
+            .map_err(|_| {
+                self.waiting.fetch_sub(1, Ordering::Relaxed);
+                self.stopped_error()
+            })?;
         let mut pending = Pending {
             state,
             answer,
@@ -297,6 +317,12 @@ impl Counter {
         answer.await.map_err(|_| self.stopped_error())?
     }
 
+    /// A gauge of the increments waiting in the writer's queue, which does not keep the
+    /// writer alive.
+    pub fn waiting(&self) -> Waiting {
+        Waiting(self.waiting.clone())
+    }
+
     /// The file this counter writes.
     pub fn file(&self) -> &CounterFile {
         &self.file
@@ -325,6 +351,7 @@ struct Writer {
     contended_until: Option<Instant>,
     /// The lock file, kept open from lease to lease (see [`LockFile`]).
     lock: Option<Arc<LockFile>>,
+    waiting: Arc<AtomicUsize>,
 }
 
 impl Writer {
@@ -343,6 +370,7 @@ impl Writer {
         loop {
             // Whoever queued up during the last write.
             for message in queue.try_iter() {
+                self.taken(&message);
                 sort(message, &mut batch, &mut gone, &mut checks);
             }
             if !checks.is_empty() {
@@ -366,6 +394,7 @@ impl Writer {
                         Err(_) => break,
                     }
                 };
+                self.taken(&message);
                 sort(message, &mut batch, &mut gone, &mut checks);
                 if batch.is_empty() {
                     continue;
@@ -377,7 +406,10 @@ impl Writer {
                 let deadline = Instant::now() + last.fill_wait();
                 while batch.len() < expected {
                     match queue.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                        Ok(message) => sort(message, &mut batch, &mut gone, &mut checks),
+                        Ok(message) => {
+                            self.taken(&message);
+                            sort(message, &mut batch, &mut gone, &mut checks);
+                        }
                         Err(_) => break,
                     }
                 }
@@ -455,6 +487,12 @@ impl Writer {
         // Every handle is gone and the queue is empty: publish, give the lock back, end.
         give_back(&mut lease);
         report_abandoned(&file, &mut gone, &mut observer);
+    }
+
+    fn taken(&self, message: &Message) {
+        if matches!(message, Message::Increment(_)) {
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     /// The held lease, taking the lock if needed (again, if the lease went unused so long that
