@@ -1,0 +1,150 @@
+//! Clients that leave while their increment waits (SPEC §4: N counts requests answered), as real
+//! processes with the counter's lock held by this test, as another replica would hold it: a
+//! request that gives up (its client reset the connection, or it timed out) leaves the writer's
+//! queue at once, costs no number and is not counted as answered, and a flood of them while
+//! the lock is stuck leaves neither a queue nor memory behind.
+
+mod support;
+
+use std::{
+    io::Write,
+    net::TcpStream,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use service_kit::http::REQUEST_TIMEOUT;
+use support::{Server, hold_counter_lock};
+
+const REQUEST: &[u8] = b"GET /pingpong HTTP/1.1\r\nHost: localhost\r\n\r\n";
+
+/// Closes `stream` with a reset (`SO_LINGER` 0), as a client that crashed or gave up does.
+fn reset(stream: TcpStream) {
+    rustix::net::sockopt::set_socket_linger(&stream, Some(Duration::ZERO)).expect("SO_LINGER 0");
+    drop(stream);
+}
+
+/// The server's `/metrics`.
+fn metrics(server: &Server) -> String {
+    let (status, body) = server.get("/metrics");
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// `pingpong_waiting`, increments queued for the counter writer, or why it could not be read
+/// (while every connection is busy the server refuses new ones).
+fn waiting(server: &Server) -> Result<u64, String> {
+    match support::try_get(server.port, "/metrics") {
+        Ok((200, body)) => support::metric(&body, "pingpong_waiting")
+            .ok_or_else(|| format!("no pingpong_waiting in {body}")),
+        Ok((status, body)) => Err(format!("/metrics answered {status} {body:?}")),
+        Err(e) => Err(format!("/metrics: {e}")),
+    }
+}
+
+/// Polls `pingpong_waiting` until it is `expected`, failing after `within` with the last
+/// reading.
+fn until_waiting(server: &Server, expected: u64, within: Duration, what: &str) {
+    let deadline = Instant::now() + within;
+    loop {
+        let now = waiting(server);
+        if now == Ok(expected) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: pingpong_waiting is {now:?} after {within:?}, expected {expected}"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The resident memory (`VmRSS`) of process `pid` now, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status");
+    kib * 1024
+}
+
+/// What a flood of requests that give up may leave resident on top of what the server used
+/// before it: up to the connection bound (512) of connections at once, each with its buffers,
+/// which the allocator keeps for the next ones. A queue of every request that gave up grows
+/// without a bound instead.
+const FLOOD_RSS_ALLOWANCE: u64 = 32 * 1024 * 1024;
+
+#[test]
+fn a_flood_of_requests_that_give_up_while_the_lock_is_held_leaves_no_queue_and_no_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    assert_eq!(server.get("/pingpong"), (200, "pong 0".to_owned()));
+    let before = rss(server.pid());
+
+    let held = hold_counter_lock(dir.path());
+    // Clients that send their increment and reset at once, for a while: each request waits
+    // for the lock until it is given up (by the reset, or at the latest by its time limit).
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let port = server.port;
+    let clients: Vec<_> = (0..16)
+        .map(|_| {
+            let (stop, sent) = (stop.clone(), sent.clone());
+            thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+                        continue;
+                    };
+                    if stream.write_all(REQUEST).is_ok() {
+                        sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                    reset(stream);
+                }
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_secs(8));
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.join().expect("flood client");
+    }
+
+    // Every one of them has given up by its time limit: none is left queued, with the lock
+    // still held.
+    until_waiting(
+        &server,
+        0,
+        REQUEST_TIMEOUT + Duration::from_secs(20),
+        &format!(
+            "{} requests given up while the lock is held",
+            sent.load(Ordering::Relaxed)
+        ),
+    );
+    let after = rss(server.pid());
+    assert!(
+        after < before + FLOOD_RSS_ALLOWANCE,
+        "resident memory {after} bytes after {} requests gave up, {before} before",
+        sent.load(Ordering::Relaxed)
+    );
+
+    drop(held);
+    assert_eq!(server.get("/pingpong"), (200, "pong 1".to_owned()));
+    let body = metrics(&server);
+    assert_eq!(
+        support::metric(&body, "pingpong_abandoned_total"),
+        Some(0),
+        "{body}"
+    );
+    assert_eq!(
+        support::metric(&body, "pingpong_increments_total"),
+        Some(2),
+        "{body}"
+    );
+}
