@@ -407,9 +407,9 @@ async fn client_reset(socket: &TcpStream, conn: &Conn) {
             biased;
             ready = socket.ready(Interest::ERROR) => match ready {
                 Ok(ready) if ready.is_error() => return,
-                Ok(_) => {}
-                // The runtime is shutting down: nothing left to watch for.
-                Err(_) => std::future::pending().await,
+                // Never without the error, which would stay: rather than spin, stop watching.
+                // An error from the runtime means it is shutting down.
+                _ => std::future::pending().await,
             },
             () = busy(false) => {}
         }
