@@ -35,29 +35,45 @@ fn metrics(server: &Server) -> String {
     body
 }
 
-/// `pingpong_waiting`, increments queued for the counter writer, or why it could not be read
-/// (while every connection is busy the server refuses new ones).
-fn waiting(server: &Server) -> Result<u64, String> {
-    match support::try_get(server.port, "/metrics") {
-        Ok((200, body)) => support::metric(&body, "pingpong_waiting")
-            .ok_or_else(|| format!("no pingpong_waiting in {body}")),
-        Ok((status, body)) => Err(format!("/metrics answered {status} {body:?}")),
-        Err(e) => Err(format!("/metrics: {e}")),
-    }
-}
-
 /// Polls `pingpong_waiting` until it is `expected`, failing after `within` with the last
 /// reading.
 fn until_waiting(server: &Server, expected: u64, within: Duration, what: &str) {
+    until(
+        server,
+        |body| metric(body, "pingpong_waiting"),
+        expected,
+        within,
+        what,
+    );
+}
+
+/// `name`'s value in a `/metrics` body, or why there is none.
+fn metric(body: &str, name: &str) -> Result<u64, String> {
+    support::metric(body, name).ok_or_else(|| format!("no {name} in {body}"))
+}
+
+/// Polls `/metrics` until `read` gives `expected`, failing after `within` with the last reading
+/// (while every connection is busy the server refuses new ones, the scrape's too).
+fn until<T: PartialEq + std::fmt::Debug>(
+    server: &Server,
+    read: impl Fn(&str) -> Result<T, String>,
+    expected: T,
+    within: Duration,
+    what: &str,
+) {
     let deadline = Instant::now() + within;
     loop {
-        let now = waiting(server);
-        if now == Ok(expected) {
+        let now = match support::try_get(server.port, "/metrics") {
+            Ok((200, body)) => read(&body),
+            Ok((status, body)) => Err(format!("/metrics answered {status} {body:?}")),
+            Err(e) => Err(format!("/metrics: {e}")),
+        };
+        if now.as_ref() == Ok(&expected) {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "{what}: pingpong_waiting is {now:?} after {within:?}, expected {expected}"
+            "{what}: {now:?} after {within:?}, expected {expected:?}"
         );
         thread::sleep(Duration::from_millis(10));
     }
@@ -117,13 +133,19 @@ fn a_flood_of_requests_that_give_up_while_the_lock_is_held_leaves_no_queue_and_n
     }
 
     // Every one of them has given up by its time limit: none is left queued, with the lock
-    // still held.
-    until_waiting(
+    // still held, and their connections are gone (only the scrape's own is open).
+    until(
         &server,
-        0,
+        |body| {
+            Ok((
+                metric(body, "pingpong_waiting")?,
+                metric(body, "http_connections_open")?,
+            ))
+        },
+        (0, 1),
         REQUEST_TIMEOUT + Duration::from_secs(20),
         &format!(
-            "{} requests given up while the lock is held",
+            "{} requests given up while the lock is held: (pingpong_waiting, http_connections_open)",
             sent.load(Ordering::Relaxed)
         ),
     );
