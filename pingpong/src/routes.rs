@@ -1,10 +1,9 @@
 //! pingpong's HTTP API (SPEC §4). Handlers never touch the disk on an async worker: increments
 //! go to the group-commit writer thread, reads to the blocking pool.
 
-use axum::{Extension, Router, extract::State, routing::get};
+use axum::{Router, extract::State, routing::get};
 use prometheus_client::registry::Registry;
 use service_kit::{
-    connections::OnUndelivered,
     http::{self, ReadyCheck},
     shutdown::Draining,
     single_flight::SingleFlight,
@@ -70,14 +69,10 @@ pub fn service(file: CounterFile, draining: Draining) -> (Router, Stopped) {
 }
 
 /// `pong N`, where N is the count before this request; sent only once the increment is
-/// durable. If the answer cannot be written (the client is gone), N is reported abandoned.
-async fn pingpong(
-    State(state): State<AppState>,
-) -> Result<(Extension<OnUndelivered>, String), VolumeError> {
+/// durable.
+async fn pingpong(State(state): State<AppState>) -> Result<String, VolumeError> {
     let n = state.counter.increment().await?;
-    let returns = state.counter.returns();
-    let receipt = OnUndelivered::new(move || returns.undelivered(n));
-    Ok((Extension(receipt), format!("pong {n}")))
+    Ok(format!("pong {n}"))
 }
 
 /// The current count, without incrementing.

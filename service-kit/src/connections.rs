@@ -32,10 +32,6 @@
 //!   ([`client_reset`]): the request's future is dropped unanswered, as a timed-out one is (an
 //!   increment still queued hands out no number), and it is not counted as answered. Watched
 //!   only while a request waits, so an answer ready at once costs nothing more.
-//! - **Undelivered answers**: a route whose answer hands something out (pingpong's number)
-//!   puts an [`OnUndelivered`] in the response's extensions; it runs if the answer could not be
-//!   written to the socket (the connection failed or was dropped first), and is dropped without
-//!   running once hyper has written the whole answer.
 //! - **Metrics** ([`crate::metrics::connection_metrics`]): connections open, evicted at the
 //!   bound or for a descriptor, and refused.
 //! - **Shutdown**: when `stop` resolves the listener is closed (new connections are refused),
@@ -288,8 +284,6 @@ async fn admit(
     let (app, http, table) = (app.clone(), http.clone(), table.clone());
     tokio::spawn(async move {
         serve_connection(stream, app, &http, &conn).await;
-        // Whatever the connection did not write by its end is not delivered.
-        drop(conn.take_parked());
         table.remove(conn.id);
     });
     false
@@ -313,21 +307,13 @@ async fn serve_connection(stream: TcpStream, app: Router, http: &http1::Builder,
             let in_flight = InFlight::begin(&conn);
             let app = app.clone();
             async move {
-                let mut response = handle(app, request).await;
-                if let Some(receipt) = response.extensions_mut().remove::<OnUndelivered>() {
-                    in_flight.0.park(receipt);
-                }
-                drop(in_flight);
-                Ok::<_, Infallible>(response)
+                let _in_flight = in_flight;
+                Ok::<_, Infallible>(handle(app, request).await)
             }
         })
     };
     let socket = Arc::new(stream);
-    let io = Socket {
-        socket: socket.clone(),
-        conn: conn.clone(),
-    };
-    let connection = http.serve_connection(TokioIo::new(io), service);
+    let connection = http.serve_connection(TokioIo::new(Socket(socket.clone())), service);
     tokio::pin!(connection);
     let reset = client_reset(&socket, conn);
     tokio::pin!(reset);
@@ -418,12 +404,8 @@ async fn client_reset(socket: &TcpStream, conn: &Conn) {
 
 /// The connection's socket as hyper reads and writes it, shared with [`client_reset`], which
 /// watches it while hyper owns the connection. The same calls tokio's `TcpStream` makes for
-/// its own `AsyncRead` and `AsyncWrite`, through a shared reference; and a flush confirms the
-/// answers written ([`Conn::park`]).
-struct Socket {
-    socket: Arc<TcpStream>,
-    conn: Arc<Conn>,
-}
+/// its own `AsyncRead` and `AsyncWrite`, through a shared reference.
+struct Socket(Arc<TcpStream>);
 
 impl AsyncRead for Socket {
     fn poll_read(
@@ -432,9 +414,9 @@ impl AsyncRead for Socket {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         loop {
-            ready!(self.socket.poll_read_ready(cx))?;
+            ready!(self.0.poll_read_ready(cx))?;
             // A `WouldBlock` clears the readiness, so the next poll waits for the socket.
-            match self.socket.try_read_buf(buf) {
+            match self.0.try_read_buf(buf) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 result => return Poll::Ready(result.map(drop)),
             }
@@ -449,8 +431,8 @@ impl AsyncWrite for Socket {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         loop {
-            ready!(self.socket.poll_write_ready(cx))?;
-            match self.socket.try_write(buf) {
+            ready!(self.0.poll_write_ready(cx))?;
+            match self.0.try_write(buf) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 result => return Poll::Ready(result),
             }
@@ -463,8 +445,8 @@ impl AsyncWrite for Socket {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         loop {
-            ready!(self.socket.poll_write_ready(cx))?;
-            match self.socket.try_write_vectored(bufs) {
+            ready!(self.0.poll_write_ready(cx))?;
+            match self.0.try_write_vectored(bufs) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 result => return Poll::Ready(result),
             }
@@ -475,19 +457,12 @@ impl AsyncWrite for Socket {
         true
     }
 
-    /// hyper flushes once it has written everything it buffered, so every answer parked
-    /// before is on the socket: delivered, as far as the server can know.
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.conn.parked_any.load(Ordering::Relaxed) {
-            for receipt in self.conn.take_parked() {
-                receipt.delivered();
-            }
-        }
         Poll::Ready(Ok(()))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let shut = rustix::net::shutdown(&*self.socket, rustix::net::Shutdown::Write);
+        let shut = rustix::net::shutdown(&*self.0, rustix::net::Shutdown::Write);
         Poll::Ready(shut.map_err(io::Error::from))
     }
 }
@@ -562,43 +537,6 @@ async fn handle(app: Router, request: Request<Incoming>) -> Response<Body> {
     }
 }
 
-/// What to do if a response's answer could not be written to its client; see the module docs.
-/// A route puts it in the response's extensions (`axum::Extension`); the connection runs it if
-/// the connection ends before hyper has written the whole answer to the socket, and forgets it
-/// once it has.
-#[derive(Clone)]
-pub struct OnUndelivered(Arc<Mutex<Option<UndeliveredAction>>>);
-
-type UndeliveredAction = Box<dyn FnOnce() + Send>;
-
-impl OnUndelivered {
-    pub fn new(action: impl FnOnce() + Send + 'static) -> Self {
-        OnUndelivered(Arc::new(Mutex::new(Some(Box::new(action)))))
-    }
-
-    /// The answer was written: the action never runs.
-    fn delivered(self) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
-    }
-}
-
-impl Drop for OnUndelivered {
-    fn drop(&mut self) {
-        // The last clone (a clone left in a copy of the extensions is dropped with it).
-        if Arc::strong_count(&self.0) == 1
-            && let Some(action) = self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
-        {
-            action();
-        }
-    }
-}
-
-impl std::fmt::Debug for OnUndelivered {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("OnUndelivered")
-    }
-}
-
 /// One live connection as the table sees it.
 #[derive(Debug)]
 struct Conn {
@@ -613,24 +551,6 @@ struct Conn {
     /// Eviction requested; the connection no longer counts against the bound.
     evicting: AtomicBool,
     evicted: Notify,
-    /// Answers handed to hyper and not yet written, whose routes asked to know.
-    parked: Mutex<Vec<OnUndelivered>>,
-    parked_any: AtomicBool,
-}
-
-impl Conn {
-    fn park(&self, receipt: OnUndelivered) {
-        self.parked
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(receipt);
-        self.parked_any.store(true, Ordering::Relaxed);
-    }
-
-    fn take_parked(&self) -> Vec<OnUndelivered> {
-        self.parked_any.store(false, Ordering::Relaxed);
-        std::mem::take(&mut *self.parked.lock().unwrap_or_else(|p| p.into_inner()))
-    }
 }
 
 /// Marks a connection busy for as long as a request is in the service.
@@ -731,8 +651,6 @@ impl Table {
             served: AtomicU64::new(0),
             evicting: AtomicBool::new(false),
             evicted: Notify::new(),
-            parked: Mutex::new(Vec::new()),
-            parked_any: AtomicBool::new(false),
         });
         inner.live.insert(conn.id, conn.clone());
         self.metrics.open.inc();
@@ -842,95 +760,6 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Serves a route answering `body` with an [`OnUndelivered`] that counts its runs; the
-    /// server's port, the count and a stop switch.
-    async fn serve_counting_undelivered(
-        body: Vec<u8>,
-    ) -> (
-        u16,
-        Arc<AtomicU64>,
-        tokio::sync::oneshot::Sender<()>,
-        tokio::task::JoinHandle<()>,
-    ) {
-        let undelivered = Arc::new(AtomicU64::new(0));
-        let app = {
-            let undelivered = undelivered.clone();
-            Router::new().route(
-                "/",
-                axum::routing::get(move || {
-                    let undelivered = undelivered.clone();
-                    let body = body.clone();
-                    async move {
-                        let receipt = OnUndelivered::new(move || {
-                            undelivered.fetch_add(1, Ordering::SeqCst);
-                        });
-                        (axum::Extension(receipt), body)
-                    }
-                }),
-            )
-        };
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (stop, stopped) = tokio::sync::oneshot::channel();
-        let server = tokio::spawn(serve(listener, app, async {
-            let _ = stopped.await;
-        }));
-        (port, undelivered, stop, server)
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn an_answer_the_client_resets_before_it_is_written_runs_its_undelivered_action() {
-        use std::io::{Read, Write};
-        // More than loopback's socket buffers take, so hyper is still writing when the client
-        // resets after the first bytes.
-        let (port, undelivered, stop, server) =
-            serve_counting_undelivered(vec![b'x'; 64 << 20]).await;
-        tokio::task::spawn_blocking(move || {
-            let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-            client
-                .write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
-                .unwrap();
-            let mut first = [0; 1024];
-            client.read_exact(&mut first).unwrap();
-            rustix::net::sockopt::set_socket_linger(&client, Some(Duration::ZERO)).unwrap();
-        })
-        .await
-        .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while undelivered.load(Ordering::SeqCst) != 1 {
-            assert!(
-                Instant::now() < deadline,
-                "the undelivered action never ran"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        stop.send(()).unwrap();
-        server.await.unwrap();
-        assert_eq!(undelivered.load(Ordering::SeqCst), 1);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn an_answer_written_whole_never_runs_its_undelivered_action() {
-        use std::io::{Read, Write};
-        let (port, undelivered, stop, server) = serve_counting_undelivered(b"pong".to_vec()).await;
-        let answer = tokio::task::spawn_blocking(move || {
-            let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-            client
-                .write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
-                .unwrap();
-            let mut answer = String::new();
-            client.read_to_string(&mut answer).unwrap();
-            answer
-        })
-        .await
-        .unwrap();
-        assert!(answer.ends_with("\r\n\r\npong"), "{answer:?}");
-        // Every connection is gone once serve returns.
-        stop.send(()).unwrap();
-        server.await.unwrap();
-        assert_eq!(undelivered.load(Ordering::SeqCst), 0);
-    }
 
     #[test]
     fn the_refusal_is_a_well_formed_response() {

@@ -325,20 +325,6 @@ impl Drop for Pending<'_> {
     }
 }
 
-/// Gives back numbers handed out whose answers never reached their callers (see
-/// [`Counter::returns`]). Keeps the writer running while it exists.
-#[derive(Debug, Clone)]
-pub struct Returns(Sender);
-
-impl Returns {
-    /// `number` was handed out but its answer could not be delivered: the writer reports it
-    /// abandoned and logs it, as it does for a caller that gave up after its number was
-    /// written. It is never handed out again either way.
-    pub fn undelivered(&self, number: u64) {
-        self.0.0.send(|queued| queued.gone.push(number));
-    }
-}
-
 /// What one durable write did, for metrics.
 #[derive(Debug, Clone)]
 pub struct BatchReport {
@@ -516,11 +502,6 @@ impl Counter {
             .send(|queued| queued.checks.push(reply))
             .ok_or_else(|| self.stopped_error())?;
         answer.await.map_err(|_| self.stopped_error())?
-    }
-
-    /// A handle to give back a number whose answer could not be delivered.
-    pub fn returns(&self) -> Returns {
-        Returns(self.queue.clone())
     }
 
     /// A gauge of the increments waiting in the writer's queue, which does not keep the

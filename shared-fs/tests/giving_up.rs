@@ -189,21 +189,3 @@ async fn callers_that_give_up_while_the_lock_is_held_leave_the_queue_at_once() {
     assert_eq!(counter.increment().await.unwrap(), 0);
     assert_eq!(file.read().unwrap(), 1);
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_number_given_back_as_undelivered_is_reported_abandoned_and_never_handed_out_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = CounterFile::in_dir(dir.path());
-    let abandoned = Arc::new(AtomicU64::new(0));
-    let counter = Counter::spawn_observed(file.clone(), CountAbandoned(abandoned.clone()));
-    let number = counter.increment().await.unwrap();
-    assert_eq!(number, 0);
-    // Its answer could not be written to the client.
-    counter.returns().undelivered(number);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while abandoned.load(Ordering::SeqCst) != 1 {
-        assert!(Instant::now() < deadline, "never reported abandoned");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert_eq!(counter.increment().await.unwrap(), 1);
-}
