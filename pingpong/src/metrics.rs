@@ -3,13 +3,17 @@
 //! durable-write latency stays flat.
 
 use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric},
     metrics::{
+        MetricType,
         counter::Counter,
+        gauge::ConstGauge,
         histogram::{Histogram, exponential_buckets},
     },
     registry::Registry,
 };
-use shared_fs::{BatchReport, Observe};
+use shared_fs::{BatchReport, Observe, group_commit::Waiting};
 
 #[derive(Debug, Clone)]
 pub struct CounterMetrics {
@@ -72,5 +76,24 @@ impl Observe for CounterMetrics {
 
     fn abandoned(&mut self, numbers: &[u64]) {
         self.abandoned.inc_by(numbers.len() as u64);
+    }
+}
+
+/// `pingpong_waiting`: the increments queued for the counter writer, read at each scrape. It
+/// returns to 0 whenever the writer keeps up, and while the lock is held elsewhere it counts
+/// only requests still waiting: one that gave up (timed out, client gone) leaves the queue.
+#[derive(Debug)]
+pub struct WaitingGauge(pub Waiting);
+
+impl Collector for WaitingGauge {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let waiting = i64::try_from(self.0.get()).unwrap_or(i64::MAX);
+        let metric = encoder.encode_descriptor(
+            "pingpong_waiting",
+            "Increments queued for the counter writer (waiting for a batch or for the lock)",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(waiting).encode(metric)
     }
 }

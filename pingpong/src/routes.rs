@@ -15,7 +15,10 @@ use shared_fs::{
     group_commit::{Stopped, UNREADY_AFTER_WAITING},
 };
 
-use crate::{error::VolumeError, metrics::CounterMetrics};
+use crate::{
+    error::VolumeError,
+    metrics::{CounterMetrics, WaitingGauge},
+};
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
@@ -44,7 +47,8 @@ impl AppState {
 }
 
 /// The whole service: `/pingpong`, `/pings`, and the shared `/healthz`, `/readyz`, `/metrics`.
-pub fn app(state: AppState, registry: Registry, draining: Draining) -> Router {
+pub fn app(state: AppState, mut registry: Registry, draining: Draining) -> Router {
+    registry.register_collector(Box::new(WaitingGauge(state.counter.waiting())));
     let ready = readiness(state.counter.clone());
     let timed_out = timeout_reason(state.counter.clone());
     let routes = Router::new()

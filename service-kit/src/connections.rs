@@ -24,9 +24,14 @@
 //!   the response (closing the connection) instead of waiting for it.
 //! - **Half-closed requests**: a client that sends its request and then shuts down its
 //!   sending side (`shutdown(SHUT_WR)`, as `nc -N` and some proxies do) is answered like any
-//!   other. The price: a client that goes away altogether while its request is in flight is
+//!   other. The price: a client that closes normally (`FIN`) while its request is in flight is
 //!   noticed when the answer is written, not before, so its connection stays busy until the
 //!   request ends, which the request timeout bounds.
+//! - **Resets**: a client that resets its connection (`RST`: it crashed, gave up with
+//!   `SO_LINGER` 0, or a proxy cut it) while its request waits is noticed at once
+//!   ([`client_reset`]): the request's future is dropped unanswered, as a timed-out one is (an
+//!   increment still queued hands out no number), and it is not counted as answered. Watched
+//!   only while a request waits, so an answer ready at once costs nothing more.
 //! - **Metrics** ([`crate::metrics::connection_metrics`]): connections open, evicted at the
 //!   bound or for a descriptor, and refused.
 //! - **Shutdown**: when `stop` resolves the listener is closed (new connections are refused),
@@ -39,12 +44,14 @@
 use std::{
     collections::HashMap,
     convert::Infallible,
-    future::Future,
-    io,
+    future::{Future, poll_fn},
+    io::{self, IoSlice},
+    pin::Pin,
     sync::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
+    task::{Context, Poll, ready},
     time::{Duration, Instant},
 };
 
@@ -60,6 +67,7 @@ use hyper::{
 };
 use hyper_util::rt::TokioIo;
 use tokio::{
+    io::{AsyncRead, AsyncWrite, Interest, ReadBuf},
     net::{TcpListener, TcpStream},
     sync::Notify,
 };
@@ -307,12 +315,17 @@ async fn serve_connection(stream: TcpStream, app: Router, http: &http1::Builder,
             }
         })
     };
-    let connection = http.serve_connection(TokioIo::new(stream), service);
+    let socket = Arc::new(stream);
+    let connection = http.serve_connection(TokioIo::new(Socket(socket.clone())), service);
     tokio::pin!(connection);
+    let reset = client_reset(&socket, conn);
+    tokio::pin!(reset);
     tokio::select! {
-        result = connection.as_mut() => {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "connection ended with an error");
+        served = serve_unless_reset(connection.as_mut(), reset.as_mut()) => {
+            match served {
+                Some(Err(e)) => tracing::debug!(error = %e, "connection ended with an error"),
+                Some(Ok(())) => {}
+                None => tracing::debug!("the client reset its connection; its request is dropped"),
             }
             return;
         }
@@ -326,14 +339,135 @@ async fn serve_connection(stream: TcpStream, app: Router, http: &http1::Builder,
     let grace = tokio::time::sleep(EVICTION_GRACE);
     tokio::pin!(grace);
     tokio::select! {
-        _ = connection.as_mut() => return,
+        _ = serve_unless_reset(connection.as_mut(), reset.as_mut()) => return,
         () = &mut grace => {}
     }
     if conn.busy.load(Ordering::SeqCst) {
         // Bounded by the request timeout: the answer goes out, then hyper closes.
-        let _ = connection.as_mut().await;
+        let _ = serve_unless_reset(connection.as_mut(), reset.as_mut()).await;
     }
     // Otherwise a half-sent head: dropping the connection closes it.
+}
+
+/// Serves `connection` to its end, or `None` as soon as `reset` resolves: then the caller drops
+/// the connection, and with it the request in flight.
+///
+/// The watch is polled before hyper, so that a reset seen in the same wake-up as the request's
+/// answer gives the answer up (its number is then reported abandoned, not written into a dead
+/// socket), and again after, so that it is watching from the moment a request starts to wait.
+fn serve_unless_reset<'a, C: Future>(
+    mut connection: Pin<&'a mut C>,
+    mut reset: Pin<&'a mut impl Future<Output = ()>>,
+) -> impl Future<Output = Option<C::Output>> + 'a {
+    poll_fn(move |cx| {
+        if reset.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(served) = connection.as_mut().poll(cx) {
+            return Poll::Ready(Some(served));
+        }
+        if reset.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+}
+
+/// Resolves when the client resets the connection while a request is in flight: the socket
+/// reports an error (`ECONNRESET`, `EPOLLERR`). A plain end of input (`FIN`) is no error, so a
+/// half-closed client still gets its answer, and nothing is read: hyper owns the bytes.
+///
+/// Not busy, it only checks the flag (no waker: [`serve_unless_reset`] polls it right after
+/// hyper, which is what starts a request). So a request answered within one poll, as every
+/// request that does not wait is, never registers for the socket's errors.
+async fn client_reset(socket: &TcpStream, conn: &Conn) {
+    let busy = |busy: bool| {
+        poll_fn(move |_: &mut Context<'_>| {
+            if conn.busy.load(Ordering::SeqCst) == busy {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+    };
+    loop {
+        busy(true).await;
+        tokio::select! {
+            biased;
+            ready = socket.ready(Interest::ERROR) => match ready {
+                Ok(ready) if ready.is_error() => return,
+                // Never without the error, which would stay: rather than spin, stop watching.
+                // An error from the runtime means it is shutting down.
+                _ => std::future::pending().await,
+            },
+            () = busy(false) => {}
+        }
+    }
+}
+
+/// The connection's socket as hyper reads and writes it, shared with [`client_reset`], which
+/// watches it while hyper owns the connection. The same calls tokio's `TcpStream` makes for
+/// its own `AsyncRead` and `AsyncWrite`, through a shared reference.
+struct Socket(Arc<TcpStream>);
+
+impl AsyncRead for Socket {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            ready!(self.0.poll_read_ready(cx))?;
+            // A `WouldBlock` clears the readiness, so the next poll waits for the socket.
+            match self.0.try_read_buf(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                result => return Poll::Ready(result.map(drop)),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for Socket {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.0.poll_write_ready(cx))?;
+            match self.0.try_write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                result => return Poll::Ready(result),
+            }
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.0.poll_write_ready(cx))?;
+            match self.0.try_write_vectored(bufs) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                result => return Poll::Ready(result),
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let shut = rustix::net::shutdown(&*self.0, rustix::net::Shutdown::Write);
+        Poll::Ready(shut.map_err(io::Error::from))
+    }
 }
 
 /// Resolves once `conn` has waited [`HEADER_READ_TIMEOUT`] for a complete request head, counted

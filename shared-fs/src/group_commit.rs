@@ -27,7 +27,10 @@
 //!
 //! A caller that gives up (its request timed out, its client left) before its batch is written
 //! gets no number: each caller is *claimed* under the lock, just before the write, and a caller
-//! dropped before that is skipped. One dropped after its claim had its number written; that
+//! dropped before that is skipped. Callers wait in a queue they can leave ([`Inbox`]): the
+//! writer takes them only once it holds the lock, and one that gives up first takes itself out
+//! at once, so a lock held elsewhere for long (another replica, a `counter set`, a stuck
+//! volume) piles up only the requests still waiting, never those that gave up. One dropped after its claim had its number written; that
 //! number is reported to [`Observe::abandoned`] and logged, never silently lost. A failed
 //! write fails every caller of its batch and hands out no number; numbers it may have used
 //! anyway (the record was written but its `fdatasync` failed) are reported as abandoned too.
@@ -41,10 +44,10 @@
 //! and giving the lock back; [`Stopped::wait`] waits for that.
 
 use std::{
+    fmt,
     sync::{
-        Arc, Condvar, Mutex,
-        atomic::{AtomicU8, Ordering},
-        mpsc::{self, RecvTimeoutError},
+        Arc, Condvar, Mutex, MutexGuard,
+        atomic::{AtomicU8, AtomicUsize, Ordering},
     },
     thread,
     time::{Duration, Instant},
@@ -101,10 +104,6 @@ const CLAIMED: u8 = 1;
 const CANCELLED: u8 = 2;
 
 impl Waiter {
-    fn cancelled(&self) -> bool {
-        self.state.load(Ordering::Acquire) == CANCELLED
-    }
-
     fn claim(&self) -> bool {
         self.state
             .compare_exchange(PENDING, CLAIMED, Ordering::AcqRel, Ordering::Acquire)
@@ -112,37 +111,226 @@ impl Waiter {
     }
 }
 
-/// What callers send the writer.
-enum Message {
-    Increment(Waiter),
-    /// A number that reached its caller's channel after the caller had stopped listening.
-    Gone(u64),
+/// What callers hand the writer: increments, numbers given back, readiness's checks. A queue
+/// a caller can leave: increments wait in it, in arrival order, until the writer holds the lock
+/// and takes them all as its batch, and a caller that gives up before that takes its own out.
+/// So what waits here is bounded by the requests still in flight, however long the lock is
+/// held elsewhere.
+#[derive(Default)]
+struct Inbox {
+    queued: Mutex<Queued>,
+    arrived: Condvar,
+    /// The [`Counter`] handles alive: the writer ends once none is left and nothing is queued.
+    senders: AtomicUsize,
+}
+
+#[derive(Default)]
+struct Queued {
+    /// Increments not yet taken by the writer, by id, in arrival order (ids only grow).
+    increments: Vec<(u64, Waiter)>,
+    next_id: u64,
+    /// Numbers that reached their caller's channel after the caller had stopped listening.
+    gone: Vec<u64>,
     /// Readiness asks whether durable writes work again after a failure (see
     /// [`Counter::check`]).
-    Check(oneshot::Sender<Result<()>>),
+    checks: Vec<oneshot::Sender<Result<()>>>,
+    /// The writer sleeps on `arrived`: only then does a sender pay for a wake-up.
+    writer_asleep: bool,
+    /// The writer has ended: nothing queued from now on would be taken.
+    closed: bool,
 }
 
-/// A caller's side while it waits. Dropped before the writer claimed it, it cancels; dropped
-/// after, with its number already in the channel, it sends the number back as [`Message::Gone`]
-/// (a number sent after the drop fails to send, and the writer counts it itself).
-struct Pending {
+impl Queued {
+    fn is_empty(&self) -> bool {
+        self.increments.is_empty() && self.gone.is_empty() && self.checks.is_empty()
+    }
+}
+
+/// Why [`Inbox::wait`] returned.
+enum Wake {
+    Arrived,
+    TimedOut,
+    /// No handle is left and nothing is queued: the writer ends.
+    Disconnected,
+}
+
+impl Inbox {
+    fn lock(&self) -> MutexGuard<'_, Queued> {
+        // Plain collections: consistent whatever panicked while holding the lock.
+        self.queued.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues what `put` adds and wakes the writer if it sleeps; false once the writer ended.
+    fn send<T>(&self, put: impl FnOnce(&mut Queued) -> T) -> Option<T> {
+        let mut queued = self.lock();
+        if queued.closed {
+            return None;
+        }
+        let sent = put(&mut queued);
+        let wake = queued.writer_asleep;
+        drop(queued);
+        if wake {
+            self.arrived.notify_one();
+        }
+        Some(sent)
+    }
+
+    /// Queues an increment; its id, for [`Inbox::leave`].
+    fn increment(&self, waiter: Waiter) -> Option<u64> {
+        self.send(|queued| {
+            queued.next_id += 1;
+            let id = queued.next_id;
+            queued.increments.push((id, waiter));
+            id
+        })
+    }
+
+    /// Takes increment `id` out of the queue if the writer has not taken it yet.
+    fn leave(&self, id: u64) {
+        let mut queued = self.lock();
+        if let Ok(at) = queued.increments.binary_search_by_key(&id, |(id, _)| *id) {
+            queued.increments.remove(at);
+        }
+    }
+
+    fn waiting(&self) -> usize {
+        self.lock().increments.len()
+    }
+
+    /// Moves the numbers given back and readiness's checks to the writer.
+    fn take_others(&self, gone: &mut Vec<u64>, checks: &mut Vec<oneshot::Sender<Result<()>>>) {
+        let mut queued = self.lock();
+        gone.append(&mut queued.gone);
+        checks.append(&mut queued.checks);
+    }
+
+    /// Moves every queued increment into `batch`.
+    fn take_increments(&self, batch: &mut Vec<Waiter>) {
+        batch.extend(self.lock().increments.drain(..).map(|(_, waiter)| waiter));
+    }
+
+    /// Sleeps until anything is queued, or `timeout` has passed (`None`: no limit).
+    fn wait(&self, timeout: Option<Duration>) -> Wake {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut queued = self.lock();
+        loop {
+            if !queued.is_empty() {
+                return Wake::Arrived;
+            }
+            // Read under the lock, which the last handle's drop takes before it wakes us.
+            if self.senders.load(Ordering::SeqCst) == 0 {
+                return Wake::Disconnected;
+            }
+            queued.writer_asleep = true;
+            queued = match deadline {
+                None => self.arrived.wait(queued).unwrap_or_else(|e| e.into_inner()),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        queued.writer_asleep = false;
+                        return Wake::TimedOut;
+                    }
+                    let (queued, _) = self
+                        .arrived
+                        .wait_timeout(queued, left)
+                        .unwrap_or_else(|e| e.into_inner());
+                    queued
+                }
+            };
+            queued.writer_asleep = false;
+        }
+    }
+
+    /// Sleeps until `n` increments are queued or `deadline` has passed.
+    fn wait_for(&self, n: usize, deadline: Instant) {
+        let mut queued = self.lock();
+        while queued.increments.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            queued.writer_asleep = true;
+            queued = self
+                .arrived
+                .wait_timeout(queued, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+            queued.writer_asleep = false;
+        }
+    }
+
+    /// The writer has ended (or panicked): what is still queued is dropped, so its callers
+    /// see the writer stopped, and nothing is queued any more.
+    fn close(&self) {
+        let mut queued = self.lock();
+        queued.closed = true;
+        queued.increments.clear();
+        queued.checks.clear();
+    }
+}
+
+impl fmt::Debug for Inbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Inbox")
+            .field("waiting", &self.waiting())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A [`Counter`]'s hold on the writer: the writer ends once the last one is dropped.
+#[derive(Debug)]
+struct Sender(Arc<Inbox>);
+
+impl Clone for Sender {
+    fn clone(&self) -> Self {
+        self.0.senders.fetch_add(1, Ordering::SeqCst);
+        Sender(self.0.clone())
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        if self.0.senders.fetch_sub(1, Ordering::SeqCst) == 1 {
+            // Under the lock, so the writer cannot miss it between its check and its sleep.
+            let _queued = self.0.lock();
+            self.0.arrived.notify_all();
+        }
+    }
+}
+
+/// Closes the inbox when the writer thread ends, also by a panic.
+struct CloseOnExit(Arc<Inbox>);
+
+impl Drop for CloseOnExit {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+/// A caller's side while it waits. Dropped before the writer claimed it, it cancels and leaves
+/// the queue; dropped after, with its number already in the channel, it gives the number back
+/// (a number sent after the drop fails to send, and the writer counts it itself). It borrows
+/// the [`Counter`], so the writer outlives it.
+struct Pending<'c> {
+    id: u64,
     state: Arc<AtomicU8>,
     answer: oneshot::Receiver<Result<u64>>,
-    queue: mpsc::Sender<Message>,
+    inbox: &'c Inbox,
 }
 
-impl Drop for Pending {
+impl Drop for Pending<'_> {
     fn drop(&mut self) {
         let cancelled =
             self.state
                 .compare_exchange(PENDING, CANCELLED, Ordering::AcqRel, Ordering::Acquire);
         if cancelled.is_ok() {
+            self.inbox.leave(self.id);
             return;
         }
         // Claimed. From `close` on the writer's send fails; a number sent before is still here.
         self.answer.close();
         if let Ok(Ok(number)) = self.answer.try_recv() {
-            let _ = self.queue.send(Message::Gone(number));
+            self.inbox.send(|queued| queued.gone.push(number));
         }
     }
 }
@@ -217,10 +405,22 @@ impl Stopped {
     }
 }
 
+/// How many increments wait in the writer's queue, for a gauge; see [`Counter::waiting`].
+#[derive(Debug, Clone)]
+pub struct Waiting(Arc<Inbox>);
+
+impl Waiting {
+    /// Increments queued and not yet taken by the writer: waiting for a batch, or for the
+    /// lock. One that gave up is not among them.
+    pub fn get(&self) -> usize {
+        self.0.waiting()
+    }
+}
+
 /// An async handle to the counter; cheap to clone, all clones feed one writer thread.
 #[derive(Debug, Clone)]
 pub struct Counter {
-    queue: mpsc::Sender<Message>,
+    queue: Sender,
     file: CounterFile,
     health: Arc<Health>,
     ended: Arc<Ended>,
@@ -235,7 +435,9 @@ impl Counter {
 
     /// Starts the writer thread for `file`, reporting to `observer`.
     pub fn spawn_observed(file: CounterFile, observer: impl Observe) -> Self {
-        let (queue, rx) = mpsc::channel();
+        let inbox = Arc::new(Inbox::default());
+        inbox.senders.store(1, Ordering::SeqCst);
+        let queue = Sender(inbox.clone());
         let health = Arc::new(Health::default());
         let ended = Arc::new(Ended::default());
         let writer = Writer {
@@ -248,7 +450,9 @@ impl Counter {
         thread::Builder::new()
             .name("counter-writer".into())
             .spawn(move || {
-                writer.run(rx, observer);
+                let inbox = CloseOnExit(inbox);
+                writer.run(&inbox.0, observer);
+                drop(inbox);
                 *writer_ended.0.lock().unwrap_or_else(|e| e.into_inner()) = true;
                 writer_ended.1.notify_all();
             })
@@ -271,16 +475,18 @@ impl Counter {
     pub async fn increment(&self) -> Result<u64> {
         let state = Arc::new(AtomicU8::new(PENDING));
         let (reply, answer) = oneshot::channel();
-        self.queue
-            .send(Message::Increment(Waiter {
+        let inbox = &*self.queue.0;
+        let id = inbox
+            .increment(Waiter {
                 state: state.clone(),
                 reply,
-            }))
-            .map_err(|_| self.stopped_error())?;
+            })
+            .ok_or_else(|| self.stopped_error())?;
         let mut pending = Pending {
+            id,
             state,
             answer,
-            queue: self.queue.clone(),
+            inbox,
         };
         (&mut pending.answer)
             .await
@@ -314,9 +520,16 @@ impl Counter {
         }
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send(Message::Check(reply))
-            .map_err(|_| self.stopped_error())?;
+            .0
+            .send(|queued| queued.checks.push(reply))
+            .ok_or_else(|| self.stopped_error())?;
         answer.await.map_err(|_| self.stopped_error())?
+    }
+
+    /// A gauge of the increments waiting in the writer's queue, which does not keep the
+    /// writer alive.
+    pub fn waiting(&self) -> Waiting {
+        Waiting(self.queue.0.clone())
     }
 
     /// The file this counter writes.
@@ -350,7 +563,7 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(mut self, queue: mpsc::Receiver<Message>, mut observer: impl Observe) {
+    fn run(mut self, inbox: &Inbox, mut observer: impl Observe) {
         // After a crash or a power cut the record may be ahead of the published file, and a
         // crash may have left temporary files: both are set right before anything else.
         if let Err(error) = self.file.create_dir().and_then(|()| self.file.reconcile()) {
@@ -363,68 +576,57 @@ impl Writer {
         let mut checks: Vec<oneshot::Sender<Result<()>>> = Vec::new();
         let mut last = Last::default();
         loop {
-            // Whoever queued up during the last write.
-            for message in queue.try_iter() {
-                sort(message, &mut batch, &mut gone, &mut checks);
-            }
+            inbox.take_others(&mut gone, &mut checks);
             if !checks.is_empty() {
                 self.check(&file, &mut lease, &mut checks, &mut gone);
             }
-            let waiting = batch.len();
-            if batch.is_empty() {
+            // Whoever queued up during the last write.
+            let waiting = inbox.waiting();
+            if waiting == 0 {
                 report_abandoned(&file, &mut gone, &mut observer);
-                let message = if lease.is_some() {
-                    match queue.recv_timeout(self.linger()) {
-                        Ok(message) => message,
-                        Err(RecvTimeoutError::Timeout) => {
-                            give_back(&mut lease);
-                            continue;
-                        }
-                        Err(RecvTimeoutError::Disconnected) => break,
+                let linger = lease.is_some().then(|| self.linger());
+                match inbox.wait(linger) {
+                    Wake::Arrived => {}
+                    Wake::TimedOut => {
+                        give_back(&mut lease);
+                        continue;
                     }
-                } else {
-                    match queue.recv() {
-                        Ok(message) => message,
-                        Err(_) => break,
-                    }
-                };
-                sort(message, &mut batch, &mut gone, &mut checks);
-                if batch.is_empty() {
+                    Wake::Disconnected => break,
+                }
+                if inbox.waiting() == 0 {
                     continue;
                 }
             }
             // Wait briefly for the callers just answered (see the module docs).
             if last.size > 1 {
-                let expected = last.size + waiting;
-                let deadline = Instant::now() + last.fill_wait();
-                while batch.len() < expected {
-                    match queue.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                        Ok(message) => sort(message, &mut batch, &mut gone, &mut checks),
-                        Err(_) => break,
-                    }
-                }
+                inbox.wait_for(last.size + waiting, Instant::now() + last.fill_wait());
             }
-            batch.retain(|waiter| !waiter.cancelled());
-            if batch.is_empty() {
+            if inbox.waiting() == 0 {
                 // Nobody left to write for: the next wait must not be sized by an old batch.
                 last = Last::default();
                 continue;
             }
+            // The callers stay in the queue while the writer waits for the lock: one that
+            // gives up meanwhile leaves it.
             let held = match self.lease(&file, &mut lease) {
                 Ok(held) => held,
                 Err(error) => {
+                    inbox.take_increments(&mut batch);
                     self.record_outcome(Some(&error));
-                    observer.batch(&BatchReport {
-                        size: batch.len() as u64,
-                        elapsed: Duration::ZERO,
-                        ok: false,
-                    });
+                    if !batch.is_empty() {
+                        observer.batch(&BatchReport {
+                            size: batch.len() as u64,
+                            elapsed: Duration::ZERO,
+                            ok: false,
+                        });
+                    }
                     for waiter in batch.drain(..) {
                         let _ = waiter.reply.send(Err(error.clone()));
                     }
                     continue;
                 }
             };
+            inbox.take_increments(&mut batch);
             batch.retain(Waiter::claim);
             refuse_what_does_not_fit(&file, held, &mut batch);
             if batch.is_empty() {
@@ -609,20 +811,6 @@ fn refuse_what_does_not_fit(file: &CounterFile, lease: &Lease<'_>, batch: &mut V
     };
     for waiter in batch.drain(room as usize..) {
         let _ = waiter.reply.send(Err(error.clone()));
-    }
-}
-
-/// Increments into the batch, numbers whose callers left into `gone`, checks into `checks`.
-fn sort(
-    message: Message,
-    batch: &mut Vec<Waiter>,
-    gone: &mut Vec<u64>,
-    checks: &mut Vec<oneshot::Sender<Result<()>>>,
-) {
-    match message {
-        Message::Increment(waiter) => batch.push(waiter),
-        Message::Gone(number) => gone.push(number),
-        Message::Check(reply) => checks.push(reply),
     }
 }
 

@@ -151,3 +151,41 @@ async fn after_a_stalled_lock_lone_increments_are_not_held_back() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_that_give_up_while_the_lock_is_held_leave_the_queue_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = CounterFile::in_dir(dir.path());
+    let counter = Counter::spawn(file.clone(), |_| {});
+    let waiting = counter.waiting();
+    let release = hold_lock(&file);
+
+    // A thousand callers queue behind the held lock, and give up.
+    let callers: Vec<_> = (0..1000)
+        .map(|_| {
+            let counter = counter.clone();
+            tokio::spawn(async move { counter.increment().await })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while waiting.get() != 1000 {
+        assert!(
+            Instant::now() < deadline,
+            "{} queued of 1000",
+            waiting.get()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for caller in &callers {
+        caller.abort();
+    }
+    for caller in callers {
+        assert!(caller.await.unwrap_err().is_cancelled());
+    }
+    // With the lock still held: nothing of them is left queued.
+    assert_eq!(waiting.get(), 0);
+
+    drop(release);
+    assert_eq!(counter.increment().await.unwrap(), 0);
+    assert_eq!(file.read().unwrap(), 1);
+}
