@@ -128,10 +128,16 @@ fn a_fifo_at_the_counter_path_is_a_503_on_every_replica_until_it_is_repaired() {
     let a = Server::start(dir.path());
     let b = Server::start(dir.path());
     assert_eq!(a.get("/pingpong"), (200, "pong 0".to_owned()));
-    // Published: the lock is given back, so the next increment of either replica takes it
+    // Published, and the lock given back, so the next increment of either replica takes it
     // again and reads the file. (A replica that holds the lock reads it when it gives it back,
-    // and never overwrites it: see the end.)
+    // and never overwrites it: see the end.) A first lease publishes before it answers, so the
+    // published count alone does not say the lease has ended.
     test_support::assert_published(&path, "1\n");
+    let lock = fs::File::open(dir.path().join(format!("{COUNTER}.lock"))).unwrap();
+    support::eventually(Duration::from_secs(10), "the lock to be given back", || {
+        lock.try_lock().ok().map(|()| lock.unlock().unwrap())
+    });
+    drop(lock);
     let fifo_over_the_counter = || {
         let fifo = dir.path().join("fifo");
         plant_fifo(&fifo);
