@@ -1,6 +1,11 @@
-//! Dev-only: what the process tests of pingpong and log-output share, so that each suite's own
-//! helpers (its process guard, its HTTP client) only wire it in:
+//! Dev-only: what the tests of pingpong and log-output share, so that each suite's own helpers
+//! only wire it in:
 //!
+//! - [`process`]: a service binary as a child process, killed when dropped, its stderr
+//!   collected to the end and its listening port read from its log;
+//! - [`http`]: a raw HTTP/1.1 client over loopback;
+//! - [`router`]: one request through an in-process `Router` (`oneshot`);
+//! - [`eventually`]: polling for a condition with a deadline;
 //! - a child's resources read from `/proc`: its peak memory and its open descriptors, for the
 //!   tests that show a huge file or a flood of connections costs nothing lasting;
 //! - a named pipe planted where a file should be, which stands for a volume that stops
@@ -9,6 +14,14 @@
 //!   holds it;
 //! - the published counter file checked within the bound SPEC §3 gives it after the last
 //!   increment.
+
+pub mod http;
+mod poll;
+pub mod process;
+pub mod router;
+
+pub use poll::{DEADLINE, eventually};
+pub use process::{Proc, Spawn};
 
 use std::{
     path::Path,
