@@ -97,14 +97,17 @@ fn exchange_with(
             ));
         }
         stream.set_read_timeout(Some(left))?;
-        match stream.read(&mut buf)? {
-            0 => break,
-            n => {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
                 response.extend_from_slice(&buf[..n]);
                 if complete(&response) {
                     break;
                 }
             }
+            // A signal to this process (a child's exit) is no answer; read_to_end retries too.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
     parse(&response)
@@ -133,7 +136,7 @@ fn header(head: &str, name: &str) -> Option<String> {
 
 /// Whether `raw` holds a head and the whole body its `content-length` announces (without one,
 /// the answer ends where the server closes).
-fn complete(raw: &[u8]) -> bool {
+pub fn complete(raw: &[u8]) -> bool {
     split(raw).is_some_and(|(head, body)| {
         header(&head, "content-length")
             .and_then(|l| l.parse::<usize>().ok())

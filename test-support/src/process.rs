@@ -28,8 +28,10 @@ pub const LISTENING_WITHIN: Duration = Duration::from_secs(20);
 pub struct Spawn {
     name: String,
     command: Command,
-    stdout_records: Option<usize>,
+    stdout_entries: Option<usize>,
     listening: Option<String>,
+    stdout: Option<Stdio>,
+    stderr: Option<Stdio>,
 }
 
 impl Spawn {
@@ -49,8 +51,10 @@ impl Spawn {
         Spawn {
             name: name.into(),
             command,
-            stdout_records: None,
+            stdout_entries: None,
             listening: None,
+            stdout: None,
+            stderr: None,
         }
     }
 
@@ -72,9 +76,23 @@ impl Spawn {
         self
     }
 
-    /// Collects stdout as records of `lines` lines each, for [`Proc::next_record`].
-    pub fn stdout_records(mut self, lines: usize) -> Spawn {
-        self.stdout_records = Some(lines);
+    /// Sends stdout to `stdout` (a pipe the test reads, or leaves full) instead of closing it.
+    pub fn stdout(mut self, stdout: Stdio) -> Spawn {
+        self.stdout = Some(stdout);
+        self
+    }
+
+    /// Sends stderr to `stderr` (a pipe the test reads, or leaves full) instead of collecting
+    /// it: [`Proc::stderr`] stays empty.
+    pub fn stderr(mut self, stderr: Stdio) -> Spawn {
+        self.stderr = Some(stderr);
+        self
+    }
+
+    /// Collects stdout as entries of `lines` lines each (log-writer prints two-line entries),
+    /// for [`Proc::next_entry`].
+    pub fn stdout_entries(mut self, lines: usize) -> Spawn {
+        self.stdout_entries = Some(lines);
         self
     }
 
@@ -91,56 +109,56 @@ impl Spawn {
         let Spawn {
             name,
             mut command,
-            stdout_records,
+            stdout_entries,
             listening,
+            stdout,
+            stderr: stderr_to,
         } = self;
+        let stdout = match (stdout, stdout_entries) {
+            (Some(stdout), _) => stdout,
+            (None, Some(_)) => Stdio::piped(),
+            (None, None) => Stdio::null(),
+        };
+        let collect_stderr = stderr_to.is_none();
         let mut child = command
             .stdin(Stdio::null())
-            .stdout(if stdout_records.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stderr(Stdio::piped())
+            .stdout(stdout)
+            .stderr(stderr_to.unwrap_or_else(Stdio::piped))
             .spawn()
             .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        // The parent's copies of a given pipe's write end close here, so that its reader sees
+        // the end once the child has exited.
+        drop(command);
 
         let waits_for_port = listening.is_some();
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let (port_tx, port_rx) = mpsc::channel();
-        let lines = BufReader::new(child.stderr.take().expect("stderr is piped")).lines();
         let sink = stderr.clone();
-        let stderr_reader = thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                if let Some(marker) = &listening
-                    && let Some(port) = listening_port(&line, marker)
-                {
-                    let _ = port_tx.send(port);
+        let stderr_reader = child.stderr.take().filter(|_| collect_stderr).map(|pipe| {
+            thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    if let Some(marker) = &listening
+                        && let Some(port) = listening_port(&line, marker)
+                    {
+                        let _ = port_tx.send(port);
+                    }
+                    sink.lock().expect("stderr lock").push(line);
                 }
-                sink.lock().expect("stderr lock").push(line);
-            }
+            })
         });
 
-        let records = child.stdout.take().zip(stdout_records).map(|(pipe, n)| {
-            let (tx, rx) = mpsc::channel();
-            thread::spawn(move || {
-                let mut lines = BufReader::new(pipe).lines().map_while(Result::ok);
-                loop {
-                    let record: Vec<String> = lines.by_ref().take(n).collect();
-                    if record.len() < n || tx.send(record.join("\n")).is_err() {
-                        break;
-                    }
-                }
-            });
-            rx
-        });
+        let entries = child
+            .stdout
+            .take()
+            .zip(stdout_entries)
+            .map(|(pipe, lines)| read_entries(pipe, lines));
         let mut proc = Proc {
             name,
             child,
             port: None,
             stderr,
-            stderr_reader: Some(stderr_reader),
-            records,
+            stderr_reader,
+            entries,
         };
         if waits_for_port {
             proc.port = Some(match port_rx.recv_timeout(LISTENING_WITHIN) {
@@ -156,6 +174,21 @@ impl Spawn {
     }
 }
 
+/// The entries of `lines` lines each read from `pipe` by a thread of their own, as they come.
+pub fn read_entries(pipe: impl Read + Send + 'static, lines: usize) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut pipe = BufReader::new(pipe).lines().map_while(Result::ok);
+        loop {
+            let entry: Vec<String> = pipe.by_ref().take(lines).collect();
+            if entry.len() < lines || tx.send(entry.join("\n")).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 /// A running child; see the module's documentation.
 #[derive(Debug)]
 pub struct Proc {
@@ -165,7 +198,7 @@ pub struct Proc {
     stderr: Arc<Mutex<Vec<String>>>,
     /// The thread reading stderr: it ends at the pipe's end, after the process has exited.
     stderr_reader: Option<thread::JoinHandle<()>>,
-    records: Option<Receiver<String>>,
+    entries: Option<Receiver<String>>,
 }
 
 impl Proc {
@@ -198,17 +231,17 @@ impl Proc {
         });
     }
 
-    /// The next record the process printed on stdout, within [`DEADLINE`].
-    pub fn next_record(&self) -> String {
-        let records = self
-            .records
+    /// The next entry the process printed on stdout, within [`DEADLINE`].
+    pub fn next_entry(&self) -> String {
+        let entries = self
+            .entries
             .as_ref()
-            .expect("started with Spawn::stdout_records");
-        match records.recv_timeout(DEADLINE) {
-            Ok(record) => record,
+            .expect("started with Spawn::stdout_entries");
+        match entries.recv_timeout(DEADLINE) {
+            Ok(entry) => entry,
             Err(RecvTimeoutError::Timeout) => {
                 panic!(
-                    "{}: no entry within {DEADLINE:?}; stderr:\n{}",
+                    "{}: no entry on stdout within {DEADLINE:?}; stderr:\n{}",
                     self.name,
                     self.stderr()
                 )
@@ -219,11 +252,11 @@ impl Proc {
         }
     }
 
-    /// A record already printed, if any, without waiting.
-    pub fn try_next_record(&self) -> Result<String, mpsc::TryRecvError> {
-        self.records
+    /// A entry already printed, if any, without waiting.
+    pub fn try_next_entry(&self) -> Result<String, mpsc::TryRecvError> {
+        self.entries
             .as_ref()
-            .expect("started with Spawn::stdout_records")
+            .expect("started with Spawn::stdout_entries")
             .try_recv()
     }
 
@@ -258,6 +291,13 @@ impl Proc {
     pub fn kill9(mut self) {
         self.child.kill().expect("kill -9");
         self.child.wait().expect("wait");
+    }
+
+    /// The exit status, waiting as long as it takes.
+    pub fn wait(&mut self) -> ExitStatus {
+        let status = self.child.wait().expect("wait");
+        self.read_stderr_to_the_end();
+        status
     }
 
     /// The exit status if the process has exited, without waiting; then [`Proc::stderr`]
