@@ -173,3 +173,27 @@ fn parse(raw: &[u8]) -> io::Result<Response> {
         body: body.to_vec(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ANSWER: &[u8] =
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 6\r\n\r\npong 0";
+
+    #[test]
+    fn an_answer_is_complete_once_its_announced_body_is_there() {
+        assert!(complete(ANSWER));
+        assert!(!complete(&ANSWER[..ANSWER.len() - 1]));
+        assert!(!complete(b"HTTP/1.1 200 OK\r\n\r\nno length"));
+        let answer = parse(ANSWER).unwrap();
+        assert_eq!(answer.content_type.as_deref(), Some("text/plain"));
+        assert_eq!(answer.status_and_text(), (200, "pong 0".to_owned()));
+    }
+
+    #[test]
+    fn a_cut_body_or_a_missing_head_is_an_error() {
+        assert!(parse(&ANSWER[..ANSWER.len() - 1]).is_err());
+        assert!(parse(b"HTTP/1.1 200 OK\r\ncontent-length: 6").is_err());
+    }
+}
