@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use common::{Proc, entry, free_port, get, poll_until, poll_within, start_reader, start_writer};
+use common::{entry, eventually, free_port, get, poll_until, start_reader, start_writer};
 
 /// log-writer's interval here: long enough that "within two intervals" leaves a whole interval
 /// of slack for a busy machine, short enough to keep the test quick.
@@ -30,7 +30,7 @@ fn the_reader_shows_the_count_of_pings_within_two_intervals() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data_dir = dir.path().to_str().expect("utf-8 temp path");
     let pingpong_port = free_port();
-    let mut pingpong = Proc::start(
+    let mut pingpong = common::start(
         pingpong_binary().to_str().expect("utf-8 path"),
         &[("DATA_DIR", data_dir), ("PORT", &pingpong_port.to_string())],
         false,
@@ -52,7 +52,7 @@ fn the_reader_shows_the_count_of_pings_within_two_intervals() {
         let pong = get(pingpong_port, "/pingpong").expect("GET /pingpong");
         assert_eq!((pong.status, pong.text()), (200, format!("pong {n}")));
     }
-    let after = poll_within(2 * INTERVAL, "Ping / Pongs: 3 on /", || {
+    let after = eventually(2 * INTERVAL, "Ping / Pongs: 3 on /", || {
         let after = entry(&get(reader_port, "/").expect("GET /").text());
         (after.pongs == 3).then_some(after)
     });

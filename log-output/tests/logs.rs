@@ -11,21 +11,17 @@
 mod common;
 
 use std::{
-    fs::File,
-    io::{BufRead, BufReader},
-    os::fd::OwnedFd,
-    process::{Child, Command, Stdio},
-    sync::mpsc,
-    thread,
+    process::Stdio,
     time::{Duration, SystemTime},
 };
 
 use common::{
-    DEADLINE, Proc, entry, free_port, get, parse_entry, poll_until, poll_within, request,
+    DEADLINE, Spawn, entry, eventually, free_port, get, parse_entry, poll_until, request,
     run_to_end, wait_healthy,
 };
 use serde_json::Value;
 use shared_fs::{CounterFile, LockedFile};
+use test_support::{process::read_entries, small_pipe};
 
 const WRITER: &str = env!("CARGO_BIN_EXE_log-writer");
 const READER: &str = env!("CARGO_BIN_EXE_log-reader");
@@ -72,7 +68,7 @@ fn every_line_log_writer_writes_is_json_in_json_format_and_the_entries_stay_as_t
         let counter = CounterFile::in_dir(dir.path());
         counter.set(3).expect("setting the counter");
         let data_dir = dir.path().to_str().expect("utf-8 temp path");
-        let mut writer = Proc::start(
+        let mut writer = common::start(
             WRITER,
             &[
                 ("DATA_DIR", data_dir),
@@ -133,7 +129,7 @@ fn every_line_log_reader_writes_is_json_in_json_format_and_none_is_in_text_forma
         let dir = tempfile::tempdir().expect("tempdir");
         let data_dir = dir.path().to_str().expect("utf-8 temp path");
         let port = free_port();
-        let mut reader = Proc::start(
+        let mut reader = common::start(
             READER,
             &[
                 ("DATA_DIR", data_dir),
@@ -218,43 +214,23 @@ fn a_malformed_log_format_exits_2_with_one_line_naming_it() {
     }
 }
 
-/// A pipe whose buffer is one page (4 KiB, the least Linux allows).
-fn small_pipe() -> (File, OwnedFd) {
-    let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).expect("pipe");
-    rustix::pipe::fcntl_setpipe_size(&write, 4096).expect("F_SETPIPE_SZ");
-    (File::from(read), write)
-}
-
 #[test]
 fn a_stdout_nobody_reads_stops_the_printed_entries_not_output_log() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (read, write) = small_pipe();
-    let child = Command::new(WRITER)
+    let writer = Spawn::new(WRITER)
         .env("DATA_DIR", dir.path())
         .env("LOG_INTERVAL", "100ms")
         .env_remove("RUST_LOG")
         .env_remove("LOG_FORMAT")
-        .stdin(Stdio::null())
         .stdout(Stdio::from(write))
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting log-writer");
-    let mut writer = Killed(child);
-    let stderr_pipe = writer.0.stderr.take().expect("stderr");
-    let (stderr_tx, stderr_lines) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(stderr_pipe).lines().map_while(Result::ok) {
-            if stderr_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+        .start();
     let started = SystemTime::now();
 
     // A 4 KiB pipe holds 50 entries, 5 s of them, and the queue 16 more: by 9 s some 20
     // entries could not be printed. The file must advance regardless.
     let output = dir.path().join("output.log");
-    let late = poll_within(Duration::from_secs(30), "output.log past 9 s", || {
+    let late = eventually(Duration::from_secs(30), "output.log past 9 s", || {
         let text = std::fs::read_to_string(&output).ok()?;
         let at = parse_entry(&text).ok()?.at;
         (at.duration_since(started).ok()? >= Duration::from_secs(9)).then_some(text)
@@ -263,18 +239,10 @@ fn a_stdout_nobody_reads_stops_the_printed_entries_not_output_log() {
 
     // Once stdout is read again the printed entries resume, each exactly as SPEC §5 has it, and
     // stderr says how many were not printed.
-    let (entries_tx, entries) = mpsc::channel();
-    thread::spawn(move || {
-        let mut lines = BufReader::new(read).lines().map_while(Result::ok);
-        while let (Some(first), Some(second)) = (lines.next(), lines.next()) {
-            if entries_tx.send(format!("{first}\n{second}")).is_err() {
-                break;
-            }
-        }
-    });
+    let entries = read_entries(read, 2);
     let mut stderr = Vec::new();
-    let notice = poll_within(DEADLINE, "the entries-not-printed notice", || {
-        stderr.extend(stderr_lines.try_iter());
+    let notice = eventually(DEADLINE, "the entries-not-printed notice", || {
+        stderr = writer.stderr_lines();
         stderr
             .iter()
             .find(|l| l.contains("entries not printed"))
@@ -285,7 +253,7 @@ fn a_stdout_nobody_reads_stops_the_printed_entries_not_output_log() {
         .find_map(|w| w.strip_prefix("dropped=")?.parse().ok())
         .unwrap_or_else(|| panic!("no dropped=N in {notice:?}"));
     assert!(not_printed > 0, "{notice}");
-    let printed: Vec<_> = poll_within(DEADLINE, "an entry printed after the notice", || {
+    let printed: Vec<_> = eventually(DEADLINE, "an entry printed after the notice", || {
         let printed: Vec<_> = entries.try_iter().collect();
         (!printed.is_empty()).then_some(printed)
     });
@@ -293,14 +261,4 @@ fn a_stdout_nobody_reads_stops_the_printed_entries_not_output_log() {
         assert_eq!(entry(text).id, id);
     }
     assert!(stderr.iter().all(|l| !l.contains("ERROR")), "{stderr:#?}");
-}
-
-/// Kills the child when dropped, so a failing test leaves no writer behind.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

@@ -15,7 +15,7 @@ mod common;
 
 use std::{fs, path::Path, sync::mpsc::TryRecvError, time::Duration};
 
-use common::{Entry, Proc, parse_entry, poll_within, start_writer};
+use common::{Entry, Proc, eventually, parse_entry, start_writer};
 use crashfs::{
     CrashFs, Cut, Model, Pending, Tear,
     env::{Outcome, Replay, mount_or_skip, old_or_new, replay, report},
@@ -74,7 +74,7 @@ fn power_cuts_at_random_instants_leave_output_log_one_complete_entry() {
         fs.crash_after(k);
         let writer: Proc = start_writer(&dir, "100ms");
         let power = fs.probe();
-        poll_within(Duration::from_secs(30), "the power failure", || {
+        eventually(Duration::from_secs(30), "the power failure", || {
             loop {
                 match writer.try_next_entry() {
                     // Looked at after it was printed: if the power has not failed yet, it was first.

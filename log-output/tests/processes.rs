@@ -326,7 +326,7 @@ fn with_port_set_log_writer_serves_its_entries_written_and_skipped() {
     std::fs::write(dir.path().join("pingpong_counter.txt"), "7\n").expect("counter");
     // A day between ticks: the first entry is the only one while the test runs.
     let port = common::free_port();
-    let mut writer = common::Proc::start(
+    let mut writer = common::start(
         WRITER,
         &[
             ("DATA_DIR", data_dir),
@@ -364,7 +364,7 @@ fn with_port_set_log_writer_serves_its_entries_written_and_skipped() {
     // A corrupt counter: the tick is skipped, and counted.
     std::fs::write(dir.path().join("pingpong_counter.txt"), "abc").expect("counter");
     let port = common::free_port();
-    let mut writer = common::Proc::start(
+    let mut writer = common::start(
         WRITER,
         &[
             ("DATA_DIR", data_dir),

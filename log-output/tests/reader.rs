@@ -5,47 +5,14 @@ use std::{fs, path::Path};
 
 use axum::{
     Router,
-    body::Body,
-    http::{Method, Request, StatusCode, header},
+    http::{Method, StatusCode},
 };
-use http_body_util::BodyExt;
 use log_output::reader;
 use service_kit::shutdown::Draining;
-use tower::ServiceExt;
+use test_support::router::call;
 
 const ENTRY: &str =
     "2020-03-30T12:15:17.705Z: 8523ecb1-c716-4cb6-a044-b9e83bb98e43.\nPing / Pongs: 3";
-
-struct Answer {
-    status: StatusCode,
-    content_type: Option<String>,
-    body: String,
-}
-
-async fn call(app: &Router, method: Method, path: &str) -> Answer {
-    let request = Request::builder()
-        .method(method)
-        .uri(path)
-        .body(Body::empty())
-        .expect("request");
-    let response = app.clone().oneshot(request).await.expect("infallible");
-    let status = response.status();
-    let content_type = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .map(|v| v.to_str().expect("ascii").to_owned());
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    Answer {
-        status,
-        content_type,
-        body: String::from_utf8(bytes.to_vec()).expect("utf-8"),
-    }
-}
 
 async fn app(data_dir: &Path) -> Router {
     reader::app(data_dir.to_owned(), Draining::default()).await

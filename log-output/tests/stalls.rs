@@ -16,7 +16,7 @@ use std::{
 };
 
 use common::{
-    DEADLINE, Proc, entry, get, parse_entry, poll_within, run_to_end, start_reader, start_writer,
+    DEADLINE, Proc, entry, eventually, get, parse_entry, run_to_end, start_reader, start_writer,
 };
 use test_support::plant_fifo;
 
@@ -64,7 +64,7 @@ fn a_reader_follows_output_log_again_once_a_fifo_there_is_replaced() {
     let fifo = dir.path().join("fifo");
     plant_fifo(&fifo);
     fs::rename(&fifo, &output).expect("a FIFO over output.log");
-    poll_within(Duration::from_secs(2), "the FIFO to be reported", || {
+    eventually(Duration::from_secs(2), "the FIFO to be reported", || {
         let answer = get(port, "/").expect("GET /");
         (answer.status == 503).then_some(())
     });
@@ -80,7 +80,7 @@ fn a_reader_follows_output_log_again_once_a_fifo_there_is_replaced() {
     let next = dir.path().join("next");
     fs::write(&next, second).expect("writing the second entry");
     fs::rename(&next, &output).expect("replacing the FIFO");
-    poll_within(Duration::from_secs(2), "the entry after the FIFO", || {
+    eventually(Duration::from_secs(2), "the entry after the FIFO", || {
         (get(port, "/").expect("GET /").text() == second).then_some(())
     });
 }
@@ -104,7 +104,7 @@ fn a_writer_writes_again_once_a_fifo_at_the_counter_path_is_replaced() {
     let repaired = dir.path().join("repaired");
     fs::write(&repaired, "7\n").expect("repaired counter");
     fs::rename(&repaired, &counter).expect("replacing the FIFO");
-    poll_within(
+    eventually(
         Duration::from_secs(2),
         "an entry with the repaired count",
         || match writer.try_next_entry() {

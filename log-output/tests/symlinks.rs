@@ -3,14 +3,10 @@
 
 use std::{fs, os::unix::fs::symlink, time::Duration};
 
-use axum::{
-    body::Body,
-    http::{Request, StatusCode},
-};
-use http_body_util::BodyExt;
+use axum::http::{Method, StatusCode};
 use log_output::reader;
 use service_kit::shutdown::Draining;
-use tower::ServiceExt;
+use test_support::router::call;
 
 const SECRET: &str = "password=hunter2\n";
 
@@ -30,11 +26,8 @@ async fn an_output_log_linked_to_a_secret_is_never_served() {
     );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let request = Request::get("/").body(Body::empty()).unwrap();
-        let response = app.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        let body = String::from_utf8(body.to_vec()).unwrap();
+        let answer = call(&app, Method::GET, "/").await;
+        let (status, body) = (answer.status, answer.body);
         assert!(
             !body.contains("hunter2"),
             "served the secret: {status} {body}"

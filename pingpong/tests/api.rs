@@ -12,27 +12,13 @@ use http_body_util::BodyExt;
 use pingpong::routes::app_for;
 use service_kit::shutdown::Draining;
 use shared_fs::CounterFile;
+use test_support::router::call as call_app;
 use tower::ServiceExt;
 
 async fn call(app: &Router, method: &str, path: &str) -> (StatusCode, String, String) {
-    let request = Request::builder()
-        .method(method)
-        .uri(path)
-        .body(Body::empty())
-        .unwrap();
-    let response = app.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        String::from_utf8(body.to_vec()).unwrap(),
-        content_type,
-    )
+    let answer = call_app(app, method.parse().unwrap(), path).await;
+    let content_type = answer.content_type.unwrap_or_default();
+    (answer.status, answer.body, content_type)
 }
 
 async fn get(app: &Router, path: &str) -> (StatusCode, String) {

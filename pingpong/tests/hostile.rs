@@ -20,7 +20,8 @@ use service_kit::connections::{
     EVICTION_SLACK, FD_RESERVE, HEADER_READ_TIMEOUT, MAX_BODY_BYTES, MAX_CONNECTIONS,
     MAX_HEAD_BYTES, MIN_CONNECTIONS, connection_bound,
 };
-use support::{Server, pong_number, status_and_body, try_get};
+use support::{Response, Server, pong_number, try_get};
+use test_support::http;
 
 /// The open-file limit podman gives a container (ENGINE.md), and a flood past it.
 const CONTAINER_NOFILE: u64 = 1024;
@@ -45,55 +46,11 @@ fn raise_own_nofile() -> u64 {
 /// Sends `raw` on a new connection and reads the whole answer, failing if the answer has not
 /// ended within `within` of the connect.
 fn exchange_within(port: u16, raw: &[u8], within: Duration) -> io::Result<(u16, String)> {
-    let deadline = Instant::now() + within;
-    let mut stream = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), within)?;
-    stream.write_all(raw)?;
-    let mut response = Vec::new();
-    let mut buf = [0; 4096];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!(
-                    "no complete answer within {within:?}: {:?}",
-                    String::from_utf8_lossy(&response)
-                ),
-            ));
-        }
-        stream.set_read_timeout(Some(left))?;
-        match stream.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                response.extend_from_slice(&buf[..n]);
-                if complete(&response) {
-                    break;
-                }
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    let text = String::from_utf8_lossy(&response).into_owned();
-    status_and_body(&text)
-}
-
-/// Whether `response` holds a head and the whole body its `content-length` announces.
-fn complete(response: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(response);
-    let Some((head, body)) = text.split_once("\r\n\r\n") else {
-        return false;
-    };
-    head.lines()
-        .find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse::<usize>().ok())?
-        })
-        .is_some_and(|length| body.len() >= length)
+    http::exchange(http::loopback(port), raw, within).map(Response::status_and_text)
 }
 
 fn get_request(path: &str) -> Vec<u8> {
-    format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").into_bytes()
+    http::request_bytes("GET", path)
 }
 
 /// Whether the server has closed `stream` (EOF or reset), waiting until `deadline`.
@@ -296,13 +253,13 @@ fn out_of_descriptors_the_server_logs_once_pauses_and_keeps_serving() {
     support::eventually(Duration::from_secs(10), "accepting again", || {
         assert_eq!(server.get("/healthz"), (200, "ok".to_owned()));
         server
-            .stderr()
+            .stderr_lines()
             .iter()
             .any(|l| l.contains("accepting again"))
             .then_some(())
     });
     let failing: Vec<String> = server
-        .stderr()
+        .stderr_lines()
         .into_iter()
         .filter(|l| l.contains("accept failing"))
         .collect();
@@ -349,13 +306,7 @@ fn help_states_the_limits() {
 /// Sends `raw`, half-closes (`shutdown(SHUT_WR)`, as `nc -N` and some proxies do), and reads
 /// the answer until the server closes, within `within`.
 fn exchange_half_closed(port: u16, raw: &[u8], within: Duration) -> io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.write_all(raw)?;
-    stream.shutdown(std::net::Shutdown::Write)?;
-    stream.set_read_timeout(Some(within))?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    status_and_body(&response)
+    http::exchange_half_closed(http::loopback(port), raw, within).map(Response::status_and_text)
 }
 
 #[test]
@@ -409,7 +360,7 @@ impl Scraper {
             .expect("scrape");
         let mut response = Vec::new();
         let mut buf = [0; 16 * 1024];
-        while !complete(&response) {
+        while !http::complete(&response) {
             let n = stream.read(&mut buf).expect("scrape answer");
             assert_ne!(
                 n,

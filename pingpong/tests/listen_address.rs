@@ -4,30 +4,23 @@
 mod support;
 
 use std::{
-    io::{ErrorKind, Read, Write},
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream},
-    process::{Command, Stdio},
-    thread,
-    time::{Duration, Instant},
+    io::ErrorKind,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    process::Command,
+    time::Duration,
 };
 
-use support::{BIN, Server, status_and_body};
+use support::{BIN, Response, Server};
+use test_support::http;
 
 const V4: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const V6: IpAddr = IpAddr::V6(Ipv6Addr::LOCALHOST);
 
 /// One GET to `ip`:`port`: the answer, or the connection's error.
 fn get_at(ip: IpAddr, port: u16, path: &str) -> std::io::Result<(u16, String)> {
-    let mut stream =
-        TcpStream::connect_timeout(&SocketAddr::new(ip, port), Duration::from_secs(20))?;
-    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    status_and_body(&response)
+    let raw = http::request_bytes("GET", path);
+    http::exchange(SocketAddr::new(ip, port), &raw, Duration::from_secs(20))
+        .map(Response::status_and_text)
 }
 
 /// Whether this host has IPv6 loopback (a container started without IPv6 has none). Without
@@ -62,11 +55,11 @@ fn on_ipv6_loopback_only_that_address_is_served() {
     assert!(refused(V4, server.port), "127.0.0.1 answered");
     assert!(
         server
-            .stderr()
+            .stderr_lines()
             .iter()
             .any(|l| l.contains("pingpong listening") && l.contains("address=::1")),
         "{:?}",
-        server.stderr()
+        server.stderr_lines()
     );
 }
 
@@ -100,11 +93,11 @@ fn unset_serves_ipv6_and_ipv4_on_one_port() {
     );
     assert!(
         server
-            .stderr()
+            .stderr_lines()
             .iter()
             .any(|l| l.contains("pingpong listening") && l.contains("address=::")),
         "{:?}",
-        server.stderr()
+        server.stderr_lines()
     );
 }
 
@@ -112,30 +105,8 @@ fn unset_serves_ipv6_and_ipv4_on_one_port() {
 /// `LISTEN_ADDRESS` would serve instead of exiting; it is killed and the test fails.
 fn exit_code_and_stderr(command: &mut Command) -> (Option<i32>, String) {
     const DEADLINE: Duration = Duration::from_secs(20);
-    let mut child = command
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > DEADLINE {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            panic!("still running after {DEADLINE:?}: {command:?}");
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let (status, _, stderr) = test_support::process::run_to_end(command, DEADLINE);
+    let status = status.unwrap_or_else(|| panic!("still running after {DEADLINE:?}: {command:?}"));
     (status.code(), stderr)
 }
 

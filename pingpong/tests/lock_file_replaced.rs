@@ -6,7 +6,6 @@
 mod support;
 
 use std::{
-    collections::BTreeSet,
     fs,
     path::Path,
     sync::{
@@ -17,48 +16,9 @@ use std::{
     time::Duration,
 };
 
-use support::{Server, eventually, metric, pong_number};
+use support::{Server, assert_each_number_once, eventually, load_until, metric};
 
 const LOCK: &str = "pingpong_counter.txt.lock";
-
-/// Asks `port` for `/pingpong` on `threads` threads until `stop`, keeping every number answered
-/// `200`.
-fn load_until(
-    port: u16,
-    threads: usize,
-    stop: &Arc<AtomicBool>,
-) -> Vec<thread::JoinHandle<Vec<u64>>> {
-    (0..threads)
-        .map(|_| {
-            let stop = stop.clone();
-            thread::spawn(move || {
-                let mut numbers = Vec::new();
-                while !stop.load(Ordering::SeqCst) {
-                    if let Ok((200, body)) = support::try_get(port, "/pingpong") {
-                        numbers.push(pong_number(&body));
-                    }
-                }
-                numbers
-            })
-        })
-        .collect()
-}
-
-fn assert_each_number_once(answers: &[u64]) {
-    let mut seen = BTreeSet::new();
-    let twice: Vec<u64> = answers
-        .iter()
-        .copied()
-        .filter(|&n| !seen.insert(n))
-        .collect();
-    assert!(
-        twice.is_empty(),
-        "{} numbers handed out twice of {} answers, e.g. {:?}",
-        twice.len(),
-        answers.len(),
-        &twice[..twice.len().min(5)]
-    );
-}
 
 /// A copy of the lock file as it is now, renamed over it: a restore with `mv`.
 fn restore_over(lock: &Path) {

@@ -11,18 +11,17 @@
 mod support;
 
 use std::{
-    fs::File,
     io::{self, BufRead, BufReader, Read, Write},
     net::TcpStream,
-    os::fd::OwnedFd,
-    process::{Child, Command, Output, Stdio},
+    process::{Command, Output, Stdio},
     sync::mpsc,
     thread,
     time::Duration,
 };
 
 use serde_json::Value;
-use support::{BIN, Server, eventually, listening_port, metric, status_and_body};
+use support::{BIN, Response, Server, eventually, listening_port, metric, run_briefly};
+use test_support::{Spawn, http, small_pipe};
 
 /// Long enough for a debug build on a loaded machine; a request held up by logging waits for
 /// ever, so any deadline tells the two apart.
@@ -30,37 +29,8 @@ const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 
 /// One request on a fresh connection, answered within [`ANSWER_WITHIN`]: (status, body).
 fn request(port: u16, method: &str, path: &str) -> io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(ANSWER_WITHIN))?;
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    status_and_body(&response)
-}
-
-/// A pipe whose buffer is one page (4 KiB, the least Linux allows): the read end for the test,
-/// the write end for the child's stderr.
-fn small_pipe() -> (File, OwnedFd) {
-    let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).expect("pipe");
-    rustix::pipe::fcntl_setpipe_size(&write, 4096).expect("F_SETPIPE_SZ");
-    assert_eq!(
-        rustix::pipe::fcntl_getpipe_size(&write).expect("size"),
-        4096
-    );
-    (File::from(read), write)
-}
-
-/// Kills the child when dropped, so a failing test leaves no server behind.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    let raw = http::request_bytes(method, path);
+    http::exchange(http::loopback(port), &raw, ANSWER_WITHIN).map(Response::status_and_text)
 }
 
 #[test]
@@ -68,17 +38,13 @@ fn a_stderr_nobody_reads_never_stops_serving_and_the_dropped_lines_are_counted()
     const REQUESTS: usize = 1000;
     let dir = tempfile::tempdir().unwrap();
     let (read, write) = small_pipe();
-    let child = Command::new(BIN)
+    let mut server = Spawn::new(BIN)
         .env("PORT", "0")
         .env("DATA_DIR", dir.path())
         .env("RUST_LOG", "info")
         .env_remove("LOG_FORMAT")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
         .stderr(Stdio::from(write))
-        .spawn()
-        .expect("starting pingpong");
-    let mut server = Killed(child);
+        .start();
 
     // Read stderr only up to the line that gives the port; from then on nobody reads it.
     let mut stderr = BufReader::new(read);
@@ -167,8 +133,8 @@ fn a_stderr_nobody_reads_never_stops_serving_and_the_dropped_lines_are_counted()
         request(port, "GET", "/healthz").unwrap(),
         (200, "ok".to_owned())
     );
-    let _ = Command::new("kill").arg(server.0.id().to_string()).status();
-    let status = server.0.wait().expect("wait");
+    server.signal("TERM");
+    let status = server.wait();
     assert_eq!(status.code(), Some(0), "SIGTERM exits 0");
 }
 
@@ -256,7 +222,7 @@ fn every_line_pingpong_writes_is_json_in_json_format_and_none_is_in_text_format(
             (server.get("/readyz").0 == 503).then_some(())
         });
         assert_eq!(server.wait_exit(Duration::from_secs(15)).code(), Some(0));
-        let stderr = server.stderr();
+        let stderr = server.stderr_lines();
         let objects = parse_lines(format, &stderr);
         if format == "text" {
             let answered = |needle: &str| {
@@ -389,32 +355,6 @@ fn a_malformed_log_format_exits_2_with_one_line_naming_it() {
     );
 }
 
-/// Runs `command` to its end, or kills it after 5 s (a server that accepted what it should
-/// have refused would otherwise serve for ever): its exit code (`None` if killed) and stderr.
-fn run_briefly(mut command: Command) -> (Option<i32>, String) {
-    let child = command
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut child = Killed(child);
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while child.0.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(10));
-    }
-    let _ = child.0.kill();
-    let status = child.0.wait().unwrap();
-    let mut stderr = String::new();
-    child
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    (status.code(), stderr)
-}
-
 #[test]
 fn an_oversized_body_with_a_long_method_and_path_logs_neither() {
     let dir = tempfile::tempdir().unwrap();
@@ -433,7 +373,7 @@ fn an_oversized_body_with_a_long_method_and_path_logs_neither() {
     assert!(response.starts_with("HTTP/1.1 413"), "{response:?}");
     let line = eventually(ANSWER_WITHIN, "the 413 log line", || {
         server
-            .stderr()
+            .stderr_lines()
             .into_iter()
             .find(|l| l.contains("answering 413"))
     });

@@ -4,50 +4,11 @@
 
 use std::fs;
 
-use axum::{
-    Router,
-    body::Body,
-    http::{Method, Request, StatusCode, header},
-};
-use http_body_util::BodyExt;
+use axum::http::{Method, StatusCode};
 use pingpong::routes::app_for;
 use service_kit::shutdown::Draining;
 use shared_fs::CounterFile;
-use tower::ServiceExt;
-
-struct Answer {
-    status: StatusCode,
-    allow: Option<String>,
-    content_type: Option<String>,
-    body: String,
-}
-
-async fn call(app: &Router, method: Method, path: &str) -> Answer {
-    let request = Request::builder()
-        .method(method)
-        .uri(path)
-        .body(Body::empty())
-        .unwrap();
-    let response = app.clone().oneshot(request).await.unwrap();
-    let header = |name| {
-        response
-            .headers()
-            .get(name)
-            .map(|v: &header::HeaderValue| v.to_str().unwrap().to_owned())
-    };
-    let (status, allow, content_type) = (
-        response.status(),
-        header(header::ALLOW),
-        header(header::CONTENT_TYPE),
-    );
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    Answer {
-        status,
-        allow,
-        content_type,
-        body: String::from_utf8(body.to_vec()).unwrap(),
-    }
-}
+use test_support::router::call;
 
 #[tokio::test]
 async fn only_get_hands_out_a_number_head_included() {

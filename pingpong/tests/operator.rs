@@ -5,7 +5,6 @@
 mod support;
 
 use std::{
-    ffi::OsStr,
     fs,
     os::unix::{fs::FileTypeExt, net::UnixListener},
     path::{Path, PathBuf},
@@ -14,6 +13,7 @@ use std::{
 };
 
 use support::{BIN, Server, eventually};
+use test_support::Mount;
 
 const COUNTER: &str = "pingpong_counter.txt";
 const LOCK: &str = "pingpong_counter.txt.lock";
@@ -36,11 +36,12 @@ fn stdout(output: &Output) -> String {
 
 /// The published file holds `n`: what a lease given back leaves.
 fn wait_published(data_dir: &Path, n: u64) {
-    let path = data_dir.join(COUNTER);
     let expected = format!("{n}\n");
-    eventually(Duration::from_secs(20), "the count to be published", || {
-        (fs::read_to_string(&path).ok().as_deref() == Some(&expected)).then_some(())
-    });
+    test_support::assert_published_within(
+        &data_dir.join(COUNTER),
+        &expected,
+        Duration::from_secs(20),
+    );
 }
 
 #[test]
@@ -104,68 +105,6 @@ fn counter_get_on_a_network_volume_prints_the_count_the_next_lease_starts_from()
     assert_eq!(server.get("/pingpong"), (200, "pong 3".to_owned()));
 }
 
-/// A filesystem mounted at a new directory for one test, unmounted when dropped.
-struct Mount {
-    dir: tempfile::TempDir,
-}
-
-impl Mount {
-    /// `source` mounted read-only at a new directory; `None` (and a line saying why) where
-    /// this process may not mount.
-    fn read_only_view(source: &Path) -> Option<Mount> {
-        let mount = Mount::new(&[OsStr::new("--bind"), source.as_os_str()])?;
-        mount.remount(&["-o", "remount,bind,ro"])?;
-        Some(mount)
-    }
-
-    /// A tmpfs of 256 KiB; `None` (and a line saying why) where this process may not mount.
-    fn small_tmpfs() -> Option<Mount> {
-        Mount::new(&[
-            OsStr::new("-t"),
-            OsStr::new("tmpfs"),
-            OsStr::new("-o"),
-            OsStr::new("size=256k"),
-            OsStr::new("tmpfs"),
-        ])
-    }
-
-    fn new(args: &[&OsStr]) -> Option<Mount> {
-        let dir = tempfile::tempdir().unwrap();
-        let mounted = Command::new("mount")
-            .args(args)
-            .arg(dir.path())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !mounted {
-            eprintln!("skipped: cannot mount (needs root and mount(8))");
-            return None;
-        }
-        Some(Mount { dir })
-    }
-
-    fn remount(&self, args: &[&str]) -> Option<()> {
-        let done = Command::new("mount")
-            .args(args)
-            .arg(self.dir.path())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !done {
-            eprintln!("skipped: cannot remount {args:?}");
-        }
-        done.then_some(())
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
-    }
-}
-
 #[test]
 fn counter_get_prints_the_count_on_a_read_only_volume() {
     for kind in ["local", "network"] {
@@ -193,7 +132,7 @@ fn counter_get_prints_the_count_on_a_read_only_volume() {
 #[test]
 fn counter_get_prints_the_count_on_a_full_volume() {
     for kind in ["local", "network"] {
-        let Some(volume) = Mount::small_tmpfs() else {
+        let Some(volume) = Mount::tmpfs("256k") else {
             return;
         };
         let set = counter(&["set", "7"], volume.path(), kind);
@@ -349,7 +288,7 @@ fn a_directory_at_the_rollout_marker_is_reported_until_counter_set_moves_it_asid
     assert_eq!(server.get("/pingpong"), (200, "pong 0".to_owned()));
     let reported = |server: &Server| {
         server
-            .stderr()
+            .stderr_lines()
             .iter()
             .filter(|l| l.contains("WARN") && l.contains("the rollout marker is unusable"))
             .count()
@@ -358,7 +297,7 @@ fn a_directory_at_the_rollout_marker_is_reported_until_counter_set_moves_it_asid
         (reported(&server) == 1).then_some(())
     });
     let line = server
-        .stderr()
+        .stderr_lines()
         .into_iter()
         .find(|l| l.contains("the rollout marker is unusable"))
         .unwrap();

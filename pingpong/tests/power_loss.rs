@@ -476,11 +476,7 @@ fn remove_if_there(path: &Path) {
 /// loaded machine can take longer.
 fn published_eventually(dir: &Path, count: u64) {
     let expected = format!("{count}\n");
-    eventually(
-        Duration::from_secs(30),
-        &format!("the published file to hold {expected:?}"),
-        || (fs::read_to_string(dir.join(COUNTER)).ok()? == expected).then_some(()),
-    );
+    test_support::assert_published_within(&dir.join(COUNTER), &expected, Duration::from_secs(30));
 }
 
 /// What the volume holds when a rollout proof's recipe starts.

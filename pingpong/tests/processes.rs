@@ -189,11 +189,11 @@ fn a_corrupt_file_keeps_the_server_up_until_counter_set_repairs_it_without_resta
     assert_eq!(fs::read(&path).unwrap(), b"pong NaN\n");
     assert!(
         server
-            .stderr()
+            .stderr_lines()
             .iter()
             .any(|l| l.contains("ERROR") && l.contains("corrupt counter file")),
         "the error is logged: {:?}",
-        server.stderr()
+        server.stderr_lines()
     );
 
     let repair = Command::new(BIN)

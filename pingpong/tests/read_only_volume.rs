@@ -6,55 +6,15 @@
 
 mod support;
 
-use std::{path::Path, process::Command, time::Duration};
+use std::time::Duration;
 
 use shared_fs::CounterFile;
 use support::{Server, eventually};
-
-/// A tmpfs mounted on a temp directory, unmounted on drop.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount() -> Option<Tmpfs> {
-        let dir = tempfile::tempdir().unwrap();
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            Some(Tmpfs { dir })
-        } else {
-            println!("SKIPPED: cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN)");
-            None
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn remount(&self, mode: &str) {
-        let status = Command::new("mount")
-            .args(["-o", &format!("remount,{mode}")])
-            .arg(self.path())
-            .status()
-            .unwrap();
-        assert!(status.success(), "remount {mode}");
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
-    }
-}
+use test_support::Mount;
 
 #[test]
 fn a_network_volume_read_only_at_start_is_ready_once_it_is_writable() {
-    let Some(volume) = Tmpfs::mount() else {
+    let Some(volume) = Mount::tmpfs("1m") else {
         return;
     };
     let file = CounterFile::in_dir(volume.path());

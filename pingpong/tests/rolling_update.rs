@@ -25,7 +25,7 @@ use std::{
 };
 
 use shared_fs::CounterFile;
-use support::{Server, pong_number};
+use support::{Server, assert_each_number_once, load_until, pong_number};
 use test_support::PREVIOUS_RELEASE;
 
 const COUNTER: &str = "pingpong_counter.txt";
@@ -138,29 +138,6 @@ fn replicas_of_the_previous_release_and_of_this_one_hand_out_every_number_once()
     assert_eq!(again.get("/pingpong"), (200, format!("pong {total}")));
 }
 
-/// Asks `port` for `/pingpong` on `threads` threads until `stop`, keeping every number answered
-/// `200`; a replica killed under it just stops answering.
-fn load_until(
-    port: u16,
-    threads: usize,
-    stop: Arc<AtomicBool>,
-) -> Vec<thread::JoinHandle<Vec<u64>>> {
-    (0..threads)
-        .map(|_| {
-            let stop = stop.clone();
-            thread::spawn(move || {
-                let mut numbers = Vec::new();
-                while !stop.load(Ordering::SeqCst) {
-                    if let Ok((200, body)) = support::try_get(port, "/pingpong") {
-                        numbers.push(pong_number(&body));
-                    }
-                }
-                numbers
-            })
-        })
-        .collect()
-}
-
 #[test]
 fn a_new_replica_killed_during_the_rollout_leaves_no_number_an_old_one_hands_out_again() {
     // A new replica that dies without its SIGTERM (kill -9, its node failing) while it holds
@@ -177,9 +154,9 @@ fn a_new_replica_killed_during_the_rollout_leaves_no_number_an_old_one_hands_out
     for _ in 0..6 {
         let new = Server::start(dir.path());
         let stop = Arc::new(AtomicBool::new(false));
-        let clients: Vec<_> = load_until(old_a.port, 2, stop.clone())
+        let clients: Vec<_> = load_until(old_a.port, 2, &stop)
             .into_iter()
-            .chain(load_until(new.port, 4, stop.clone()))
+            .chain(load_until(new.port, 4, &stop))
             .collect();
         thread::sleep(Duration::from_millis(300));
         new.kill9();
@@ -211,7 +188,7 @@ fn a_new_replica_started_later_in_the_rollout_knows_old_replicas_are_about() {
     for _ in 0..4 {
         let new_d = Server::start(dir.path());
         let stop = Arc::new(AtomicBool::new(false));
-        let clients = load_until(new_d.port, 4, stop.clone());
+        let clients = load_until(new_d.port, 4, &stop);
         thread::sleep(Duration::from_millis(200));
         new_d.kill9();
         stop.store(true, Ordering::SeqCst);
@@ -222,21 +199,4 @@ fn a_new_replica_started_later_in_the_rollout_knows_old_replicas_are_about() {
         answers.extend(load(&[old_a.port], 2, 10));
     }
     assert_each_number_once(&answers);
-}
-
-/// No number in `answers` twice; the failure says how many and shows a few.
-fn assert_each_number_once(answers: &[u64]) {
-    let mut seen = BTreeSet::new();
-    let twice: Vec<u64> = answers
-        .iter()
-        .copied()
-        .filter(|&n| !seen.insert(n))
-        .collect();
-    assert!(
-        twice.is_empty(),
-        "{} numbers handed out twice of {} answers, e.g. {:?}",
-        twice.len(),
-        answers.len(),
-        &twice[..twice.len().min(5)]
-    );
 }

@@ -21,7 +21,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use support::{BIN, Server, get, hold_counter_lock};
+use support::{BIN, Server, get, hold_counter_lock, run_briefly};
 use test_support::plant_fifo;
 
 const COUNTER: &str = "pingpong_counter.txt";
@@ -227,7 +227,7 @@ fn a_fifo_at_the_counter_path_is_a_503_on_every_replica_until_it_is_repaired() {
         };
     plant_under_the_lock();
     support::eventually(Duration::from_secs(20), "the FIFO to be reported", || {
-        if c.stderr().iter().any(|l| l.contains("named pipe")) {
+        if c.stderr_lines().iter().any(|l| l.contains("named pipe")) {
             return Some(());
         }
         // c was already publishing: it had read the file before the rename and replaced it
@@ -262,7 +262,7 @@ fn sigint_during_shutdown_exits_at_once_and_a_repeated_sigterm_changes_nothing()
     server.signal(15);
     support::eventually(Duration::from_secs(5), "shutdown to start", || {
         server
-            .stderr()
+            .stderr_lines()
             .iter()
             .any(|l| l.contains("shutting down"))
             .then_some(())
@@ -274,7 +274,7 @@ fn sigint_during_shutdown_exits_at_once_and_a_repeated_sigterm_changes_nothing()
         "the repeated SIGTERM logged",
         || {
             server
-                .stderr()
+                .stderr_lines()
                 .iter()
                 .any(|l| l.contains("SIGTERM again: already shutting down"))
                 .then_some(())
@@ -291,11 +291,11 @@ fn sigint_during_shutdown_exits_at_once_and_a_repeated_sigterm_changes_nothing()
     assert!(second.elapsed() < Duration::from_secs(2));
     assert!(
         server
-            .stderr()
+            .stderr_lines()
             .iter()
             .any(|l| l.contains("second signal: exiting now")),
         "{:?}",
-        server.stderr()
+        server.stderr_lines()
     );
     let _ = stuck.join();
 }
@@ -358,7 +358,12 @@ fn a_30_kb_method_reaches_neither_the_log_nor_the_metrics() {
     assert!(!dir.path().join(COUNTER).exists());
     // The request log is written when the answer is; give it a moment to reach stderr.
     thread::sleep(Duration::from_millis(100));
-    let longest = server.stderr().iter().map(String::len).max().unwrap_or(0);
+    let longest = server
+        .stderr_lines()
+        .iter()
+        .map(String::len)
+        .max()
+        .unwrap_or(0);
     assert!(longest < 1_000, "a log line of {longest} bytes");
 }
 
@@ -389,28 +394,4 @@ fn variables_that_are_not_utf8_or_not_plain_digits_exit_2() {
         command.env("PORT", port);
         assert_eq!(run_briefly(command).0, Some(2), "PORT={port:?}");
     }
-}
-
-/// Runs `command` to its end, or kills it after 5 s (a server that accepted what it should
-/// have refused would otherwise serve for ever): its exit code (`None` if killed) and stderr.
-fn run_briefly(mut command: Command) -> (Option<i32>, String) {
-    let mut child = command
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(10));
-    }
-    let _ = child.kill();
-    let status = child.wait().unwrap();
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    (status.code(), stderr)
 }

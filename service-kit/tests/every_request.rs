@@ -20,17 +20,15 @@ use std::{
 
 use axum::{
     Router,
-    body::Body,
-    http::{Method, Request, StatusCode},
+    http::{Method, StatusCode},
     routing::get,
 };
-use http_body_util::BodyExt;
 use prometheus_client::registry::Registry;
 use service_kit::{
     http::{self, REQUEST_TIMEOUT, ReadyCheck},
     shutdown::Draining,
 };
-use tower::ServiceExt;
+use test_support::router::call;
 use tracing_subscriber::EnvFilter;
 
 fn ready() -> ReadyCheck {
@@ -43,26 +41,6 @@ fn app(draining: Draining) -> Router {
         .route("/pingpong", get(|| async { "pong 0" }))
         .route("/stuck", get(std::future::pending::<&'static str>));
     http::finish(routes, Registry::default(), draining, ready())
-}
-
-struct Answer {
-    status: StatusCode,
-    body: String,
-}
-
-async fn call(app: &Router, method: Method, path: &str) -> Answer {
-    let request = Request::builder()
-        .method(method)
-        .uri(path)
-        .body(Body::empty())
-        .unwrap();
-    let response = app.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    Answer {
-        status,
-        body: String::from_utf8(body.to_vec()).unwrap(),
-    }
 }
 
 /// The log lines of the process running one test alone, formatted as `telemetry::init` formats

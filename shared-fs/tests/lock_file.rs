@@ -9,12 +9,7 @@
 //! `MAX_HOLD`, then it publishes); the tests replace the file between leases, except where a
 //! new file makes the next process wait for that (see `shared_fs::lease::LockFile`).
 
-use std::{
-    fs,
-    sync::Arc,
-    thread,
-    time::{Duration, Instant},
-};
+use std::{fs, sync::Arc, thread, time::Duration};
 
 use shared_fs::{
     Counter, CounterFile,
@@ -22,18 +17,7 @@ use shared_fs::{
     lease::{Advance, Lease, LockFile},
     read_counter,
 };
-
-/// Polls `check` every 10 ms until it returns `Some`, failing after `within`.
-fn eventually<T>(within: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(10));
-    }
-}
+use test_support::eventually;
 
 /// The two ways a lock file leaves its path under running processes.
 #[derive(Debug, Clone, Copy)]

@@ -8,58 +8,16 @@
 //! (needs root and CAP_SYS_ADMIN; elsewhere the test prints why it skips).
 
 use std::{
-    path::Path,
-    process::Command,
     thread,
     time::{Duration, Instant},
 };
 
 use shared_fs::{CounterFile, caches::VolumeKind};
-
-/// A tmpfs mounted on a temp directory, unmounted on drop.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount() -> Option<Tmpfs> {
-        let dir = tempfile::tempdir().unwrap();
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            Some(Tmpfs { dir })
-        } else {
-            println!("SKIPPED: cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN)");
-            None
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn remount(&self, mode: &str) {
-        let status = Command::new("mount")
-            .args(["-o", &format!("remount,{mode}")])
-            .arg(self.path())
-            .status()
-            .unwrap();
-        assert!(status.success(), "remount {mode}");
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
-    }
-}
+use test_support::Mount;
 
 #[test]
 fn a_reader_that_opened_a_read_only_volume_switches_once_it_is_writable() {
-    let Some(volume) = Tmpfs::mount() else {
+    let Some(volume) = Mount::tmpfs("1m") else {
         return;
     };
     let network = || CounterFile::in_dir(volume.path()).with_volume_kind(VolumeKind::Network);

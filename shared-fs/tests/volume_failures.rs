@@ -11,53 +11,11 @@ use std::{
     fs,
     io::Write,
     path::{Path, PathBuf},
-    process::Command,
     thread,
 };
 
 use shared_fs::{Counter, CounterFile};
-use test_support::assert_published;
-
-/// A tmpfs mounted on a temp directory, unmounted on drop.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Option<Tmpfs> {
-        let dir = tempfile::tempdir().unwrap();
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            Some(Tmpfs { dir })
-        } else {
-            println!("SKIPPED: cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN)");
-            None
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn remount(&self, mode: &str) {
-        let status = Command::new("mount")
-            .args(["-o", &format!("remount,{mode}")])
-            .arg(self.path())
-            .status()
-            .unwrap();
-        assert!(status.success(), "remount {mode}");
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
-    }
-}
+use test_support::{Mount, assert_published};
 
 fn temp_files(dir: &Path) -> Vec<PathBuf> {
     fs::read_dir(dir)
@@ -69,7 +27,7 @@ fn temp_files(dir: &Path) -> Vec<PathBuf> {
 
 #[tokio::test]
 async fn a_read_only_volume_fails_the_batch_then_recovers_when_writable() {
-    let Some(volume) = Tmpfs::mount("1m") else {
+    let Some(volume) = Mount::tmpfs("1m") else {
         return;
     };
     let file = CounterFile::in_dir(volume.path());
@@ -95,7 +53,7 @@ async fn a_read_only_volume_fails_the_batch_then_recovers_when_writable() {
 
 #[tokio::test]
 async fn a_full_volume_keeps_counting_in_the_record_and_publishes_once_there_is_room() {
-    let Some(volume) = Tmpfs::mount("64k") else {
+    let Some(volume) = Mount::tmpfs("64k") else {
         return;
     };
     let file = CounterFile::in_dir(volume.path());

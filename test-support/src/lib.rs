@@ -1,6 +1,12 @@
-//! Dev-only: what the process tests of pingpong and log-output share, so that each suite's own
-//! helpers (its process guard, its HTTP client) only wire it in:
+//! Dev-only: what the tests of pingpong and log-output share, so that each suite's own helpers
+//! only wire it in:
 //!
+//! - [`process`]: a service binary as a child process, killed when dropped, its stderr
+//!   collected to the end and its listening port read from its log;
+//! - [`http`]: a raw HTTP/1.1 client over loopback;
+//! - [`router`]: one request through an in-process `Router` (`oneshot`);
+//! - [`eventually`]: polling for a condition with a deadline;
+//! - [`Mount`]: a tiny tmpfs or a read-only view, mounted for one test;
 //! - a child's resources read from `/proc`: its peak memory and its open descriptors, for the
 //!   tests that show a huge file or a flood of connections costs nothing lasting;
 //! - a named pipe planted where a file should be, which stands for a volume that stops
@@ -9,6 +15,16 @@
 //!   holds it;
 //! - the published counter file checked within the bound SPEC §3 gives it after the last
 //!   increment.
+
+pub mod http;
+mod mount;
+mod poll;
+pub mod process;
+pub mod router;
+
+pub use mount::Mount;
+pub use poll::{DEADLINE, eventually};
+pub use process::{Proc, Spawn};
 
 use std::{
     path::Path,
@@ -47,6 +63,18 @@ pub fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .expect("listing /proc/PID/fd")
         .count()
+}
+
+/// A pipe whose buffer is one page (4 KiB, the least Linux allows): the read end for the test,
+/// the write end for a child's stdout or stderr, which then fills after a few dozen lines.
+pub fn small_pipe() -> (std::fs::File, std::os::fd::OwnedFd) {
+    let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).expect("pipe");
+    rustix::pipe::fcntl_setpipe_size(&write, 4096).expect("F_SETPIPE_SZ");
+    assert_eq!(
+        rustix::pipe::fcntl_getpipe_size(&write).expect("size"),
+        4096
+    );
+    (std::fs::File::from(read), write)
 }
 
 /// Plants a named pipe at `path` (with mkfifo(1): the workspace forbids `unsafe`, so no
@@ -217,7 +245,12 @@ pub const PUBLISHED_WITHIN: Duration = Duration::from_secs(10);
 /// The content of the published counter file at `path` once it is `expected`, polling for
 /// [`PUBLISHED_WITHIN`]; panics with what it held last if it never does.
 pub fn assert_published(path: &Path, expected: &str) {
-    let deadline = Instant::now() + PUBLISHED_WITHIN;
+    assert_published_within(path, expected, PUBLISHED_WITHIN);
+}
+
+/// [`assert_published`], polling for `within` (a test whose load makes it need longer).
+pub fn assert_published_within(path: &Path, expected: &str, within: Duration) {
+    let deadline = Instant::now() + within;
     loop {
         let content = std::fs::read_to_string(path);
         if content.as_deref().ok() == Some(expected) {
@@ -225,7 +258,7 @@ pub fn assert_published(path: &Path, expected: &str) {
         }
         assert!(
             Instant::now() < deadline,
-            "{} holds {content:?} {PUBLISHED_WITHIN:?} after the last increment, not {expected:?}",
+            "{} holds {content:?} {within:?} after the last increment, not {expected:?}",
             path.display()
         );
         thread::sleep(Duration::from_millis(1));

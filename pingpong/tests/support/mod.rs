@@ -1,27 +1,35 @@
-//! Real pingpong processes for the tests: started with `PORT=0` on a temp `DATA_DIR`, their
-//! stderr collected (and drained, so a chatty server never blocks on a full pipe), killed when
-//! dropped so a failing test leaves none behind.
+//! Real pingpong processes for the tests: [`test_support::Proc`] started with `PORT=0` on a
+//! temp `DATA_DIR`, with the port pingpong logs that it listens on.
 
-#![allow(dead_code)] // each test file uses a different part
+#![allow(dead_code, unused_imports)] // each test file uses a different part
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
-    net::TcpStream,
+    collections::BTreeSet,
+    ops::{Deref, DerefMut},
     path::Path,
-    process::{Child, Command, ExitStatus, Stdio},
-    sync::{Arc, Mutex, mpsc},
+    process::{Command, ExitStatus},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
     thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
+
+use test_support::{Proc, Spawn};
+pub use test_support::{eventually, http::Response};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_pingpong");
 
+/// What a pingpong's listening line contains.
+const LISTENING: &str = "pingpong listening";
+
+/// A pingpong process and the port it listens on.
+#[derive(Debug)]
 pub struct Server {
-    child: Child,
+    proc: Proc,
     pub port: u16,
-    stderr: Arc<Mutex<Vec<String>>>,
-    /// The thread reading stderr: it ends at the pipe's end, after the process has exited.
-    reader: Option<thread::JoinHandle<()>>,
 }
 
 impl Server {
@@ -32,12 +40,12 @@ impl Server {
 
     /// Starts pingpong on `data_dir` with more variables (`env`) and waits until it listens.
     pub fn start_with(data_dir: &Path, env: &[(&str, &str)]) -> Server {
-        Server::spawn(Command::new(BIN), data_dir, env)
+        Server::spawn(Spawn::new(BIN), data_dir, env)
     }
 
     /// Starts another pingpong binary (a previous release's) on `data_dir`.
     pub fn start_binary(bin: &Path, data_dir: &Path) -> Server {
-        Server::spawn(Command::new(bin), data_dir, &[])
+        Server::spawn(Spawn::command("pingpong", Command::new(bin)), data_dir, &[])
     }
 
     /// Starts pingpong with its open-file limit set to `nofile` (a container's limit: podman
@@ -48,197 +56,53 @@ impl Server {
             .arg("-c")
             .arg(format!("ulimit -n {nofile} && exec \"$0\""))
             .arg(BIN);
-        Server::spawn(command, data_dir, &[])
+        Server::spawn(Spawn::command("pingpong", command), data_dir, &[])
     }
 
-    fn spawn(mut command: Command, data_dir: &Path, env: &[(&str, &str)]) -> Server {
-        let mut child = command
+    fn spawn(spawn: Spawn, data_dir: &Path, env: &[(&str, &str)]) -> Server {
+        let proc = spawn
             .env("PORT", "0")
             .env("DATA_DIR", data_dir)
             .env("RUST_LOG", "info")
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting pingpong");
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let (port_tx, port_rx) = mpsc::channel();
-        let lines = BufReader::new(child.stderr.take().expect("stderr"));
-        let collected = stderr.clone();
-        let reader = thread::spawn(move || {
-            for line in lines.lines() {
-                let Ok(line) = line else { break };
-                if let Some(port) = listening_port(&line) {
-                    let _ = port_tx.send(port);
-                }
-                collected.lock().expect("stderr lock").push(line);
-            }
-        });
-        let port = match port_rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(port) => port,
-            Err(_) => panic!(
-                "pingpong did not start listening: {:?}",
-                stderr.lock().expect("stderr lock")
-            ),
-        };
-        Server {
-            child,
-            port,
-            stderr,
-            reader: Some(reader),
-        }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// How many descriptors the process has open now.
-    pub fn open_fds(&self) -> usize {
-        test_support::open_fds(self.pid())
-    }
-
-    /// The number of open descriptors once it has stopped changing (the server side of the
-    /// last connection closes a moment after the client has read its answer).
-    pub fn settled_fds(&self) -> usize {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let (mut last, mut same) = (self.open_fds(), 0);
-        while same < 20 {
-            assert!(Instant::now() < deadline, "descriptors never settled");
-            thread::sleep(Duration::from_millis(10));
-            let now = self.open_fds();
-            if now == last {
-                same += 1;
-            } else {
-                (last, same) = (now, 0);
-            }
-        }
-        last
-    }
-
-    /// What each open descriptor is (`socket:[…]`, a path), for failure messages.
-    pub fn fd_targets(&self) -> Vec<String> {
-        let mut targets: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
-            .expect("listing /proc/PID/fd")
-            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-            .map(|t| t.display().to_string())
-            .collect();
-        targets.sort();
-        targets
-    }
-
-    /// Waits until the process has exactly `baseline` descriptors open.
-    pub fn fds_return_to(&self, baseline: usize, within: Duration) {
-        let deadline = Instant::now() + within;
-        while self.open_fds() != baseline {
-            assert!(
-                Instant::now() < deadline,
-                "{} descriptors open {within:?} after the flood, baseline {baseline}: {:?}",
-                self.open_fds(),
-                self.fd_targets()
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
+            .envs(env)
+            .listening(LISTENING)
+            .start();
+        let port = proc.port();
+        Server { proc, port }
     }
 
     pub fn get(&self, path: &str) -> (u16, String) {
         get(self.port, path)
     }
 
-    /// The process's peak resident memory (`VmHWM`), in bytes.
-    pub fn peak_rss(&self) -> u64 {
-        test_support::peak_rss(self.pid())
-    }
-
-    /// The exit status if the process has exited, without waiting.
-    pub fn try_exit(&mut self) -> Option<ExitStatus> {
-        let status = self.child.try_wait().expect("wait");
-        if status.is_some() {
-            self.read_stderr_to_the_end();
-        }
-        status
-    }
-
-    /// The exit status, waiting at most `within` (after a signal the test sent itself). Once
-    /// it has exited, [`Server::stderr`] holds every line it wrote: the lines still in the pipe
-    /// when it exited are read first.
-    pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                self.read_stderr_to_the_end();
-                return status;
-            }
-            assert!(Instant::now() < deadline, "no exit within {within:?}");
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn read_stderr_to_the_end(&mut self) {
-        let Some(reader) = self.reader.take() else {
-            return;
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !reader.is_finished() {
-            assert!(
-                Instant::now() < deadline,
-                "stderr still open 10 s after the exit"
-            );
-            thread::sleep(Duration::from_millis(5));
-        }
-        reader.join().expect("the stderr reader");
-    }
-
-    pub fn stderr(&self) -> Vec<String> {
-        self.stderr.lock().expect("stderr lock").clone()
-    }
-
-    pub fn signal(&self, signal: i32) {
-        let pid = i32::try_from(self.child.id()).expect("pid");
-        // The workspace forbids unsafe code, so no libc::kill: the kill command does the same.
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(pid.to_string())
-            .status()
-            .expect("kill");
-        assert!(status.success());
-    }
-
     /// SIGTERM, then the exit status, waiting at most `within`.
-    pub fn terminate(mut self, within: Duration) -> ExitStatus {
-        self.signal(15);
-        self.wait_exit(within)
+    pub fn terminate(self, within: Duration) -> ExitStatus {
+        self.proc.terminate(within)
     }
 
     /// SIGKILL: no chance to finish anything.
-    pub fn kill9(mut self) {
-        self.child.kill().expect("kill -9");
-        self.child.wait().expect("wait");
+    pub fn kill9(self) {
+        self.proc.kill9()
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl Deref for Server {
+    type Target = Proc;
+
+    fn deref(&self) -> &Proc {
+        &self.proc
     }
 }
 
-/// The value after `key` in a log line, up to the next space.
-fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    let start = line.find(key)? + key.len();
-    line[start..].split_whitespace().next()
+impl DerefMut for Server {
+    fn deref_mut(&mut self) -> &mut Proc {
+        &mut self.proc
+    }
 }
 
 /// The port of a "pingpong listening" line, in either `LOG_FORMAT`.
 pub fn listening_port(line: &str) -> Option<u16> {
-    if !line.contains("pingpong listening") {
-        return None;
-    }
-    match serde_json::from_str::<serde_json::Value>(line) {
-        Ok(object) => object["port"].as_u64().and_then(|p| u16::try_from(p).ok()),
-        Err(_) => field(line, "port=")?.parse().ok(),
-    }
+    test_support::process::listening_port(line, LISTENING)
 }
 
 /// The value of the metric `name` (full name, no labels) in a `/metrics` body.
@@ -253,29 +117,7 @@ pub fn get(port: u16, path: &str) -> (u16, String) {
 }
 
 pub fn try_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    status_and_body(&response)
-}
-
-/// A whole HTTP/1.1 answer as read from the socket: (status, body); an error says what is
-/// missing.
-pub fn status_and_body(response: &str) -> std::io::Result<(u16, String)> {
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other(format!("no header end in {response:?}")))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("no status in {head:?}")))?;
-    Ok((status, body.to_owned()))
+    test_support::http::get(port, path).map(Response::status_and_text)
 }
 
 /// `pong N` -> N.
@@ -291,14 +133,50 @@ pub fn hold_counter_lock(data_dir: &Path) -> mpsc::Sender<()> {
     test_support::hold_lock(&data_dir.join("pingpong_counter.txt.lock"))
 }
 
-/// Polls `check` until it returns `Some`, failing after `within`.
-pub fn eventually<T>(within: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(10));
-    }
+/// Runs `command` to its end, or kills it after 5 s (a server that accepted what it should
+/// have refused would otherwise serve for ever): its exit code (`None` if killed) and stderr.
+pub fn run_briefly(mut command: Command) -> (Option<i32>, String) {
+    let (status, _, stderr) =
+        test_support::process::run_to_end(&mut command, Duration::from_secs(5));
+    (status.and_then(|s| s.code()), stderr)
+}
+
+/// Asks `port` for `/pingpong` on `threads` threads until `stop`, keeping every number answered
+/// `200`; a replica killed under it just stops answering.
+pub fn load_until(
+    port: u16,
+    threads: usize,
+    stop: &Arc<AtomicBool>,
+) -> Vec<thread::JoinHandle<Vec<u64>>> {
+    (0..threads)
+        .map(|_| {
+            let stop = stop.clone();
+            thread::spawn(move || {
+                let mut numbers = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    if let Ok((200, body)) = try_get(port, "/pingpong") {
+                        numbers.push(pong_number(&body));
+                    }
+                }
+                numbers
+            })
+        })
+        .collect()
+}
+
+/// No number in `answers` twice; the failure says how many and shows a few.
+pub fn assert_each_number_once(answers: &[u64]) {
+    let mut seen = BTreeSet::new();
+    let twice: Vec<u64> = answers
+        .iter()
+        .copied()
+        .filter(|&n| !seen.insert(n))
+        .collect();
+    assert!(
+        twice.is_empty(),
+        "{} numbers handed out twice of {} answers, e.g. {:?}",
+        twice.len(),
+        answers.len(),
+        &twice[..twice.len().min(5)]
+    );
 }
