@@ -21,7 +21,6 @@ use std::{
 
 use crate::{
     atomic,
-    caches::VolumeKind,
     error::{Error, Escaped, Result},
     lease::{Advance, Lease, LockFile, LockWait},
     lock::LockedFile,
@@ -29,6 +28,7 @@ use crate::{
     record,
     repair::{self, MovedAside},
     rollout,
+    volume::VolumeKind,
 };
 
 /// The counter's file name inside the data directory.

@@ -260,7 +260,7 @@ impl LockFile {
             .is_ok_and(|file| file.is_some())
     }
 
-    /// Whether the filesystem is local (see [`crate::caches::is_local`]).
+    /// Whether the filesystem is local (see [`crate::volume::is_local`]).
     pub fn is_local(&self) -> bool {
         self.local
     }
@@ -571,6 +571,7 @@ impl<'a> Lease<'a> {
         );
         Error::LeaseDistrusted {
             path: self.counter.lock_path().to_owned(),
+            trust: TRUST,
         }
     }
 
@@ -767,7 +768,7 @@ impl Lease<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::caches::VolumeKind;
+    use crate::volume::VolumeKind;
 
     fn counter(dir: &tempfile::TempDir, kind: VolumeKind) -> CounterFile {
         CounterFile::in_dir(dir.path()).with_volume_kind(kind)

@@ -11,6 +11,8 @@
 //!   (`output.log` when two log-writers overlap; the counter's lock file).
 //! - [`record`]: the counter's durable record, written in place in two checksummed slots of the
 //!   lock file: one `pwrite` and one `fdatasync` make an increment durable.
+//! - [`volume`]: what the volume is (one node's filesystem or one several nodes share) and the
+//!   paths of the counter's files; uses no other module.
 //! - [`caches`]: reading the record past the caches a network filesystem's client keeps.
 //! - [`lease`]: the counter's lock held across many durable writes while busy, the published
 //!   file brought up to date before it is given back, and when a lease stops being trusted.
@@ -41,6 +43,7 @@ pub mod read;
 pub mod record;
 pub mod repair;
 pub mod rollout;
+pub mod volume;
 
 pub use atomic::{replace, sweep_temp_files};
 pub use counter::{COUNTER_FILE, CounterFile, MAX_COUNTER_BYTES, parse_counter, read_counter};

@@ -18,9 +18,9 @@ use std::{
 
 use shared_fs::{
     Counter, CounterFile,
-    caches::VolumeKind,
     lease::{Advance, Lease, LockFile},
     read_counter,
+    volume::VolumeKind,
 };
 
 /// Polls `check` every 10 ms until it returns `Some`, failing after `within`.

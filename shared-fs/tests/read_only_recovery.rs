@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use shared_fs::{CounterFile, caches::VolumeKind};
+use shared_fs::{CounterFile, volume::VolumeKind};
 
 /// A tmpfs mounted on a temp directory, unmounted on drop.
 struct Tmpfs {
