@@ -22,13 +22,13 @@ use std::{
 use crate::{
     atomic,
     error::{Error, Escaped, Result},
-    lease::{Advance, Lease, LockFile, LockWait},
-    lock::LockedFile,
-    read::read_bounded,
+    lease::{Advance, Lease, LockWait},
+    read::{open_lock_file, read_bounded},
     record,
+    record_file::RecordFile,
     repair::{self, MovedAside},
     rollout,
-    volume::VolumeKind,
+    volume::{CounterPaths, VolumeKind},
 };
 
 /// The counter's file name inside the data directory.
@@ -87,10 +87,10 @@ pub(crate) fn starting_count(
 /// writers.
 #[derive(Debug, Clone)]
 pub struct CounterFile {
-    file: LockedFile,
+    paths: CounterPaths,
     /// The lock file as the readers of this handle (and its clones) keep it open (see
-    /// [`LockFile`]); opened at the first read, dropped after an error.
-    reader: Arc<Mutex<Option<Arc<LockFile>>>>,
+    /// [`RecordFile`]); opened at the first read, dropped after an error.
+    reader: Arc<Mutex<Option<Arc<RecordFile>>>>,
     /// Local or shared by several nodes (see [`crate::caches`]).
     kind: VolumeKind,
     /// Whether a lease taken through this handle (or a clone) waits for the lock.
@@ -101,7 +101,7 @@ impl CounterFile {
     /// The counter published at `path`, locked through `<path>.lock`, which holds the record.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         CounterFile {
-            file: LockedFile::new(path),
+            paths: CounterPaths::new(path),
             reader: Arc::default(),
             kind: VolumeKind::Auto,
             lock_wait: Arc::default(),
@@ -131,14 +131,19 @@ impl CounterFile {
         Self::new(data_dir.join(COUNTER_FILE))
     }
 
+    /// Both files' paths.
+    pub fn paths(&self) -> &CounterPaths {
+        &self.paths
+    }
+
     /// `pingpong_counter.txt`: the published count.
     pub fn path(&self) -> &Path {
-        self.file.path()
+        self.paths.published()
     }
 
     /// `pingpong_counter.txt.lock`: the lock, and the durable record.
     pub fn lock_path(&self) -> &Path {
-        self.file.lock_path()
+        self.paths.lock()
     }
 
     /// The count as every reader in the workspace sees it, without a lock: the larger of the
@@ -168,12 +173,12 @@ impl CounterFile {
         // Deleted or replaced at the path: the record is in the file at the path now.
         if cached
             .as_ref()
-            .is_some_and(|lock| lock.outdated_for_reading(self))
+            .is_some_and(|lock| lock.outdated_for_reading())
         {
             *cached = None;
         }
         if cached.is_none() {
-            match LockFile::open_for_reading(self)? {
+            match RecordFile::open_for_reading(&self.paths, self.kind)? {
                 Some(opened) => *cached = Some(Arc::new(opened)),
                 None => return Ok((None, true)),
             }
@@ -182,7 +187,7 @@ impl CounterFile {
         drop(cached);
         let mut tries = 0;
         loop {
-            let slots = match lock.read_slots(self) {
+            let slots = match lock.read_slots() {
                 Ok(slots) => slots,
                 Err(error) => {
                     // Opened again at the next read: a descriptor may stay broken for good
@@ -226,7 +231,7 @@ impl CounterFile {
     /// Opens the lock file and takes the lock on it, waiting for any other holder; with
     /// whether another process held it.
     fn acquire(&self) -> Result<(Lease<'_>, bool)> {
-        Lease::acquire(self, Arc::new(LockFile::open(self)?))
+        Lease::acquire(self, Arc::new(RecordFile::open(&self.paths, self.kind)?))
     }
 
     /// Creates the directory that holds the counter, if missing.
@@ -277,7 +282,8 @@ impl CounterFile {
         if self.read_record()?.is_none() {
             return Ok((self.read()?, None));
         }
-        let taken = LockFile::open(self).and_then(|lock| Lease::try_acquire(self, Arc::new(lock)));
+        let taken = RecordFile::open(&self.paths, self.kind)
+            .and_then(|lock| Lease::try_acquire(self, Arc::new(lock)));
         match taken {
             Ok(Some(mut lease)) => {
                 let count = lease.value();
@@ -325,15 +331,10 @@ impl CounterFile {
                 }
             }
             _ => {
-                self.file.open_lock_file()?;
+                open_lock_file(self.lock_path())?;
             }
         }
         Ok(value)
-    }
-
-    /// Opens the lock file for writing (see [`LockedFile::open_lock_file`]).
-    pub(crate) fn open_lock_file(&self) -> Result<fs::File> {
-        self.file.open_lock_file()
     }
 }
 

@@ -58,7 +58,8 @@ use tokio::sync::oneshot;
 use crate::{
     counter::CounterFile,
     error::{Error, Result},
-    lease::{Advance, Lease, LockFile},
+    lease::{Advance, Lease},
+    record_file::RecordFile,
 };
 
 pub use crate::lease::MAX_HOLD;
@@ -558,8 +559,8 @@ struct Writer {
     health: Arc<Health>,
     /// Until when the writer gives an idle lock back at once (see the module docs).
     contended_until: Option<Instant>,
-    /// The lock file, kept open from lease to lease (see [`LockFile`]).
-    lock: Option<Arc<LockFile>>,
+    /// The lock file, kept open from lease to lease (see [`RecordFile`]).
+    lock: Option<Arc<RecordFile>>,
 }
 
 impl Writer {
@@ -699,7 +700,13 @@ impl Writer {
         if lease.is_none() {
             let lock = match &self.lock {
                 Some(lock) => lock.clone(),
-                None => self.lock.insert(Arc::new(LockFile::open(file)?)).clone(),
+                None => self
+                    .lock
+                    .insert(Arc::new(RecordFile::open(
+                        file.paths(),
+                        file.volume_kind(),
+                    )?))
+                    .clone(),
             };
             let (taken, contended) = Lease::acquire(file, lock).inspect_err(|_| {
                 // Opened again next time: the descriptor may be what failed (fenced, or the

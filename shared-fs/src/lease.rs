@@ -32,24 +32,19 @@
 //! makes slow answers, not errors.
 
 use std::{
-    fs::{self, File, OpenOptions, TryLockError},
-    io::ErrorKind,
+    fs::{self, TryLockError},
     ops::Range,
-    os::unix::fs::MetadataExt,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, Mutex, atomic::Ordering},
     thread,
     time::{Duration, Instant},
 };
 
 use crate::{
-    atomic, caches,
+    atomic,
     counter::{self, CounterFile, read_counter},
     error::{Error, Result},
-    read::open_regular,
     record::{self, Record},
+    record_file::RecordFile,
     rollout,
 };
 
@@ -116,181 +111,20 @@ impl Drop for WaitingGuard<'_> {
 }
 
 /// How long a process that finds the lock file new, while a count is published, waits with the
-/// lock held before it reads the count (see [`LockFile`]): longer than what is left of a lease
+/// lock held before it reads the count (see [`RecordFile`]): longer than what is left of a lease
 /// another process may still hold on the file that was at the path before, whose count it
 /// publishes when it gives that lease back.
 pub const REPLACED_LOCK_FILE_WAIT: Duration = TRUST.saturating_add(MAX_HOLD);
 
-/// How often a reader checks that the lock file it keeps open is still the one at the path.
-pub const READER_RECHECK: Duration = Duration::from_secs(1);
-
 /// How many times in a row taking the lock may find the lock file replaced before it gives up.
 const REOPENS: usize = 16;
-
-/// The lock file, opened once and kept open for many leases: opening a file by name costs a
-/// lookup, and on CephFS an open by name in a directory another mount reads in waited up to
-/// 5 s for the metadata server's tick (`test/rwx/FACTS.md` §8), where calls on an open
-/// descriptor did not. Also holds a second descriptor opened with `O_DIRECT`, for reading the
-/// record past a network client's caches ([`crate::caches`]), and whether the filesystem is
-/// local. A writer drops it after an I/O error (a fenced descriptor answers nothing but errors)
-/// and opens it again.
-///
-/// A flock locks a file, not a name: when the lock file is deleted (an operator's "reset") or
-/// another file is renamed over it (a restore with `mv`), a process that kept it open would go
-/// on locking a file nobody else can reach, while any process that opens the path locks
-/// another, and both would hold "the lock". So every lease, once the lock is held, checks that
-/// the locked file is still the one at the path (`fstat` of the descriptor against `stat` of
-/// the path), and if not gives it up and takes the lock on the file at the path instead;
-/// readers check once a [`READER_RECHECK`]. A process that moves over this way has held the
-/// old lock, so every holder of the old file has published its count, and the new file's
-/// first holder reads it. One that opens the path afresh and finds the file new (no record yet)
-/// while a count is published cannot know whether a process still holds a lease on the old
-/// file with numbers not yet published: it waits [`REPLACED_LOCK_FILE_WAIT`], holding the
-/// lock, before it reads the count. What remains: a file with a record renamed over the lock
-/// file (a restore) while a lease is under way on the old one, and a process opening the path
-/// afresh (a start, `counter get`) before that lease ends, at most [`MAX_HOLD`] later: nothing
-/// tells that process to wait, and the numbers of that lease not yet published can be handed
-/// out twice.
-#[derive(Debug)]
-pub struct LockFile {
-    file: File,
-    /// Whether `file` may be written (readers open it read-only on a read-only volume).
-    writable: bool,
-    /// `O_DIRECT`, where the filesystem is not local and takes it.
-    direct: Option<File>,
-    local: bool,
-    /// The record whose count this process last published under this lock file: where the
-    /// published file is not read under the lock (a network filesystem), a lease that finds
-    /// the same record (the same sequence number: nobody wrote one since) skips publishing it
-    /// again. Never a floor for the count: a record written since, by an operator's `set`
-    /// too, may be lower.
-    published: Mutex<Option<Record>>,
-    /// When a reader last checked that this is still the lock file at the path.
-    checked: Mutex<Instant>,
-    /// Opened because the lock file before it left the path: until a lease has read it, its
-    /// record may be older than the count (a restore from an older copy).
-    replacing: AtomicBool,
-}
-
-impl LockFile {
-    /// Opens (creating it if needed) the lock file for writing; anything but a regular file
-    /// there is [`Error::NotRegular`], and the open never blocks.
-    pub fn open(counter: &CounterFile) -> Result<LockFile> {
-        LockFile::with(counter, counter.open_lock_file()?, true)
-    }
-
-    /// Opens the lock file for a reader, who takes no lock: for writing too where the volume
-    /// allows it (a network client's cache is dropped through a writable descriptor), else
-    /// read-only. `None` when there is no lock file, so no record yet.
-    pub fn open_for_reading(counter: &CounterFile) -> Result<Option<LockFile>> {
-        let path = counter.lock_path();
-        let (file, writable) = match open_regular(path, OpenOptions::new().read(true).write(true)) {
-            Ok(file) => (file, true),
-            Err(Error::Io { error, .. })
-                if matches!(
-                    error.raw_os_error(),
-                    Some(libc::EROFS | libc::EACCES | libc::EPERM)
-                ) =>
-            {
-                (open_regular(path, OpenOptions::new().read(true))?, false)
-            }
-            Err(error) => return Err(error),
-        };
-        file.map(|file| LockFile::with(counter, file, writable))
-            .transpose()
-    }
-
-    fn with(counter: &CounterFile, file: File, writable: bool) -> Result<LockFile> {
-        let local = counter.volume_kind().is_local(&file);
-        let direct = if local {
-            None
-        } else {
-            caches::open_direct(counter.lock_path())
-                .map_err(|e| Error::io("open", counter.lock_path(), e))?
-        };
-        Ok(LockFile {
-            file,
-            writable,
-            direct,
-            local,
-            published: Mutex::new(None),
-            checked: Mutex::new(Instant::now()),
-            replacing: AtomicBool::new(false),
-        })
-    }
-
-    /// Whether the file this descriptor is open on is still the one at the lock file's path:
-    /// false once it was deleted or another file was renamed over it.
-    fn is_at_path(&self, counter: &CounterFile) -> Result<bool> {
-        let path = counter.lock_path();
-        let held = self
-            .file
-            .metadata()
-            .map_err(|e| Error::io("stat", path, e))?;
-        match fs::symlink_metadata(path) {
-            Ok(at_path) => Ok(at_path.dev() == held.dev() && at_path.ino() == held.ino()),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(Error::io("stat", path, e)),
-        }
-    }
-
-    /// For a reader that keeps this descriptor: whether to open the lock file again, checked
-    /// at most once a [`READER_RECHECK`]. Yes when the file is no longer the one at the path,
-    /// and when this descriptor is read-only but the volume takes a writable open again: a
-    /// network volume can be read-only for a while (GlusterFS while it lacks quorum), and a
-    /// read-only descriptor kept for good would keep readiness saying so and skip what drops
-    /// a network client's cached copy of the record ([`crate::caches`]).
-    pub fn outdated_for_reading(&self, counter: &CounterFile) -> bool {
-        {
-            let mut checked = self.checked.lock().unwrap_or_else(|e| e.into_inner());
-            if checked.elapsed() < READER_RECHECK {
-                return false;
-            }
-            *checked = Instant::now();
-        }
-        // An error here is the next read's to report, through a descriptor opened again.
-        if !matches!(self.is_at_path(counter), Ok(true)) {
-            return true;
-        }
-        !self.writable
-            && open_regular(
-                counter.lock_path(),
-                OpenOptions::new().read(true).write(true),
-            )
-            .is_ok_and(|file| file.is_some())
-    }
-
-    /// Whether the filesystem is local (see [`crate::volume::is_local`]).
-    pub fn is_local(&self) -> bool {
-        self.local
-    }
-
-    /// Whether the volume let the file be opened for writing.
-    pub fn is_writable(&self) -> bool {
-        self.writable
-    }
-
-    /// Both slots of the record: through the page cache on a local filesystem, past the
-    /// client's caches on any other.
-    pub fn read_slots(&self, counter: &CounterFile) -> Result<record::Slots> {
-        let slots = if self.local {
-            record::read_slots(&self.file)
-        } else {
-            caches::read_slots_uncached(
-                self.writable.then_some(&self.file),
-                self.direct.as_ref().unwrap_or(&self.file),
-            )
-        };
-        slots.map_err(|e| Error::io("read", counter.lock_path(), e))
-    }
-}
 
 /// The counter's lock, held, with the count it protects. Dropping it unlocks.
 #[derive(Debug)]
 pub struct Lease<'a> {
     counter: &'a CounterFile,
     /// The lock file, locked: the record's home.
-    lock: Arc<LockFile>,
+    lock: Arc<RecordFile>,
     /// The sequence number of the latest record, 0 if none yet.
     seq: u64,
     /// Where the next record goes: never the slot of the latest durable one.
@@ -322,12 +156,12 @@ impl Drop for Lease<'_> {
 /// Takes the lock on `lock`, waiting for another holder if `wait` (else `None` when it is
 /// held), and makes sure it is held on the file at the lock file's path: when `lock` is no
 /// longer that file, it is given up and the file at the path opened and locked instead (see
-/// [`LockFile`]). With whether another process held the lock, and when the lock was had.
+/// [`RecordFile`]). With whether another process held the lock, and when the lock was had.
 fn lock_at_path(
     counter: &CounterFile,
-    mut lock: Arc<LockFile>,
+    mut lock: Arc<RecordFile>,
     wait: bool,
-) -> Result<Option<(Arc<LockFile>, bool, Instant)>> {
+) -> Result<Option<(Arc<RecordFile>, bool, Instant)>> {
     let path = counter.lock_path();
     let mut contended = false;
     for _ in 0..REOPENS {
@@ -344,7 +178,7 @@ fn lock_at_path(
         // The lock is known held from here: the lease's trust clock starts now, before the
         // path is looked up (on a network volume that lookup may stall too).
         let locked_at = Instant::now();
-        let at_path = lock.is_at_path(counter);
+        let at_path = lock.is_at_path();
         if let Ok(true) = at_path {
             return Ok(Some((lock, contended, locked_at)));
         }
@@ -355,7 +189,7 @@ fn lock_at_path(
             "the counter's lock file was deleted or replaced: taking the lock on the file now \
              at its path"
         );
-        let replacing = LockFile::open(counter)?;
+        let replacing = RecordFile::open(counter.paths(), counter.volume_kind())?;
         replacing.replacing.store(true, Ordering::Relaxed);
         lock = Arc::new(replacing);
     }
@@ -386,8 +220,8 @@ impl<'a> Lease<'a> {
     /// Takes the lock on `lock`, waiting for other holders (meanwhile
     /// [`CounterFile::lock_wait`] says so), and reads the count. `contended` tells whether
     /// another process held the lock when this one asked. When `lock` is no longer the file at
-    /// the path, the lease is on the one that is (see [`LockFile`]): [`Lease::lock_file`].
-    pub fn acquire(counter: &'a CounterFile, lock: Arc<LockFile>) -> Result<(Lease<'a>, bool)> {
+    /// the path, the lease is on the one that is (see [`RecordFile`]): [`Lease::lock_file`].
+    pub fn acquire(counter: &'a CounterFile, lock: Arc<RecordFile>) -> Result<(Lease<'a>, bool)> {
         let (lock, contended, locked_at) =
             lock_at_path(counter, lock, true)?.expect("waited for the lock");
         Ok((Lease::read(counter, lock, locked_at)?, contended))
@@ -395,7 +229,10 @@ impl<'a> Lease<'a> {
 
     /// Takes the lock on `lock` (or on the file at the path, as [`Lease::acquire`]) only if
     /// nobody holds it.
-    pub fn try_acquire(counter: &'a CounterFile, lock: Arc<LockFile>) -> Result<Option<Lease<'a>>> {
+    pub fn try_acquire(
+        counter: &'a CounterFile,
+        lock: Arc<RecordFile>,
+    ) -> Result<Option<Lease<'a>>> {
         match lock_at_path(counter, lock, false)? {
             Some((lock, _, locked_at)) => Lease::read(counter, lock, locked_at).map(Some),
             None => Ok(None),
@@ -404,7 +241,7 @@ impl<'a> Lease<'a> {
 
     /// The lock file this lease holds the lock on: the one at the path when the lock was
     /// taken, which a caller keeps for the next lease.
-    pub fn lock_file(&self) -> &Arc<LockFile> {
+    pub fn lock_file(&self) -> &Arc<RecordFile> {
         &self.lock
     }
 
@@ -412,10 +249,10 @@ impl<'a> Lease<'a> {
     /// the previous release may have advanced it, the published file. That is a local volume
     /// (the previous release ran on one node only); on a network filesystem the published file
     /// is read only while there is no record yet (the first start after that release), since
-    /// opening it by name is what stalls there (see [`LockFile`]).
+    /// opening it by name is what stalls there (see [`RecordFile`]).
     fn read(
         counter: &'a CounterFile,
-        lock: Arc<LockFile>,
+        lock: Arc<RecordFile>,
         locked_at: Instant,
     ) -> Result<Lease<'a>> {
         let mut lease = Lease::new(counter, lock, Record { seq: 0, value: 0 }, 0, locked_at);
@@ -428,14 +265,14 @@ impl<'a> Lease<'a> {
         }
         let latest = lease
             .lock
-            .read_slots(counter)?
+            .read_slots()?
             .latest()
             .map_err(|record::BothTorn| Error::CorruptRecord {
                 path: counter.lock_path().to_owned(),
             })?;
         // New, without a record, while a count is published: the lock file before it may have
         // been deleted or replaced under a process that still holds a lease on it (see
-        // [`LockFile`]).
+        // [`RecordFile`]).
         if new && latest.record.is_none() && fs::symlink_metadata(counter.path()).is_ok() {
             tracing::warn!(
                 path = %counter.lock_path().display(),
@@ -478,7 +315,7 @@ impl<'a> Lease<'a> {
         }
         // No record yet: the first batch is published before it is handed out, so that a
         // process finding the lock file new (deleted under this one) sees a count is published
-        // and waits for this lease to end (see [`LockFile`]).
+        // and waits for this lease to end (see [`RecordFile`]).
         lease.publish_first_batch = latest.record.is_none();
         Ok(lease)
     }
@@ -486,7 +323,7 @@ impl<'a> Lease<'a> {
     /// Takes the lock for the operator's `set`, which repairs what [`Lease::acquire`] refuses:
     /// a corrupt published file, two torn slots.
     pub fn acquire_for_repair(counter: &'a CounterFile) -> Result<Lease<'a>> {
-        let lock = Arc::new(LockFile::open(counter)?);
+        let lock = Arc::new(RecordFile::open(counter.paths(), counter.volume_kind())?);
         let (lock, _, locked_at) = lock_at_path(counter, lock, true)?.expect("waited for the lock");
         // A new lock file (the first ever, or one replacing what was moved aside) gets its
         // 8 KiB and a durable name, as when a lease creates it (SPEC §3).
@@ -495,13 +332,10 @@ impl<'a> Lease<'a> {
         {
             atomic::sync_dir(atomic::parent_dir(counter.lock_path()))?;
         }
-        let latest = lock
-            .read_slots(counter)?
-            .latest()
-            .unwrap_or(record::Latest {
-                record: None,
-                next_slot: 0,
-            });
+        let latest = lock.read_slots()?.latest().unwrap_or(record::Latest {
+            record: None,
+            next_slot: 0,
+        });
         let recorded = latest.record.unwrap_or(Record { seq: 0, value: 0 });
         Ok(Lease::new(
             counter,
@@ -514,7 +348,7 @@ impl<'a> Lease<'a> {
 
     fn new(
         counter: &'a CounterFile,
-        lock: Arc<LockFile>,
+        lock: Arc<RecordFile>,
         recorded: Record,
         next_slot: usize,
         locked_at: Instant,

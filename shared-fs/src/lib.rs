@@ -13,7 +13,9 @@
 //!   lock file: one `pwrite` and one `fdatasync` make an increment durable.
 //! - [`volume`]: what the volume is (one node's filesystem or one several nodes share) and the
 //!   paths of the counter's files; uses no other module.
-//! - [`caches`]: reading the record past the caches a network filesystem's client keeps.
+//! - [`record_file`]: the lock file opened and kept open ([`RecordFile`](record_file::RecordFile)),
+//!   the descriptor the lock is taken on and the record written through, and reading the
+//!   record past the caches a network filesystem's client keeps.
 //! - [`lease`]: the counter's lock held across many durable writes while busy, the published
 //!   file brought up to date before it is given back, and when a lease stops being trusted.
 //! - [`rollout`]: replicas of the previous release beside this one, seen and remembered, so
@@ -32,7 +34,6 @@
 //! Nothing else in the workspace opens a file on the volume for writing.
 
 pub mod atomic;
-pub mod caches;
 pub mod counter;
 pub mod error;
 pub mod group_commit;
@@ -41,6 +42,7 @@ pub mod lock;
 pub mod mounts;
 pub mod read;
 pub mod record;
+pub mod record_file;
 pub mod repair;
 pub mod rollout;
 pub mod volume;

@@ -8,14 +8,14 @@
 //! another writer that is between its write and its rename.
 
 use std::{
-    fs::{File, OpenOptions},
+    fs::File,
     path::{Path, PathBuf},
 };
 
 use crate::{
     atomic,
     error::{Error, Result},
-    read::open_regular,
+    read::open_lock_file,
 };
 
 /// A file replaced under the lock `<path>.lock`.
@@ -69,23 +69,10 @@ impl LockedFile {
         atomic::sweep_temp_files(&self.path)
     }
 
-    /// Opens (creating it if needed) the lock file for writing, without locking it: fails on a
-    /// read-only volume, which is what readiness wants to know. Never blocks in `open`, and
-    /// anything but a regular file there is [`Error::NotRegular`] (see [`crate::read`]).
+    /// Opens (creating it if needed) the lock file for writing, without locking it (see
+    /// [`crate::read::open_lock_file`]).
     pub fn open_lock_file(&self) -> Result<File> {
-        let options = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .clone();
-        open_regular(&self.lock_path, &options)?.ok_or_else(|| {
-            Error::io(
-                "open lock file",
-                &self.lock_path,
-                std::io::ErrorKind::NotFound.into(),
-            )
-        })
+        open_lock_file(&self.lock_path)
     }
 }
 
