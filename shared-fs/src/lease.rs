@@ -41,8 +41,9 @@ use std::{
 
 use crate::{
     atomic,
-    counter::{self, CounterFile, read_counter},
+    counter::CounterFile,
     error::{Error, Result},
+    published::{self, read_counter},
     record::{self, Record},
     record_file::RecordFile,
     rollout,
@@ -288,7 +289,7 @@ impl<'a> Lease<'a> {
         // copy): the published file, which the previous holder brought up to the count before
         // it gave the old lock back, is read once, whatever the volume.
         let replacing = lease.lock.replacing.swap(false, Ordering::Relaxed);
-        let (value, published) = counter::starting_count(
+        let (value, published) = published::starting_count(
             counter.path(),
             latest.record.map(|r| r.value),
             lease.lock.local || replacing,

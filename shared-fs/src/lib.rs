@@ -22,8 +22,9 @@
 //!   that every batch is published before it is handed out while they may be about.
 //! - [`repair`]: the operator's `counter set` getting past what is not a regular file where
 //!   one of the counter's files should be: moved aside, kept, reported.
-//! - [`counter`]: the published file's format (`N\n`, strict) and [`CounterFile`], the handle
-//!   readers, the operator's commands and the writer share.
+//! - [`published`]: the published file's format (`N\n`, strict) and reading it.
+//! - [`counter`]: [`CounterFile`], the handle readers, the operator's commands and the writer
+//!   share.
 //! - [`group_commit`]: the async handle whose `increment()` coalesces every request that arrives
 //!   while a durable write is in flight into the next single durable write.
 //! - [`read`]: opening and reading a small file without trusting its size or its type.
@@ -40,6 +41,7 @@ pub mod group_commit;
 pub mod lease;
 pub mod lock;
 pub mod mounts;
+pub mod published;
 pub mod read;
 pub mod record;
 pub mod record_file;
@@ -48,9 +50,10 @@ pub mod rollout;
 pub mod volume;
 
 pub use atomic::{replace, sweep_temp_files};
-pub use counter::{COUNTER_FILE, CounterFile, MAX_COUNTER_BYTES, parse_counter, read_counter};
+pub use counter::CounterFile;
 pub use error::{Error, Result};
 pub use group_commit::{BatchReport, Counter, Observe};
 pub use lease::Lease;
 pub use lock::{FileLock, LockedFile};
+pub use published::{COUNTER_FILE, MAX_COUNTER_BYTES, parse_counter, read_counter};
 pub use read::read_bounded;
