@@ -20,7 +20,7 @@ use std::{
 use crate::{
     atomic,
     error::{Error, Result},
-    lease::{Advance, Lease, LockWait},
+    lease::{Advance, Lease, LockSite, LockWait},
     published::{COUNTER_FILE, starting_count},
     read::open_lock_file,
     record,
@@ -34,43 +34,43 @@ use crate::{
 /// writers.
 #[derive(Debug, Clone)]
 pub struct CounterFile {
-    paths: CounterPaths,
+    /// Its files, its volume, who waits for its lock: what its leases go by.
+    site: LockSite,
     /// The lock file as the readers of this handle (and its clones) keep it open (see
     /// [`RecordFile`]); opened at the first read, dropped after an error.
     reader: Arc<Mutex<Option<Arc<RecordFile>>>>,
-    /// Local or shared by several nodes (see [`crate::caches`]).
-    kind: VolumeKind,
-    /// Whether a lease taken through this handle (or a clone) waits for the lock.
-    lock_wait: Arc<LockWait>,
 }
 
 impl CounterFile {
     /// The counter published at `path`, locked through `<path>.lock`, which holds the record.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         CounterFile {
-            paths: CounterPaths::new(path),
+            site: LockSite::new(CounterPaths::new(path), VolumeKind::Auto),
             reader: Arc::default(),
-            kind: VolumeKind::Auto,
-            lock_wait: Arc::default(),
         }
     }
 
     /// The same counter, on a volume of the given kind rather than the one its filesystem
     /// type suggests (`VOLUME_KIND`).
     pub fn with_volume_kind(mut self, kind: VolumeKind) -> Self {
-        self.kind = kind;
+        self.site = self.site.with_volume_kind(kind);
         self
     }
 
     /// What the volume is taken to be.
     pub fn volume_kind(&self) -> VolumeKind {
-        self.kind
+        self.site.volume_kind()
     }
 
     /// Whether a lease taken through this handle or a clone of it (the writer's, start-up's
     /// reconciliation included) is waiting for the lock, and for how long.
     pub fn lock_wait(&self) -> &LockWait {
-        &self.lock_wait
+        self.site.lock_wait()
+    }
+
+    /// What its leases go by (see [`Lease::acquire`]).
+    pub fn lock_site(&self) -> &LockSite {
+        &self.site
     }
 
     /// The counter [`COUNTER_FILE`] in `data_dir`.
@@ -80,17 +80,17 @@ impl CounterFile {
 
     /// Both files' paths.
     pub fn paths(&self) -> &CounterPaths {
-        &self.paths
+        self.site.paths()
     }
 
     /// `pingpong_counter.txt`: the published count.
     pub fn path(&self) -> &Path {
-        self.paths.published()
+        self.site.path()
     }
 
     /// `pingpong_counter.txt.lock`: the lock, and the durable record.
     pub fn lock_path(&self) -> &Path {
-        self.paths.lock()
+        self.site.lock_path()
     }
 
     /// The count as every reader in the workspace sees it, without a lock: the larger of the
@@ -125,7 +125,7 @@ impl CounterFile {
             *cached = None;
         }
         if cached.is_none() {
-            match RecordFile::open_for_reading(&self.paths, self.kind)? {
+            match RecordFile::open_for_reading(self.paths(), self.volume_kind())? {
                 Some(opened) => *cached = Some(Arc::new(opened)),
                 None => return Ok((None, true)),
             }
@@ -178,7 +178,7 @@ impl CounterFile {
     /// Opens the lock file and takes the lock on it, waiting for any other holder; with
     /// whether another process held it.
     fn acquire(&self) -> Result<(Lease<'_>, bool)> {
-        Lease::acquire(self, Arc::new(RecordFile::open(&self.paths, self.kind)?))
+        Lease::acquire(&self.site, Arc::new(self.site.open_record_file()?))
     }
 
     /// Creates the directory that holds the counter, if missing.
@@ -198,7 +198,7 @@ impl CounterFile {
         let mut moved: Vec<MovedAside> = repair::move_aside_unless_regular(self.lock_path())?
             .into_iter()
             .collect();
-        let mut lease = Lease::acquire_for_repair(self)?;
+        let mut lease = Lease::acquire_for_repair(&self.site)?;
         for path in [self.path().to_owned(), rollout::marker_path(self.path())] {
             moved.extend(repair::move_aside_unless_regular(&path)?);
         }
@@ -229,8 +229,10 @@ impl CounterFile {
         if self.read_record()?.is_none() {
             return Ok((self.read()?, None));
         }
-        let taken = RecordFile::open(&self.paths, self.kind)
-            .and_then(|lock| Lease::try_acquire(self, Arc::new(lock)));
+        let taken = self
+            .site
+            .open_record_file()
+            .and_then(|lock| Lease::try_acquire(&self.site, Arc::new(lock)));
         match taken {
             Ok(Some(mut lease)) => {
                 let count = lease.value();

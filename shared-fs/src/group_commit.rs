@@ -708,7 +708,7 @@ impl Writer {
                     )?))
                     .clone(),
             };
-            let (taken, contended) = Lease::acquire(file, lock).inspect_err(|_| {
+            let (taken, contended) = Lease::acquire(file.lock_site(), lock).inspect_err(|_| {
                 // Opened again next time: the descriptor may be what failed (fenced, or the
                 // volume was remounted).
                 self.lock = None;

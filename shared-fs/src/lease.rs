@@ -41,12 +41,12 @@ use std::{
 
 use crate::{
     atomic,
-    counter::CounterFile,
     error::{Error, Result},
     published::{self, read_counter},
     record::{self, Record},
     record_file::RecordFile,
     rollout,
+    volume::{CounterPaths, VolumeKind},
 };
 
 /// The longest a busy process keeps the lock: another replica, a `counter set` or a replica of
@@ -120,10 +120,68 @@ pub const REPLACED_LOCK_FILE_WAIT: Duration = TRUST.saturating_add(MAX_HOLD);
 /// How many times in a row taking the lock may find the lock file replaced before it gives up.
 const REOPENS: usize = 16;
 
+/// Where the counter's lock is taken, and what a lease goes by: the counter's files, the volume
+/// they are on, and who is waiting for the lock. [`crate::CounterFile`] holds one (its clones
+/// share the waiting) and lends it to the leases it takes.
+#[derive(Debug, Clone)]
+pub struct LockSite {
+    paths: CounterPaths,
+    kind: VolumeKind,
+    /// Whether a lease taken here is waiting for the lock, and for how long.
+    wait: Arc<LockWait>,
+}
+
+impl LockSite {
+    /// The counter at `paths`, on a volume of the given kind; nobody waiting yet.
+    pub fn new(paths: CounterPaths, kind: VolumeKind) -> Self {
+        LockSite {
+            paths,
+            kind,
+            wait: Arc::default(),
+        }
+    }
+
+    /// The same site on a volume of the given kind, sharing its waiting.
+    pub fn with_volume_kind(mut self, kind: VolumeKind) -> Self {
+        self.kind = kind;
+        self
+    }
+
+    /// Both files' paths.
+    pub fn paths(&self) -> &CounterPaths {
+        &self.paths
+    }
+
+    /// `pingpong_counter.txt`: the published count.
+    pub fn path(&self) -> &std::path::Path {
+        self.paths.published()
+    }
+
+    /// `pingpong_counter.txt.lock`: the lock, and the durable record.
+    pub fn lock_path(&self) -> &std::path::Path {
+        self.paths.lock()
+    }
+
+    /// What the volume is taken to be.
+    pub fn volume_kind(&self) -> VolumeKind {
+        self.kind
+    }
+
+    /// Whether a lease taken here is waiting for the lock, and for how long.
+    pub fn lock_wait(&self) -> &LockWait {
+        &self.wait
+    }
+
+    /// Opens (creating it if needed) the lock file for writing (see [`RecordFile::open`]).
+    pub fn open_record_file(&self) -> Result<RecordFile> {
+        RecordFile::open(&self.paths, self.kind)
+    }
+}
+
 /// The counter's lock, held, with the count it protects. Dropping it unlocks.
 #[derive(Debug)]
 pub struct Lease<'a> {
-    counter: &'a CounterFile,
+    site: &'a LockSite,
     /// The lock file, locked: the record's home.
     lock: Arc<RecordFile>,
     /// The sequence number of the latest record, 0 if none yet.
@@ -159,18 +217,18 @@ impl Drop for Lease<'_> {
 /// longer that file, it is given up and the file at the path opened and locked instead (see
 /// [`RecordFile`]). With whether another process held the lock, and when the lock was had.
 fn lock_at_path(
-    counter: &CounterFile,
+    site: &LockSite,
     mut lock: Arc<RecordFile>,
     wait: bool,
 ) -> Result<Option<(Arc<RecordFile>, bool, Instant)>> {
-    let path = counter.lock_path();
+    let path = site.lock_path();
     let mut contended = false;
     for _ in 0..REOPENS {
         match lock.file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) if !wait => return Ok(None),
             Err(TryLockError::WouldBlock) => {
-                let _waiting = counter.lock_wait().begin();
+                let _waiting = site.lock_wait().begin();
                 lock.file.lock().map_err(|e| Error::io("lock", path, e))?;
                 contended = true;
             }
@@ -190,7 +248,7 @@ fn lock_at_path(
             "the counter's lock file was deleted or replaced: taking the lock on the file now \
              at its path"
         );
-        let replacing = RecordFile::open(counter.paths(), counter.volume_kind())?;
+        let replacing = site.open_record_file()?;
         replacing.replacing.store(true, Ordering::Relaxed);
         lock = Arc::new(replacing);
     }
@@ -219,23 +277,20 @@ pub enum Advance {
 
 impl<'a> Lease<'a> {
     /// Takes the lock on `lock`, waiting for other holders (meanwhile
-    /// [`CounterFile::lock_wait`] says so), and reads the count. `contended` tells whether
+    /// [`crate::CounterFile::lock_wait`] says so), and reads the count. `contended` tells whether
     /// another process held the lock when this one asked. When `lock` is no longer the file at
     /// the path, the lease is on the one that is (see [`RecordFile`]): [`Lease::lock_file`].
-    pub fn acquire(counter: &'a CounterFile, lock: Arc<RecordFile>) -> Result<(Lease<'a>, bool)> {
+    pub fn acquire(site: &'a LockSite, lock: Arc<RecordFile>) -> Result<(Lease<'a>, bool)> {
         let (lock, contended, locked_at) =
-            lock_at_path(counter, lock, true)?.expect("waited for the lock");
-        Ok((Lease::read(counter, lock, locked_at)?, contended))
+            lock_at_path(site, lock, true)?.expect("waited for the lock");
+        Ok((Lease::read(site, lock, locked_at)?, contended))
     }
 
     /// Takes the lock on `lock` (or on the file at the path, as [`Lease::acquire`]) only if
     /// nobody holds it.
-    pub fn try_acquire(
-        counter: &'a CounterFile,
-        lock: Arc<RecordFile>,
-    ) -> Result<Option<Lease<'a>>> {
-        match lock_at_path(counter, lock, false)? {
-            Some((lock, _, locked_at)) => Lease::read(counter, lock, locked_at).map(Some),
+    pub fn try_acquire(site: &'a LockSite, lock: Arc<RecordFile>) -> Result<Option<Lease<'a>>> {
+        match lock_at_path(site, lock, false)? {
+            Some((lock, _, locked_at)) => Lease::read(site, lock, locked_at).map(Some),
             None => Ok(None),
         }
     }
@@ -251,32 +306,28 @@ impl<'a> Lease<'a> {
     /// (the previous release ran on one node only); on a network filesystem the published file
     /// is read only while there is no record yet (the first start after that release), since
     /// opening it by name is what stalls there (see [`RecordFile`]).
-    fn read(
-        counter: &'a CounterFile,
-        lock: Arc<RecordFile>,
-        locked_at: Instant,
-    ) -> Result<Lease<'a>> {
-        let mut lease = Lease::new(counter, lock, Record { seq: 0, value: 0 }, 0, locked_at);
+    fn read(site: &'a LockSite, lock: Arc<RecordFile>, locked_at: Instant) -> Result<Lease<'a>> {
+        let mut lease = Lease::new(site, lock, Record { seq: 0, value: 0 }, 0, locked_at);
         let new = record::allocate(&lease.lock.file)
-            .map_err(|e| Error::io("allocate", counter.lock_path(), e))?;
+            .map_err(|e| Error::io("allocate", site.lock_path(), e))?;
         if new {
             // The lock file may be new: its name must be durable before anything counts on
             // what it holds, or a power cut could take the record with the name.
-            atomic::sync_dir(atomic::parent_dir(counter.lock_path()))?;
+            atomic::sync_dir(atomic::parent_dir(site.lock_path()))?;
         }
         let latest = lease
             .lock
             .read_slots()?
             .latest()
             .map_err(|record::BothTorn| Error::CorruptRecord {
-                path: counter.lock_path().to_owned(),
+                path: site.lock_path().to_owned(),
             })?;
         // New, without a record, while a count is published: the lock file before it may have
         // been deleted or replaced under a process that still holds a lease on it (see
         // [`RecordFile`]).
-        if new && latest.record.is_none() && fs::symlink_metadata(counter.path()).is_ok() {
+        if new && latest.record.is_none() && fs::symlink_metadata(site.path()).is_ok() {
             tracing::warn!(
-                path = %counter.lock_path().display(),
+                path = %site.lock_path().display(),
                 wait = ?REPLACED_LOCK_FILE_WAIT,
                 "the counter's lock file is new while a count is published: waiting, with the \
                  lock held, for any process still holding the lock file it replaced to publish \
@@ -290,7 +341,7 @@ impl<'a> Lease<'a> {
         // it gave the old lock back, is read once, whatever the volume.
         let replacing = lease.lock.replacing.swap(false, Ordering::Relaxed);
         let (value, published) = published::starting_count(
-            counter.path(),
+            site.path(),
             latest.record.map(|r| r.value),
             lease.lock.local || replacing,
         )?;
@@ -308,10 +359,10 @@ impl<'a> Lease<'a> {
         if lease.lock.local {
             // Ahead of the record: written by someone who does not know it (crate::rollout).
             if lease.published.unwrap_or(0) > recorded.value {
-                rollout::note(counter.path());
+                rollout::note(site.path());
                 lease.rollout = true;
             } else {
-                lease.rollout = rollout::recent(counter.path());
+                lease.rollout = rollout::recent(site.path());
             }
         }
         // No record yet: the first batch is published before it is handed out, so that a
@@ -323,15 +374,13 @@ impl<'a> Lease<'a> {
 
     /// Takes the lock for the operator's `set`, which repairs what [`Lease::acquire`] refuses:
     /// a corrupt published file, two torn slots.
-    pub fn acquire_for_repair(counter: &'a CounterFile) -> Result<Lease<'a>> {
-        let lock = Arc::new(RecordFile::open(counter.paths(), counter.volume_kind())?);
-        let (lock, _, locked_at) = lock_at_path(counter, lock, true)?.expect("waited for the lock");
+    pub fn acquire_for_repair(site: &'a LockSite) -> Result<Lease<'a>> {
+        let lock = Arc::new(site.open_record_file()?);
+        let (lock, _, locked_at) = lock_at_path(site, lock, true)?.expect("waited for the lock");
         // A new lock file (the first ever, or one replacing what was moved aside) gets its
         // 8 KiB and a durable name, as when a lease creates it (SPEC §3).
-        if record::allocate(&lock.file)
-            .map_err(|e| Error::io("allocate", counter.lock_path(), e))?
-        {
-            atomic::sync_dir(atomic::parent_dir(counter.lock_path()))?;
+        if record::allocate(&lock.file).map_err(|e| Error::io("allocate", site.lock_path(), e))? {
+            atomic::sync_dir(atomic::parent_dir(site.lock_path()))?;
         }
         let latest = lock.read_slots()?.latest().unwrap_or(record::Latest {
             record: None,
@@ -339,7 +388,7 @@ impl<'a> Lease<'a> {
         });
         let recorded = latest.record.unwrap_or(Record { seq: 0, value: 0 });
         Ok(Lease::new(
-            counter,
+            site,
             lock,
             recorded,
             latest.next_slot,
@@ -348,7 +397,7 @@ impl<'a> Lease<'a> {
     }
 
     fn new(
-        counter: &'a CounterFile,
+        site: &'a LockSite,
         lock: Arc<RecordFile>,
         recorded: Record,
         next_slot: usize,
@@ -357,7 +406,7 @@ impl<'a> Lease<'a> {
         // The trust clock starts when the `flock` call returned, before the record and the
         // published file are read under the lock.
         Lease {
-            counter,
+            site,
             lock,
             seq: recorded.seq,
             next_slot,
@@ -400,12 +449,12 @@ impl<'a> Lease<'a> {
     /// The error of a lease distrusted `since` after the lock was last known held.
     fn distrust(&self, since: Duration) -> Error {
         tracing::warn!(
-            path = %self.counter.lock_path().display(),
+            path = %self.site.lock_path().display(),
             ?since,
             "the counter's lock was last known held too long ago: it may have expired, so nothing is handed out from this lease"
         );
         Error::LeaseDistrusted {
-            path: self.counter.lock_path().to_owned(),
+            path: self.site.lock_path().to_owned(),
             trust: TRUST,
         }
     }
@@ -416,7 +465,7 @@ impl<'a> Lease<'a> {
         let Some(next) = first.checked_add(n) else {
             return Advance::Failed {
                 error: Error::Overflow {
-                    path: self.counter.path().to_owned(),
+                    path: self.site.path().to_owned(),
                     value: first,
                     add: n,
                 },
@@ -434,7 +483,7 @@ impl<'a> Lease<'a> {
         let Some(seq) = self.seq.checked_add(1) else {
             return Advance::Failed {
                 error: Error::SequenceExhausted {
-                    path: self.counter.lock_path().to_owned(),
+                    path: self.site.lock_path().to_owned(),
                 },
                 skipped: None,
             };
@@ -442,7 +491,7 @@ impl<'a> Lease<'a> {
         let record = Record { seq, value: next };
         if let Err(e) = record::write_slot(&self.lock.file, self.next_slot, &record) {
             return Advance::Failed {
-                error: Error::io("write", self.counter.lock_path(), e),
+                error: Error::io("write", self.site.lock_path(), e),
                 skipped: None,
             };
         }
@@ -453,7 +502,7 @@ impl<'a> Lease<'a> {
         let synced = self.lock.file.sync_data();
         let answered = Instant::now();
         let error = match synced {
-            Err(e) => Error::io("fdatasync", self.counter.lock_path(), e),
+            Err(e) => Error::io("fdatasync", self.site.lock_path(), e),
             Ok(()) => match distrusted_since(self.lock.local, self.known_held, answered) {
                 Some(since) => self.distrust(since),
                 None => {
@@ -485,7 +534,7 @@ impl<'a> Lease<'a> {
     /// new content, survives a power cut.
     fn publish(&mut self, read_first: bool, durable_name: bool) -> Result<()> {
         if read_first {
-            let on_disk = read_counter(self.counter.path())?;
+            let on_disk = read_counter(self.site.path())?;
             self.published = Some(on_disk);
             if on_disk >= self.value {
                 self.value = on_disk;
@@ -496,9 +545,9 @@ impl<'a> Lease<'a> {
         }
         let contents = format!("{}\n", self.value);
         if durable_name {
-            atomic::replace(self.counter.path(), contents.as_bytes())?;
+            atomic::replace(self.site.path(), contents.as_bytes())?;
         } else {
-            atomic::replace_content_durably(self.counter.path(), contents.as_bytes())?;
+            atomic::replace_content_durably(self.site.path(), contents.as_bytes())?;
         }
         self.published = Some(self.value);
         *self
@@ -536,7 +585,7 @@ impl<'a> Lease<'a> {
     /// "Readers"): one found ahead is written over with the count, as the next lease would.
     pub fn reconcile(&mut self) -> Result<()> {
         if !self.lock.local {
-            self.published = Some(read_counter(self.counter.path())?);
+            self.published = Some(read_counter(self.site.path())?);
         }
         self.publish(self.lock.local, true)
     }
@@ -569,13 +618,13 @@ impl<'a> Lease<'a> {
         for &(slot, seq) in &writes {
             record::write_slot(&self.lock.file, slot, &Record { seq, value })
                 .and_then(|()| self.lock.file.sync_data())
-                .map_err(|e| Error::io("write", self.counter.lock_path(), e))?;
+                .map_err(|e| Error::io("write", self.site.lock_path(), e))?;
         }
         let &(last, seq) = writes.last().expect("at least one write");
         self.seq = seq;
         self.next_slot = 1 - last;
         self.value = value;
-        atomic::replace(self.counter.path(), format!("{value}\n").as_bytes())?;
+        atomic::replace(self.site.path(), format!("{value}\n").as_bytes())?;
         self.published = Some(value);
         *self
             .lock
@@ -603,10 +652,15 @@ impl Lease<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::volume::VolumeKind;
+    use crate::published::COUNTER_FILE;
 
-    fn counter(dir: &tempfile::TempDir, kind: VolumeKind) -> CounterFile {
-        CounterFile::in_dir(dir.path()).with_volume_kind(kind)
+    fn site(dir: &tempfile::TempDir, kind: VolumeKind) -> LockSite {
+        LockSite::new(CounterPaths::new(dir.path().join(COUNTER_FILE)), kind)
+    }
+
+    fn take(site: &LockSite) -> Lease<'_> {
+        let lock = Arc::new(site.open_record_file().unwrap());
+        Lease::acquire(site, lock).unwrap().0
     }
 
     #[test]
@@ -623,8 +677,8 @@ mod tests {
     #[test]
     fn on_a_network_volume_a_stall_past_the_trust_window_before_a_write_uses_no_number() {
         let dir = tempfile::tempdir().unwrap();
-        let counter = counter(&dir, VolumeKind::Network);
-        let mut lease = counter.lock().unwrap();
+        let site = site(&dir, VolumeKind::Network);
+        let mut lease = take(&site);
         // Between taking the lock (or the last write) and this write: nothing was written, so
         // nothing is skipped either.
         lease.stall(TRUST + Duration::from_millis(1));
@@ -636,16 +690,17 @@ mod tests {
             other => panic!("expected the lease distrusted before writing, got {other:?}"),
         }
         drop(lease);
-        assert_eq!(counter.read_record().unwrap(), None);
-        let mut again = counter.lock().unwrap();
+        let slots = site.open_record_file().unwrap().read_slots().unwrap();
+        assert_eq!(slots.latest().unwrap().record, None);
+        let mut again = take(&site);
         assert!(matches!(again.advance(1), Advance::Durable { first: 0 }));
     }
 
     #[test]
     fn on_a_network_volume_a_stall_within_the_trust_window_is_trusted() {
         let dir = tempfile::tempdir().unwrap();
-        let counter = counter(&dir, VolumeKind::Network);
-        let mut lease = counter.lock().unwrap();
+        let site = site(&dir, VolumeKind::Network);
+        let mut lease = take(&site);
         // Small, so that a loaded machine's own pauses before the writes below stay within it.
         lease.stall(Duration::from_millis(100));
         assert!(!lease.stale());
@@ -656,15 +711,15 @@ mod tests {
     #[test]
     fn a_local_lock_cannot_expire_so_a_stall_distrusts_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let counter = counter(&dir, VolumeKind::Local);
-        let mut lease = counter.lock().unwrap();
+        let site = site(&dir, VolumeKind::Local);
+        let mut lease = take(&site);
         lease.stall(TRUST * 5);
         assert!(!lease.stale());
         assert!(matches!(lease.advance(2), Advance::Durable { first: 0 }));
         lease.stall(TRUST * 5);
         lease.release().unwrap();
         assert_eq!(
-            std::fs::read_to_string(counter.path()).unwrap(),
+            std::fs::read_to_string(site.path()).unwrap(),
             "2\n",
             "published when the lock is given back"
         );

@@ -2,7 +2,7 @@
 //! or shared by several nodes), and the paths of the counter's files. The floor every other
 //! module of the counter stands on; it uses none of them.
 //!
-//! The kind decides how the durable record is read ([`crate::caches`]: through the page cache
+//! The kind decides how the durable record is read ([`crate::record_file`]: through the page cache
 //! on one node's filesystem, past the client's caches on a shared one), whether a lease can be
 //! distrusted ([`crate::lease`]), and what the mount guard lets through ([`crate::mounts`]).
 
@@ -54,7 +54,7 @@ pub(crate) fn is_local_magic(magic: u64) -> bool {
 }
 
 /// Whether `file` is on a filesystem whose page cache every process on this node shares (see
-/// [`crate::caches`]); false for NFS, CephFS, SMB, every FUSE filesystem, and when `fstatfs`
+/// [`crate::record_file`]); false for NFS, CephFS, SMB, every FUSE filesystem, and when `fstatfs`
 /// fails.
 pub fn is_local(file: &File) -> bool {
     fstatfs(file).is_ok_and(|stat| is_local_magic(stat.f_type as u64))

@@ -71,14 +71,14 @@ fn a_lease_is_never_taken_on_a_lock_file_that_is_no_longer_at_the_path() {
         let mut held = file.lock().unwrap();
         assert!(matches!(held.advance(2), Advance::Durable { first: 3 }));
 
-        let taken = Lease::try_acquire(&file, kept.clone()).unwrap();
+        let taken = Lease::try_acquire(file.lock_site(), kept.clone()).unwrap();
         assert!(
             taken.is_none(),
             "{replace:?}: a lease was taken on the old lock file while another process held the \
              lock on the file at the path"
         );
         held.release().unwrap();
-        let mut taken = Lease::try_acquire(&file, kept)
+        let mut taken = Lease::try_acquire(file.lock_site(), kept)
             .unwrap()
             .expect("the lock at the path is free");
         assert!(
