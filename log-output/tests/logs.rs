@@ -25,7 +25,7 @@ use common::{
     run_to_end, wait_healthy,
 };
 use serde_json::Value;
-use shared_fs::{CounterFile, LockedFile};
+use shared_fs::{CounterFile, GuardedFile};
 
 const WRITER: &str = env!("CARGO_BIN_EXE_log-writer");
 const READER: &str = env!("CARGO_BIN_EXE_log-reader");
@@ -156,7 +156,7 @@ fn every_line_log_reader_writes_is_json_in_json_format_and_none_is_in_text_forma
         ] {
             assert!(metrics.contains(line), "no {line:?} in {metrics}");
         }
-        LockedFile::new(dir.path().join("output.log"))
+        GuardedFile::new(dir.path().join("output.log"))
             .replace(b"an entry")
             .expect("writing output.log");
         poll_until("the entry on /", || {

@@ -24,8 +24,8 @@
 //!   that every batch is published before it is handed out while they may be about.
 //! - [`repair`]: the operator's `counter set` getting past what is not a regular file where
 //!   one of the counter's files should be: moved aside, kept, reported.
-//! - [`lock`]: a file replaced only under an exclusive lock on its sibling `.lock` file
-//!   (`output.log` when two log-writers overlap).
+//! - [`guarded_file`]: [`GuardedFile`], a file replaced only under an exclusive lock on its
+//!   sibling `.lock` file (`output.log` when two log-writers overlap).
 //! - [`lease`]: the counter's lock held across many durable writes while busy, the published
 //!   file brought up to date before it is given back, and when a lease stops being trusted.
 //! - [`counter`]: [`CounterFile`], the handle readers, the operator's commands and the writer
@@ -41,8 +41,8 @@ pub mod atomic;
 pub mod counter;
 pub mod error;
 pub mod group_commit;
+pub mod guarded_file;
 pub mod lease;
-pub mod lock;
 pub mod mounts;
 pub mod published;
 pub mod read;
@@ -56,7 +56,7 @@ pub use atomic::{replace, sweep_temp_files};
 pub use counter::CounterFile;
 pub use error::{Error, Result};
 pub use group_commit::{BatchReport, Counter, Observe};
+pub use guarded_file::GuardedFile;
 pub use lease::Lease;
-pub use lock::{FileLock, LockedFile};
 pub use published::{COUNTER_FILE, MAX_COUNTER_BYTES, parse_counter, read_counter};
 pub use read::read_bounded;

@@ -15,14 +15,14 @@
 //! larger file. A replica that read a stale record under the lock would hand out numbers
 //! another replica already had.
 //!
-//! So where the filesystem is not known to be local ([`crate::volume::is_local`], from `fstatfs`), the record
-//! is read under the lock through a descriptor opened with `O_DIRECT`, which skips the kernel's
-//! page cache, after an `fallocate(FALLOC_FL_KEEP_SIZE)` over blocks the file already has: a
-//! no-op that changes nothing on disk but makes GlusterFS's quick-read drop its copy (with it,
-//! 0 stale reads in 20 on GlusterFS with its default options, where `O_DIRECT` alone was not
-//! enough). Where `O_DIRECT` is refused (`EINVAL`: tmpfs and some FUSE filesystems) the read is
-//! buffered; where `fallocate` is not supported it is skipped. Both cost a round trip to the
-//! server, once per lease, not per increment.
+//! So where the filesystem is not known to be local ([`crate::volume::is_local`], from `fstatfs`),
+//! the record is read under the lock through a descriptor opened with `O_DIRECT`, which skips the
+//! kernel's page cache, after an `fallocate(FALLOC_FL_KEEP_SIZE)` over blocks the file already has:
+//! a no-op that changes nothing on disk but makes GlusterFS's quick-read drop its copy (with it, 0
+//! stale reads in 20 on GlusterFS with its default options, where `O_DIRECT` alone was not enough).
+//! Where `O_DIRECT` is refused (`EINVAL`: tmpfs and some FUSE filesystems) the read is buffered;
+//! where `fallocate` is not supported it is skipped. Both cost a round trip to the server, once per
+//! lease, not per increment.
 
 use std::{
     fs::{self, File, OpenOptions},
@@ -58,15 +58,15 @@ pub const READER_RECHECK: Duration = Duration::from_secs(1);
 /// on locking a file nobody else can reach, while any process that opens the path locks
 /// another, and both would hold "the lock". So every lease, once the lock is held, checks that
 /// the locked file is still the one at the path (`fstat` of the descriptor against `stat` of
-/// the path), and if not gives it up and takes the lock on the file at the path instead;
-/// readers check once a [`READER_RECHECK`]. A process that moves over this way has held the
-/// old lock, so every holder of the old file has published its count, and the new file's
-/// first holder reads it. One that opens the path afresh and finds the file new (no record yet)
-/// while a count is published cannot know whether a process still holds a lease on the old
-/// file with numbers not yet published: it waits [`crate::lease::REPLACED_LOCK_FILE_WAIT`], holding the
-/// lock, before it reads the count. What remains: a file with a record renamed over the lock
-/// file (a restore) while a lease is under way on the old one, and a process opening the path
-/// afresh (a start, `counter get`) before that lease ends, at most [`crate::lease::MAX_HOLD`] later: nothing
+/// the path), and if not gives it up and takes the lock on the file at the path instead; readers
+/// check once a [`READER_RECHECK`]. A process that moves over this way has held the old lock, so
+/// every holder of the old file has published its count, and the new file's first holder reads it.
+/// One that opens the path afresh and finds the file new (no record yet) while a count is published
+/// cannot know whether a process still holds a lease on the old file with numbers not yet
+/// published: it waits [`crate::lease::REPLACED_LOCK_FILE_WAIT`], holding the lock, before it reads
+/// the count. What remains: a file with a record renamed over the lock file (a restore) while a
+/// lease is under way on the old one, and a process opening the path afresh (a start,
+/// `counter get`) before that lease ends, at most [`crate::lease::MAX_HOLD`] later: nothing
 /// tells that process to wait, and the numbers of that lease not yet published can be handed
 /// out twice.
 #[derive(Debug)]
