@@ -66,8 +66,9 @@ impl GuardedFile {
         atomic::sweep_temp_files(&self.path)
     }
 
-    /// Opens (creating it if needed) the lock file for writing, without locking it (see
-    /// [`crate::read::open_lock_file`]).
+    /// Opens (creating it if needed) the lock file for writing, without locking it: fails on a
+    /// read-only volume, which is what readiness wants to know. Never blocks in `open`, and
+    /// anything but a regular file there is [`Error::NotRegular`] (see [`crate::read`]).
     pub fn open_lock_file(&self) -> Result<File> {
         open_lock_file(&self.lock_path)
     }
