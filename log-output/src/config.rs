@@ -5,7 +5,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use service_kit::config::{self, ConfigError};
-use shared_fs::caches::VolumeKind;
+use shared_fs::volume::VolumeKind;
 
 /// `PORT` when unset: pingpong has 3000.
 pub const DEFAULT_READER_PORT: u16 = 3001;

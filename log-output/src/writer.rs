@@ -2,7 +2,7 @@
 //! tick reads the count (no lock: [`shared_fs::CounterFile::read`] takes the larger of the
 //! durable record, whose slots are checksummed, and the published file, which is only ever
 //! replaced by an atomic rename; so a read sees a whole value that never goes back), composes
-//! the entry, replaces `output.log` under `output.log.lock` through [`shared_fs::LockedFile`]
+//! the entry, replaces `output.log` under `output.log.lock` through [`shared_fs::GuardedFile`]
 //! and hands the entry to a sink (stdout in the binary, a channel in tests).
 //!
 //! A tick that cannot read the counter or write the entry is logged and skipped: the file keeps
@@ -19,7 +19,7 @@ use prometheus_client::{
     registry::Registry,
 };
 use service_kit::nonblocking::LineQueue;
-use shared_fs::{CounterFile, LockedFile};
+use shared_fs::{CounterFile, GuardedFile};
 
 use tokio::time::MissedTickBehavior;
 use uuid::Uuid;
@@ -127,7 +127,7 @@ where
 {
     volume::create_data_dir(&config.data_dir).await?;
     let tick = Arc::new(Tick {
-        output: LockedFile::new(volume::output_path(&config.data_dir)),
+        output: GuardedFile::new(volume::output_path(&config.data_dir)),
         counter: CounterFile::in_dir(&config.data_dir).with_volume_kind(config.volume_kind),
         id,
         sink,
@@ -184,7 +184,7 @@ impl WriterMetrics {
 
 /// What one tick needs, shared with the blocking pool.
 struct Tick<S> {
-    output: LockedFile,
+    output: GuardedFile,
     counter: CounterFile,
     id: Uuid,
     sink: S,

@@ -20,7 +20,7 @@ use common::{
     run_to_end, wait_healthy,
 };
 use serde_json::Value;
-use shared_fs::{CounterFile, LockedFile};
+use shared_fs::{CounterFile, GuardedFile};
 use test_support::{process::read_entries, small_pipe};
 
 const WRITER: &str = env!("CARGO_BIN_EXE_log-writer");
@@ -152,7 +152,7 @@ fn every_line_log_reader_writes_is_json_in_json_format_and_none_is_in_text_forma
         ] {
             assert!(metrics.contains(line), "no {line:?} in {metrics}");
         }
-        LockedFile::new(dir.path().join("output.log"))
+        GuardedFile::new(dir.path().join("output.log"))
             .replace(b"an entry")
             .expect("writing output.log");
         poll_until("the entry on /", || {

@@ -18,7 +18,7 @@ use log_output::{
     config::{READER_HELP, WRITER_HELP},
     entry::format_entry,
 };
-use shared_fs::{CounterFile, LockedFile};
+use shared_fs::{CounterFile, GuardedFile};
 
 const WRITER: &str = env!("CARGO_BIN_EXE_log-writer");
 const READER: &str = env!("CARGO_BIN_EXE_log-reader");
@@ -257,7 +257,7 @@ fn thousands_of_reads_during_constant_replacement_are_all_whole_entries() {
     let stop = Arc::new(AtomicBool::new(false));
     let changer = {
         let (stop, counter) = (stop.clone(), counter.clone());
-        let output = LockedFile::new(dir.path().join("output.log"));
+        let output = GuardedFile::new(dir.path().join("output.log"));
         thread::spawn(move || {
             for n in counts.iter().cycle() {
                 if stop.load(Ordering::Relaxed) {

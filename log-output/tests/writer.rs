@@ -36,7 +36,7 @@ fn spawn_writer(data_dir: &Path, id: Uuid) -> Running {
     let config = WriterConfig {
         data_dir: data_dir.to_owned(),
         interval: INTERVAL,
-        volume_kind: shared_fs::caches::VolumeKind::Auto,
+        volume_kind: shared_fs::volume::VolumeKind::Auto,
     };
     let shutdown = async {
         let _ = stopped.await;

@@ -5,7 +5,7 @@ use std::{path::PathBuf, time::Duration};
 use service_kit::config::{
     ConfigError, ListenAddress, data_dir, listen_address, parse_var, port, shutdown_delay,
 };
-use shared_fs::caches::VolumeKind;
+use shared_fs::volume::VolumeKind;
 
 pub const DEFAULT_PORT: u16 = 3000;
 

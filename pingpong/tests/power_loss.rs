@@ -48,7 +48,7 @@ use crashfs::{
     CrashFs, Cut, Model, Pending, Probe, Tear,
     env::{Outcome, Replay, mount_or_skip, old_or_new, replay, report},
 };
-use shared_fs::{CounterFile, caches::VolumeKind};
+use shared_fs::{CounterFile, volume::VolumeKind};
 use support::{BIN, Server, eventually, pong_number, try_get};
 
 const COUNTER: &str = "pingpong_counter.txt";

@@ -1,5 +1,6 @@
-//! The counter: its published file's format, and [`CounterFile`], the one handle readers and
-//! writers use (SPEC §3).
+//! [`CounterFile`], the counter as the one handle readers, the operator's commands and the
+//! writer use (SPEC §3): reading the count without the lock, taking a lease, `set`, reconciling,
+//! the readiness probe.
 //!
 //! Two files hold it. The **durable record** ([`crate::record`]) in the lock file
 //! `pingpong_counter.txt.lock` is where an increment becomes durable: one in-place write and one
@@ -8,10 +9,7 @@
 //! `\n`, replaced atomically (never written in place), brought up to the record before the lock
 //! is given back. Readers in the workspace take the larger of the two ([`CounterFile::read`]).
 //!
-//! Format of the published file: readers accept ASCII whitespace around the digits; anything
-//! else (empty, a sign, letters, more than `u64::MAX`) is [`Error::Corrupt`], never read as 0 and
-//! never overwritten by an increment. A missing file means 0. A file longer than
-//! [`MAX_COUNTER_BYTES`] is not read, and is corrupt too.
+//! The published file's format is [`crate::published`]'s.
 
 use std::{
     fs,
@@ -21,109 +19,58 @@ use std::{
 
 use crate::{
     atomic,
-    caches::VolumeKind,
-    error::{Error, Escaped, Result},
-    lease::{Advance, Lease, LockFile, LockWait},
-    lock::LockedFile,
-    read::read_bounded,
+    error::{Error, Result},
+    lease::{Advance, Lease, LockSite, LockWait},
+    published::{COUNTER_FILE, starting_count},
+    read::open_lock_file,
     record,
+    record_file::RecordFile,
     repair::{self, MovedAside},
     rollout,
+    volume::{CounterPaths, VolumeKind},
 };
-
-/// The counter's file name inside the data directory.
-pub const COUNTER_FILE: &str = "pingpong_counter.txt";
-
-/// Parses the content of the counter file at `path` (the path is only for the error).
-pub fn parse_counter(path: &Path, bytes: &[u8]) -> Result<u64> {
-    let corrupt = || Error::Corrupt {
-        path: path.to_owned(),
-        content: Escaped::new(bytes),
-    };
-    let digits = bytes.trim_ascii();
-    // `u64::from_str` alone would accept a leading `+`.
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return Err(corrupt());
-    }
-    std::str::from_utf8(digits)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(corrupt)
-}
-
-/// The most a counter file may hold: 20 digits of `u64::MAX` and room for whitespace. A longer
-/// file is [`Error::TooLarge`], read no further.
-pub const MAX_COUNTER_BYTES: usize = 64;
-
-/// Reads the published file at `path` alone, without a lock; a missing file is 0. The count
-/// itself is [`CounterFile::read`], which also reads the durable record.
-pub fn read_counter(path: &Path) -> Result<u64> {
-    match read_bounded(path, MAX_COUNTER_BYTES)? {
-        Some(bytes) => parse_counter(path, &bytes),
-        None => Ok(0),
-    }
-}
-
-/// The count from the record and, where it counts, the published file at `path`: the one rule
-/// for a lease taking the lock, for readers without it and for `counter get` (SPEC §3), so
-/// that what they show is what the next lease starts from. The larger of the two, except on a
-/// network volume once there is a record: there the record stands alone (see
-/// [`CounterFile::read`]). With what the published file holds, where it was read.
-pub(crate) fn starting_count(
-    path: &Path,
-    recorded: Option<u64>,
-    local: bool,
-) -> Result<(u64, Option<u64>)> {
-    match recorded {
-        Some(count) if !local => Ok((count, None)),
-        _ => {
-            let published = read_counter(path)?;
-            Ok((recorded.unwrap_or(0).max(published), Some(published)))
-        }
-    }
-}
 
 /// The counter: the durable record in its lock file, and the published file, for readers and
 /// writers.
 #[derive(Debug, Clone)]
 pub struct CounterFile {
-    file: LockedFile,
+    /// Its files, its volume, who waits for its lock: what its leases go by.
+    site: LockSite,
     /// The lock file as the readers of this handle (and its clones) keep it open (see
-    /// [`LockFile`]); opened at the first read, dropped after an error.
-    reader: Arc<Mutex<Option<Arc<LockFile>>>>,
-    /// Local or shared by several nodes (see [`crate::caches`]).
-    kind: VolumeKind,
-    /// Whether a lease taken through this handle (or a clone) waits for the lock.
-    lock_wait: Arc<LockWait>,
+    /// [`RecordFile`]); opened at the first read, dropped after an error.
+    reader: Arc<Mutex<Option<Arc<RecordFile>>>>,
 }
 
 impl CounterFile {
     /// The counter published at `path`, locked through `<path>.lock`, which holds the record.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         CounterFile {
-            file: LockedFile::new(path),
+            site: LockSite::new(CounterPaths::new(path), VolumeKind::Auto),
             reader: Arc::default(),
-            kind: VolumeKind::Auto,
-            lock_wait: Arc::default(),
         }
     }
 
     /// The same counter, on a volume of the given kind rather than the one its filesystem
     /// type suggests (`VOLUME_KIND`).
     pub fn with_volume_kind(mut self, kind: VolumeKind) -> Self {
-        self.kind = kind;
+        self.site = self.site.with_volume_kind(kind);
         self
     }
 
     /// What the volume is taken to be.
     pub fn volume_kind(&self) -> VolumeKind {
-        self.kind
+        self.site.volume_kind()
     }
 
     /// Whether a lease taken through this handle or a clone of it (the writer's, start-up's
     /// reconciliation included) is waiting for the lock, and for how long.
     pub fn lock_wait(&self) -> &LockWait {
-        &self.lock_wait
+        self.site.lock_wait()
+    }
+
+    /// What its leases go by (see [`Lease::acquire`]).
+    pub fn lock_site(&self) -> &LockSite {
+        &self.site
     }
 
     /// The counter [`COUNTER_FILE`] in `data_dir`.
@@ -131,14 +78,19 @@ impl CounterFile {
         Self::new(data_dir.join(COUNTER_FILE))
     }
 
+    /// Both files' paths.
+    pub fn paths(&self) -> &CounterPaths {
+        self.site.paths()
+    }
+
     /// `pingpong_counter.txt`: the published count.
     pub fn path(&self) -> &Path {
-        self.file.path()
+        self.site.path()
     }
 
     /// `pingpong_counter.txt.lock`: the lock, and the durable record.
     pub fn lock_path(&self) -> &Path {
-        self.file.lock_path()
+        self.site.lock_path()
     }
 
     /// The count as every reader in the workspace sees it, without a lock: the larger of the
@@ -168,12 +120,12 @@ impl CounterFile {
         // Deleted or replaced at the path: the record is in the file at the path now.
         if cached
             .as_ref()
-            .is_some_and(|lock| lock.outdated_for_reading(self))
+            .is_some_and(|lock| lock.outdated_for_reading())
         {
             *cached = None;
         }
         if cached.is_none() {
-            match LockFile::open_for_reading(self)? {
+            match RecordFile::open_for_reading(self.paths(), self.volume_kind())? {
                 Some(opened) => *cached = Some(Arc::new(opened)),
                 None => return Ok((None, true)),
             }
@@ -182,7 +134,7 @@ impl CounterFile {
         drop(cached);
         let mut tries = 0;
         loop {
-            let slots = match lock.read_slots(self) {
+            let slots = match lock.read_slots() {
                 Ok(slots) => slots,
                 Err(error) => {
                     // Opened again at the next read: a descriptor may stay broken for good
@@ -226,7 +178,7 @@ impl CounterFile {
     /// Opens the lock file and takes the lock on it, waiting for any other holder; with
     /// whether another process held it.
     fn acquire(&self) -> Result<(Lease<'_>, bool)> {
-        Lease::acquire(self, Arc::new(LockFile::open(self)?))
+        Lease::acquire(&self.site, Arc::new(self.site.open_record_file()?))
     }
 
     /// Creates the directory that holds the counter, if missing.
@@ -246,7 +198,7 @@ impl CounterFile {
         let mut moved: Vec<MovedAside> = repair::move_aside_unless_regular(self.lock_path())?
             .into_iter()
             .collect();
-        let mut lease = Lease::acquire_for_repair(self)?;
+        let mut lease = Lease::acquire_for_repair(&self.site)?;
         for path in [self.path().to_owned(), rollout::marker_path(self.path())] {
             moved.extend(repair::move_aside_unless_regular(&path)?);
         }
@@ -277,7 +229,10 @@ impl CounterFile {
         if self.read_record()?.is_none() {
             return Ok((self.read()?, None));
         }
-        let taken = LockFile::open(self).and_then(|lock| Lease::try_acquire(self, Arc::new(lock)));
+        let taken = self
+            .site
+            .open_record_file()
+            .and_then(|lock| Lease::try_acquire(&self.site, Arc::new(lock)));
         match taken {
             Ok(Some(mut lease)) => {
                 let count = lease.value();
@@ -325,55 +280,16 @@ impl CounterFile {
                 }
             }
             _ => {
-                self.file.open_lock_file()?;
+                open_lock_file(self.lock_path())?;
             }
         }
         Ok(value)
-    }
-
-    /// Opens the lock file for writing (see [`LockedFile::open_lock_file`]).
-    pub(crate) fn open_lock_file(&self) -> Result<fs::File> {
-        self.file.open_lock_file()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn parse(bytes: &[u8]) -> Result<u64> {
-        parse_counter(Path::new("/v/c.txt"), bytes)
-    }
-
-    #[test]
-    fn accepts_digits_with_surrounding_ascii_whitespace() {
-        assert_eq!(parse(b"0\n").ok(), Some(0));
-        assert_eq!(parse(b"42").ok(), Some(42));
-        assert_eq!(parse(b" \t42\r\n\n").ok(), Some(42));
-        assert_eq!(parse(b"007\n").ok(), Some(7));
-        assert_eq!(parse(b"18446744073709551615\n").ok(), Some(u64::MAX));
-    }
-
-    #[test]
-    fn rejects_everything_else_as_corrupt() {
-        for bad in [
-            &b""[..],
-            b"\n",
-            b"abc",
-            b"-1",
-            b"+1",
-            b"12abc",
-            b"1 2",
-            b"1.0",
-            b"18446744073709551616",
-            b"\xff\xfe",
-            b"\x001",
-        ] {
-            let err = parse(bad).expect_err("must be corrupt");
-            assert!(err.is_corrupt(), "{err}");
-            assert!(err.to_string().contains("/v/c.txt"), "{err}");
-        }
-    }
 
     #[test]
     fn lock_file_is_a_sibling() {

@@ -66,12 +66,17 @@ pub enum Error {
     /// On a network filesystem, the lock was last known held so long ago (before a durable
     /// write was answered, or before one started) that it may have been given to another
     /// process meanwhile (the filesystem's lock timeout): nothing is handed out from the lease.
+    /// `trust` is how long a lease is trusted ([`crate::lease::TRUST`]), carried here so that
+    /// the errors stay below the modules that make them.
     #[error(
         "the lock on {} was last known held more than {:?} ago: on a network filesystem it may have expired meanwhile, so no number is handed out",
         path.display(),
-        crate::lease::TRUST
+        trust
     )]
-    LeaseDistrusted { path: PathBuf },
+    LeaseDistrusted {
+        path: PathBuf,
+        trust: std::time::Duration,
+    },
     /// A lease has waited this long for the counter's lock, and waits still: another process
     /// holds it (a replica stuck or frozen with it, a paused `counter set`) or the volume does
     /// not answer the `flock` (a hung NFS server).

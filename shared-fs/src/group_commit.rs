@@ -58,7 +58,8 @@ use tokio::sync::oneshot;
 use crate::{
     counter::CounterFile,
     error::{Error, Result},
-    lease::{Advance, Lease, LockFile},
+    lease::{Advance, Lease},
+    record_file::RecordFile,
 };
 
 pub use crate::lease::MAX_HOLD;
@@ -552,14 +553,24 @@ impl Counter {
     }
 }
 
+/// What [`Writer::collect`] found.
+enum Collected {
+    /// Callers are queued: write for them.
+    Callers,
+    /// Nobody to write for now: look again.
+    Nothing,
+    /// Every handle is gone and the queue is empty.
+    Closed,
+}
+
 /// The writer thread's state beyond its queue.
 struct Writer {
     file: CounterFile,
     health: Arc<Health>,
     /// Until when the writer gives an idle lock back at once (see the module docs).
     contended_until: Option<Instant>,
-    /// The lock file, kept open from lease to lease (see [`LockFile`]).
-    lock: Option<Arc<LockFile>>,
+    /// The lock file, kept open from lease to lease (see [`RecordFile`]).
+    lock: Option<Arc<RecordFile>>,
 }
 
 impl Writer {
@@ -580,31 +591,17 @@ impl Writer {
             if !checks.is_empty() {
                 self.check(&file, &mut lease, &mut checks, &mut gone);
             }
-            // Whoever queued up during the last write.
-            let waiting = inbox.waiting();
-            if waiting == 0 {
-                report_abandoned(&file, &mut gone, &mut observer);
-                let linger = lease.is_some().then(|| self.linger());
-                match inbox.wait(linger) {
-                    Wake::Arrived => {}
-                    Wake::TimedOut => {
-                        give_back(&mut lease);
-                        continue;
-                    }
-                    Wake::Disconnected => break,
-                }
-                if inbox.waiting() == 0 {
-                    continue;
-                }
-            }
-            // Wait briefly for the callers just answered (see the module docs).
-            if last.size > 1 {
-                inbox.wait_for(last.size + waiting, Instant::now() + last.fill_wait());
-            }
-            if inbox.waiting() == 0 {
-                // Nobody left to write for: the next wait must not be sized by an old batch.
-                last = Last::default();
-                continue;
+            match self.collect(
+                inbox,
+                &file,
+                &mut lease,
+                &mut gone,
+                &mut last,
+                &mut observer,
+            ) {
+                Collected::Callers => {}
+                Collected::Nothing => continue,
+                Collected::Closed => break,
             }
             // The callers stay in the queue while the writer waits for the lock: one that
             // gives up meanwhile leaves it.
@@ -612,17 +609,7 @@ impl Writer {
                 Ok(held) => held,
                 Err(error) => {
                     inbox.take_increments(&mut batch);
-                    self.record_outcome(Some(&error));
-                    if !batch.is_empty() {
-                        observer.batch(&BatchReport {
-                            size: batch.len() as u64,
-                            elapsed: Duration::ZERO,
-                            ok: false,
-                        });
-                    }
-                    for waiter in batch.drain(..) {
-                        let _ = waiter.reply.send(Err(error.clone()));
-                    }
+                    self.fail_batch(&mut batch, error, Duration::ZERO, &mut observer);
                     continue;
                 }
             };
@@ -633,53 +620,136 @@ impl Writer {
                 last = Last::default();
                 continue;
             }
-            let started = Instant::now();
-            let advance = held.advance(batch.len() as u64);
-            let elapsed = started.elapsed();
-            last = Last {
-                size: batch.len(),
-                write: elapsed,
-            };
-            let result = match advance {
-                Advance::Durable { first } => Ok(first),
-                Advance::Failed { error, skipped } => {
-                    gone.extend(skipped.into_iter().flatten());
-                    // The lock is given back so that another process, perhaps on a node whose
-                    // path to the volume works, can go on, and without publishing: a failed
-                    // write may mean the lock was lost (a network filesystem fences a client
-                    // whose lock expired by failing its writes), and then the count is old. The
-                    // descriptor is opened again: a fenced one fails for good.
-                    lease = None;
-                    self.lock = None;
-                    Err(error)
-                }
-            };
-            self.record_outcome(result.as_ref().err());
-            observer.batch(&BatchReport {
-                size: batch.len() as u64,
-                elapsed,
-                ok: result.is_ok(),
-            });
-            match &result {
-                Ok(first_value) => {
-                    for (waiter, value) in batch.drain(..).zip(*first_value..) {
-                        if waiter.reply.send(Ok(value)).is_err() {
-                            gone.push(value);
-                        }
-                    }
-                }
-                Err(error) => {
-                    for waiter in batch.drain(..) {
-                        let _ = waiter.reply.send(Err(error.clone()));
-                    }
-                }
-            }
+            let (result, elapsed) = self.write_batch(&mut lease, batch.len(), &mut gone, &mut last);
+            self.answer(&mut batch, result, elapsed, &mut gone, &mut observer);
             Writer::maybe_give_back(&mut lease);
             report_abandoned(&file, &mut gone, &mut observer);
         }
         // Every handle is gone and the queue is empty: publish, give the lock back, end.
         give_back(&mut lease);
         report_abandoned(&file, &mut gone, &mut observer);
+    }
+
+    /// Waits until callers are queued, giving an idle lease back after its linger, and then
+    /// briefly for the callers just answered (see the module docs).
+    fn collect(
+        &self,
+        inbox: &Inbox,
+        file: &CounterFile,
+        lease: &mut Option<Lease<'_>>,
+        gone: &mut Vec<u64>,
+        last: &mut Last,
+        observer: &mut impl Observe,
+    ) -> Collected {
+        // Whoever queued up during the last write.
+        let waiting = inbox.waiting();
+        if waiting == 0 {
+            report_abandoned(file, gone, observer);
+            let linger = lease.is_some().then(|| self.linger());
+            match inbox.wait(linger) {
+                Wake::Arrived => {}
+                Wake::TimedOut => {
+                    give_back(lease);
+                    return Collected::Nothing;
+                }
+                Wake::Disconnected => return Collected::Closed,
+            }
+            if inbox.waiting() == 0 {
+                return Collected::Nothing;
+            }
+        }
+        if last.size > 1 {
+            inbox.wait_for(last.size + waiting, Instant::now() + last.fill_wait());
+        }
+        if inbox.waiting() == 0 {
+            // Nobody left to write for: the next wait must not be sized by an old batch.
+            *last = Last::default();
+            return Collected::Nothing;
+        }
+        Collected::Callers
+    }
+
+    /// One durable write for the `n` callers of the batch, under the lease just taken: the
+    /// first of their numbers, or the error, with how long the write took.
+    fn write_batch(
+        &mut self,
+        lease: &mut Option<Lease<'_>>,
+        n: usize,
+        gone: &mut Vec<u64>,
+        last: &mut Last,
+    ) -> (Result<u64>, Duration) {
+        let held = lease.as_mut().expect("the lease was taken for this batch");
+        let started = Instant::now();
+        let advance = held.advance(n as u64);
+        let elapsed = started.elapsed();
+        *last = Last {
+            size: n,
+            write: elapsed,
+        };
+        let result = match advance {
+            Advance::Durable { first } => Ok(first),
+            Advance::Failed { error, skipped } => {
+                gone.extend(skipped.into_iter().flatten());
+                // The lock is given back so that another process, perhaps on a node whose
+                // path to the volume works, can go on, and without publishing: a failed
+                // write may mean the lock was lost (a network filesystem fences a client
+                // whose lock expired by failing its writes), and then the count is old. The
+                // descriptor is opened again: a fenced one fails for good.
+                *lease = None;
+                self.lock = None;
+                Err(error)
+            }
+        };
+        (result, elapsed)
+    }
+
+    /// Hands the batch its numbers, in order (a caller gone meanwhile leaves its number
+    /// abandoned), or fails it; reported either way.
+    fn answer(
+        &self,
+        batch: &mut Vec<Waiter>,
+        result: Result<u64>,
+        elapsed: Duration,
+        gone: &mut Vec<u64>,
+        observer: &mut impl Observe,
+    ) {
+        let first = match result {
+            Ok(first) => first,
+            Err(error) => return self.fail_batch(batch, error, elapsed, observer),
+        };
+        self.record_outcome(None);
+        observer.batch(&BatchReport {
+            size: batch.len() as u64,
+            elapsed,
+            ok: true,
+        });
+        for (waiter, value) in batch.drain(..).zip(first..) {
+            if waiter.reply.send(Ok(value)).is_err() {
+                gone.push(value);
+            }
+        }
+    }
+
+    /// The one way a batch fails, whether the lock could not be taken or the write failed:
+    /// health records the error, the observer the batch, and every caller gets the error.
+    fn fail_batch(
+        &self,
+        batch: &mut Vec<Waiter>,
+        error: Error,
+        elapsed: Duration,
+        observer: &mut impl Observe,
+    ) {
+        self.record_outcome(Some(&error));
+        if !batch.is_empty() {
+            observer.batch(&BatchReport {
+                size: batch.len() as u64,
+                elapsed,
+                ok: false,
+            });
+        }
+        for waiter in batch.drain(..) {
+            let _ = waiter.reply.send(Err(error.clone()));
+        }
     }
 
     /// The held lease, taking the lock if needed (again, if the lease went unused so long that
@@ -699,9 +769,15 @@ impl Writer {
         if lease.is_none() {
             let lock = match &self.lock {
                 Some(lock) => lock.clone(),
-                None => self.lock.insert(Arc::new(LockFile::open(file)?)).clone(),
+                None => self
+                    .lock
+                    .insert(Arc::new(RecordFile::open(
+                        file.paths(),
+                        file.volume_kind(),
+                    )?))
+                    .clone(),
             };
-            let (taken, contended) = Lease::acquire(file, lock).inspect_err(|_| {
+            let (taken, contended) = Lease::acquire(file.lock_site(), lock).inspect_err(|_| {
                 // Opened again next time: the descriptor may be what failed (fenced, or the
                 // volume was remounted).
                 self.lock = None;

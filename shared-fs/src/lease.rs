@@ -32,25 +32,21 @@
 //! makes slow answers, not errors.
 
 use std::{
-    fs::{self, File, OpenOptions, TryLockError},
-    io::ErrorKind,
+    fs::{self, TryLockError},
     ops::Range,
-    os::unix::fs::MetadataExt,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, Mutex, atomic::Ordering},
     thread,
     time::{Duration, Instant},
 };
 
 use crate::{
-    atomic, caches,
-    counter::{self, CounterFile, read_counter},
+    atomic,
     error::{Error, Result},
-    read::open_regular,
+    published::{self, read_counter},
     record::{self, Record},
+    record_file::RecordFile,
     rollout,
+    volume::{CounterPaths, VolumeKind},
 };
 
 /// The longest a busy process keeps the lock: another replica, a `counter set` or a replica of
@@ -116,181 +112,78 @@ impl Drop for WaitingGuard<'_> {
 }
 
 /// How long a process that finds the lock file new, while a count is published, waits with the
-/// lock held before it reads the count (see [`LockFile`]): longer than what is left of a lease
+/// lock held before it reads the count (see [`RecordFile`]): longer than what is left of a lease
 /// another process may still hold on the file that was at the path before, whose count it
 /// publishes when it gives that lease back.
 pub const REPLACED_LOCK_FILE_WAIT: Duration = TRUST.saturating_add(MAX_HOLD);
 
-/// How often a reader checks that the lock file it keeps open is still the one at the path.
-pub const READER_RECHECK: Duration = Duration::from_secs(1);
-
 /// How many times in a row taking the lock may find the lock file replaced before it gives up.
 const REOPENS: usize = 16;
 
-/// The lock file, opened once and kept open for many leases: opening a file by name costs a
-/// lookup, and on CephFS an open by name in a directory another mount reads in waited up to
-/// 5 s for the metadata server's tick (`test/rwx/FACTS.md` §8), where calls on an open
-/// descriptor did not. Also holds a second descriptor opened with `O_DIRECT`, for reading the
-/// record past a network client's caches ([`crate::caches`]), and whether the filesystem is
-/// local. A writer drops it after an I/O error (a fenced descriptor answers nothing but errors)
-/// and opens it again.
-///
-/// A flock locks a file, not a name: when the lock file is deleted (an operator's "reset") or
-/// another file is renamed over it (a restore with `mv`), a process that kept it open would go
-/// on locking a file nobody else can reach, while any process that opens the path locks
-/// another, and both would hold "the lock". So every lease, once the lock is held, checks that
-/// the locked file is still the one at the path (`fstat` of the descriptor against `stat` of
-/// the path), and if not gives it up and takes the lock on the file at the path instead;
-/// readers check once a [`READER_RECHECK`]. A process that moves over this way has held the
-/// old lock, so every holder of the old file has published its count, and the new file's
-/// first holder reads it. One that opens the path afresh and finds the file new (no record yet)
-/// while a count is published cannot know whether a process still holds a lease on the old
-/// file with numbers not yet published: it waits [`REPLACED_LOCK_FILE_WAIT`], holding the
-/// lock, before it reads the count. What remains: a file with a record renamed over the lock
-/// file (a restore) while a lease is under way on the old one, and a process opening the path
-/// afresh (a start, `counter get`) before that lease ends, at most [`MAX_HOLD`] later: nothing
-/// tells that process to wait, and the numbers of that lease not yet published can be handed
-/// out twice.
-#[derive(Debug)]
-pub struct LockFile {
-    file: File,
-    /// Whether `file` may be written (readers open it read-only on a read-only volume).
-    writable: bool,
-    /// `O_DIRECT`, where the filesystem is not local and takes it.
-    direct: Option<File>,
-    local: bool,
-    /// The record whose count this process last published under this lock file: where the
-    /// published file is not read under the lock (a network filesystem), a lease that finds
-    /// the same record (the same sequence number: nobody wrote one since) skips publishing it
-    /// again. Never a floor for the count: a record written since, by an operator's `set`
-    /// too, may be lower.
-    published: Mutex<Option<Record>>,
-    /// When a reader last checked that this is still the lock file at the path.
-    checked: Mutex<Instant>,
-    /// Opened because the lock file before it left the path: until a lease has read it, its
-    /// record may be older than the count (a restore from an older copy).
-    replacing: AtomicBool,
+/// Where the counter's lock is taken, and what a lease goes by: the counter's files, the volume
+/// they are on, and who is waiting for the lock. [`crate::CounterFile`] holds one (its clones
+/// share the waiting) and lends it to the leases it takes.
+#[derive(Debug, Clone)]
+pub struct LockSite {
+    paths: CounterPaths,
+    kind: VolumeKind,
+    /// Whether a lease taken here is waiting for the lock, and for how long.
+    wait: Arc<LockWait>,
 }
 
-impl LockFile {
-    /// Opens (creating it if needed) the lock file for writing; anything but a regular file
-    /// there is [`Error::NotRegular`], and the open never blocks.
-    pub fn open(counter: &CounterFile) -> Result<LockFile> {
-        LockFile::with(counter, counter.open_lock_file()?, true)
-    }
-
-    /// Opens the lock file for a reader, who takes no lock: for writing too where the volume
-    /// allows it (a network client's cache is dropped through a writable descriptor), else
-    /// read-only. `None` when there is no lock file, so no record yet.
-    pub fn open_for_reading(counter: &CounterFile) -> Result<Option<LockFile>> {
-        let path = counter.lock_path();
-        let (file, writable) = match open_regular(path, OpenOptions::new().read(true).write(true)) {
-            Ok(file) => (file, true),
-            Err(Error::Io { error, .. })
-                if matches!(
-                    error.raw_os_error(),
-                    Some(libc::EROFS | libc::EACCES | libc::EPERM)
-                ) =>
-            {
-                (open_regular(path, OpenOptions::new().read(true))?, false)
-            }
-            Err(error) => return Err(error),
-        };
-        file.map(|file| LockFile::with(counter, file, writable))
-            .transpose()
-    }
-
-    fn with(counter: &CounterFile, file: File, writable: bool) -> Result<LockFile> {
-        let local = counter.volume_kind().is_local(&file);
-        let direct = if local {
-            None
-        } else {
-            caches::open_direct(counter.lock_path())
-                .map_err(|e| Error::io("open", counter.lock_path(), e))?
-        };
-        Ok(LockFile {
-            file,
-            writable,
-            direct,
-            local,
-            published: Mutex::new(None),
-            checked: Mutex::new(Instant::now()),
-            replacing: AtomicBool::new(false),
-        })
-    }
-
-    /// Whether the file this descriptor is open on is still the one at the lock file's path:
-    /// false once it was deleted or another file was renamed over it.
-    fn is_at_path(&self, counter: &CounterFile) -> Result<bool> {
-        let path = counter.lock_path();
-        let held = self
-            .file
-            .metadata()
-            .map_err(|e| Error::io("stat", path, e))?;
-        match fs::symlink_metadata(path) {
-            Ok(at_path) => Ok(at_path.dev() == held.dev() && at_path.ino() == held.ino()),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(Error::io("stat", path, e)),
+impl LockSite {
+    /// The counter at `paths`, on a volume of the given kind; nobody waiting yet.
+    pub fn new(paths: CounterPaths, kind: VolumeKind) -> Self {
+        LockSite {
+            paths,
+            kind,
+            wait: Arc::default(),
         }
     }
 
-    /// For a reader that keeps this descriptor: whether to open the lock file again, checked
-    /// at most once a [`READER_RECHECK`]. Yes when the file is no longer the one at the path,
-    /// and when this descriptor is read-only but the volume takes a writable open again: a
-    /// network volume can be read-only for a while (GlusterFS while it lacks quorum), and a
-    /// read-only descriptor kept for good would keep readiness saying so and skip what drops
-    /// a network client's cached copy of the record ([`crate::caches`]).
-    pub fn outdated_for_reading(&self, counter: &CounterFile) -> bool {
-        {
-            let mut checked = self.checked.lock().unwrap_or_else(|e| e.into_inner());
-            if checked.elapsed() < READER_RECHECK {
-                return false;
-            }
-            *checked = Instant::now();
-        }
-        // An error here is the next read's to report, through a descriptor opened again.
-        if !matches!(self.is_at_path(counter), Ok(true)) {
-            return true;
-        }
-        !self.writable
-            && open_regular(
-                counter.lock_path(),
-                OpenOptions::new().read(true).write(true),
-            )
-            .is_ok_and(|file| file.is_some())
+    /// The same site on a volume of the given kind, sharing its waiting.
+    pub fn with_volume_kind(mut self, kind: VolumeKind) -> Self {
+        self.kind = kind;
+        self
     }
 
-    /// Whether the filesystem is local (see [`crate::caches::is_local`]).
-    pub fn is_local(&self) -> bool {
-        self.local
+    /// Both files' paths.
+    pub fn paths(&self) -> &CounterPaths {
+        &self.paths
     }
 
-    /// Whether the volume let the file be opened for writing.
-    pub fn is_writable(&self) -> bool {
-        self.writable
+    /// `pingpong_counter.txt`: the published count.
+    pub fn path(&self) -> &std::path::Path {
+        self.paths.published()
     }
 
-    /// Both slots of the record: through the page cache on a local filesystem, past the
-    /// client's caches on any other.
-    pub fn read_slots(&self, counter: &CounterFile) -> Result<record::Slots> {
-        let slots = if self.local {
-            record::read_slots(&self.file)
-        } else {
-            caches::read_slots_uncached(
-                self.writable.then_some(&self.file),
-                self.direct.as_ref().unwrap_or(&self.file),
-            )
-        };
-        slots.map_err(|e| Error::io("read", counter.lock_path(), e))
+    /// `pingpong_counter.txt.lock`: the lock, and the durable record.
+    pub fn lock_path(&self) -> &std::path::Path {
+        self.paths.lock()
+    }
+
+    /// What the volume is taken to be.
+    pub fn volume_kind(&self) -> VolumeKind {
+        self.kind
+    }
+
+    /// Whether a lease taken here is waiting for the lock, and for how long.
+    pub fn lock_wait(&self) -> &LockWait {
+        &self.wait
+    }
+
+    /// Opens (creating it if needed) the lock file for writing (see [`RecordFile::open`]).
+    pub fn open_record_file(&self) -> Result<RecordFile> {
+        RecordFile::open(&self.paths, self.kind)
     }
 }
 
 /// The counter's lock, held, with the count it protects. Dropping it unlocks.
 #[derive(Debug)]
 pub struct Lease<'a> {
-    counter: &'a CounterFile,
+    site: &'a LockSite,
     /// The lock file, locked: the record's home.
-    lock: Arc<LockFile>,
+    lock: Arc<RecordFile>,
     /// The sequence number of the latest record, 0 if none yet.
     seq: u64,
     /// Where the next record goes: never the slot of the latest durable one.
@@ -322,20 +215,20 @@ impl Drop for Lease<'_> {
 /// Takes the lock on `lock`, waiting for another holder if `wait` (else `None` when it is
 /// held), and makes sure it is held on the file at the lock file's path: when `lock` is no
 /// longer that file, it is given up and the file at the path opened and locked instead (see
-/// [`LockFile`]). With whether another process held the lock, and when the lock was had.
+/// [`RecordFile`]). With whether another process held the lock, and when the lock was had.
 fn lock_at_path(
-    counter: &CounterFile,
-    mut lock: Arc<LockFile>,
+    site: &LockSite,
+    mut lock: Arc<RecordFile>,
     wait: bool,
-) -> Result<Option<(Arc<LockFile>, bool, Instant)>> {
-    let path = counter.lock_path();
+) -> Result<Option<(Arc<RecordFile>, bool, Instant)>> {
+    let path = site.lock_path();
     let mut contended = false;
     for _ in 0..REOPENS {
         match lock.file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) if !wait => return Ok(None),
             Err(TryLockError::WouldBlock) => {
-                let _waiting = counter.lock_wait().begin();
+                let _waiting = site.lock_wait().begin();
                 lock.file.lock().map_err(|e| Error::io("lock", path, e))?;
                 contended = true;
             }
@@ -344,7 +237,7 @@ fn lock_at_path(
         // The lock is known held from here: the lease's trust clock starts now, before the
         // path is looked up (on a network volume that lookup may stall too).
         let locked_at = Instant::now();
-        let at_path = lock.is_at_path(counter);
+        let at_path = lock.is_at_path();
         if let Ok(true) = at_path {
             return Ok(Some((lock, contended, locked_at)));
         }
@@ -355,7 +248,7 @@ fn lock_at_path(
             "the counter's lock file was deleted or replaced: taking the lock on the file now \
              at its path"
         );
-        let replacing = LockFile::open(counter)?;
+        let replacing = site.open_record_file()?;
         replacing.replacing.store(true, Ordering::Relaxed);
         lock = Arc::new(replacing);
     }
@@ -384,27 +277,27 @@ pub enum Advance {
 
 impl<'a> Lease<'a> {
     /// Takes the lock on `lock`, waiting for other holders (meanwhile
-    /// [`CounterFile::lock_wait`] says so), and reads the count. `contended` tells whether
+    /// [`crate::CounterFile::lock_wait`] says so), and reads the count. `contended` tells whether
     /// another process held the lock when this one asked. When `lock` is no longer the file at
-    /// the path, the lease is on the one that is (see [`LockFile`]): [`Lease::lock_file`].
-    pub fn acquire(counter: &'a CounterFile, lock: Arc<LockFile>) -> Result<(Lease<'a>, bool)> {
+    /// the path, the lease is on the one that is (see [`RecordFile`]): [`Lease::lock_file`].
+    pub fn acquire(site: &'a LockSite, lock: Arc<RecordFile>) -> Result<(Lease<'a>, bool)> {
         let (lock, contended, locked_at) =
-            lock_at_path(counter, lock, true)?.expect("waited for the lock");
-        Ok((Lease::read(counter, lock, locked_at)?, contended))
+            lock_at_path(site, lock, true)?.expect("waited for the lock");
+        Ok((Lease::read(site, lock, locked_at)?, contended))
     }
 
     /// Takes the lock on `lock` (or on the file at the path, as [`Lease::acquire`]) only if
     /// nobody holds it.
-    pub fn try_acquire(counter: &'a CounterFile, lock: Arc<LockFile>) -> Result<Option<Lease<'a>>> {
-        match lock_at_path(counter, lock, false)? {
-            Some((lock, _, locked_at)) => Lease::read(counter, lock, locked_at).map(Some),
+    pub fn try_acquire(site: &'a LockSite, lock: Arc<RecordFile>) -> Result<Option<Lease<'a>>> {
+        match lock_at_path(site, lock, false)? {
+            Some((lock, _, locked_at)) => Lease::read(site, lock, locked_at).map(Some),
             None => Ok(None),
         }
     }
 
     /// The lock file this lease holds the lock on: the one at the path when the lock was
     /// taken, which a caller keeps for the next lease.
-    pub fn lock_file(&self) -> &Arc<LockFile> {
+    pub fn lock_file(&self) -> &Arc<RecordFile> {
         &self.lock
     }
 
@@ -412,33 +305,29 @@ impl<'a> Lease<'a> {
     /// the previous release may have advanced it, the published file. That is a local volume
     /// (the previous release ran on one node only); on a network filesystem the published file
     /// is read only while there is no record yet (the first start after that release), since
-    /// opening it by name is what stalls there (see [`LockFile`]).
-    fn read(
-        counter: &'a CounterFile,
-        lock: Arc<LockFile>,
-        locked_at: Instant,
-    ) -> Result<Lease<'a>> {
-        let mut lease = Lease::new(counter, lock, Record { seq: 0, value: 0 }, 0, locked_at);
+    /// opening it by name is what stalls there (see [`RecordFile`]).
+    fn read(site: &'a LockSite, lock: Arc<RecordFile>, locked_at: Instant) -> Result<Lease<'a>> {
+        let mut lease = Lease::new(site, lock, Record { seq: 0, value: 0 }, 0, locked_at);
         let new = record::allocate(&lease.lock.file)
-            .map_err(|e| Error::io("allocate", counter.lock_path(), e))?;
+            .map_err(|e| Error::io("allocate", site.lock_path(), e))?;
         if new {
             // The lock file may be new: its name must be durable before anything counts on
             // what it holds, or a power cut could take the record with the name.
-            atomic::sync_dir(atomic::parent_dir(counter.lock_path()))?;
+            atomic::sync_dir(atomic::parent_dir(site.lock_path()))?;
         }
         let latest = lease
             .lock
-            .read_slots(counter)?
+            .read_slots()?
             .latest()
             .map_err(|record::BothTorn| Error::CorruptRecord {
-                path: counter.lock_path().to_owned(),
+                path: site.lock_path().to_owned(),
             })?;
         // New, without a record, while a count is published: the lock file before it may have
         // been deleted or replaced under a process that still holds a lease on it (see
-        // [`LockFile`]).
-        if new && latest.record.is_none() && fs::symlink_metadata(counter.path()).is_ok() {
+        // [`RecordFile`]).
+        if new && latest.record.is_none() && fs::symlink_metadata(site.path()).is_ok() {
             tracing::warn!(
-                path = %counter.lock_path().display(),
+                path = %site.lock_path().display(),
                 wait = ?REPLACED_LOCK_FILE_WAIT,
                 "the counter's lock file is new while a count is published: waiting, with the \
                  lock held, for any process still holding the lock file it replaced to publish \
@@ -451,8 +340,8 @@ impl<'a> Lease<'a> {
         // copy): the published file, which the previous holder brought up to the count before
         // it gave the old lock back, is read once, whatever the volume.
         let replacing = lease.lock.replacing.swap(false, Ordering::Relaxed);
-        let (value, published) = counter::starting_count(
-            counter.path(),
+        let (value, published) = published::starting_count(
+            site.path(),
             latest.record.map(|r| r.value),
             lease.lock.local || replacing,
         )?;
@@ -470,41 +359,36 @@ impl<'a> Lease<'a> {
         if lease.lock.local {
             // Ahead of the record: written by someone who does not know it (crate::rollout).
             if lease.published.unwrap_or(0) > recorded.value {
-                rollout::note(counter.path());
+                rollout::note(site.path());
                 lease.rollout = true;
             } else {
-                lease.rollout = rollout::recent(counter.path());
+                lease.rollout = rollout::recent(site.path());
             }
         }
         // No record yet: the first batch is published before it is handed out, so that a
         // process finding the lock file new (deleted under this one) sees a count is published
-        // and waits for this lease to end (see [`LockFile`]).
+        // and waits for this lease to end (see [`RecordFile`]).
         lease.publish_first_batch = latest.record.is_none();
         Ok(lease)
     }
 
     /// Takes the lock for the operator's `set`, which repairs what [`Lease::acquire`] refuses:
     /// a corrupt published file, two torn slots.
-    pub fn acquire_for_repair(counter: &'a CounterFile) -> Result<Lease<'a>> {
-        let lock = Arc::new(LockFile::open(counter)?);
-        let (lock, _, locked_at) = lock_at_path(counter, lock, true)?.expect("waited for the lock");
+    pub fn acquire_for_repair(site: &'a LockSite) -> Result<Lease<'a>> {
+        let lock = Arc::new(site.open_record_file()?);
+        let (lock, _, locked_at) = lock_at_path(site, lock, true)?.expect("waited for the lock");
         // A new lock file (the first ever, or one replacing what was moved aside) gets its
         // 8 KiB and a durable name, as when a lease creates it (SPEC §3).
-        if record::allocate(&lock.file)
-            .map_err(|e| Error::io("allocate", counter.lock_path(), e))?
-        {
-            atomic::sync_dir(atomic::parent_dir(counter.lock_path()))?;
+        if record::allocate(&lock.file).map_err(|e| Error::io("allocate", site.lock_path(), e))? {
+            atomic::sync_dir(atomic::parent_dir(site.lock_path()))?;
         }
-        let latest = lock
-            .read_slots(counter)?
-            .latest()
-            .unwrap_or(record::Latest {
-                record: None,
-                next_slot: 0,
-            });
+        let latest = lock.read_slots()?.latest().unwrap_or(record::Latest {
+            record: None,
+            next_slot: 0,
+        });
         let recorded = latest.record.unwrap_or(Record { seq: 0, value: 0 });
         Ok(Lease::new(
-            counter,
+            site,
             lock,
             recorded,
             latest.next_slot,
@@ -513,8 +397,8 @@ impl<'a> Lease<'a> {
     }
 
     fn new(
-        counter: &'a CounterFile,
-        lock: Arc<LockFile>,
+        site: &'a LockSite,
+        lock: Arc<RecordFile>,
         recorded: Record,
         next_slot: usize,
         locked_at: Instant,
@@ -522,7 +406,7 @@ impl<'a> Lease<'a> {
         // The trust clock starts when the `flock` call returned, before the record and the
         // published file are read under the lock.
         Lease {
-            counter,
+            site,
             lock,
             seq: recorded.seq,
             next_slot,
@@ -565,12 +449,13 @@ impl<'a> Lease<'a> {
     /// The error of a lease distrusted `since` after the lock was last known held.
     fn distrust(&self, since: Duration) -> Error {
         tracing::warn!(
-            path = %self.counter.lock_path().display(),
+            path = %self.site.lock_path().display(),
             ?since,
             "the counter's lock was last known held too long ago: it may have expired, so nothing is handed out from this lease"
         );
         Error::LeaseDistrusted {
-            path: self.counter.lock_path().to_owned(),
+            path: self.site.lock_path().to_owned(),
+            trust: TRUST,
         }
     }
 
@@ -580,7 +465,7 @@ impl<'a> Lease<'a> {
         let Some(next) = first.checked_add(n) else {
             return Advance::Failed {
                 error: Error::Overflow {
-                    path: self.counter.path().to_owned(),
+                    path: self.site.path().to_owned(),
                     value: first,
                     add: n,
                 },
@@ -598,7 +483,7 @@ impl<'a> Lease<'a> {
         let Some(seq) = self.seq.checked_add(1) else {
             return Advance::Failed {
                 error: Error::SequenceExhausted {
-                    path: self.counter.lock_path().to_owned(),
+                    path: self.site.lock_path().to_owned(),
                 },
                 skipped: None,
             };
@@ -606,7 +491,7 @@ impl<'a> Lease<'a> {
         let record = Record { seq, value: next };
         if let Err(e) = record::write_slot(&self.lock.file, self.next_slot, &record) {
             return Advance::Failed {
-                error: Error::io("write", self.counter.lock_path(), e),
+                error: Error::io("write", self.site.lock_path(), e),
                 skipped: None,
             };
         }
@@ -617,7 +502,7 @@ impl<'a> Lease<'a> {
         let synced = self.lock.file.sync_data();
         let answered = Instant::now();
         let error = match synced {
-            Err(e) => Error::io("fdatasync", self.counter.lock_path(), e),
+            Err(e) => Error::io("fdatasync", self.site.lock_path(), e),
             Ok(()) => match distrusted_since(self.lock.local, self.known_held, answered) {
                 Some(since) => self.distrust(since),
                 None => {
@@ -649,7 +534,7 @@ impl<'a> Lease<'a> {
     /// new content, survives a power cut.
     fn publish(&mut self, read_first: bool, durable_name: bool) -> Result<()> {
         if read_first {
-            let on_disk = read_counter(self.counter.path())?;
+            let on_disk = read_counter(self.site.path())?;
             self.published = Some(on_disk);
             if on_disk >= self.value {
                 self.value = on_disk;
@@ -660,9 +545,9 @@ impl<'a> Lease<'a> {
         }
         let contents = format!("{}\n", self.value);
         if durable_name {
-            atomic::replace(self.counter.path(), contents.as_bytes())?;
+            atomic::replace(self.site.path(), contents.as_bytes())?;
         } else {
-            atomic::replace_content_durably(self.counter.path(), contents.as_bytes())?;
+            atomic::replace_content_durably(self.site.path(), contents.as_bytes())?;
         }
         self.published = Some(self.value);
         *self
@@ -700,7 +585,7 @@ impl<'a> Lease<'a> {
     /// "Readers"): one found ahead is written over with the count, as the next lease would.
     pub fn reconcile(&mut self) -> Result<()> {
         if !self.lock.local {
-            self.published = Some(read_counter(self.counter.path())?);
+            self.published = Some(read_counter(self.site.path())?);
         }
         self.publish(self.lock.local, true)
     }
@@ -733,13 +618,13 @@ impl<'a> Lease<'a> {
         for &(slot, seq) in &writes {
             record::write_slot(&self.lock.file, slot, &Record { seq, value })
                 .and_then(|()| self.lock.file.sync_data())
-                .map_err(|e| Error::io("write", self.counter.lock_path(), e))?;
+                .map_err(|e| Error::io("write", self.site.lock_path(), e))?;
         }
         let &(last, seq) = writes.last().expect("at least one write");
         self.seq = seq;
         self.next_slot = 1 - last;
         self.value = value;
-        atomic::replace(self.counter.path(), format!("{value}\n").as_bytes())?;
+        atomic::replace(self.site.path(), format!("{value}\n").as_bytes())?;
         self.published = Some(value);
         *self
             .lock
@@ -767,10 +652,15 @@ impl Lease<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::caches::VolumeKind;
+    use crate::published::COUNTER_FILE;
 
-    fn counter(dir: &tempfile::TempDir, kind: VolumeKind) -> CounterFile {
-        CounterFile::in_dir(dir.path()).with_volume_kind(kind)
+    fn site(dir: &tempfile::TempDir, kind: VolumeKind) -> LockSite {
+        LockSite::new(CounterPaths::new(dir.path().join(COUNTER_FILE)), kind)
+    }
+
+    fn take(site: &LockSite) -> Lease<'_> {
+        let lock = Arc::new(site.open_record_file().unwrap());
+        Lease::acquire(site, lock).unwrap().0
     }
 
     #[test]
@@ -787,8 +677,8 @@ mod tests {
     #[test]
     fn on_a_network_volume_a_stall_past_the_trust_window_before_a_write_uses_no_number() {
         let dir = tempfile::tempdir().unwrap();
-        let counter = counter(&dir, VolumeKind::Network);
-        let mut lease = counter.lock().unwrap();
+        let site = site(&dir, VolumeKind::Network);
+        let mut lease = take(&site);
         // Between taking the lock (or the last write) and this write: nothing was written, so
         // nothing is skipped either.
         lease.stall(TRUST + Duration::from_millis(1));
@@ -800,16 +690,17 @@ mod tests {
             other => panic!("expected the lease distrusted before writing, got {other:?}"),
         }
         drop(lease);
-        assert_eq!(counter.read_record().unwrap(), None);
-        let mut again = counter.lock().unwrap();
+        let slots = site.open_record_file().unwrap().read_slots().unwrap();
+        assert_eq!(slots.latest().unwrap().record, None);
+        let mut again = take(&site);
         assert!(matches!(again.advance(1), Advance::Durable { first: 0 }));
     }
 
     #[test]
     fn on_a_network_volume_a_stall_within_the_trust_window_is_trusted() {
         let dir = tempfile::tempdir().unwrap();
-        let counter = counter(&dir, VolumeKind::Network);
-        let mut lease = counter.lock().unwrap();
+        let site = site(&dir, VolumeKind::Network);
+        let mut lease = take(&site);
         // Small, so that a loaded machine's own pauses before the writes below stay within it.
         lease.stall(Duration::from_millis(100));
         assert!(!lease.stale());
@@ -820,15 +711,15 @@ mod tests {
     #[test]
     fn a_local_lock_cannot_expire_so_a_stall_distrusts_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let counter = counter(&dir, VolumeKind::Local);
-        let mut lease = counter.lock().unwrap();
+        let site = site(&dir, VolumeKind::Local);
+        let mut lease = take(&site);
         lease.stall(TRUST * 5);
         assert!(!lease.stale());
         assert!(matches!(lease.advance(2), Advance::Durable { first: 0 }));
         lease.stall(TRUST * 5);
         lease.release().unwrap();
         assert_eq!(
-            std::fs::read_to_string(counter.path()).unwrap(),
+            std::fs::read_to_string(site.path()).unwrap(),
             "2\n",
             "published when the lock is given back"
         );

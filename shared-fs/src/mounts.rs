@@ -13,7 +13,7 @@
 //! | `cifs`, `smb3` with `nobrl` | refused: locks never reach the server |
 //! | `fuse.sshfs` | refused: SFTP has no locks; FUSE keeps them per mount |
 //! | `nfs`, `nfs4`, `cifs`, `smb3` otherwise; `ceph`, `fuse.ceph-fuse`, `fuse.glusterfs` | allowed, logged at info |
-//! | a local filesystem (`ext4`, `xfs`, `btrfs`, `tmpfs`, `overlay`, ...: the one list in [`crate::caches`]) | allowed silently (debug) |
+//! | a local filesystem (`ext4`, `xfs`, `btrfs`, `tmpfs`, `overlay`, ...: the one list in [`crate::volume`]) | allowed silently (debug) |
 //! | anything else: another network or FUSE filesystem | allowed with a warning that names it |
 //!
 //! A [`Refusal`] displays as one line naming `DATA_DIR`, the filesystem, the mount point, the
@@ -293,7 +293,7 @@ fn judge(mountinfo: &[u8], data_dir: &Path, path: &Path) -> Result<Verdict, Refu
             fs_type,
             mount_point,
         }
-    } else if crate::caches::is_local_type(&fs_type) {
+    } else if crate::volume::is_local_type(&fs_type) {
         Verdict::Local {
             data_dir,
             fs_type,

@@ -81,6 +81,20 @@ pub fn open_regular(path: &Path, options: &OpenOptions) -> Result<Option<File>> 
     })
 }
 
+/// Opens (creating it if needed) the lock file at `path` for writing, without locking it:
+/// fails on a read-only volume, which is what readiness wants to know. Never blocks in `open`,
+/// and anything but a regular file there is [`Error::NotRegular`].
+pub(crate) fn open_lock_file(path: &Path) -> Result<File> {
+    let options = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .clone();
+    open_regular(path, &options)?
+        .ok_or_else(|| Error::io("open lock file", path, std::io::ErrorKind::NotFound.into()))
+}
+
 /// The content of `path`, at most `limit` bytes; `None` when the file does not exist. Longer
 /// content is [`Error::TooLarge`], and no more than `limit + 1` bytes are ever read or held;
 /// anything but a regular file is [`Error::NotRegular`], and opening it never blocks.

@@ -7,15 +7,16 @@
 //!
 //! A lease already under way when the file leaves the path ends on the old file (within
 //! `MAX_HOLD`, then it publishes); the tests replace the file between leases, except where a
-//! new file makes the next process wait for that (see `shared_fs::lease::LockFile`).
+//! new file makes the next process wait for that (see `shared_fs::record_file::RecordFile`).
 
 use std::{fs, sync::Arc, thread, time::Duration};
 
 use shared_fs::{
     Counter, CounterFile,
-    caches::VolumeKind,
-    lease::{Advance, Lease, LockFile},
+    lease::{Advance, Lease},
     read_counter,
+    record_file::RecordFile,
+    volume::VolumeKind,
 };
 use test_support::eventually;
 
@@ -48,20 +49,20 @@ fn a_lease_is_never_taken_on_a_lock_file_that_is_no_longer_at_the_path() {
         let file = CounterFile::in_dir(dir.path());
         file.set(3).unwrap();
         // A running writer's descriptor, kept from lease to lease.
-        let kept = Arc::new(LockFile::open(&file).unwrap());
+        let kept = Arc::new(RecordFile::open(file.paths(), file.volume_kind()).unwrap());
         replace.apply(&file);
         // A process that opens the lock file now (a new replica) takes the lock at the path.
         let mut held = file.lock().unwrap();
         assert!(matches!(held.advance(2), Advance::Durable { first: 3 }));
 
-        let taken = Lease::try_acquire(&file, kept.clone()).unwrap();
+        let taken = Lease::try_acquire(file.lock_site(), kept.clone()).unwrap();
         assert!(
             taken.is_none(),
             "{replace:?}: a lease was taken on the old lock file while another process held the \
              lock on the file at the path"
         );
         held.release().unwrap();
-        let mut taken = Lease::try_acquire(&file, kept)
+        let mut taken = Lease::try_acquire(file.lock_site(), kept)
             .unwrap()
             .expect("the lock at the path is free");
         assert!(

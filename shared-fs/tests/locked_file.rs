@@ -10,12 +10,12 @@ use std::{
     thread,
 };
 
-use shared_fs::LockedFile;
+use shared_fs::GuardedFile;
 
 #[test]
 fn sweeps_and_replaces_from_many_writers_never_break_a_replace() {
     let dir = tempfile::tempdir().unwrap();
-    let file = LockedFile::new(dir.path().join("output.log"));
+    let file = GuardedFile::new(dir.path().join("output.log"));
     let stop = Arc::new(AtomicBool::new(false));
 
     // Writers starting up over and over: each start sweeps the temporary files.
@@ -65,7 +65,7 @@ fn sweeps_and_replaces_from_many_writers_never_break_a_replace() {
 #[test]
 fn the_sweep_removes_what_it_can_and_leaves_what_it_cannot() {
     let dir = tempfile::tempdir().unwrap();
-    let file = LockedFile::new(dir.path().join("output.log"));
+    let file = GuardedFile::new(dir.path().join("output.log"));
     // Named like a temporary file, but a directory: remove_file cannot take it. Before, the
     // sweep stopped at it with an error, and log-writer exited 1 on every start.
     let stuck = dir.path().join(".output.log.0123456789abcdef.tmp");

@@ -2,7 +2,7 @@
 //! read-only while it lacks quorum) and writable again later: the reader, which keeps the lock
 //! file open, must not keep its read-only descriptor for ever. That descriptor makes readiness
 //! say "read-only" and skips the step that drops GlusterFS's cached copy of the record (see
-//! `shared_fs::caches`). It tries a writable open again, at most once a second, and switches.
+//! `shared_fs::record_file`). It tries a writable open again, at most once a second, and switches.
 //!
 //! `VOLUME_KIND=network` takes the network path on a local tmpfs, remounted read-only and back
 //! (needs root and CAP_SYS_ADMIN; elsewhere the test prints why it skips).
@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use shared_fs::{CounterFile, caches::VolumeKind};
+use shared_fs::{CounterFile, volume::VolumeKind};
 use test_support::Mount;
 
 #[test]

@@ -6,7 +6,7 @@
 
 use std::{fs, os::unix::fs::symlink, path::Path};
 
-use shared_fs::{Counter, CounterFile, LockedFile, rollout};
+use shared_fs::{Counter, CounterFile, GuardedFile, rollout};
 
 const PRECIOUS: &[u8] = b"precious config\n";
 const SECRET: &[u8] = b"password=hunter2\n";
@@ -85,7 +85,7 @@ fn a_counter_that_is_a_link_never_shows_the_target_s_content() {
 fn a_lock_of_a_replaced_file_that_is_a_link_is_refused() {
     let (_keep, target) = outside("config", PRECIOUS);
     let dir = tempfile::tempdir().unwrap();
-    let output = LockedFile::new(dir.path().join("output.log"));
+    let output = GuardedFile::new(dir.path().join("output.log"));
     symlink(&target, output.lock_path()).unwrap();
 
     assert_eq!(

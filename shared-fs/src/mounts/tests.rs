@@ -497,3 +497,56 @@ fn a_volume_that_hangs_is_judged_by_the_path_as_written() {
         Ok(PathBuf::from("/resolved"))
     );
 }
+
+/// `statfs(2)`'s magic numbers, independent of the table the code uses: a wrong number
+/// there fails here. Every filesystem the mount guard calls local must be read through
+/// the page cache, and every other one past the client's caches.
+const MAGIC: &[(&str, u64)] = &[
+    ("ext2", 0xEF53),
+    ("ext3", 0xEF53),
+    ("ext4", 0xEF53),
+    ("xfs", 0x5846_5342),
+    ("btrfs", 0x9123_683E),
+    ("zfs", 0x2FC1_2FC1),
+    ("f2fs", 0xF2F5_2010),
+    ("jfs", 0x3153_464A),
+    ("reiserfs", 0x5265_4973),
+    ("nilfs2", 0x3434),
+    ("bcachefs", 0xCA45_1A4E),
+    ("tmpfs", 0x0102_1994),
+    ("ramfs", 0x8584_58F6),
+    ("overlay", 0x794C_7630),
+    ("vfat", 0x4D44),
+    ("msdos", 0x4D44),
+    ("exfat", 0x2011_BAB0),
+    ("ntfs3", 0x7366_746E),
+    ("hfsplus", 0x482B),
+    ("squashfs", 0x7371_7368),
+    ("erofs", 0xE0F5_E1E2),
+    ("iso9660", 0x9660),
+    ("nfs", 0x6969),
+    ("nfs4", 0x6969),
+    ("cifs", 0xFF53_4D42),
+    ("smb3", 0xFE53_4D42),
+    ("ceph", 0x00C3_6400),
+    ("fuse.glusterfs", 0x6573_5546),
+    ("fuse.ceph-fuse", 0x6573_5546),
+    ("fuse.sshfs", 0x6573_5546),
+    ("9p", 0x0102_1997),
+];
+
+#[test]
+fn the_mount_guard_and_the_read_path_agree_on_every_filesystem() {
+    for &(name, magic) in MAGIC {
+        let mountinfo = format!("1 0 8:1 / / rw - {name} /dev/x rw\n");
+        let guard = matches!(
+            check_in(mountinfo.as_bytes(), Path::new("/")),
+            Ok(Verdict::Local { .. })
+        );
+        assert_eq!(
+            (name, guard),
+            (name, crate::volume::is_local_magic(magic)),
+            "(name, local to the mount guard) vs (name, local to the read path)"
+        );
+    }
+}

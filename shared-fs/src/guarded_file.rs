@@ -1,6 +1,6 @@
 //! A file on the volume that is only ever replaced under an exclusive lock on its sibling
-//! `<name>.lock` (SPEC §3): the counter, and `output.log` while two log-writers overlap in a
-//! rollout.
+//! `<name>.lock` (SPEC §3), [`GuardedFile`]: `output.log`, while two log-writers overlap in a
+//! rollout. (The counter's lock file also holds its record: [`crate::record_file`].)
 //!
 //! The lock is a `flock` (std [`File::lock`]) on an empty file that is never deleted: deleting
 //! it would let two processes lock two different inodes. The replace and the sweep of temporary
@@ -8,34 +8,30 @@
 //! another writer that is between its write and its rename.
 
 use std::{
-    fs::{File, OpenOptions},
+    fs::File,
     path::{Path, PathBuf},
 };
 
 use crate::{
     atomic,
     error::{Error, Result},
-    read::open_regular,
+    read::open_lock_file,
 };
 
-/// A file replaced under the lock `<path>.lock`.
+/// A file guarded by the lock `<path>.lock`: replaced, and swept, only under it.
 #[derive(Debug, Clone)]
-pub struct LockedFile {
+pub struct GuardedFile {
     path: PathBuf,
     lock_path: PathBuf,
 }
 
-/// The held lock; dropping it releases the lock.
-#[derive(Debug)]
-pub struct FileLock(#[allow(dead_code)] File);
-
-impl LockedFile {
+impl GuardedFile {
     /// `path`, locked through `<path>.lock`.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         let path = path.into();
         let mut lock_path = path.clone().into_os_string();
         lock_path.push(".lock");
-        LockedFile {
+        GuardedFile {
             path,
             lock_path: lock_path.into(),
         }
@@ -49,12 +45,13 @@ impl LockedFile {
         &self.lock_path
     }
 
-    /// Takes the exclusive lock, blocking until every other holder has released it.
-    pub fn lock(&self) -> Result<FileLock> {
+    /// Takes the exclusive lock, blocking until every other holder has released it: the lock
+    /// file, locked; dropping it releases the lock.
+    fn lock(&self) -> Result<File> {
         let file = self.open_lock_file()?;
         file.lock()
             .map_err(|e| Error::io("lock", &self.lock_path, e))?;
-        Ok(FileLock(file))
+        Ok(file)
     }
 
     /// Under the lock, replaces the file atomically and durably ([`atomic::replace`]).
@@ -73,19 +70,7 @@ impl LockedFile {
     /// read-only volume, which is what readiness wants to know. Never blocks in `open`, and
     /// anything but a regular file there is [`Error::NotRegular`] (see [`crate::read`]).
     pub fn open_lock_file(&self) -> Result<File> {
-        let options = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .clone();
-        open_regular(&self.lock_path, &options)?.ok_or_else(|| {
-            Error::io(
-                "open lock file",
-                &self.lock_path,
-                std::io::ErrorKind::NotFound.into(),
-            )
-        })
+        open_lock_file(&self.lock_path)
     }
 }
 
@@ -95,7 +80,7 @@ mod tests {
 
     #[test]
     fn lock_file_is_a_sibling() {
-        let f = LockedFile::new("/v/output.log");
+        let f = GuardedFile::new("/v/output.log");
         assert_eq!(f.lock_path(), Path::new("/v/output.log.lock"));
     }
 }
