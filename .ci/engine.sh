@@ -93,7 +93,9 @@ started=$SECONDS
 
 step "1. install what is missing"
 missing=()
-for tool in podman runc shellcheck curl haproxy; do
+# catatonit: the pause binary podman kube play needs; only a Recommends of podman, so a podman
+# installed without recommends (a shared machine, a slim image) lacks it.
+for tool in podman runc catatonit shellcheck curl haproxy; do
   command -v "$tool" >/dev/null || missing+=("$tool")
 done
 if ((${#missing[@]})); then
