@@ -17,7 +17,7 @@
 //!   `DATA_DIR` itself, above every name opened here, may be a link.
 
 use std::{
-    fs::{self, File, OpenOptions},
+    fs::{self, File, FileType, OpenOptions},
     io::{ErrorKind, Read},
     os::unix::fs::{FileTypeExt, OpenOptionsExt},
     path::Path,
@@ -62,19 +62,7 @@ pub fn open_regular(path: &Path, options: &OpenOptions) -> Result<Option<File>> 
     if file_type.is_file() {
         return Ok(Some(file));
     }
-    let kind = if file_type.is_dir() {
-        "a directory"
-    } else if file_type.is_fifo() {
-        "a named pipe (FIFO)"
-    } else if file_type.is_socket() {
-        "a socket"
-    } else if file_type.is_char_device() {
-        "a character device"
-    } else if file_type.is_block_device() {
-        "a block device"
-    } else {
-        "something else"
-    };
+    let kind = kind_of(file_type);
     Err(Error::NotRegular {
         path: path.to_owned(),
         kind,
@@ -117,6 +105,27 @@ pub fn read_bounded(path: &Path, limit: usize) -> Result<Option<Vec<u8>>> {
         });
     }
     Ok(Some(bytes))
+}
+
+/// What a file type is, in the words errors and the operator's repair use.
+pub(crate) fn kind_of(t: FileType) -> &'static str {
+    if t.is_file() {
+        "a regular file"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_fifo() {
+        "a named pipe (FIFO)"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else {
+        "something else"
+    }
 }
 
 #[cfg(test)]

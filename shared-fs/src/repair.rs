@@ -8,10 +8,8 @@
 //! volume mounted. Nothing is deleted: `<name>.corrupt-<unix time>` keeps it.
 
 use std::{
-    fmt,
-    fs::{self, FileType},
+    fmt, fs,
     io::ErrorKind,
-    os::unix::fs::FileTypeExt,
     path::{Path, PathBuf},
     time::SystemTime,
 };
@@ -56,7 +54,7 @@ pub(crate) fn move_aside_unless_regular(path: &Path) -> Result<Option<MovedAside
     fs::rename(path, &to).map_err(|e| Error::io("move aside", path, e))?;
     let moved = MovedAside {
         from: path.to_owned(),
-        kind: kind(file_type),
+        kind: crate::read::kind_of(file_type),
         to,
     };
     tracing::warn!(
@@ -89,25 +87,6 @@ fn aside_path(path: &Path) -> Result<PathBuf> {
         }
     }
     unreachable!("a free name among 4 billion")
-}
-
-/// What a file type is, for the operator.
-fn kind(t: FileType) -> &'static str {
-    if t.is_dir() {
-        "a directory"
-    } else if t.is_symlink() {
-        "a symbolic link"
-    } else if t.is_fifo() {
-        "a named pipe (FIFO)"
-    } else if t.is_socket() {
-        "a socket"
-    } else if t.is_char_device() {
-        "a character device"
-    } else if t.is_block_device() {
-        "a block device"
-    } else {
-        "something else"
-    }
 }
 
 #[cfg(test)]

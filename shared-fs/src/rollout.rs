@@ -25,7 +25,7 @@
 use std::{
     fs::{self, OpenOptions},
     io::ErrorKind,
-    os::unix::fs::{FileTypeExt, OpenOptionsExt},
+    os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
     sync::{
         Mutex,
@@ -95,7 +95,10 @@ fn recent_at(counter_path: &Path, now: Instant) -> bool {
     if !metadata.is_file() {
         report(
             &marker,
-            &format!("it is {}, not a regular file", kind(&metadata)),
+            &format!(
+                "it is {}, not a regular file",
+                crate::read::kind_of(metadata.file_type())
+            ),
         );
         return true;
     }
@@ -151,22 +154,6 @@ fn report(marker: &Path, why: &str) {
             "the rollout marker is unusable: every batch is published before it is answered \
              until `pingpong counter set N` moves it aside"
         );
-    }
-}
-
-/// What is at the marker's name, for the log.
-fn kind(metadata: &fs::Metadata) -> &'static str {
-    let t = metadata.file_type();
-    if t.is_dir() {
-        "a directory"
-    } else if t.is_symlink() {
-        "a symbolic link"
-    } else if t.is_fifo() {
-        "a named pipe (FIFO)"
-    } else if t.is_socket() {
-        "a socket"
-    } else {
-        "a device"
     }
 }
 
