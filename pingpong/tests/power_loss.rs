@@ -306,12 +306,7 @@ fn every_crash_point_of_one_increment_leaves_the_old_or_the_acknowledged_value()
                 });
                 cuts += 1;
             }
-            let seen = match (outcomes.contains(&false), outcomes.contains(&true)) {
-                (true, false) => "old",
-                (true, true) => "old or new",
-                (false, true) => "new",
-                (false, false) => "no cut",
-            };
+            let seen = seen(&outcomes);
             assert_eq!(seen, expected, "{kind}, crash point {k} of {ops}");
             // The last cut's state goes on: the restart continues from its count, and
             // publishes it.
@@ -655,12 +650,7 @@ fn every_crash_point_of_a_rollout(fs: &mut CrashFs, rollout: Rollout) -> usize {
             });
             cuts += 1;
         }
-        let seen = match (outcomes.contains(&false), outcomes.contains(&true)) {
-            (true, false) => "old",
-            (true, true) => "old or new",
-            (false, true) => "new",
-            (false, false) => "no cut",
-        };
+        let seen = seen(&outcomes);
         assert_eq!(seen, expected, "{rollout:?}, crash point {k} of {ops}");
         // The last cut's state goes on: the restart continues from its count.
         let count = if *outcomes.last().expect("a cut") {
@@ -714,4 +704,14 @@ fn during_a_rollout_every_crash_point_leaves_an_old_replica_nothing_to_hand_out_
         cuts.push(format!("{rollout:?}: {n} cuts in {:.1?}", pass.elapsed()));
     }
     println!("{} ({:.1?} in all)", cuts.join(", "), started.elapsed());
+}
+
+/// What the cuts of one crash point left: the old count, the new one, or either.
+fn seen(outcomes: &[bool]) -> &'static str {
+    match (outcomes.contains(&false), outcomes.contains(&true)) {
+        (true, false) => "old",
+        (true, true) => "old or new",
+        (false, true) => "new",
+        (false, false) => "no cut",
+    }
 }
