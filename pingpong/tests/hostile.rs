@@ -21,7 +21,7 @@ use service_kit::connections::{
     MAX_HEAD_BYTES, MIN_CONNECTIONS, connection_bound,
 };
 use support::{Response, Server, pong_number, try_get};
-use test_support::http;
+use test_support::http::{self, closed_by};
 
 /// The open-file limit podman gives a container (ENGINE.md), and a flood past it.
 const CONTAINER_NOFILE: u64 = 1024;
@@ -51,29 +51,6 @@ fn exchange_within(port: u16, raw: &[u8], within: Duration) -> io::Result<(u16, 
 
 fn get_request(path: &str) -> Vec<u8> {
     http::request_bytes("GET", path)
-}
-
-/// Whether the server has closed `stream` (EOF or reset), waiting until `deadline`.
-fn closed_by(stream: &mut TcpStream, deadline: Instant) -> bool {
-    let mut buf = [0; 1024];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return false;
-        }
-        stream.set_read_timeout(Some(left)).expect("read timeout");
-        match stream.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => {} // a 408 or 503 before the close
-            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return true,
-            Err(e)
-                if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut =>
-            {
-                return false;
-            }
-            Err(e) => panic!("reading an idle connection: {e}"),
-        }
-    }
 }
 
 #[test]

@@ -113,6 +113,30 @@ fn exchange_with(
     parse(&response)
 }
 
+/// Whether the server has closed `stream` (EOF or reset), waiting until `deadline`; an answer
+/// before the close (a 408, a 503) is read and passed over.
+pub fn closed_by(stream: &mut TcpStream, deadline: Instant) -> bool {
+    let mut buf = [0; 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        stream.set_read_timeout(Some(left)).expect("read timeout");
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {} // a 408 or 503 before the close
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return true,
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut =>
+            {
+                return false;
+            }
+            Err(e) => panic!("reading an idle connection: {e}"),
+        }
+    }
+}
+
 fn bad(what: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what)
 }
