@@ -4,14 +4,14 @@
 use std::{env, path::Path, process::ExitCode};
 
 use anyhow::Context;
-use pingpong::{config::Config, operator, routes};
+use pingpong::{config::Config, forward::HttpForward, operator, routes};
 use service_kit::{
     cli::{self, Binary, run_main, usage_error},
     config::{EXIT_USAGE, check_utf8, process_env},
     http,
     shutdown::{self, Draining, Flavor},
 };
-use shared_fs::{CounterFile, mounts};
+use shared_fs::{CounterFile, leadership::LeaderMode, mounts};
 
 const HELP: &str = concat!(
     "\
@@ -38,6 +38,14 @@ ENVIRONMENT (unset means the default; a malformed value exits with status 2):
     SHUTDOWN_DELAY
                after SIGTERM, keep serving this long with /readyz already 503, then
                drain; 0s to 60s, e.g. 5s behind a load balancer  [default: 0s]
+    ADVERTISE_ADDR
+               this pod's IP address (the downward API's status.podIP), e.g. 10.42.1.7
+               or fd00::7: leader mode, where one replica keeps the counter's lock and
+               the others forward their increments to it on INTERNAL_PORT; unset: the
+               replicas take turns at the lock             [default: unset]
+    INTERNAL_PORT
+               leader mode's internal port, on LISTEN_ADDRESS; for pingpong pods only
+               (never in a Service); 0 picks a free one   [default: 3001]
     VOLUME_KIND
                auto, local or network: how the count's record is read; auto takes ext4,
                XFS, Btrfs, tmpfs, ZFS and the like for one node's filesystem and anything
@@ -113,7 +121,28 @@ fn serve(config: Config) -> anyhow::Result<()> {
             let data_dir = config.data_dir.clone();
             move || check_volume(&data_dir, &file)
         });
-        let (app, writer) = routes::service(file, draining.clone());
+        let internal = match config.advertise_addr {
+            Some(ip) => Some(internal_listener(&config, ip)?),
+            None => None,
+        };
+        let leader_mode = internal.as_ref().map(|(_, address)| LeaderMode {
+            address: *address,
+            forward: Box::new(HttpForward),
+        });
+        let (app, writer, door) =
+            routes::service_with_leader_mode(file, draining.clone(), leader_mode);
+        // The internal endpoint outlives the writer: after the hand-over it answers 421 until
+        // the process exits, so that followers go for the lock instead of finding a connection
+        // refused or cut (SPEC §6). It has its own drain, started once the writer has ended.
+        let internal_draining = Draining::default();
+        let internal_server = internal.map(|(listener, _)| {
+            tokio::spawn(http::serve(
+                listener,
+                pingpong::internal::app(door),
+                internal_draining.clone(),
+                std::time::Duration::ZERO,
+            ))
+        });
         // The bound port, not the configured one: with PORT=0 the tests learn it from here.
         tracing::info!(port = addr.port(), address = %addr.ip(), data_dir = %config.data_dir.display(), "pingpong listening");
         http::serve(listener, app, draining, config.shutdown_delay)
@@ -127,9 +156,34 @@ fn serve(config: Config) -> anyhow::Result<()> {
         {
             tracing::warn!(after = ?WRITER_EXIT, "the counter writer did not finish; exiting without it");
         }
+        if let Some(server) = internal_server {
+            internal_draining.start();
+            let _ = tokio::time::timeout(WRITER_EXIT, server).await;
+        }
         tracing::info!("pingpong stopped cleanly");
         Ok(())
     })
+}
+
+/// Leader mode's internal endpoint, bound (on `LISTEN_ADDRESS`, like the public port), and the
+/// address advertised to the other replicas: `ADVERTISE_ADDR` with the bound port.
+fn internal_listener(
+    config: &Config,
+    ip: std::net::IpAddr,
+) -> anyhow::Result<(tokio::net::TcpListener, std::net::SocketAddr)> {
+    let listener = http::bind(config.listen_address, config.internal_port).with_context(|| {
+        format!(
+            "listening on {} port {} (INTERNAL_PORT)",
+            config.listen_address, config.internal_port
+        )
+    })?;
+    let port = listener
+        .local_addr()
+        .context("reading the internal endpoint's bound address")?
+        .port();
+    let advertised = std::net::SocketAddr::new(ip, port);
+    tracing::info!(port, advertised = %advertised, "pingpong internal listening");
+    Ok((listener, advertised))
 }
 
 /// Creates `DATA_DIR` if missing and logs whether the counter is usable.

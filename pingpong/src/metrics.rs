@@ -13,13 +13,18 @@ use prometheus_client::{
     },
     registry::Registry,
 };
-use shared_fs::{BatchReport, Observe, group_commit::Waiting};
+use shared_fs::{
+    BatchReport, Observe,
+    group_commit::{FollowersDoor, Waiting},
+};
 
 #[derive(Debug, Clone)]
 pub struct CounterMetrics {
     increments: Counter,
     failed_writes: Counter,
     abandoned: Counter,
+    forwarded: Counter,
+    unknown: Counter,
     batch_size: Histogram,
     write_seconds: Histogram,
 }
@@ -30,6 +35,8 @@ impl CounterMetrics {
             increments: Counter::default(),
             failed_writes: Counter::default(),
             abandoned: Counter::default(),
+            forwarded: Counter::default(),
+            unknown: Counter::default(),
             batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
             write_seconds: Histogram::new(exponential_buckets(0.000_125, 2.0, 14)),
         };
@@ -47,6 +54,16 @@ impl CounterMetrics {
             "pingpong_abandoned",
             "Numbers written durably whose request had gone (timed out, client left): skipped, never handed out",
             metrics.abandoned.clone(),
+        );
+        registry.register(
+            "pingpong_forwarded",
+            "Leader mode: increments this replica forwarded to the leader and handed out",
+            metrics.forwarded.clone(),
+        );
+        registry.register(
+            "pingpong_forward_unknown",
+            "Leader mode: increments forwarded with no answer: perhaps made durable by the leader, never handed out",
+            metrics.unknown.clone(),
         );
         registry.register(
             "pingpong_batch_size",
@@ -76,6 +93,39 @@ impl Observe for CounterMetrics {
 
     fn abandoned(&mut self, numbers: &[u64]) {
         self.abandoned.inc_by(numbers.len() as u64);
+    }
+
+    fn forwarded(&mut self, n: u64) {
+        self.forwarded.inc_by(n);
+    }
+
+    fn unknown(&mut self, n: u64) {
+        self.unknown.inc_by(n);
+    }
+}
+
+/// `pingpong_leader` (1 while this replica leads) and `pingpong_leader_epoch` (the epoch it leads
+/// or last followed), read at each scrape.
+#[derive(Debug)]
+pub struct LeaderGauges(pub FollowersDoor);
+
+impl Collector for LeaderGauges {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let role = self.0.role();
+        let leading = encoder.encode_descriptor(
+            "pingpong_leader",
+            "1 while this replica leads: holds the counter's lock and makes every durable write",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(i64::from(role.leading().is_some())).encode(leading)?;
+        let epoch = encoder.encode_descriptor(
+            "pingpong_leader_epoch",
+            "The epoch this replica leads or last followed (0 before any)",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(i64::try_from(role.epoch()).unwrap_or(i64::MAX)).encode(epoch)
     }
 }
 

@@ -12,12 +12,13 @@ use service_kit::{
 };
 use shared_fs::{
     Counter, CounterFile,
-    group_commit::{Stopped, UNREADY_AFTER_WAITING},
+    group_commit::{FollowersDoor, Stopped, UNREADY_AFTER_WAITING},
+    leadership::LeaderMode,
 };
 
 use crate::{
     error::VolumeError,
-    metrics::{CounterMetrics, WaitingGauge},
+    metrics::{CounterMetrics, LeaderGauges, WaitingGauge},
 };
 
 /// What the handlers share.
@@ -32,6 +33,15 @@ pub struct AppState {
 impl AppState {
     /// Starts the counter writer for `file`, feeding `metrics`.
     pub fn new(file: CounterFile, metrics: CounterMetrics) -> Self {
+        Self::with_leader_mode(file, metrics, None)
+    }
+
+    /// As [`AppState::new`], in leader mode when `leader` is given (SPEC §2 `ADVERTISE_ADDR`).
+    pub fn with_leader_mode(
+        file: CounterFile,
+        metrics: CounterMetrics,
+        leader: Option<LeaderMode>,
+    ) -> Self {
         let count = SingleFlight::new({
             let file = file.clone();
             move || {
@@ -40,7 +50,7 @@ impl AppState {
             }
         });
         AppState {
-            counter: Counter::spawn_observed(file, metrics),
+            counter: Counter::spawn_with(file, metrics, leader),
             count,
         }
     }
@@ -49,6 +59,7 @@ impl AppState {
 /// The whole service: `/pingpong`, `/pings`, and the shared `/healthz`, `/readyz`, `/metrics`.
 pub fn app(state: AppState, mut registry: Registry, draining: Draining) -> Router {
     registry.register_collector(Box::new(WaitingGauge(state.counter.waiting())));
+    registry.register_collector(Box::new(LeaderGauges(state.counter.for_followers())));
     let ready = readiness(state.counter.clone());
     let timed_out = timeout_reason(state.counter.clone());
     let routes = Router::new()
@@ -64,7 +75,11 @@ pub fn app(state: AppState, mut registry: Registry, draining: Draining) -> Route
 fn timeout_reason(counter: Counter) -> TimeoutReason {
     std::sync::Arc::new(move |route| {
         matches!(route, "/pingpong" | "/readyz")
-            .then(|| counter.awaiting_lock(Duration::ZERO))
+            .then(|| {
+                counter
+                    .awaiting_lock(Duration::ZERO)
+                    .or_else(|| counter.awaiting_leader(Duration::ZERO))
+            })
             .flatten()
             .map(|waiting| waiting.to_string())
     })
@@ -79,11 +94,23 @@ pub fn app_for(file: CounterFile, draining: Draining) -> Router {
 /// the server waits on it before exiting, so that the count is published and the lock given
 /// back first (a replica of the previous release reads only the published file).
 pub fn service(file: CounterFile, draining: Draining) -> (Router, Stopped) {
+    let (app, stopped, _) = service_with_leader_mode(file, draining, None);
+    (app, stopped)
+}
+
+/// [`service`], in leader mode when `leader` is given, with the door of the internal endpoint
+/// ([`crate::internal::app`]).
+pub fn service_with_leader_mode(
+    file: CounterFile,
+    draining: Draining,
+    leader: Option<LeaderMode>,
+) -> (Router, Stopped, FollowersDoor) {
     let mut registry = Registry::default();
     let metrics = CounterMetrics::register(&mut registry);
-    let state = AppState::new(file, metrics);
+    let state = AppState::with_leader_mode(file, metrics, leader);
     let stopped = state.counter.stopped();
-    (app(state, registry, draining), stopped)
+    let door = state.counter.for_followers();
+    (app(state, registry, draining), stopped, door)
 }
 
 /// `pong N`, where N is the count before this request; sent only once the increment is
@@ -113,7 +140,10 @@ fn readiness(counter: Counter) -> ReadyCheck {
     std::sync::Arc::new(move || {
         let counter = counter.clone();
         Box::pin(async move {
-            if let Some(waiting) = counter.awaiting_lock(UNREADY_AFTER_WAITING) {
+            if let Some(waiting) = counter
+                .awaiting_lock(UNREADY_AFTER_WAITING)
+                .or_else(|| counter.awaiting_leader(UNREADY_AFTER_WAITING))
+            {
                 return Err(waiting.to_string());
             }
             let file = counter.file().clone();

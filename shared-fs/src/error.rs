@@ -111,6 +111,25 @@ pub enum Error {
     /// The group-commit writer thread is gone (it panicked or the process is exiting).
     #[error("the writer of {} has stopped", path.display())]
     WriterStopped { path: PathBuf },
+    /// An increment forwarded by another replica reached one that does not lead the epoch it
+    /// was sent for (SPEC §4 internal endpoint: 421): nothing was written; the sender asks again.
+    #[error("not the leader of epoch {epoch} of the counter")]
+    NotLeader { epoch: u64 },
+    /// With leader mode on, this replica has found no leader to forward to and could not take
+    /// the lock itself for this long (SPEC §4 readiness).
+    #[error(
+        "no leader of the counter reachable for {} s: {reason}",
+        whole_seconds(*waited)
+    )]
+    NoLeader {
+        waited: std::time::Duration,
+        reason: String,
+    },
+    /// A forwarded batch failed at the leader, or its outcome is unknown (the leader did not
+    /// answer in time, or the connection broke after the batch was sent): no number of it is
+    /// handed out.
+    #[error("the leader at {leader} did not make the increments durable: {reason}")]
+    Forward { leader: String, reason: String },
 }
 
 impl Error {

@@ -55,9 +55,12 @@ use std::{
 
 use tokio::sync::oneshot;
 
+mod leader_mode;
+
 use crate::{
     counter::CounterFile,
     error::{Error, Result},
+    leadership::{LeaderMode, Leadership, Reach, Role},
     lease::{Advance, Lease},
     record_file::RecordFile,
 };
@@ -91,10 +94,16 @@ pub const CONTENDED_FOR: Duration = Duration::from_secs(1);
 /// probing readiness stops sending requests here while they still wait.
 pub const UNREADY_AFTER_WAITING: Duration = Duration::from_secs(1);
 
-/// One caller of [`Counter::increment`], queued for the writer.
+/// One caller of [`Counter::increment`] (one number) or [`Counter::increment_forwarded`] (a
+/// follower's batch of `n`), queued for the writer.
 struct Waiter {
     state: Arc<AtomicU8>,
     reply: oneshot::Sender<Result<u64>>,
+    /// How many numbers: 1, or a forwarded batch's size.
+    n: u64,
+    /// A forwarded batch: the epoch it was admitted for, served only while this replica leads
+    /// that epoch (leader mode, [`crate::leadership`]).
+    epoch: Option<u64>,
 }
 
 /// A [`Waiter`]'s state: the writer moves it `PENDING -> CLAIMED` just before the write that
@@ -105,11 +114,23 @@ const CLAIMED: u8 = 1;
 const CANCELLED: u8 = 2;
 
 impl Waiter {
+    /// Claims the waiter for the next write; false if its caller gave up first. A follower
+    /// claims a batch before forwarding it, and keeps it claimed when the forward is refused:
+    /// claiming again is a no-op.
     fn claim(&self) -> bool {
-        self.state
+        match self
+            .state
             .compare_exchange(PENDING, CLAIMED, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+        {
+            Ok(_) | Err(CLAIMED) => true,
+            Err(_) => false,
+        }
     }
+}
+
+/// How many numbers a batch of waiters takes.
+fn numbers(batch: &[Waiter]) -> u64 {
+    batch.iter().map(|waiter| waiter.n).sum()
 }
 
 /// What callers hand the writer: increments, numbers given back, readiness's checks. A queue
@@ -314,6 +335,7 @@ impl Drop for CloseOnExit {
 /// the [`Counter`], so the writer outlives it.
 struct Pending<'c> {
     id: u64,
+    n: u64,
     state: Arc<AtomicU8>,
     answer: oneshot::Receiver<Result<u64>>,
     inbox: &'c Inbox,
@@ -330,8 +352,10 @@ impl Drop for Pending<'_> {
         }
         // Claimed. From `close` on the writer's send fails; a number sent before is still here.
         self.answer.close();
-        if let Ok(Ok(number)) = self.answer.try_recv() {
-            self.inbox.send(|queued| queued.gone.push(number));
+        if let Ok(Ok(first)) = self.answer.try_recv() {
+            let n = self.n;
+            self.inbox
+                .send(|queued| queued.gone.extend(first..first.saturating_add(n)));
         }
     }
 }
@@ -356,6 +380,13 @@ pub trait Observe: Send + 'static {
     /// After the answers, the numbers used but not delivered (their callers had gone, or the
     /// write that carried them failed after it could be seen): skipped, never handed out.
     fn abandoned(&mut self, _numbers: &[u64]) {}
+
+    /// A follower's batch of `n` made durable by the leader and handed out here (leader mode).
+    fn forwarded(&mut self, _n: u64) {}
+
+    /// A follower's batch of `n` whose forward ended with no answer: the leader may have made
+    /// them durable, or not; none is handed out (leader mode).
+    fn unknown(&mut self, _n: u64) {}
 }
 
 /// A closure as an observer of batches alone.
@@ -425,6 +456,9 @@ pub struct Counter {
     file: CounterFile,
     health: Arc<Health>,
     ended: Arc<Ended>,
+    /// Leader mode's state, for the internal endpoint, metrics and readiness.
+    role: Arc<Role>,
+    reach: Arc<Reach>,
 }
 
 impl Counter {
@@ -436,6 +470,19 @@ impl Counter {
 
     /// Starts the writer thread for `file`, reporting to `observer`.
     pub fn spawn_observed(file: CounterFile, observer: impl Observe) -> Self {
+        Self::spawn_with(file, observer, None)
+    }
+
+    /// Starts the writer thread for `file`, reporting to `observer`, in leader mode when
+    /// `leader` is given ([`crate::leadership`]).
+    pub fn spawn_with(
+        file: CounterFile,
+        observer: impl Observe,
+        leader: Option<LeaderMode>,
+    ) -> Self {
+        let role = Arc::new(Role::default());
+        let reach = Arc::new(Reach::default());
+        let leadership = leader.map(|mode| Leadership::new(mode, role.clone(), reach.clone()));
         let inbox = Arc::new(Inbox::default());
         inbox.senders.store(1, Ordering::SeqCst);
         let queue = Sender(inbox.clone());
@@ -446,6 +493,8 @@ impl Counter {
             health: health.clone(),
             contended_until: None,
             lock: None,
+            leadership,
+            published_idle: true,
         };
         let writer_ended = ended.clone();
         thread::Builder::new()
@@ -463,6 +512,8 @@ impl Counter {
             file,
             health,
             ended,
+            role,
+            reach,
         }
     }
 
@@ -474,24 +525,29 @@ impl Counter {
     /// hands out no number. Dropped later, its number is written, skipped, and reported in
     /// [`Observe::abandoned`]; never handed out twice.
     pub async fn increment(&self) -> Result<u64> {
-        let state = Arc::new(AtomicU8::new(PENDING));
-        let (reply, answer) = oneshot::channel();
-        let inbox = &*self.queue.0;
-        let id = inbox
-            .increment(Waiter {
-                state: state.clone(),
-                reply,
-            })
-            .ok_or_else(|| self.stopped_error())?;
-        let mut pending = Pending {
-            id,
-            state,
-            answer,
-            inbox,
-        };
-        (&mut pending.answer)
-            .await
-            .map_err(|_| self.stopped_error())?
+        self.queue_increments(1, None).await
+    }
+
+    /// `n` increments forwarded by a follower for `epoch` (leader mode): the first of their
+    /// numbers once durable, as [`Counter::increment`]; [`Error::NotLeader`] when this replica
+    /// does not lead that epoch by the time the writer takes them, with nothing written.
+    pub async fn increment_forwarded(&self, n: u64, epoch: u64) -> Result<u64> {
+        self.queue_increments(n, Some(epoch)).await
+    }
+
+    async fn queue_increments(&self, n: u64, epoch: Option<u64>) -> Result<u64> {
+        queue_increments(&self.queue.0, n, epoch, || self.stopped_error()).await
+    }
+
+    /// The door of leader mode's internal endpoint: forwarded batches go through it, and it
+    /// does not keep the writer alive, so that the endpoint can go on answering (421, nothing
+    /// written) after the writer has handed over, until the process exits.
+    pub fn for_followers(&self) -> FollowersDoor {
+        FollowersDoor {
+            inbox: self.queue.0.clone(),
+            role: self.role.clone(),
+            path: self.file.path().to_owned(),
+        }
     }
 
     /// Why durable writes fail, if the last one failed: ENOSPC, EROFS, EIO and the like
@@ -510,6 +566,19 @@ impl Counter {
             path: self.file.lock_path().to_owned(),
             waited,
         })
+    }
+
+    /// Leader mode: whether this replica leads, and which epoch; what an internal request is
+    /// checked against.
+    pub fn role(&self) -> &Role {
+        &self.role
+    }
+
+    /// Leader mode: why increments do not go through while this replica has found nobody to
+    /// forward to, and could not take the lock, for longer than `longer_than`.
+    pub fn awaiting_leader(&self, longer_than: Duration) -> Option<Error> {
+        let (waited, reason) = self.reach.unreached()?;
+        (waited > longer_than).then_some(Error::NoLeader { waited, reason })
     }
 
     /// Whether durable writes work: at once when the last one succeeded; after a failure, the
@@ -553,12 +622,66 @@ impl Counter {
     }
 }
 
+/// Queues `n` increments (forwarded for `epoch`, if given) and waits for the first of their
+/// numbers (see [`Counter::increment`]).
+async fn queue_increments(
+    inbox: &Inbox,
+    n: u64,
+    epoch: Option<u64>,
+    stopped: impl Fn() -> Error,
+) -> Result<u64> {
+    let state = Arc::new(AtomicU8::new(PENDING));
+    let (reply, answer) = oneshot::channel();
+    let id = inbox
+        .increment(Waiter {
+            state: state.clone(),
+            reply,
+            n,
+            epoch,
+        })
+        .ok_or_else(&stopped)?;
+    let mut pending = Pending {
+        id,
+        n,
+        state,
+        answer,
+        inbox,
+    };
+    (&mut pending.answer).await.map_err(|_| stopped())?
+}
+
+/// See [`Counter::for_followers`].
+#[derive(Debug, Clone)]
+pub struct FollowersDoor {
+    inbox: Arc<Inbox>,
+    role: Arc<Role>,
+    path: std::path::PathBuf,
+}
+
+impl FollowersDoor {
+    /// Whether this replica leads, and what an internal request is checked against.
+    pub fn role(&self) -> &Role {
+        &self.role
+    }
+
+    /// See [`Counter::increment_forwarded`]; once the writer has ended,
+    /// [`Error::WriterStopped`] with nothing written.
+    pub async fn increment_forwarded(&self, n: u64, epoch: u64) -> Result<u64> {
+        queue_increments(&self.inbox, n, Some(epoch), || Error::WriterStopped {
+            path: self.path.clone(),
+        })
+        .await
+    }
+}
+
 /// What [`Writer::collect`] found.
 enum Collected {
     /// Callers are queued: write for them.
     Callers,
     /// Nobody to write for now: look again.
     Nothing,
+    /// Nobody came for a while: what an idle writer does ([`Writer::idle`]), then look again.
+    Idle,
     /// Every handle is gone and the queue is empty.
     Closed,
 }
@@ -571,6 +694,19 @@ struct Writer {
     contended_until: Option<Instant>,
     /// The lock file, kept open from lease to lease (see [`RecordFile`]).
     lock: Option<Arc<RecordFile>>,
+    /// Leader mode ([`crate::leadership`]), when on.
+    leadership: Option<Leadership>,
+    /// Whether the count was published since the last batch (a leader keeps the lock while
+    /// idle, and publishes once).
+    published_idle: bool,
+}
+
+/// What [`Writer::follow`] came to.
+enum Followed {
+    /// The batch was forwarded, failed, or its callers gave up.
+    Done,
+    /// This replica took the lock: it leads, and writes the batch itself.
+    Leading,
 }
 
 impl Writer {
@@ -591,17 +727,35 @@ impl Writer {
             if !checks.is_empty() {
                 self.check(&file, &mut lease, &mut checks, &mut gone);
             }
-            match self.collect(
-                inbox,
-                &file,
-                &mut lease,
-                &mut gone,
-                &mut last,
-                &mut observer,
-            ) {
+            match self.collect(inbox, &file, &lease, &mut gone, &mut last, &mut observer) {
                 Collected::Callers => {}
                 Collected::Nothing => continue,
+                Collected::Idle => {
+                    self.idle(&file, &mut lease, &mut gone);
+                    continue;
+                }
                 Collected::Closed => break,
+            }
+            if self.leadership.is_some() {
+                if lease.as_ref().is_some_and(Lease::stale) {
+                    self.step_down(&mut lease, "its lease was last known held too long ago");
+                }
+                if lease.is_none() {
+                    match self.follow(
+                        inbox,
+                        &file,
+                        &mut lease,
+                        &mut batch,
+                        &mut gone,
+                        &mut observer,
+                    ) {
+                        Followed::Done => {
+                            report_abandoned(&file, &mut gone, &mut observer);
+                            continue;
+                        }
+                        Followed::Leading => {}
+                    }
+                }
             }
             // The callers stay in the queue while the writer waits for the lock: one that
             // gives up meanwhile leaves it.
@@ -615,17 +769,25 @@ impl Writer {
             };
             inbox.take_increments(&mut batch);
             batch.retain(Waiter::claim);
+            let led = self.leading_epoch();
+            refuse_forwarded(&mut batch, |epoch| led != Some(epoch));
             refuse_what_does_not_fit(&file, held, &mut batch);
             if batch.is_empty() {
                 last = Last::default();
                 continue;
             }
-            let (result, elapsed) = self.write_batch(&mut lease, batch.len(), &mut gone, &mut last);
+            let n = numbers(&batch);
+            let callers = batch.len();
+            let (result, elapsed) = self.write_batch(&mut lease, n, callers, &mut gone, &mut last);
+            if result.is_err() {
+                self.stepped_down("a durable write failed");
+            }
             self.answer(&mut batch, result, elapsed, &mut gone, &mut observer);
-            Writer::maybe_give_back(&mut lease);
+            self.after_batch(&mut lease);
             report_abandoned(&file, &mut gone, &mut observer);
         }
         // Every handle is gone and the queue is empty: publish, give the lock back, end.
+        self.hand_over(&mut lease);
         give_back(&mut lease);
         report_abandoned(&file, &mut gone, &mut observer);
     }
@@ -636,7 +798,7 @@ impl Writer {
         &self,
         inbox: &Inbox,
         file: &CounterFile,
-        lease: &mut Option<Lease<'_>>,
+        lease: &Option<Lease<'_>>,
         gone: &mut Vec<u64>,
         last: &mut Last,
         observer: &mut impl Observe,
@@ -645,13 +807,9 @@ impl Writer {
         let waiting = inbox.waiting();
         if waiting == 0 {
             report_abandoned(file, gone, observer);
-            let linger = lease.is_some().then(|| self.linger());
-            match inbox.wait(linger) {
+            match inbox.wait(self.idle_after(lease)) {
                 Wake::Arrived => {}
-                Wake::TimedOut => {
-                    give_back(lease);
-                    return Collected::Nothing;
-                }
+                Wake::TimedOut => return Collected::Idle,
                 Wake::Disconnected => return Collected::Closed,
             }
             if inbox.waiting() == 0 {
@@ -669,21 +827,22 @@ impl Writer {
         Collected::Callers
     }
 
-    /// One durable write for the `n` callers of the batch, under the lease just taken: the
+    /// One durable write for the `n` numbers of the batch's callers, under the lease just taken: the
     /// first of their numbers, or the error, with how long the write took.
     fn write_batch(
         &mut self,
         lease: &mut Option<Lease<'_>>,
-        n: usize,
+        n: u64,
+        callers: usize,
         gone: &mut Vec<u64>,
         last: &mut Last,
     ) -> (Result<u64>, Duration) {
         let held = lease.as_mut().expect("the lease was taken for this batch");
         let started = Instant::now();
-        let advance = held.advance(n as u64);
+        let advance = held.advance(n);
         let elapsed = started.elapsed();
         *last = Last {
-            size: n,
+            size: callers,
             write: elapsed,
         };
         let result = match advance {
@@ -719,15 +878,11 @@ impl Writer {
         };
         self.record_outcome(None);
         observer.batch(&BatchReport {
-            size: batch.len() as u64,
+            size: numbers(batch),
             elapsed,
             ok: true,
         });
-        for (waiter, value) in batch.drain(..).zip(first..) {
-            if waiter.reply.send(Ok(value)).is_err() {
-                gone.push(value);
-            }
-        }
+        hand_out(batch, first, gone);
     }
 
     /// The one way a batch fails, whether the lock could not be taken or the write failed:
@@ -742,7 +897,7 @@ impl Writer {
         self.record_outcome(Some(&error));
         if !batch.is_empty() {
             observer.batch(&BatchReport {
-                size: batch.len() as u64,
+                size: numbers(batch),
                 elapsed,
                 ok: false,
             });
@@ -793,8 +948,12 @@ impl Writer {
     }
 
     /// After a batch: gives the lock back once it was held for [`MAX_HOLD`] (see the module
-    /// docs).
-    fn maybe_give_back(lease: &mut Option<Lease<'_>>) {
+    /// docs); a leader beats and takes its courtesy turns instead.
+    fn after_batch<'f>(&mut self, lease: &mut Option<Lease<'f>>) {
+        self.published_idle = false;
+        if self.leadership.is_some() {
+            return self.keep_leading(lease);
+        }
         if lease.as_ref().is_some_and(|held| held.held() >= MAX_HOLD) {
             give_back(lease);
             thread::sleep(HANDOVER);
@@ -823,7 +982,13 @@ impl Writer {
         checks: &mut Vec<oneshot::Sender<Result<()>>>,
         gone: &mut Vec<u64>,
     ) {
+        let following = self.leadership.is_some() && lease.is_none();
         let result = if self.health.get().is_none() {
+            Ok(())
+        } else if following {
+            // A follower writes nothing itself: whether forwarding works is readiness's
+            // other question ([`Counter::awaiting_leader`]).
+            self.record_outcome(None);
             Ok(())
         } else {
             let outcome = self.lease(file, lease).map(|held| held.advance(0));
@@ -877,7 +1042,7 @@ fn give_back(lease: &mut Option<Lease<'_>>) {
 /// are refused; when none does, the write fails the whole batch (and readiness says why).
 fn refuse_what_does_not_fit(file: &CounterFile, lease: &Lease<'_>, batch: &mut Vec<Waiter>) {
     let room = lease.room();
-    if room == 0 || batch.len() as u64 <= room {
+    if room == 0 || numbers(batch) <= room {
         return;
     }
     let error = Error::Overflow {
@@ -885,7 +1050,49 @@ fn refuse_what_does_not_fit(file: &CounterFile, lease: &Lease<'_>, batch: &mut V
         value: u64::MAX,
         add: 1,
     };
-    for waiter in batch.drain(room as usize..) {
+    let mut fits = 0;
+    let mut used = 0;
+    for waiter in batch.iter() {
+        if used + waiter.n > room {
+            break;
+        }
+        used += waiter.n;
+        fits += 1;
+    }
+    for waiter in batch.drain(fits..) {
+        let _ = waiter.reply.send(Err(error.clone()));
+    }
+}
+
+/// Refuses, with nothing written, the forwarded batches `refuse` says this replica does not
+/// lead the epoch of: their follower asks again (SPEC §4: 421).
+fn refuse_forwarded(batch: &mut Vec<Waiter>, refuse: impl Fn(u64) -> bool) {
+    batch.retain_mut(|waiter| match waiter.epoch {
+        Some(epoch) if refuse(epoch) => {
+            let (dropped, _) = oneshot::channel();
+            let reply = std::mem::replace(&mut waiter.reply, dropped);
+            let _ = reply.send(Err(Error::NotLeader { epoch }));
+            false
+        }
+        _ => true,
+    });
+}
+
+/// Hands each waiter of the batch its numbers, in order, from `first`: a caller gone meanwhile
+/// leaves its numbers abandoned.
+fn hand_out(batch: &mut Vec<Waiter>, first: u64, gone: &mut Vec<u64>) {
+    let mut next = first;
+    for waiter in batch.drain(..) {
+        if waiter.reply.send(Ok(next)).is_err() {
+            gone.extend(next..next + waiter.n);
+        }
+        next += waiter.n;
+    }
+}
+
+/// Fails every waiter of the batch with `error`, with no number used.
+fn refuse(batch: &mut Vec<Waiter>, error: &Error) {
+    for waiter in batch.drain(..) {
         let _ = waiter.reply.send(Err(error.clone()));
     }
 }

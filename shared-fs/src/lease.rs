@@ -34,6 +34,7 @@
 use std::{
     fs::{self, TryLockError},
     ops::Range,
+    os::unix::fs::FileExt,
     sync::{Arc, Mutex, atomic::Ordering},
     thread,
     time::{Duration, Instant},
@@ -42,6 +43,7 @@ use std::{
 use crate::{
     atomic,
     error::{Error, Result},
+    leader_block::LeaderBlock,
     published::{self, read_counter},
     record::{self, Record},
     record_file::RecordFile,
@@ -524,6 +526,54 @@ impl<'a> Lease<'a> {
             error,
             skipped: Some(first..next),
         }
+    }
+
+    /// Where this lease's lock is taken.
+    pub fn site(&self) -> &'a LockSite {
+        self.site
+    }
+
+    /// The sequence number of the latest record: a leader's epoch is the one of its takeover
+    /// write ([`crate::leader_block`]).
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The leader block read through the locked descriptor.
+    pub fn read_leader_block(&self) -> Result<(Option<LeaderBlock>, usize)> {
+        self.lock.read_leader_block()
+    }
+
+    /// Writes the leader block into `slot` and makes it durable, under the same trust rules as
+    /// a record write: not written when the lease is distrusted, and a write answered in time
+    /// renews the lease (a heartbeat keeps an idle leader's lease trusted, and finds a fenced
+    /// descriptor within a beat).
+    pub fn write_leader_block(&mut self, slot: usize, block: &LeaderBlock) -> Result<()> {
+        if let Some(since) = self.distrusted() {
+            return Err(self.distrust(since));
+        }
+        let path = self.site.lock_path();
+        self.lock
+            .file
+            .write_all_at(&block.encode(), LeaderBlock::offset(slot))
+            .and_then(|()| self.lock.file.sync_data())
+            .map_err(|e| Error::io("write", path, e))?;
+        let answered = Instant::now();
+        if let Some(since) = distrusted_since(self.lock.local, self.known_held, answered) {
+            return Err(self.distrust(since));
+        }
+        self.known_held = answered;
+        Ok(())
+    }
+
+    /// A leader that keeps the lock while idle brings the published file up to the count, as
+    /// [`Lease::release`] does before giving the lock back.
+    pub fn publish_idle(&mut self) -> Result<()> {
+        if self.stale() {
+            return Ok(());
+        }
+        let read_first = self.lock.local;
+        self.publish(read_first, false)
     }
 
     /// Brings `pingpong_counter.txt` up to the count, unless it is known to hold it already.

@@ -26,6 +26,11 @@
 //!   one of the counter's files should be: moved aside, kept, reported.
 //! - [`guarded_file`]: [`GuardedFile`], a file replaced only under an exclusive lock on its
 //!   sibling `.lock` file (`output.log` when two log-writers overlap).
+//! - [`leader_block`]: who leads the replicas, in the lock file after the record: address,
+//!   epoch, heartbeat, token.
+//! - [`leadership`]: leader mode's rules and timings, what the writer shares with the internal
+//!   endpoint ([`Role`](leadership::Role)), and how the service forwards
+//!   ([`Forward`](leadership::Forward)).
 //! - [`lease`]: the counter's lock held across many durable writes while busy, the published
 //!   file brought up to date before it is given back, and when a lease stops being trusted.
 //! - [`counter`]: [`CounterFile`], the handle readers, the operator's commands and the writer
@@ -42,6 +47,8 @@ pub mod counter;
 pub mod error;
 pub mod group_commit;
 pub mod guarded_file;
+pub mod leader_block;
+pub mod leadership;
 pub mod lease;
 pub mod mounts;
 pub mod published;

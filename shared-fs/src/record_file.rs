@@ -37,6 +37,7 @@ use rustix::fs::{FallocateFlags, fallocate};
 
 use crate::{
     error::{Error, Result},
+    leader_block::{self, LeaderBlock},
     read::{open_lock_file, open_regular},
     record::{self, Record, Slots},
     volume::{CounterPaths, VolumeKind},
@@ -204,6 +205,33 @@ impl RecordFile {
     }
 }
 
+impl RecordFile {
+    /// The leader block ([`crate::leader_block`]): its latest valid slot and the slot to write
+    /// next, read as the record is (past a network client's caches).
+    pub fn read_leader_block(&self) -> Result<(Option<LeaderBlock>, usize)> {
+        let read = || -> io::Result<(Option<LeaderBlock>, usize)> {
+            let mut buffer = Box::new(Aligned([0; leader_block::REGION_BYTES]));
+            if !self.local
+                && let Some(file) = self.writable.then_some(&self.file)
+            {
+                drop_cached(
+                    file,
+                    leader_block::OFFSET,
+                    leader_block::REGION_BYTES as u64,
+                )?;
+            }
+            let reader = if self.local {
+                &self.file
+            } else {
+                self.direct.as_ref().unwrap_or(&self.file)
+            };
+            let n = read_once(reader, &mut buffer.0, leader_block::OFFSET)?;
+            Ok(leader_block::latest(&buffer.0[..n]))
+        };
+        read().map_err(|e| Error::io("read", &self.path, e))
+    }
+}
+
 /// The lock file at `path` opened with `O_DIRECT`, for [`read_slots_uncached`]; `None` where
 /// the filesystem refuses `O_DIRECT` (`EINVAL`: tmpfs, some FUSE filesystems).
 pub fn open_direct(path: &Path) -> io::Result<Option<File>> {
@@ -224,34 +252,45 @@ pub fn open_direct(path: &Path) -> io::Result<Option<File>> {
 /// is none).
 pub fn read_slots_uncached(writable: Option<&File>, reader: &File) -> io::Result<Slots> {
     if let Some(file) = writable {
-        match fallocate(file, FallocateFlags::KEEP_SIZE, 0, record::FILE_BYTES) {
-            Ok(()) => {}
-            // Not every filesystem has it (FUSE daemons without it answer ENOSYS, which the
-            // kernel turns into EOPNOTSUPP); the O_DIRECT read is still the better read.
-            Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::NOSYS) => {}
-            Err(e) => return Err(e.into()),
-        }
+        drop_cached(file, 0, record::FILE_BYTES)?;
     }
     read_direct(reader)
+}
+
+/// The `fallocate` (keeping the size) that makes a network client drop what it caches of
+/// `len` bytes at `offset` (GlusterFS: see the module docs).
+fn drop_cached(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    match fallocate(file, FallocateFlags::KEEP_SIZE, offset, len) {
+        Ok(()) => Ok(()),
+        // Not every filesystem has it (FUSE daemons without it answer ENOSYS, which the
+        // kernel turns into EOPNOTSUPP); the O_DIRECT read is still the better read.
+        Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::NOSYS) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// `O_DIRECT` wants the buffer, the offset and the length aligned to the device's block: 4 KiB
 /// covers every block size in use.
 #[repr(align(4096))]
-struct Aligned([u8; record::FILE_BYTES as usize]);
+struct Aligned<const N: usize>([u8; N]);
 
 /// One read of the whole file into an aligned buffer: a direct read shorter than asked for
 /// ends at the end of the file, and a second one from an unaligned offset would be refused.
 fn read_direct(file: &File) -> io::Result<Slots> {
     let mut buffer = Box::new(Aligned([0; record::FILE_BYTES as usize]));
-    let n = loop {
-        match file.read_at(&mut buffer.0, 0) {
-            Ok(n) => break n,
+    let n = read_once(file, &mut buffer.0, 0)?;
+    Ok(record::decode_slots(&buffer.0[..n]))
+}
+
+/// One read at `offset`, retried only when interrupted.
+fn read_once(file: &File, buffer: &mut [u8], offset: u64) -> io::Result<usize> {
+    loop {
+        match file.read_at(buffer, offset) {
+            Ok(n) => return Ok(n),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
-    };
-    Ok(record::decode_slots(&buffer.0[..n]))
+    }
 }
 
 #[cfg(test)]

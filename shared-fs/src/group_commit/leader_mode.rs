@@ -1,0 +1,460 @@
+//! The writer in leader mode ([`crate::leadership`]): following (forwarding a batch, or taking
+//! the lock when nobody can be forwarded to), taking over, and leading (heartbeats, courtesy
+//! turns, handing over at the end). Without leader mode none of this runs.
+
+use std::{
+    sync::Arc,
+    thread,
+    time::{Duration, Instant},
+};
+
+use super::{
+    Followed, HANDOVER, Inbox, LINGER, Observe, Waiter, Writer, give_back, hand_out, numbers,
+    refuse, refuse_forwarded,
+};
+use crate::{
+    counter::CounterFile,
+    error::Error,
+    leader_block::{LeaderBlock, Token},
+    leadership::{
+        Forwarded, HEARTBEAT, Led, MAX_FORWARDED, MIXED_FOR, POLL_MAX, POLL_MIN, ROUTE_WAIT,
+    },
+    lease::{Advance, Lease},
+    record_file::RecordFile,
+};
+
+impl Writer {
+    /// The epoch this writer leads, if it does.
+    pub(super) fn leading_epoch(&self) -> Option<u64> {
+        self.leadership.as_ref()?.role.leading()
+    }
+
+    /// How long to wait for callers before doing what an idle writer does: without leader mode,
+    /// give an idle lease back after its linger; leading, publish after [`LINGER`] and beat;
+    /// following while nobody could be reached, look again every [`HEARTBEAT`].
+    pub(super) fn idle_after(&self, lease: &Option<Lease<'_>>) -> Option<Duration> {
+        let Some(leadership) = &self.leadership else {
+            return lease.is_some().then(|| self.linger());
+        };
+        match (lease, &leadership.led) {
+            (Some(_), Some(led)) => Some(if self.published_idle {
+                HEARTBEAT.saturating_sub(led.beaten.elapsed())
+            } else {
+                LINGER
+            }),
+            (Some(_), None) => Some(LINGER),
+            (None, _) => leadership.reach.unreached().map(|_| HEARTBEAT),
+        }
+    }
+
+    /// Nobody came for [`Writer::idle_after`].
+    pub(super) fn idle<'f>(
+        &mut self,
+        file: &'f CounterFile,
+        lease: &mut Option<Lease<'f>>,
+        gone: &mut Vec<u64>,
+    ) {
+        if self.leadership.is_none() {
+            return give_back(lease);
+        }
+        match lease {
+            Some(held) => {
+                if !self.published_idle {
+                    if let Err(error) = held.publish_idle() {
+                        tracing::warn!(%error, "could not publish the count while idle");
+                    }
+                    self.published_idle = true;
+                }
+                self.keep_leading(lease);
+            }
+            None => self.look_for_leader(file, gone),
+        }
+    }
+
+    /// A follower that found nobody to forward to looks again while idle, so that readiness
+    /// turns back to 200 without a request (an unready replica receives none).
+    fn look_for_leader(&mut self, file: &CounterFile, _gone: &mut Vec<u64>) {
+        let block = self.read_block(file);
+        let leadership = self.leadership.as_mut().expect("leader mode");
+        let Ok(Some(block)) = block else {
+            return;
+        };
+        if block.stepped_down || block.address == leadership.mode.address {
+            return;
+        }
+        if leadership.suspect != Some((block.epoch, block.heartbeat))
+            && leadership.mode.forward.reachable(&block)
+        {
+            leadership.suspect = None;
+            leadership.reach.reached();
+            leadership.target = Some(block);
+        }
+    }
+
+    /// The leader block, read through the lock file kept open.
+    fn read_block(&mut self, file: &CounterFile) -> crate::Result<Option<LeaderBlock>> {
+        let lock = self.record_file(file)?;
+        let read = lock.read_leader_block().map(|(block, _)| block);
+        if read.is_err() {
+            self.lock = None;
+        }
+        read
+    }
+
+    fn record_file(&mut self, file: &CounterFile) -> crate::Result<Arc<RecordFile>> {
+        if let Some(lock) = &self.lock {
+            return Ok(lock.clone());
+        }
+        let lock = Arc::new(RecordFile::open(file.paths(), file.volume_kind())?);
+        self.lock = Some(lock.clone());
+        Ok(lock)
+    }
+
+    /// Takes the lock if nobody holds it, never waiting; true if this writer holds it now.
+    fn try_lease<'f>(
+        &mut self,
+        file: &'f CounterFile,
+        lease: &mut Option<Lease<'f>>,
+    ) -> crate::Result<bool> {
+        if lease.is_some() {
+            return Ok(true);
+        }
+        let lock = self.record_file(file)?;
+        match Lease::try_acquire(file.lock_site(), lock) {
+            Ok(Some(taken)) => {
+                self.lock = Some(taken.lock_file().clone());
+                *lease = Some(taken);
+                Ok(true)
+            }
+            Ok(None) => Ok(false),
+            Err(error) => {
+                self.lock = None;
+                Err(error)
+            }
+        }
+    }
+
+    /// A follower's batch: forwarded to the leader, or, when nobody can be forwarded to, the
+    /// lock taken without waiting and the batch left for this writer to write as the leader.
+    /// The callers stay in the queue (they can leave it) until there is somewhere to send them.
+    pub(super) fn follow<'f>(
+        &mut self,
+        inbox: &Inbox,
+        file: &'f CounterFile,
+        lease: &mut Option<Lease<'f>>,
+        batch: &mut Vec<Waiter>,
+        gone: &mut Vec<u64>,
+        observer: &mut impl Observe,
+    ) -> Followed {
+        let started = Instant::now();
+        let mut poll = POLL_MIN;
+        loop {
+            let target = self.leadership.as_ref().and_then(|leadership| {
+                leadership
+                    .target
+                    .clone()
+                    .filter(|block| leadership.worth_forwarding_to(block))
+            });
+            if let Some(target) = target {
+                if batch.is_empty() {
+                    inbox.take_increments(batch);
+                    batch.retain(Waiter::claim);
+                    // Forwarded to a follower: not chained on.
+                    refuse_forwarded(batch, |_| true);
+                    if batch.is_empty() {
+                        return Followed::Done;
+                    }
+                }
+                if let Some(done) = self.forward(&target, batch, gone, observer) {
+                    return done;
+                }
+            }
+            match self.try_lease(file, lease) {
+                Ok(true) => match self.take_over(lease, gone) {
+                    Ok(()) => return Followed::Leading,
+                    Err(error) => {
+                        *lease = None;
+                        self.lock = None;
+                        self.unreached(error.to_string());
+                    }
+                },
+                Ok(false) => {}
+                Err(error) => self.unreached(error.to_string()),
+            }
+            match self.read_block(file) {
+                Ok(Some(block)) => {
+                    let leadership = self.leadership.as_mut().expect("leader mode");
+                    let worth = leadership.worth_forwarding_to(&block);
+                    leadership.role.follow(block.epoch);
+                    leadership.target = Some(block);
+                    if worth {
+                        continue;
+                    }
+                    let why = format!(
+                        "another process holds the counter's lock, and the leader block names {}{}",
+                        block_address(&self.leadership.as_ref().expect("leader mode").target),
+                        " (not answering, stepped down, or this replica)"
+                    );
+                    self.unreached(why);
+                }
+                Ok(None) => {
+                    self.unreached("the lock is held and no leader has said where it is".into())
+                }
+                Err(error) => self.unreached(error.to_string()),
+            }
+            if batch.is_empty() && inbox.waiting() == 0 {
+                return Followed::Done;
+            }
+            if !batch.is_empty() && started.elapsed() > ROUTE_WAIT {
+                let reason = self
+                    .leadership
+                    .as_ref()
+                    .and_then(|l| l.reach.unreached())
+                    .map_or_else(String::new, |(_, why)| why);
+                refuse(
+                    batch,
+                    &Error::NoLeader {
+                        waited: started.elapsed(),
+                        reason,
+                    },
+                );
+                return Followed::Done;
+            }
+            thread::sleep(poll);
+            poll = (poll * 2).min(POLL_MAX);
+        }
+    }
+
+    /// Forwards the claimed batch to `target`: `Some` when the batch is done with (answered or
+    /// failed), `None` when nothing was written and it may be sent elsewhere.
+    fn forward(
+        &mut self,
+        target: &LeaderBlock,
+        batch: &mut Vec<Waiter>,
+        gone: &mut Vec<u64>,
+        observer: &mut impl Observe,
+    ) -> Option<Followed> {
+        let leadership = self.leadership.as_mut().expect("leader mode");
+        let n = numbers(batch);
+        debug_assert!(
+            n <= MAX_FORWARDED,
+            "a batch is bounded by the requests in flight"
+        );
+        let failed = |reason: String| Error::Forward {
+            leader: target.address.to_string(),
+            reason,
+        };
+        match leadership.mode.forward.forward(target, n) {
+            Forwarded::Durable { first } => {
+                leadership.reach.reached();
+                observer.forwarded(n);
+                hand_out(batch, first, gone);
+            }
+            Forwarded::Failed(reason) => {
+                leadership.reach.reached();
+                refuse(batch, &failed(reason));
+            }
+            Forwarded::Unknown(reason) => {
+                tracing::warn!(leader = %target.address, n, %reason, "a forwarded batch got no answer: its numbers may have been used, none is handed out");
+                leadership.suspect = Some((target.epoch, target.heartbeat));
+                leadership.target = None;
+                leadership.reach.failed(format!(
+                    "the leader at {} did not answer: {reason}",
+                    target.address
+                ));
+                observer.unknown(n);
+                refuse(batch, &failed(reason));
+            }
+            Forwarded::Refused(reason) => {
+                leadership.suspect = Some((target.epoch, target.heartbeat));
+                leadership.target = None;
+                leadership.reach.failed(format!(
+                    "the leader at {} refused: {reason}",
+                    target.address
+                ));
+                return None;
+            }
+        }
+        Some(Followed::Done)
+    }
+
+    fn unreached(&self, why: String) {
+        if let Some(leadership) = &self.leadership {
+            leadership.reach.failed(why);
+        }
+    }
+
+    /// With the lock just taken: leads. The same epoch again when this writer led it and the
+    /// block still names it (after a courtesy turn someone else took); else a new one: the
+    /// record written once (the count unchanged, the sequence number moved: the epoch), then
+    /// the block with a new token, both durable before anything is served.
+    fn take_over(
+        &mut self,
+        lease: &mut Option<Lease<'_>>,
+        gone: &mut Vec<u64>,
+    ) -> crate::Result<()> {
+        let held = lease.as_mut().expect("the lock was just taken");
+        let leadership = self.leadership.as_mut().expect("leader mode");
+        let (block, slot) = held.read_leader_block()?;
+        if leadership.last_seq.is_some_and(|seq| seq != held.seq()) {
+            note_mixed(leadership);
+        }
+        let resume = match (&leadership.led, &block) {
+            (Some(led), Some(block)) => {
+                block.epoch == led.epoch && block.address == leadership.mode.address
+            }
+            _ => false,
+        };
+        let mut led = if resume {
+            let mut led = leadership.led.clone().expect("resumed");
+            led.heartbeat += 1;
+            led
+        } else {
+            match held.advance(0) {
+                Advance::Durable { .. } => {}
+                Advance::Failed { error, skipped } => {
+                    gone.extend(skipped.into_iter().flatten());
+                    return Err(error);
+                }
+            }
+            let token = Token::random().map_err(|e| Error::io("read", "/dev/urandom", e))?;
+            Led {
+                epoch: held.seq(),
+                token,
+                heartbeat: 0,
+                next_slot: slot,
+                beaten: Instant::now(),
+            }
+        };
+        led.next_slot = slot;
+        held.write_leader_block(slot, &led.block(leadership.mode.address, false))?;
+        led.next_slot = 1 - slot;
+        led.beaten = Instant::now();
+        leadership.last_seq = Some(held.seq());
+        leadership.role.lead(led.epoch, led.token);
+        leadership.reach.reached();
+        leadership.target = None;
+        leadership.suspect = None;
+        if !resume {
+            tracing::info!(epoch = led.epoch, address = %leadership.mode.address, "leading");
+        }
+        leadership.led = Some(led);
+        Ok(())
+    }
+
+    /// After a batch or an idle wait, while leading: the heartbeat when due, then the courtesy
+    /// turn when due.
+    pub(super) fn keep_leading<'f>(&mut self, lease: &mut Option<Lease<'f>>) {
+        let Some(held) = lease.as_mut() else {
+            return;
+        };
+        let leadership = self.leadership.as_mut().expect("leader mode");
+        leadership.last_seq = Some(held.seq());
+        let Some(led) = leadership.led.as_mut() else {
+            return;
+        };
+        if led.beaten.elapsed() >= HEARTBEAT {
+            led.heartbeat += 1;
+            let block = led.block(leadership.mode.address, false);
+            if let Err(error) = held.write_leader_block(led.next_slot, &block) {
+                tracing::warn!(%error, "the leader's heartbeat failed");
+                self.step_down(lease, "its heartbeat failed");
+                return;
+            }
+            led.next_slot = 1 - led.next_slot;
+            led.beaten = Instant::now();
+        }
+        if held.held() >= leadership.hold() {
+            self.courtesy(lease);
+        }
+    }
+
+    /// Gives the lock back for a moment, for whatever knows only `flock`, and takes it again
+    /// without waiting; if someone else has it now, this writer follows until it can lead again.
+    fn courtesy<'f>(&mut self, lease: &mut Option<Lease<'f>>) {
+        let site = lease.as_ref().expect("leading").lock_file().clone();
+        let file_site = lease.as_ref().map(|held| held.site()).expect("leading");
+        give_back(lease);
+        thread::sleep(HANDOVER);
+        let leadership = self.leadership.as_mut().expect("leader mode");
+        match Lease::try_acquire(file_site, site) {
+            Ok(Some(taken)) => {
+                if leadership.last_seq.is_some_and(|seq| seq != taken.seq()) {
+                    note_mixed(leadership);
+                }
+                leadership.last_seq = Some(taken.seq());
+                self.lock = Some(taken.lock_file().clone());
+                *lease = Some(taken);
+            }
+            Ok(None) => {
+                // Someone else writes now: forwarded batches wait for this writer to lead
+                // again, or are refused if another replica took over.
+                let epoch = leadership.role.epoch();
+                leadership.role.follow(epoch);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not take the counter's lock back after a courtesy turn");
+                self.lock = None;
+                self.stepped_down("the lock could not be taken back");
+            }
+        }
+    }
+
+    /// Stops leading: the lease is dropped (the lock given back without publishing: it may be
+    /// what failed) and the writer follows.
+    pub(super) fn step_down(&mut self, lease: &mut Option<Lease<'_>>, reason: &str) {
+        *lease = None;
+        self.lock = None;
+        self.stepped_down(reason);
+    }
+
+    /// Records that this writer no longer leads (its lease is already gone).
+    pub(super) fn stepped_down(&mut self, reason: &str) {
+        let Some(leadership) = self.leadership.as_mut() else {
+            return;
+        };
+        if let Some(led) = leadership.led.take() {
+            tracing::info!(epoch = led.epoch, reason, "stepping down");
+            leadership.role.follow(led.epoch);
+        }
+    }
+
+    /// At the end, while leading: the block says the leader stepped down, so that followers go
+    /// straight for the lock (best effort: they find out by being refused anyway).
+    pub(super) fn hand_over(&mut self, lease: &mut Option<Lease<'_>>) {
+        let (Some(held), Some(leadership)) = (lease.as_mut(), self.leadership.as_mut()) else {
+            return;
+        };
+        if let Some(led) = leadership.led.take() {
+            let mut last = led.clone();
+            last.heartbeat += 1;
+            let block = last.block(leadership.mode.address, true);
+            if let Err(error) = held.write_leader_block(led.next_slot, &block) {
+                tracing::warn!(%error, "could not say in the leader block that this replica stepped down");
+            }
+            leadership.role.follow(led.epoch);
+            tracing::info!(
+                epoch = led.epoch,
+                "handing over: giving the counter's lock back"
+            );
+        }
+    }
+}
+
+fn block_address(block: &Option<LeaderBlock>) -> String {
+    block
+        .as_ref()
+        .map_or_else(|| "nobody".into(), |block| block.address.to_string())
+}
+
+fn note_mixed(leadership: &mut crate::leadership::Leadership) {
+    if leadership
+        .mixed_until
+        .is_none_or(|until| until < Instant::now())
+    {
+        tracing::info!(
+            "someone else wrote the counter during a courtesy turn (a `counter set`, or a replica without leader mode): giving the lock back every MAX_HOLD for a while"
+        );
+    }
+    leadership.mixed_until = Some(Instant::now() + MIXED_FOR);
+}
