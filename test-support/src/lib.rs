@@ -8,7 +8,8 @@
 //! - [`eventually`]: polling for a condition with a deadline;
 //! - [`Mount`]: a tiny tmpfs or a read-only view, mounted for one test;
 //! - a child's resources read from `/proc`: its peak memory and its open descriptors, for the
-//!   tests that show a huge file or a flood of connections costs nothing lasting;
+//!   tests that show a huge file or a flood of connections costs nothing lasting, and whether
+//!   it holds a file's lock (the leader of pingpong's replicas);
 //! - a named pipe planted where a file should be, which stands for a volume that stops
 //!   answering: opening it for reading blocks until a writer comes, and none does;
 //! - a lock file held from another thread, as another replica or a `pingpong counter set`
@@ -63,6 +64,27 @@ pub fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .expect("listing /proc/PID/fd")
         .count()
+}
+
+/// Whether process `pid` holds a `flock` on the file at `path` now, as `/proc/locks` says
+/// (which names the process that took each lock): not merely whether somebody does, and
+/// without taking the lock to find out, which would disturb whoever wants it next.
+pub fn holds_flock(pid: u32, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let inode = std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .ino();
+    let locks = std::fs::read_to_string("/proc/locks").expect("reading /proc/locks");
+    // `1: FLOCK  ADVISORY  WRITE 2876 fd:01:1316628 0 EOF`
+    locks.lines().any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.get(1) == Some(&"FLOCK")
+            && fields.get(4) == Some(&pid.to_string().as_str())
+            && fields
+                .get(5)
+                .and_then(|device_inode| device_inode.rsplit(':').next())
+                .is_some_and(|i| i == inode.to_string())
+    })
 }
 
 /// A pipe whose buffer is one page (4 KiB, the least Linux allows): the read end for the test,
