@@ -56,7 +56,7 @@ pub const MIXED_FOR: Duration = Duration::from_secs(600);
 
 /// The first and the longest interval between two attempts at the lock while nobody can be
 /// forwarded to.
-pub const POLL_MIN: Duration = Duration::from_millis(2);
+pub const POLL_MIN: Duration = Duration::from_millis(1);
 pub const POLL_MAX: Duration = Duration::from_millis(50);
 
 /// The longest a follower waits for a forwarded batch's answer: within the callers' request

@@ -37,8 +37,11 @@ impl Writer {
             return lease.is_some().then(|| self.linger());
         };
         match (lease, &leadership.led) {
-            (Some(_), Some(led)) => Some(if self.published_idle {
-                HEARTBEAT.saturating_sub(led.beaten.elapsed())
+            (Some(held), Some(led)) => Some(if self.published_idle {
+                // The next beat, or the next courtesy turn if sooner.
+                HEARTBEAT
+                    .saturating_sub(led.beaten.elapsed())
+                    .min(leadership.hold().saturating_sub(held.held()))
             } else {
                 LINGER
             }),
@@ -221,7 +224,20 @@ impl Writer {
                 return Followed::Done;
             }
             thread::sleep(poll);
-            poll = (poll * 2).min(POLL_MAX);
+            // Backing off, unless the block names this replica: it leads, and someone that
+            // knows only `flock` took the lock during its courtesy turn; that one takes it
+            // back every `MAX_HOLD` within `HANDOVER`, a gap only a short poll hits.
+            let ours = self.leadership.as_ref().is_some_and(|leadership| {
+                leadership
+                    .target
+                    .as_ref()
+                    .is_some_and(|block| block.address == leadership.mode.address)
+            });
+            poll = if ours {
+                POLL_MIN
+            } else {
+                (poll * 2).min(POLL_MAX)
+            };
         }
     }
 
