@@ -221,6 +221,8 @@ pub(crate) struct Leadership {
     pub last_seq: Option<u64>,
     /// Until when a leader gives the lock back every `MAX_HOLD` (see [`MIXED_FOR`]).
     pub mixed_until: Option<Instant>,
+    /// The epoch last forwarded to with success, to log a new leader once.
+    pub followed: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -255,6 +257,7 @@ impl Leadership {
             led: None,
             last_seq: None,
             mixed_until: None,
+            followed: None,
         }
     }
 

@@ -263,6 +263,10 @@ impl Writer {
         match leadership.mode.forward.forward(target, n) {
             Forwarded::Durable { first } => {
                 leadership.reach.reached();
+                if leadership.followed != Some(target.epoch) {
+                    tracing::info!(leader = %target.address, epoch = target.epoch, "following");
+                    leadership.followed = Some(target.epoch);
+                }
                 observer.forwarded(n);
                 hand_out(batch, first, gone);
             }
