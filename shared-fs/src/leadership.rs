@@ -20,7 +20,8 @@
 //!   trusted, finds a fenced descriptor, and shows it alive. Every [`COURTESY`] it gives the lock
 //!   back for a moment, so that what knows only `flock` (a `counter set`, a replica of a previous
 //!   release, a replica without leader mode) gets its turn; if the record's sequence moved
-//!   meanwhile, someone else wrote, and until [`MIXED_FOR`] after the last such write it gives
+//!   meanwhile, or the lease finds replicas of the release before the record about
+//!   ([`crate::rollout`]: they write only the published file), someone else wrote, and until [`MIXED_FOR`] after the last such write it gives
 //!   the lock back every [`crate::lease::MAX_HOLD`] as replicas without leader mode do.
 //! - **Following.** A forward that is refused (nothing written: connection refused, 421) sends the
 //!   writer back to the lock and the block; one whose outcome is unknown (no answer within

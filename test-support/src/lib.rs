@@ -110,6 +110,11 @@ pub fn hold_lock(lock_path: &Path) -> mpsc::Sender<()> {
 /// rolling update runs its replicas beside the new ones.
 pub const PREVIOUS_RELEASE: &str = "470ef3c";
 
+/// The release users run today, before leader mode: its replicas take 20 ms turns at the lock,
+/// with the durable record in the lock file, and know nothing of the leader block. A rolling
+/// update to leader mode runs its replicas beside the new ones.
+pub const TURNS_RELEASE: &str = "fe02056";
+
 /// The variable that turns a missing previous release into a failure: CI sets it to `1`, since
 /// a rolling-update proof that silently skips proves nothing.
 pub const ROLLING_UPDATE_REQUIRED: &str = "ROLLING_UPDATE_REQUIRED";

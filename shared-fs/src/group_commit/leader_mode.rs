@@ -316,7 +316,7 @@ impl Writer {
         let held = lease.as_mut().expect("the lock was just taken");
         let leadership = self.leadership.as_mut().expect("leader mode");
         let (block, slot) = held.read_leader_block()?;
-        if leadership.last_seq.is_some_and(|seq| seq != held.seq()) {
+        if leadership.last_seq.is_some_and(|seq| seq != held.seq()) || held.in_rollout() {
             note_mixed(leadership);
         }
         let resume = match (&leadership.led, &block) {
@@ -399,7 +399,7 @@ impl Writer {
         let leadership = self.leadership.as_mut().expect("leader mode");
         match Lease::try_acquire(file_site, site) {
             Ok(Some(taken)) => {
-                if leadership.last_seq.is_some_and(|seq| seq != taken.seq()) {
+                if leadership.last_seq.is_some_and(|seq| seq != taken.seq()) || taken.in_rollout() {
                     note_mixed(leadership);
                 }
                 leadership.last_seq = Some(taken.seq());
