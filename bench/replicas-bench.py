@@ -5,7 +5,8 @@
     python3 bench/replicas-bench.py --report bench/data/replicas-<stamp>.json
 
 Starts, on loopback with RUST_LOG=warn, two pingpong processes sharing one DATA_DIR (the
-flock of SPEC §3 serialises their durable writes) and two HAProxy instances configured as
+flock of SPEC §3 serialises their durable writes; with --leader, leader mode: one keeps the
+lock and the other forwards its batches to it) and two HAProxy instances configured as
 test/haproxy.sh does (round-robin, GET /readyz checks every second, no retries): one over
 replica A alone, one over A and B. In every run, wrk (-t2) measures in turn:
   direct    replica A without HAProxy (what HAProxy itself costs)
@@ -101,6 +102,9 @@ def main():
     parser = arguments(__doc__, runs=3)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--bin-dir", default=release_dir())
+    parser.add_argument("--leader", action="store_true",
+                        help="leader mode (ADVERTISE_ADDR=127.0.0.1, an INTERNAL_PORT each): "
+                             "one replica writes, the other forwards its batches to it")
     record_arguments(parser, "replicas")
     args = parser.parse_args()
     if reported(args, print_report):
@@ -118,13 +122,16 @@ def main():
         "runs": args.runs,
         "seconds": args.seconds,
         "connections": args.connections,
+        "leader_mode": args.leader,
         "load_average": [],
         "measurements": [],
     }
     try:
         a, b = free_port(), free_port()
         for port in (a, b):
-            procs.append(start(os.path.join(args.bin_dir, "pingpong"), port, data))
+            env = ({"ADVERTISE_ADDR": "127.0.0.1", "INTERNAL_PORT": str(free_port()),
+                    "LISTEN_ADDRESS": "127.0.0.1"} if args.leader else None)
+            procs.append(start(os.path.join(args.bin_dir, "pingpong"), port, data, env=env))
         wait_ready(a)
         wait_ready(b)
         fronts = {}

@@ -4,6 +4,11 @@
 //! number is handed out twice, none is lost, and a reader of the published file, like one of
 //! the count, never sees it go back.
 //!
+//! The same rollout, forward and back, with this release in leader mode (SPEC §2
+//! `ADVERTISE_ADDR`), from that release and from the one users run today
+//! ([`test_support::TURNS_RELEASE`], whose replicas take turns at the lock and know the record
+//! but not the leader block).
+//!
 //! The previous release is built from this repository's history
 //! ([`test_support::PREVIOUS_RELEASE`], once, into `target/previous-release/`). A checkout
 //! without that history (a shallow clone, a source archive) cannot build it: each test then
@@ -26,7 +31,7 @@ use std::{
 
 use shared_fs::CounterFile;
 use support::{Server, assert_each_number_once, load_until, pong_number};
-use test_support::PREVIOUS_RELEASE;
+use test_support::{PREVIOUS_RELEASE, TURNS_RELEASE};
 
 const COUNTER: &str = "pingpong_counter.txt";
 
@@ -90,26 +95,58 @@ fn start_old(bin: &Path, dir: &Path) -> Server {
 
 #[test]
 fn replicas_of_the_previous_release_and_of_this_one_hand_out_every_number_once() {
-    let Some(old) = previous_release(
-        "replicas_of_the_previous_release_and_of_this_one_hand_out_every_number_once",
-    ) else {
-        return;
-    };
+    let test = "replicas_of_the_previous_release_and_of_this_one_hand_out_every_number_once";
+    if let Some(old) = previous_release(test) {
+        roll_forward_and_back(&old, &[]);
+    }
+}
+
+#[test]
+fn replicas_of_the_previous_release_and_of_this_one_in_leader_mode_hand_out_every_number_once() {
+    let test = "replicas_of_the_previous_release_and_of_this_one_in_leader_mode_hand_out_every_number_once";
+    if let Some(old) = previous_release(test) {
+        roll_forward_and_back(&old, LEADER_MODE);
+    }
+}
+
+#[test]
+fn replicas_that_take_turns_at_the_lock_and_replicas_in_leader_mode_hand_out_every_number_once() {
+    // The release users run today (fe02056): its replicas take 20 ms turns at the lock and
+    // know the record, not the leader block; the new ones lead and forward. The leader's
+    // courtesy turns let the old ones in, and once one has written it takes 20 ms turns too.
+    let test = "replicas_that_take_turns_at_the_lock_and_replicas_in_leader_mode_hand_out_every_number_once";
+    if let Some(old) = test_support::binary_at_or_skip(test, TURNS_RELEASE, "pingpong", "pingpong")
+    {
+        roll_forward_and_back(&old, LEADER_MODE);
+    }
+}
+
+/// Leader mode on loopback (SPEC §2): what `deploy/rwx` runs.
+const LEADER_MODE: &[(&str, &str)] = &[
+    ("ADVERTISE_ADDR", "127.0.0.1"),
+    ("INTERNAL_PORT", "0"),
+    ("LISTEN_ADDRESS", "127.0.0.1"),
+];
+
+/// Two replicas of `old`, then this release's (with `new_env`) coming in one by one beside them
+/// under load, as a rollout with `maxSurge 1` does, then back to `old`: every answer 200, every
+/// number once, none lost, and readers never see the count go back.
+fn roll_forward_and_back(old: &Path, new_env: &[(&str, &str)]) {
     let dir = tempfile::tempdir().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let reads = reader(dir.path().to_owned(), stop.clone());
     let mut answers = Vec::new();
 
     // Before: two replicas of the previous release.
-    let old_a = start_old(&old, dir.path());
-    let old_b = start_old(&old, dir.path());
+    let old_a = start_old(old, dir.path());
+    let old_b = start_old(old, dir.path());
     answers.extend(load(&[old_a.port, old_b.port], 4, 50));
     // The rollout starts a new replica beside them (maxSurge 1): all three under load at once.
-    let new_c = Server::start(dir.path());
+    let new_c = Server::start_with(dir.path(), new_env);
     answers.extend(load(&[old_a.port, old_b.port, new_c.port], 4, 100));
     // One old replica leaves, a second new one comes: old and new again side by side.
     assert_eq!(old_a.terminate(Duration::from_secs(10)).code(), Some(0));
-    let new_d = Server::start(dir.path());
+    let new_d = Server::start_with(dir.path(), new_env);
     answers.extend(load(&[old_b.port, new_c.port, new_d.port], 4, 100));
     assert_eq!(old_b.terminate(Duration::from_secs(10)).code(), Some(0));
     answers.extend(load(&[new_c.port, new_d.port], 4, 50));
@@ -134,7 +171,7 @@ fn replicas_of_the_previous_release_and_of_this_one_hand_out_every_number_once()
     // the previous release continues exactly.
     assert_eq!(new_c.terminate(Duration::from_secs(10)).code(), Some(0));
     assert_eq!(new_d.terminate(Duration::from_secs(10)).code(), Some(0));
-    let again = start_old(&old, dir.path());
+    let again = start_old(old, dir.path());
     assert_eq!(again.get("/pingpong"), (200, format!("pong {total}")));
 }
 

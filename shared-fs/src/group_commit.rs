@@ -713,7 +713,16 @@ impl Writer {
     fn run(mut self, inbox: &Inbox, mut observer: impl Observe) {
         // After a crash or a power cut the record may be ahead of the published file, and a
         // crash may have left temporary files: both are set right before anything else.
-        if let Err(error) = self.file.create_dir().and_then(|()| self.file.reconcile()) {
+        // In leader mode without waiting for the lock (never a blocking `flock` there: see
+        // [`crate::leadership`]); whoever holds it has reconciled.
+        let reconcile = || {
+            if self.leadership.is_some() {
+                self.file.reconcile_if_free().map(|(count, _)| count)
+            } else {
+                self.file.reconcile()
+            }
+        };
+        if let Err(error) = self.file.create_dir().and_then(|()| reconcile()) {
             tracing::warn!(%error, "could not prepare the counter; answering 503 until it can");
         }
         let file = self.file.clone();

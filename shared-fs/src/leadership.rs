@@ -20,8 +20,9 @@
 //!   trusted, finds a fenced descriptor, and shows it alive. Every [`COURTESY`] it gives the lock
 //!   back for a moment, so that what knows only `flock` (a `counter set`, a replica of a previous
 //!   release, a replica without leader mode) gets its turn; if the record's sequence moved
-//!   meanwhile, someone else wrote, and for [`MIXED_FOR`] it gives the lock back every
-//!   [`crate::lease::MAX_HOLD`] as replicas without leader mode do.
+//!   meanwhile, or the lease finds replicas of the release before the record about
+//!   ([`crate::rollout`]: they write only the published file), someone else wrote, and until [`MIXED_FOR`] after the last such write it gives
+//!   the lock back every [`crate::lease::MAX_HOLD`] as replicas without leader mode do.
 //! - **Following.** A forward that is refused (nothing written: connection refused, 421) sends the
 //!   writer back to the lock and the block; one whose outcome is unknown (no answer within
 //!   [`FORWARD_TIMEOUT`], a connection broken after sending) fails its callers and its `n` are
@@ -50,13 +51,15 @@ pub const HEARTBEAT: Duration = Duration::from_millis(500);
 pub const COURTESY: Duration = Duration::from_secs(1);
 
 /// After finding that someone else wrote the record during a courtesy turn, how long a leader
-/// gives the lock back every [`crate::lease::MAX_HOLD`]: as long as a rollout's window
-/// ([`crate::rollout`]).
-pub const MIXED_FOR: Duration = Duration::from_secs(600);
+/// gives the lock back every [`crate::lease::MAX_HOLD`]. A busy replica that knows only turns
+/// (of a previous release) writes at every turn it gets, so this is renewed while it serves;
+/// after a one-off `counter set`, 20 ms turns (each publishing the count) stop soon. An idle
+/// one that comes back waits for the next courtesy turn (at most [`COURTESY`]).
+pub const MIXED_FOR: Duration = Duration::from_secs(10);
 
 /// The first and the longest interval between two attempts at the lock while nobody can be
 /// forwarded to.
-pub const POLL_MIN: Duration = Duration::from_millis(2);
+pub const POLL_MIN: Duration = Duration::from_millis(1);
 pub const POLL_MAX: Duration = Duration::from_millis(50);
 
 /// The longest a follower waits for a forwarded batch's answer: within the callers' request
@@ -221,6 +224,8 @@ pub(crate) struct Leadership {
     pub last_seq: Option<u64>,
     /// Until when a leader gives the lock back every `MAX_HOLD` (see [`MIXED_FOR`]).
     pub mixed_until: Option<Instant>,
+    /// The epoch last forwarded to with success, to log a new leader once.
+    pub followed: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -255,6 +260,7 @@ impl Leadership {
             led: None,
             last_seq: None,
             mixed_until: None,
+            followed: None,
         }
     }
 

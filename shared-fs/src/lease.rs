@@ -528,6 +528,12 @@ impl<'a> Lease<'a> {
         }
     }
 
+    /// Whether replicas of the previous release may be about ([`crate::rollout`]): a leader
+    /// then takes turns with them (see [`crate::leadership`]).
+    pub fn in_rollout(&self) -> bool {
+        self.rollout
+    }
+
     /// Where this lease's lock is taken.
     pub fn site(&self) -> &'a LockSite {
         self.site

@@ -132,10 +132,10 @@ pub fn hold_lock(lock_path: &Path) -> mpsc::Sender<()> {
 /// rolling update runs its replicas beside the new ones.
 pub const PREVIOUS_RELEASE: &str = "470ef3c";
 
-/// The release before leader mode (issue 23): its replicas keep the durable record in the lock
-/// file and take turns at the lock, as a replica without `ADVERTISE_ADDR` still does. Leader
-/// mode's replicas must let it have the lock beside them during a rolling update.
-pub const TURN_TAKING_RELEASE: &str = "fe02056";
+/// The release users run today, before leader mode: its replicas take 20 ms turns at the lock,
+/// with the durable record in the lock file, and know nothing of the leader block. A rolling
+/// update to leader mode runs its replicas beside the new ones.
+pub const TURNS_RELEASE: &str = "fe02056";
 
 /// The variable that turns a missing previous release into a failure: CI sets it to `1`, since
 /// a rolling-update proof that silently skips proves nothing.

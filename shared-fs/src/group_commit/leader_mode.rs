@@ -37,8 +37,11 @@ impl Writer {
             return lease.is_some().then(|| self.linger());
         };
         match (lease, &leadership.led) {
-            (Some(_), Some(led)) => Some(if self.published_idle {
-                HEARTBEAT.saturating_sub(led.beaten.elapsed())
+            (Some(held), Some(led)) => Some(if self.published_idle {
+                // The next beat, or the next courtesy turn if sooner.
+                HEARTBEAT
+                    .saturating_sub(led.beaten.elapsed())
+                    .min(leadership.hold().saturating_sub(held.held()))
             } else {
                 LINGER
             }),
@@ -221,7 +224,20 @@ impl Writer {
                 return Followed::Done;
             }
             thread::sleep(poll);
-            poll = (poll * 2).min(POLL_MAX);
+            // Backing off, unless the block names this replica: it leads, and someone that
+            // knows only `flock` took the lock during its courtesy turn; that one takes it
+            // back every `MAX_HOLD` within `HANDOVER`, a gap only a short poll hits.
+            let ours = self.leadership.as_ref().is_some_and(|leadership| {
+                leadership
+                    .target
+                    .as_ref()
+                    .is_some_and(|block| block.address == leadership.mode.address)
+            });
+            poll = if ours {
+                POLL_MIN
+            } else {
+                (poll * 2).min(POLL_MAX)
+            };
         }
     }
 
@@ -247,6 +263,10 @@ impl Writer {
         match leadership.mode.forward.forward(target, n) {
             Forwarded::Durable { first } => {
                 leadership.reach.reached();
+                if leadership.followed != Some(target.epoch) {
+                    tracing::info!(leader = %target.address, epoch = target.epoch, "following");
+                    leadership.followed = Some(target.epoch);
+                }
                 observer.forwarded(n);
                 hand_out(batch, first, gone);
             }
@@ -296,7 +316,7 @@ impl Writer {
         let held = lease.as_mut().expect("the lock was just taken");
         let leadership = self.leadership.as_mut().expect("leader mode");
         let (block, slot) = held.read_leader_block()?;
-        if leadership.last_seq.is_some_and(|seq| seq != held.seq()) {
+        if leadership.last_seq.is_some_and(|seq| seq != held.seq()) || held.in_rollout() {
             note_mixed(leadership);
         }
         let resume = match (&leadership.led, &block) {
@@ -379,7 +399,7 @@ impl Writer {
         let leadership = self.leadership.as_mut().expect("leader mode");
         match Lease::try_acquire(file_site, site) {
             Ok(Some(taken)) => {
-                if leadership.last_seq.is_some_and(|seq| seq != taken.seq()) {
+                if leadership.last_seq.is_some_and(|seq| seq != taken.seq()) || taken.in_rollout() {
                     note_mixed(leadership);
                 }
                 leadership.last_seq = Some(taken.seq());
