@@ -536,8 +536,9 @@ fn a_leader_stopped_with_sigterm_hands_over_without_one_failed_request_to_the_fo
         answers.extend(earlier);
     };
 
-    let leaving = replicas.remove(leader);
-    let status = leaving.server.terminate(Duration::from_secs(30));
+    let mut leaving = replicas.remove(leader);
+    leaving.server.signal("TERM");
+    let status = leaving.server.wait_exit(Duration::from_secs(30));
     let exited = Instant::now();
     assert_eq!(status.code(), Some(0), "the leader's exit after SIGTERM");
     let new_leader = the_leader(&replicas.iter().collect::<Vec<_>>(), WITHIN);
@@ -545,7 +546,24 @@ fn a_leader_stopped_with_sigterm_hands_over_without_one_failed_request_to_the_fo
     let (later, failures) = load.stop();
     answers.extend(later);
 
-    assert_eq!(failures, [], "requests failed during the hand-over");
+    assert_eq!(
+        failures,
+        [],
+        "requests failed during the hand-over; the leader's log from its SIGTERM on:\n{}\nthe \
+         followers' warnings:\n{}",
+        leaving
+            .server
+            .stderr_lines()
+            .into_iter()
+            .skip_while(|l| !l.contains("shutting down"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        replicas
+            .iter()
+            .flat_map(|r| r.log_lines(" WARN "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     let mut all = numbers(&answers);
     all.push(0);
     assert_each_number_once(&all);
