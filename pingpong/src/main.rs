@@ -76,6 +76,10 @@ FILES in DATA_DIR:
 "
 );
 
+/// In leader mode, how long the internal endpoint goes on answering 421 after the writer has
+/// handed over (see `serve`); within SPEC §6's grace period with the writer's exit and the drain.
+const INTERNAL_AFTER_HAND_OVER: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How long the exit waits for the counter writer to publish and give the lock back; within
 /// SPEC §6's `SHUTDOWN_DELAY` + 10 s with the drain's 8 s.
 const WRITER_EXIT: std::time::Duration = std::time::Duration::from_secs(1);
@@ -157,6 +161,11 @@ fn serve(config: Config) -> anyhow::Result<()> {
             tracing::warn!(after = ?WRITER_EXIT, "the counter writer did not finish; exiting without it");
         }
         if let Some(server) = internal_server {
+            // Followers learn of the hand-over from a 421 (or the block) and take the lock
+            // within milliseconds; a forward reaching a listener that closes under it would be
+            // reset, its outcome unknown, its callers failed. So the endpoint answers 421 a
+            // while longer before it stops.
+            tokio::time::sleep(INTERNAL_AFTER_HAND_OVER).await;
             internal_draining.start();
             let _ = tokio::time::timeout(WRITER_EXIT, server).await;
         }

@@ -117,10 +117,7 @@ pub enum Error {
     NotLeader { epoch: u64 },
     /// With leader mode on, this replica has found no leader to forward to and could not take
     /// the lock itself for this long (SPEC §4 readiness).
-    #[error(
-        "no leader of the counter reachable for {} s: {reason}",
-        whole_seconds(*waited)
-    )]
+    #[error("no leader reachable for {} s: {reason}", whole_seconds(*waited))]
     NoLeader {
         waited: std::time::Duration,
         reason: String,
@@ -128,7 +125,7 @@ pub enum Error {
     /// A forwarded batch failed at the leader, or its outcome is unknown (the leader did not
     /// answer in time, or the connection broke after the batch was sent): no number of it is
     /// handed out.
-    #[error("the leader at {leader} did not make the increments durable: {reason}")]
+    #[error("the leader at {leader} did not give the increments' numbers: {reason}")]
     Forward { leader: String, reason: String },
 }
 

@@ -172,18 +172,8 @@ impl Writer {
                     return done;
                 }
             }
-            match self.try_lease(file, lease) {
-                Ok(true) => match self.take_over(lease, gone) {
-                    Ok(()) => return Followed::Leading,
-                    Err(error) => {
-                        *lease = None;
-                        self.lock = None;
-                        self.unreached(error.to_string());
-                    }
-                },
-                Ok(false) => {}
-                Err(error) => self.unreached(error.to_string()),
-            }
+            // Who leads, before the lock: a follower that tried the lock first would take it
+            // from a healthy leader during its courtesy turn.
             match self.read_block(file) {
                 Ok(Some(block)) => {
                     let leadership = self.leadership.as_mut().expect("leader mode");
@@ -203,6 +193,18 @@ impl Writer {
                 Ok(None) => {
                     self.unreached("the lock is held and no leader has said where it is".into())
                 }
+                Err(error) => self.unreached(error.to_string()),
+            }
+            match self.try_lease(file, lease) {
+                Ok(true) => match self.take_over(lease, gone) {
+                    Ok(()) => return Followed::Leading,
+                    Err(error) => {
+                        *lease = None;
+                        self.lock = None;
+                        self.unreached(error.to_string());
+                    }
+                },
+                Ok(false) => {}
                 Err(error) => self.unreached(error.to_string()),
             }
             if batch.is_empty() && inbox.waiting() == 0 {
@@ -283,7 +285,12 @@ impl Writer {
                     target.address
                 ));
                 observer.unknown(n);
-                refuse(batch, &failed(reason));
+                refuse(
+                    batch,
+                    &failed(format!(
+                        "no answer ({reason}): they may have been made durable, and are never handed out"
+                    )),
+                );
             }
             Forwarded::Refused(reason) => {
                 leadership.suspect = Some((target.epoch, target.heartbeat));
