@@ -214,17 +214,65 @@ where
         let status = response.status();
         let latency = this.start.elapsed();
         let (route, method) = this.labels.take().expect("polled after completion");
-        this.shared
-            .metrics
-            .count(route, method, status.as_u16(), latency);
         let expected = response.extensions().get::<Expected503>().copied();
-        log_answer(status, latency, expected);
+        if crate::connections::awaits_write() {
+            // An answer that hands something out counts once it is written (or never).
+            let answered = Answered {
+                shared: this.shared.clone(),
+                span: this.span.clone(),
+                route,
+                method,
+                status,
+                latency,
+                expected,
+            };
+            if let Some(now) = crate::connections::when_written(answered) {
+                now.count_and_log();
+            }
+        } else {
+            this.shared
+                .metrics
+                .count(route, method, status.as_u16(), latency);
+            log_answer(status, latency, expected);
+        }
         if this.shared.draining.is_draining() {
             response
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         Poll::Ready(Ok(response))
+    }
+}
+
+/// A request's count and log line, kept until its answer is written
+/// ([`crate::connections::until_written`]).
+pub(crate) struct Answered {
+    shared: Arc<Shared>,
+    span: Span,
+    route: Option<MatchedPath>,
+    method: &'static str,
+    status: StatusCode,
+    latency: Duration,
+    expected: Option<Expected503>,
+}
+
+impl Answered {
+    /// The answer is written: counted and logged, as any other when it is made.
+    pub(crate) fn count_and_log(self) {
+        let Answered {
+            shared,
+            span,
+            route,
+            method,
+            status,
+            latency,
+            expected,
+        } = self;
+        shared
+            .metrics
+            .count(route, method, status.as_u16(), latency);
+        let _entered = span.enter();
+        log_answer(status, latency, expected);
     }
 }
 
