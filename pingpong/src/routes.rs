@@ -6,6 +6,7 @@ use std::time::Duration;
 use axum::{Router, extract::State, routing::get};
 use prometheus_client::registry::Registry;
 use service_kit::{
+    connections::{OnUndelivered, until_written},
     http::{self, ReadyCheck, TimeoutReason},
     shutdown::Draining,
     single_flight::SingleFlight,
@@ -27,6 +28,8 @@ pub struct AppState {
     /// `/pings`'s read of the volume, one in flight at a time (see
     /// [`service_kit::single_flight`]).
     count: SingleFlight<shared_fs::Result<u64>>,
+    /// Gives back a number whose answer could not be written: reported abandoned.
+    undelivered: OnUndelivered,
 }
 
 impl AppState {
@@ -39,9 +42,12 @@ impl AppState {
                 blocking(move || file.read())
             }
         });
+        let counter = Counter::spawn_observed(file, metrics);
+        let returns = counter.returns();
         AppState {
-            counter: Counter::spawn_observed(file, metrics),
+            counter,
             count,
+            undelivered: OnUndelivered::new(move |n| returns.undelivered(n)),
         }
     }
 }
@@ -87,9 +93,11 @@ pub fn service(file: CounterFile, draining: Draining) -> (Router, Stopped) {
 }
 
 /// `pong N`, where N is the count before this request; sent only once the increment is
-/// durable.
+/// durable. If the answer is not written to the client's socket (the client reset first), N
+/// is reported abandoned and the request is not counted as answered.
 async fn pingpong(State(state): State<AppState>) -> Result<String, VolumeError> {
     let n = state.counter.increment().await?;
+    until_written(n, &state.undelivered);
     Ok(format!("pong {n}"))
 }
 
