@@ -320,11 +320,10 @@ async fn serve_connection(stream: TcpStream, app: Router, http: &http1::Builder,
         service_fn(move |request: Request<Incoming>| {
             let in_flight = InFlight::begin(&conn);
             let app = app.clone();
-            // hyper polls the request's future in this connection's task: the route reaches its
-            // connection's slot through the task-local, without an allocation.
-            IN_FLIGHT.scope(in_flight, async move {
+            async move {
+                let _in_flight = in_flight;
                 Ok::<_, Infallible>(handle(app, request).await)
-            })
+            }
         })
     };
     let socket = Arc::new(stream);
@@ -337,7 +336,7 @@ async fn serve_connection(stream: TcpStream, app: Router, http: &http1::Builder,
     let reset = client_reset(&socket, conn);
     tokio::pin!(reset);
     tokio::select! {
-        served = serve_unless_reset(connection.as_mut(), reset.as_mut()) => {
+        served = serve_unless_reset(conn, connection.as_mut(), reset.as_mut()) => {
             match served {
                 Some(Err(e)) => tracing::debug!(error = %e, "connection ended with an error"),
                 Some(Ok(())) => {}
@@ -355,12 +354,12 @@ async fn serve_connection(stream: TcpStream, app: Router, http: &http1::Builder,
     let grace = tokio::time::sleep(EVICTION_GRACE);
     tokio::pin!(grace);
     tokio::select! {
-        _ = serve_unless_reset(connection.as_mut(), reset.as_mut()) => return,
+        _ = serve_unless_reset(conn, connection.as_mut(), reset.as_mut()) => return,
         () = &mut grace => {}
     }
     if conn.busy.load(Ordering::SeqCst) {
         // Bounded by the request timeout: the answer goes out, then hyper closes.
-        let _ = serve_unless_reset(connection.as_mut(), reset.as_mut()).await;
+        let _ = serve_unless_reset(conn, connection.as_mut(), reset.as_mut()).await;
     }
     // Otherwise a half-sent head: dropping the connection closes it.
 }
@@ -371,7 +370,11 @@ async fn serve_connection(stream: TcpStream, app: Router, http: &http1::Builder,
 /// The watch is polled before hyper, so that a reset seen in the same wake-up as the request's
 /// answer gives the answer up (its number is then reported abandoned, not written into a dead
 /// socket), and again after, so that it is watching from the moment a request starts to wait.
+///
+/// hyper polls the request's future inside the connection's poll: [`CONNECTION`] is set
+/// meanwhile, so a route reaches its connection's slot ([`until_written`]).
 fn serve_unless_reset<'a, C: Future>(
+    conn: &'a Arc<Conn>,
     mut connection: Pin<&'a mut C>,
     mut reset: Pin<&'a mut impl Future<Output = ()>>,
 ) -> impl Future<Output = Option<C::Output>> + 'a {
@@ -379,7 +382,8 @@ fn serve_unless_reset<'a, C: Future>(
         if reset.as_mut().poll(cx).is_ready() {
             return Poll::Ready(None);
         }
-        if let Poll::Ready(served) = connection.as_mut().poll(cx) {
+        let polled = CONNECTION.sync_scope(conn.clone(), || connection.as_mut().poll(cx));
+        if let Poll::Ready(served) = polled {
             return Poll::Ready(Some(served));
         }
         if reset.as_mut().poll(cx).is_ready() {
@@ -585,8 +589,8 @@ impl std::fmt::Debug for OnUndelivered {
 }
 
 tokio::task_local! {
-    /// The request being served, in its connection's task.
-    static IN_FLIGHT: InFlight;
+    /// The connection being polled, in its task.
+    static CONNECTION: Arc<Conn>;
 }
 
 /// For a route whose answer hands out `token` (pingpong's number), called just before it
@@ -598,7 +602,7 @@ tokio::task_local! {
 /// buffered is written, which is when the slot is cleared. Outside a connection served by
 /// [`serve`] (a test's `oneshot`), nothing happens.
 pub fn until_written(token: u64, on_undelivered: &OnUndelivered) {
-    let _ = IN_FLIGHT.try_with(|InFlight(conn)| {
+    let _ = CONNECTION.try_with(|conn| {
         let receipt = Receipt {
             token,
             request: conn.served.load(Ordering::Relaxed),
@@ -619,8 +623,8 @@ pub fn until_written(token: u64, on_undelivered: &OnUndelivered) {
 /// Whether the request being served may have called [`until_written`]: one load, so that
 /// every other request pays no more.
 pub(crate) fn awaits_write() -> bool {
-    IN_FLIGHT
-        .try_with(|InFlight(conn)| conn.awaiting.load(Ordering::Relaxed))
+    CONNECTION
+        .try_with(|conn| conn.awaiting.load(Ordering::Relaxed))
         .unwrap_or(false)
 }
 
@@ -629,7 +633,7 @@ pub(crate) fn awaits_write() -> bool {
 /// be done now.
 pub(crate) fn when_written(answered: Answered) -> Option<Answered> {
     let mut answered = Some(answered);
-    let _ = IN_FLIGHT.try_with(|InFlight(conn)| {
+    let _ = CONNECTION.try_with(|conn| {
         let request = conn.served.load(Ordering::Relaxed);
         if let Some(receipt) = conn.lock_receipt().as_mut()
             && receipt.answered.is_none()
