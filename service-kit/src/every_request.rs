@@ -16,6 +16,8 @@
 //!   costs no timer.
 //! - **An exact count** in `http_requests_total{route, method, status}`, and the latency in
 //!   `http_request_duration_seconds{route, method, status}` (the clock read once per answer).
+//!   An answer whose route called [`crate::connections::until_written`] is counted and logged
+//!   once hyper has written it, and never if its connection ends first.
 //! - **No ERROR for an expected 503**: an answer marked [`Expected503`] (`/readyz` while
 //!   draining) has only its INFO line, with the `reason`.
 //! - **`Connection: close` from SIGTERM on**: a load balancer's pooled connections end cleanly
