@@ -21,9 +21,12 @@ use crate::{
     metrics::{CounterMetrics, WaitingGauge},
 };
 
-/// What the handlers share.
+/// What the handlers share, behind one reference count: axum clones it for every request.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(std::sync::Arc<Shared>);
+
+#[derive(Debug)]
+struct Shared {
     counter: Counter,
     /// `/pings`'s read of the volume, one in flight at a time (see
     /// [`service_kit::single_flight`]).
@@ -44,19 +47,19 @@ impl AppState {
         });
         let counter = Counter::spawn_observed(file, metrics);
         let returns = counter.returns();
-        AppState {
+        AppState(std::sync::Arc::new(Shared {
             counter,
             count,
             undelivered: OnUndelivered::new(move |n| returns.undelivered(n)),
-        }
+        }))
     }
 }
 
 /// The whole service: `/pingpong`, `/pings`, and the shared `/healthz`, `/readyz`, `/metrics`.
 pub fn app(state: AppState, mut registry: Registry, draining: Draining) -> Router {
-    registry.register_collector(Box::new(WaitingGauge(state.counter.waiting())));
-    let ready = readiness(state.counter.clone());
-    let timed_out = timeout_reason(state.counter.clone());
+    registry.register_collector(Box::new(WaitingGauge(state.0.counter.waiting())));
+    let ready = readiness(state.0.counter.clone());
+    let timed_out = timeout_reason(state.0.counter.clone());
     let routes = Router::new()
         .route("/pingpong", http::get_only(pingpong))
         .route("/pings", get(pings))
@@ -88,7 +91,7 @@ pub fn service(file: CounterFile, draining: Draining) -> (Router, Stopped) {
     let mut registry = Registry::default();
     let metrics = CounterMetrics::register(&mut registry);
     let state = AppState::new(file, metrics);
-    let stopped = state.counter.stopped();
+    let stopped = state.0.counter.stopped();
     (app(state, registry, draining), stopped)
 }
 
@@ -96,18 +99,19 @@ pub fn service(file: CounterFile, draining: Draining) -> (Router, Stopped) {
 /// durable. If the answer is not written to the client's socket (the client reset first), N
 /// is reported abandoned and the request is not counted as answered.
 async fn pingpong(State(state): State<AppState>) -> Result<String, VolumeError> {
-    let n = state.counter.increment().await?;
-    until_written(n, &state.undelivered);
+    let n = state.0.counter.increment().await?;
+    until_written(n, &state.0.undelivered);
     Ok(format!("pong {n}"))
 }
 
 /// The current count, without incrementing.
 async fn pings(State(state): State<AppState>) -> Result<String, VolumeError> {
     let n = state
+        .0
         .count
         .get()
         .await
-        .unwrap_or_else(|| Err(state.counter.stopped_error()))?;
+        .unwrap_or_else(|| Err(state.0.counter.stopped_error()))?;
     Ok(n.to_string())
 }
 
