@@ -2,7 +2,9 @@
 //! processes with the counter's lock held by this test, as another replica would hold it: a
 //! request that gives up (its client reset the connection, or it timed out) leaves the writer's
 //! queue at once, costs no number and is not counted as answered, and a flood of them while
-//! the lock is stuck leaves neither a queue nor memory behind.
+//! the lock is stuck leaves neither a queue nor memory behind. And, in this process (a layer
+//! holds the answer), a client that resets after its number is made and before hyper writes
+//! it has the number counted abandoned, not answered.
 
 mod support;
 
