@@ -6,7 +6,7 @@ use std::time::Duration;
 use axum::{Router, extract::State, routing::get};
 use prometheus_client::registry::Registry;
 use service_kit::{
-    connections::{OnUndelivered, until_written},
+    delivery::{OnUndelivered, until_written},
     http::{self, ReadyCheck, TimeoutReason},
     shutdown::Draining,
     single_flight::SingleFlight,

@@ -32,12 +32,10 @@
 //!   ([`client_reset`]): the request's future is dropped unanswered, as a timed-out one is (an
 //!   increment still queued hands out no number), and it is not counted as answered. Watched
 //!   only while a request waits, so an answer ready at once costs nothing more.
-//! - **Answers that hand something out** ([`until_written`]): a route whose answer carries
-//!   something given out once (pingpong's number) leaves it in its connection's slot; if the
-//!   connection ends (a failed write, a reset, an eviction, a drop) before hyper has written
-//!   the answer to the socket, the route's report runs with it, and the request is neither
-//!   counted in `http_requests_total` nor logged as answered. Written, the slot is cleared and
-//!   the request counted and logged then. Nothing is allocated: the slot is the connection's.
+//! - **Answers that hand something out** ([`crate::delivery`]): each connection has a slot,
+//!   reachable by its routes while hyper polls it; a flush (hyper flushes once every byte it
+//!   buffered is on the socket) marks the answer in it written, and the connection's end
+//!   reports one left there undelivered (a failed write, a reset, an eviction, a drop).
 //! - **Metrics** ([`crate::metrics::connection_metrics`]): connections open, evicted at the
 //!   bound or for a descriptor, and refused.
 //! - **Shutdown**: when `stop` resolves the listener is closed (new connections are refused),
@@ -80,7 +78,7 @@ use tokio::{
 use tower::ServiceExt;
 
 use crate::{
-    every_request::Answered,
+    delivery::{self, Slot},
     metrics::{self, ConnectionMetrics},
 };
 
@@ -297,7 +295,7 @@ async fn admit(
     tokio::spawn(async move {
         serve_connection(stream, app, &http, &conn).await;
         // An answer still in the slot was never written: its report runs as it is dropped.
-        drop(conn.take_receipt());
+        conn.slot.ended();
         table.remove(conn.id);
     });
     false
@@ -371,8 +369,8 @@ async fn serve_connection(stream: TcpStream, app: Router, http: &http1::Builder,
 /// answer gives the answer up (its number is then reported abandoned, not written into a dead
 /// socket), and again after, so that it is watching from the moment a request starts to wait.
 ///
-/// hyper polls the request's future inside the connection's poll: [`CONNECTION`] is set
-/// meanwhile, so a route reaches its connection's slot ([`until_written`]).
+/// hyper polls the request's future inside the connection's poll, [`delivery::within`] it, so
+/// that a route reaches its connection's slot ([`delivery::until_written`]).
 fn serve_unless_reset<'a, C: Future>(
     conn: &'a Arc<Conn>,
     mut connection: Pin<&'a mut C>,
@@ -382,7 +380,7 @@ fn serve_unless_reset<'a, C: Future>(
         if reset.as_mut().poll(cx).is_ready() {
             return Poll::Ready(None);
         }
-        let polled = CONNECTION.sync_scope(conn.clone(), || connection.as_mut().poll(cx));
+        let polled = delivery::within(conn.clone(), || connection.as_mut().poll(cx));
         if let Poll::Ready(served) = polled {
             return Poll::Ready(Some(served));
         }
@@ -428,7 +426,7 @@ async fn client_reset(socket: &TcpStream, conn: &Conn) {
 /// The connection's socket as hyper reads and writes it, shared with [`client_reset`], which
 /// watches it while hyper owns the connection. The same calls tokio's `TcpStream` makes for
 /// its own `AsyncRead` and `AsyncWrite`, through a shared reference; and a flush clears the
-/// connection's slot ([`until_written`]).
+/// connection's slot ([`delivery::until_written`]).
 struct Socket {
     socket: Arc<TcpStream>,
     conn: Arc<Conn>,
@@ -487,11 +485,7 @@ impl AsyncWrite for Socket {
     /// hyper flushes only once every byte it buffered is on the socket, so the answer in the
     /// slot, if any, is written: delivered, as far as the server can know.
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.conn.awaiting.load(Ordering::Relaxed)
-            && let Some(receipt) = self.conn.take_receipt()
-        {
-            receipt.delivered();
-        }
+        self.conn.slot.written();
         Poll::Ready(Ok(()))
     }
 
@@ -571,119 +565,6 @@ async fn handle(app: Router, request: Request<Incoming>) -> Response<Body> {
     }
 }
 
-/// What runs when an answer that hands out a token could not be written (see
-/// [`until_written`]); made once, shared by every request.
-#[derive(Clone)]
-pub struct OnUndelivered(Arc<dyn Fn(u64) + Send + Sync>);
-
-impl OnUndelivered {
-    pub fn new(report: impl Fn(u64) + Send + Sync + 'static) -> Self {
-        OnUndelivered(Arc::new(report))
-    }
-}
-
-impl std::fmt::Debug for OnUndelivered {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("OnUndelivered")
-    }
-}
-
-tokio::task_local! {
-    /// The connection being polled, in its task.
-    static CONNECTION: Arc<Conn>;
-}
-
-/// For a route whose answer hands out `token` (pingpong's number), called just before it
-/// returns the answer: if the connection ends before hyper has written the answer to the
-/// socket (the client reset after the answer was made, the write failed, the connection was
-/// evicted or dropped first), `on_undelivered(token)` runs once, and the request is neither
-/// counted nor logged as answered; written, it is counted and logged then, and the report is
-/// dropped. The answer's body must be whole (a `String`): hyper flushes once everything it
-/// buffered is written, which is when the slot is cleared. Outside a connection served by
-/// [`serve`] (a test's `oneshot`), nothing happens.
-pub fn until_written(token: u64, on_undelivered: &OnUndelivered) {
-    let _ = CONNECTION.try_with(|conn| {
-        let receipt = Receipt {
-            token,
-            request: conn.served.load(Ordering::Relaxed),
-            on_undelivered: Some(on_undelivered.clone()),
-            answered: None,
-        };
-        let previous = conn.lock_receipt().replace(receipt);
-        conn.awaiting.store(true, Ordering::Relaxed);
-        // hyper runs a request's route only once the previous answer's body is written (the
-        // writes are vectored: a queued body holds back the next head), so there is none; were
-        // there one, it is ahead of this answer on the same connection.
-        if let Some(previous) = previous {
-            previous.delivered();
-        }
-    });
-}
-
-/// Whether the request being served may have called [`until_written`]: one load, so that
-/// every other request pays no more.
-pub(crate) fn awaits_write() -> bool {
-    CONNECTION
-        .try_with(|conn| conn.awaiting.load(Ordering::Relaxed))
-        .unwrap_or(false)
-}
-
-/// Leaves the request's count and log line in its connection's slot until the answer is
-/// written, if the route called [`until_written`] for this request; else gives them back, to
-/// be done now.
-pub(crate) fn when_written(answered: Answered) -> Option<Answered> {
-    let mut answered = Some(answered);
-    let _ = CONNECTION.try_with(|conn| {
-        let request = conn.served.load(Ordering::Relaxed);
-        if let Some(receipt) = conn.lock_receipt().as_mut()
-            && receipt.answered.is_none()
-            && receipt.request == request
-        {
-            receipt.answered = answered.take();
-        }
-    });
-    answered
-}
-
-/// An answer that hands out `token`, on its way to the socket.
-struct Receipt {
-    token: u64,
-    /// The connection's request count when it was made: the request it belongs to.
-    request: u64,
-    /// Taken once the answer is written; else run as the receipt is dropped.
-    on_undelivered: Option<OnUndelivered>,
-    answered: Option<Answered>,
-}
-
-impl Receipt {
-    fn delivered(mut self) {
-        self.on_undelivered = None;
-        if let Some(answered) = self.answered.take() {
-            answered.count_and_log();
-        }
-    }
-}
-
-impl Drop for Receipt {
-    fn drop(&mut self) {
-        if let Some(on_undelivered) = self.on_undelivered.take() {
-            tracing::debug!(
-                token = self.token,
-                "an answer was not written before its connection ended"
-            );
-            (on_undelivered.0)(self.token);
-        }
-    }
-}
-
-impl std::fmt::Debug for Receipt {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Receipt")
-            .field("token", &self.token)
-            .finish_non_exhaustive()
-    }
-}
-
 /// One live connection as the table sees it.
 #[derive(Debug)]
 struct Conn {
@@ -698,21 +579,17 @@ struct Conn {
     /// Eviction requested; the connection no longer counts against the bound.
     evicting: AtomicBool,
     evicted: Notify,
-    /// The answer that hands something out and is not written yet ([`until_written`]).
-    receipt: Mutex<Option<Receipt>>,
-    /// `receipt` may hold one: what a flush looks at.
-    awaiting: AtomicBool,
+    /// The answer that hands something out and is not written yet ([`delivery::until_written`]).
+    slot: Slot,
 }
 
-impl Conn {
-    fn lock_receipt(&self) -> MutexGuard<'_, Option<Receipt>> {
-        // Only this connection's task takes it: never contended, never poisoned by another.
-        self.receipt.lock().unwrap_or_else(|p| p.into_inner())
+impl delivery::Connection for Conn {
+    fn slot(&self) -> &Slot {
+        &self.slot
     }
 
-    fn take_receipt(&self) -> Option<Receipt> {
-        self.awaiting.store(false, Ordering::Relaxed);
-        self.lock_receipt().take()
+    fn served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
     }
 }
 
@@ -814,8 +691,7 @@ impl Table {
             served: AtomicU64::new(0),
             evicting: AtomicBool::new(false),
             evicted: Notify::new(),
-            receipt: Mutex::new(None),
-            awaiting: AtomicBool::new(false),
+            slot: Slot::default(),
         });
         inner.live.insert(conn.id, conn.clone());
         self.metrics.open.inc();

@@ -16,7 +16,7 @@
 //!   costs no timer.
 //! - **An exact count** in `http_requests_total{route, method, status}`, and the latency in
 //!   `http_request_duration_seconds{route, method, status}` (the clock read once per answer).
-//!   An answer whose route called [`crate::connections::until_written`] is counted and logged
+//!   An answer whose route called [`crate::delivery::until_written`] is counted and logged
 //!   once hyper has written it, and never if its connection ends first.
 //! - **No ERROR for an expected 503**: an answer marked [`Expected503`] (`/readyz` while
 //!   draining) has only its INFO line, with the `reason`.
@@ -47,6 +47,7 @@ use tower::{Layer, Service};
 use tracing::Span;
 
 use crate::{
+    delivery::{self, Answered, Line, Record},
     metrics::{HttpMetrics, method_label},
     shutdown::Draining,
 };
@@ -216,26 +217,26 @@ where
         let status = response.status();
         let latency = this.start.elapsed();
         let (route, method) = this.labels.take().expect("polled after completion");
-        let expected = response.extensions().get::<Expected503>().copied();
-        if crate::connections::awaits_write() {
+        let expected = response.extensions().get::<Expected503>().map(|e| e.0);
+        let line = Line {
+            route,
+            method,
+            status,
+            latency,
+            expected,
+        };
+        if delivery::awaits_write() {
             // An answer that hands something out counts once it is written (or never).
             let answered = Answered {
-                shared: this.shared.clone(),
+                by: this.shared.clone(),
                 span: this.span.clone(),
-                route,
-                method,
-                status,
-                latency,
-                expected,
+                line,
             };
-            if let Some(now) = crate::connections::when_written(answered) {
+            if let Some(now) = delivery::when_written(answered) {
                 now.count_and_log();
             }
         } else {
-            this.shared
-                .metrics
-                .count(route, method, status.as_u16(), latency);
-            log_answer(status, latency, expected);
+            this.shared.count_and_log(line);
         }
         if this.shared.draining.is_draining() {
             response
@@ -246,34 +247,16 @@ where
     }
 }
 
-/// A request's count and log line, kept until its answer is written
-/// ([`crate::connections::until_written`]).
-pub(crate) struct Answered {
-    shared: Arc<Shared>,
-    span: Span,
-    route: Option<MatchedPath>,
-    method: &'static str,
-    status: StatusCode,
-    latency: Duration,
-    expected: Option<Expected503>,
-}
-
-impl Answered {
-    /// The answer is written: counted and logged, as any other when it is made.
-    pub(crate) fn count_and_log(self) {
-        let Answered {
-            shared,
-            span,
+impl Record for Shared {
+    fn count_and_log(&self, line: Line) {
+        let Line {
             route,
             method,
             status,
             latency,
             expected,
-        } = self;
-        shared
-            .metrics
-            .count(route, method, status.as_u16(), latency);
-        let _entered = span.enter();
+        } = line;
+        self.metrics.count(route, method, status.as_u16(), latency);
         log_answer(status, latency, expected);
     }
 }
@@ -285,8 +268,8 @@ impl Answered {
 pub struct Expected503(pub &'static str);
 
 /// The answer's lines, in the request's span.
-fn log_answer(status: StatusCode, latency: Duration, expected: Option<Expected503>) {
-    if let Some(Expected503(reason)) = expected {
+fn log_answer(status: StatusCode, latency: Duration, expected: Option<&'static str>) {
+    if let Some(reason) = expected {
         tracing::info!(
             target: "service_kit::http",
             status = status.as_u16(),
