@@ -43,7 +43,7 @@ fn until_waiting(server: &Server, expected: u64, within: Duration, what: &str) {
     until(
         server.port,
         |body| metric(body, "pingpong_waiting"),
-        expected,
+        &expected,
         within,
         what,
     );
@@ -59,7 +59,7 @@ fn metric(body: &str, name: &str) -> Result<u64, String> {
 fn until<T: PartialEq + std::fmt::Debug>(
     port: u16,
     read: impl Fn(&str) -> Result<T, String>,
-    expected: T,
+    expected: &T,
     within: Duration,
     what: &str,
 ) {
@@ -70,12 +70,41 @@ fn until<T: PartialEq + std::fmt::Debug>(
             Ok((status, body)) => Err(format!("/metrics answered {status} {body:?}")),
             Err(e) => Err(format!("/metrics: {e}")),
         };
-        if now.as_ref() == Ok(&expected) {
+        if now.as_ref() == Ok(expected) {
             return;
         }
         assert!(
             Instant::now() < deadline,
             "{what}: {now:?} after {within:?}, expected {expected:?}"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// How long a value [`settles_at`] reached must then stay as it is.
+const STAYS: Duration = Duration::from_millis(300);
+
+/// Polls `/metrics` as [`until`] does until `read` gives `expected`, then keeps reading for
+/// [`STAYS`], failing if the value moves. A `/pingpong` is counted once its answer is written,
+/// a moment after its client may have read it, so a scrape on another connection waits for the
+/// count; and a count that went on past the expected value is an over-count, which waiting
+/// must not hide.
+fn settles_at<T: PartialEq + std::fmt::Debug>(
+    port: u16,
+    read: impl Fn(&str) -> Result<T, String>,
+    expected: T,
+    within: Duration,
+    what: &str,
+) {
+    until(port, &read, &expected, within, what);
+    let until = Instant::now() + STAYS;
+    while Instant::now() < until {
+        let (status, body) = support::get(port, "/metrics");
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            read(&body).as_ref(),
+            Ok(&expected),
+            "{what}: moved after it was reached"
         );
         thread::sleep(Duration::from_millis(10));
     }
@@ -144,7 +173,7 @@ fn a_flood_of_requests_that_give_up_while_the_lock_is_held_leaves_no_queue_and_n
                 metric(body, "http_connections_open")?,
             ))
         },
-        (0, 1),
+        &(0, 1),
         REQUEST_TIMEOUT + Duration::from_secs(20),
         &format!(
             "{} requests given up while the lock is held: (pingpong_waiting, http_connections_open)",
@@ -213,7 +242,7 @@ fn a_client_that_resets_while_its_increment_waits_costs_no_number_and_is_not_cou
     // No number was used for them, and none of them counts as answered (an answer counts once
     // it is written, a moment after the client may have read it).
     assert_eq!(server.get("/pingpong"), (200, "pong 0".to_owned()));
-    until(
+    settles_at(
         server.port,
         |body| Ok(pingpong_requests(body).join("\n")),
         r#"http_requests_total{route="/pingpong",method="GET",status="200"} 1"#.to_owned(),
@@ -354,7 +383,7 @@ fn a_client_that_resets_after_its_number_is_made_and_before_it_is_written_has_it
     go_on.send(()).unwrap();
 
     // Number 0 was made durable and never reached its client: abandoned, not answered.
-    until(
+    settles_at(
         port,
         numbers_accounted,
         (1, 0, 1),
@@ -362,7 +391,7 @@ fn a_client_that_resets_after_its_number_is_made_and_before_it_is_written_has_it
         "after an answer whose write failed: (increments, answered 200s, abandoned)",
     );
     assert_eq!(support::get(port, "/pingpong"), (200, "pong 1".to_owned()));
-    until(
+    settles_at(
         port,
         numbers_accounted,
         (2, 1, 1),
