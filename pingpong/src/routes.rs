@@ -6,6 +6,7 @@ use std::time::Duration;
 use axum::{Router, extract::State, routing::get};
 use prometheus_client::registry::Registry;
 use service_kit::{
+    delivery::{OnUndelivered, until_written},
     http::{self, ReadyCheck, TimeoutReason},
     shutdown::Draining,
     single_flight::SingleFlight,
@@ -21,13 +22,18 @@ use crate::{
     metrics::{CounterMetrics, LeaderGauges, WaitingGauge},
 };
 
-/// What the handlers share.
+/// What the handlers share, behind one reference count: axum clones it for every request.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(std::sync::Arc<Shared>);
+
+#[derive(Debug)]
+struct Shared {
     counter: Counter,
     /// `/pings`'s read of the volume, one in flight at a time (see
     /// [`service_kit::single_flight`]).
     count: SingleFlight<shared_fs::Result<u64>>,
+    /// Gives back a number whose answer could not be written: reported abandoned.
+    undelivered: OnUndelivered,
 }
 
 impl AppState {
@@ -49,19 +55,22 @@ impl AppState {
                 blocking(move || file.read())
             }
         });
-        AppState {
-            counter: Counter::spawn_with(file, metrics, leader),
+        let counter = Counter::spawn_with(file, metrics, leader);
+        let returns = counter.returns();
+        AppState(std::sync::Arc::new(Shared {
+            counter,
             count,
-        }
+            undelivered: OnUndelivered::new(move |n| returns.undelivered(n)),
+        }))
     }
 }
 
 /// The whole service: `/pingpong`, `/pings`, and the shared `/healthz`, `/readyz`, `/metrics`.
 pub fn app(state: AppState, mut registry: Registry, draining: Draining) -> Router {
-    registry.register_collector(Box::new(WaitingGauge(state.counter.waiting())));
-    registry.register_collector(Box::new(LeaderGauges(state.counter.for_followers())));
-    let ready = readiness(state.counter.clone());
-    let timed_out = timeout_reason(state.counter.clone());
+    registry.register_collector(Box::new(WaitingGauge(state.0.counter.waiting())));
+    registry.register_collector(Box::new(LeaderGauges(state.0.counter.for_followers())));
+    let ready = readiness(state.0.counter.clone());
+    let timed_out = timeout_reason(state.0.counter.clone());
     let routes = Router::new()
         .route("/pingpong", http::get_only(pingpong))
         .route("/pings", get(pings))
@@ -108,25 +117,28 @@ pub fn service_with_leader_mode(
     let mut registry = Registry::default();
     let metrics = CounterMetrics::register(&mut registry);
     let state = AppState::with_leader_mode(file, metrics, leader);
-    let stopped = state.counter.stopped();
-    let door = state.counter.for_followers();
+    let stopped = state.0.counter.stopped();
+    let door = state.0.counter.for_followers();
     (app(state, registry, draining), stopped, door)
 }
 
 /// `pong N`, where N is the count before this request; sent only once the increment is
-/// durable.
+/// durable. If the answer is not written to the client's socket (the client reset first), N
+/// is reported abandoned and the request is not counted as answered.
 async fn pingpong(State(state): State<AppState>) -> Result<String, VolumeError> {
-    let n = state.counter.increment().await?;
+    let n = state.0.counter.increment().await?;
+    until_written(n, &state.0.undelivered);
     Ok(format!("pong {n}"))
 }
 
 /// The current count, without incrementing.
 async fn pings(State(state): State<AppState>) -> Result<String, VolumeError> {
     let n = state
+        .0
         .count
         .get()
         .await
-        .unwrap_or_else(|| Err(state.counter.stopped_error()))?;
+        .unwrap_or_else(|| Err(state.0.counter.stopped_error()))?;
     Ok(n.to_string())
 }
 

@@ -2,7 +2,9 @@
 //! processes with the counter's lock held by this test, as another replica would hold it: a
 //! request that gives up (its client reset the connection, or it timed out) leaves the writer's
 //! queue at once, costs no number and is not counted as answered, and a flood of them while
-//! the lock is stuck leaves neither a queue nor memory behind.
+//! the lock is stuck leaves neither a queue nor memory behind. And, in this process (a layer
+//! holds the answer), a client that resets after its number is made and before hyper writes
+//! it has the number counted abandoned, not answered.
 
 mod support;
 
@@ -39,9 +41,9 @@ fn metrics(server: &Server) -> String {
 /// reading.
 fn until_waiting(server: &Server, expected: u64, within: Duration, what: &str) {
     until(
-        server,
+        server.port,
         |body| metric(body, "pingpong_waiting"),
-        expected,
+        &expected,
         within,
         what,
     );
@@ -55,25 +57,54 @@ fn metric(body: &str, name: &str) -> Result<u64, String> {
 /// Polls `/metrics` until `read` gives `expected`, failing after `within` with the last reading
 /// (while every connection is busy the server refuses new ones, the scrape's too).
 fn until<T: PartialEq + std::fmt::Debug>(
-    server: &Server,
+    port: u16,
     read: impl Fn(&str) -> Result<T, String>,
-    expected: T,
+    expected: &T,
     within: Duration,
     what: &str,
 ) {
     let deadline = Instant::now() + within;
     loop {
-        let now = match support::try_get(server.port, "/metrics") {
+        let now = match support::try_get(port, "/metrics") {
             Ok((200, body)) => read(&body),
             Ok((status, body)) => Err(format!("/metrics answered {status} {body:?}")),
             Err(e) => Err(format!("/metrics: {e}")),
         };
-        if now.as_ref() == Ok(&expected) {
+        if now.as_ref() == Ok(expected) {
             return;
         }
         assert!(
             Instant::now() < deadline,
             "{what}: {now:?} after {within:?}, expected {expected:?}"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// How long a value [`settles_at`] reached must then stay as it is.
+const STAYS: Duration = Duration::from_millis(300);
+
+/// Polls `/metrics` as [`until`] does until `read` gives `expected`, then keeps reading for
+/// [`STAYS`], failing if the value moves. A `/pingpong` is counted once its answer is written,
+/// a moment after its client may have read it, so a scrape on another connection waits for the
+/// count; and a count that went on past the expected value is an over-count, which waiting
+/// must not hide.
+fn settles_at<T: PartialEq + std::fmt::Debug>(
+    port: u16,
+    read: impl Fn(&str) -> Result<T, String>,
+    expected: T,
+    within: Duration,
+    what: &str,
+) {
+    until(port, &read, &expected, within, what);
+    let until = Instant::now() + STAYS;
+    while Instant::now() < until {
+        let (status, body) = support::get(port, "/metrics");
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            read(&body).as_ref(),
+            Ok(&expected),
+            "{what}: moved after it was reached"
         );
         thread::sleep(Duration::from_millis(10));
     }
@@ -135,14 +166,14 @@ fn a_flood_of_requests_that_give_up_while_the_lock_is_held_leaves_no_queue_and_n
     // Every one of them has given up by its time limit: none is left queued, with the lock
     // still held, and their connections are gone (only the scrape's own is open).
     until(
-        &server,
+        server.port,
         |body| {
             Ok((
                 metric(body, "pingpong_waiting")?,
                 metric(body, "http_connections_open")?,
             ))
         },
-        (0, 1),
+        &(0, 1),
         REQUEST_TIMEOUT + Duration::from_secs(20),
         &format!(
             "{} requests given up while the lock is held: (pingpong_waiting, http_connections_open)",
@@ -208,14 +239,17 @@ fn a_client_that_resets_while_its_increment_waits_costs_no_number_and_is_not_cou
     );
     drop(held);
 
-    // No number was used for them, and none of them counts as answered.
+    // No number was used for them, and none of them counts as answered (an answer counts once
+    // it is written, a moment after the client may have read it).
     assert_eq!(server.get("/pingpong"), (200, "pong 0".to_owned()));
-    let body = metrics(&server);
-    assert_eq!(
-        pingpong_requests(&body),
-        [r#"http_requests_total{route="/pingpong",method="GET",status="200"} 1"#],
-        "{body}"
+    settles_at(
+        server.port,
+        |body| Ok(pingpong_requests(body).join("\n")),
+        r#"http_requests_total{route="/pingpong",method="GET",status="200"} 1"#.to_owned(),
+        Duration::from_secs(10),
+        "/pingpong's lines in http_requests_total",
     );
+    let body = metrics(&server);
     assert_eq!(
         support::metric(&body, "pingpong_abandoned_total"),
         Some(0),
@@ -227,4 +261,143 @@ fn a_client_that_resets_while_its_increment_waits_costs_no_number_and_is_not_cou
         "{body}"
     );
     test_support::assert_published(&dir.path().join("pingpong_counter.txt"), "1\n");
+}
+
+/// `(pingpong_increments_total, /pingpong's 200s in http_requests_total,
+/// pingpong_abandoned_total)` in a `/metrics` body.
+fn numbers_accounted(body: &str) -> Result<(u64, u64, u64), String> {
+    let answered = body
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(r#"http_requests_total{route="/pingpong",method="GET",status="200"} "#)
+        })
+        .map_or(Ok(0), |n| n.parse().map_err(|e| format!("{n:?}: {e}")))?;
+    Ok((
+        metric(body, "pingpong_increments_total")?,
+        answered,
+        metric(body, "pingpong_abandoned_total")?,
+    ))
+}
+
+/// Whether the kernel still has the server's end of the connection from client port `client`
+/// to server port `server` established (`/proc/net/tcp`: local and remote address, state `01`).
+fn established(server: u16, client: u16) -> bool {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let (local, remote) = (format!(":{server:04X}"), format!(":{client:04X}"));
+    table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.len() > 3
+            && fields[1].ends_with(&local)
+            && fields[2].ends_with(&remote)
+            && fields[3] == "01"
+    })
+}
+
+/// Holds the answer to the next `/pingpong` once it is made (its number handed out, its count
+/// and log line done), before hyper writes it, until told to go on: a reset that lands in
+/// between is the one the readiness watch cannot see, which only the write can find out.
+/// The wait blocks its thread on purpose, so that nothing else on the connection runs
+/// meanwhile: the route's answer, then hyper's write, in one poll, as without the hold.
+#[derive(Clone)]
+struct HoldAnswer {
+    armed: Arc<AtomicBool>,
+    held: std::sync::mpsc::SyncSender<()>,
+    go_on: Arc<std::sync::Mutex<std::sync::mpsc::Receiver<()>>>,
+}
+
+#[test]
+fn a_client_that_resets_after_its_number_is_made_and_before_it_is_written_has_it_counted_abandoned()
+{
+    use axum::{extract::Request, middleware::Next};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (app, _writer) = pingpong::routes::service(
+        shared_fs::CounterFile::in_dir(dir.path()),
+        service_kit::shutdown::Draining::default(),
+    );
+    let (held_tx, held) = std::sync::mpsc::sync_channel(1);
+    let (go_on, go_on_rx) = std::sync::mpsc::sync_channel(1);
+    let hold = HoldAnswer {
+        armed: Arc::new(AtomicBool::new(true)),
+        held: held_tx,
+        go_on: Arc::new(std::sync::Mutex::new(go_on_rx)),
+    };
+    let app = app.layer(axum::middleware::from_fn(
+        move |request: Request, next: Next| {
+            let hold = hold.clone();
+            async move {
+                let pingpong = request.uri().path() == "/pingpong";
+                let response = next.run(request).await;
+                if pingpong && hold.armed.swap(false, Ordering::SeqCst) {
+                    hold.held.send(()).expect("the test waits for the hold");
+                    let go_on = hold.go_on.lock().expect("go-on lock");
+                    go_on
+                        .recv_timeout(Duration::from_secs(60))
+                        .expect("the test lets the answer go");
+                }
+                response
+            }
+        },
+    ));
+    // The server in this process, on two workers: one may block in the hold.
+    let (port_tx, port_rx) = std::sync::mpsc::channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            port_tx.send(listener.local_addr().unwrap().port()).unwrap();
+            service_kit::connections::serve(listener, app, async {
+                let _ = stopped.await;
+            })
+            .await;
+        });
+    });
+    let port = port_rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("listening");
+
+    let mut client = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    client.write_all(REQUEST).expect("request");
+    held.recv_timeout(Duration::from_secs(20))
+        .expect("the answer to /pingpong was made and held");
+    let client_port = client.local_addr().unwrap().port();
+    assert!(
+        established(port, client_port),
+        "the server's end of the connection is established while the answer is held"
+    );
+    reset(client);
+    // The reset has reached the server's socket before the answer is let go: its write fails.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while established(port, client_port) {
+        assert!(
+            Instant::now() < deadline,
+            "the server's socket never saw the reset"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+    go_on.send(()).unwrap();
+
+    // Number 0 was made durable and never reached its client: abandoned, not answered.
+    settles_at(
+        port,
+        numbers_accounted,
+        (1, 0, 1),
+        Duration::from_secs(10),
+        "after an answer whose write failed: (increments, answered 200s, abandoned)",
+    );
+    assert_eq!(support::get(port, "/pingpong"), (200, "pong 1".to_owned()));
+    settles_at(
+        port,
+        numbers_accounted,
+        (2, 1, 1),
+        Duration::from_secs(10),
+        "after one more /pingpong: (increments, answered 200s, abandoned)",
+    );
+    stop.send(()).unwrap();
+    server.join().expect("server thread");
 }

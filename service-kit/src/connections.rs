@@ -32,6 +32,10 @@
 //!   ([`client_reset`]): the request's future is dropped unanswered, as a timed-out one is (an
 //!   increment still queued hands out no number), and it is not counted as answered. Watched
 //!   only while a request waits, so an answer ready at once costs nothing more.
+//! - **Answers that hand something out** ([`crate::delivery`]): each connection has a slot,
+//!   reachable by its routes while hyper polls it; a flush (hyper flushes once every byte it
+//!   buffered is on the socket) marks the answer in it written, and the connection's end
+//!   reports one left there undelivered (a failed write, a reset, an eviction, a drop).
 //! - **Metrics** ([`crate::metrics::connection_metrics`]): connections open, evicted at the
 //!   bound or for a descriptor, and refused.
 //! - **Shutdown**: when `stop` resolves the listener is closed (new connections are refused),
@@ -73,7 +77,10 @@ use tokio::{
 };
 use tower::ServiceExt;
 
-use crate::metrics::{self, ConnectionMetrics};
+use crate::{
+    delivery::{self, Slot},
+    metrics::{self, ConnectionMetrics},
+};
 
 /// Longest a client may take to send a complete request head, counted from the connection's
 /// start or the end of the previous response (so also the keep-alive idle timeout). Long
@@ -287,6 +294,8 @@ async fn admit(
     let (app, http, table) = (app.clone(), http.clone(), table.clone());
     tokio::spawn(async move {
         serve_connection(stream, app, &http, &conn).await;
+        // An answer still in the slot was never written: its report runs as it is dropped.
+        conn.slot.ended();
         table.remove(conn.id);
     });
     false
@@ -316,12 +325,16 @@ async fn serve_connection(stream: TcpStream, app: Router, http: &http1::Builder,
         })
     };
     let socket = Arc::new(stream);
-    let connection = http.serve_connection(TokioIo::new(Socket(socket.clone())), service);
+    let io = Socket {
+        socket: socket.clone(),
+        conn: conn.clone(),
+    };
+    let connection = http.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
     let reset = client_reset(&socket, conn);
     tokio::pin!(reset);
     tokio::select! {
-        served = serve_unless_reset(connection.as_mut(), reset.as_mut()) => {
+        served = serve_unless_reset(conn, connection.as_mut(), reset.as_mut()) => {
             match served {
                 Some(Err(e)) => tracing::debug!(error = %e, "connection ended with an error"),
                 Some(Ok(())) => {}
@@ -339,12 +352,12 @@ async fn serve_connection(stream: TcpStream, app: Router, http: &http1::Builder,
     let grace = tokio::time::sleep(EVICTION_GRACE);
     tokio::pin!(grace);
     tokio::select! {
-        _ = serve_unless_reset(connection.as_mut(), reset.as_mut()) => return,
+        _ = serve_unless_reset(conn, connection.as_mut(), reset.as_mut()) => return,
         () = &mut grace => {}
     }
     if conn.busy.load(Ordering::SeqCst) {
         // Bounded by the request timeout: the answer goes out, then hyper closes.
-        let _ = serve_unless_reset(connection.as_mut(), reset.as_mut()).await;
+        let _ = serve_unless_reset(conn, connection.as_mut(), reset.as_mut()).await;
     }
     // Otherwise a half-sent head: dropping the connection closes it.
 }
@@ -355,7 +368,11 @@ async fn serve_connection(stream: TcpStream, app: Router, http: &http1::Builder,
 /// The watch is polled before hyper, so that a reset seen in the same wake-up as the request's
 /// answer gives the answer up (its number is then reported abandoned, not written into a dead
 /// socket), and again after, so that it is watching from the moment a request starts to wait.
+///
+/// hyper polls the request's future inside the connection's poll, [`delivery::within`] it, so
+/// that a route reaches its connection's slot ([`delivery::until_written`]).
 fn serve_unless_reset<'a, C: Future>(
+    conn: &'a Arc<Conn>,
     mut connection: Pin<&'a mut C>,
     mut reset: Pin<&'a mut impl Future<Output = ()>>,
 ) -> impl Future<Output = Option<C::Output>> + 'a {
@@ -363,7 +380,8 @@ fn serve_unless_reset<'a, C: Future>(
         if reset.as_mut().poll(cx).is_ready() {
             return Poll::Ready(None);
         }
-        if let Poll::Ready(served) = connection.as_mut().poll(cx) {
+        let polled = delivery::within(conn.clone(), || connection.as_mut().poll(cx));
+        if let Poll::Ready(served) = polled {
             return Poll::Ready(Some(served));
         }
         if reset.as_mut().poll(cx).is_ready() {
@@ -407,8 +425,12 @@ async fn client_reset(socket: &TcpStream, conn: &Conn) {
 
 /// The connection's socket as hyper reads and writes it, shared with [`client_reset`], which
 /// watches it while hyper owns the connection. The same calls tokio's `TcpStream` makes for
-/// its own `AsyncRead` and `AsyncWrite`, through a shared reference.
-struct Socket(Arc<TcpStream>);
+/// its own `AsyncRead` and `AsyncWrite`, through a shared reference; and a flush clears the
+/// connection's slot ([`delivery::until_written`]).
+struct Socket {
+    socket: Arc<TcpStream>,
+    conn: Arc<Conn>,
+}
 
 impl AsyncRead for Socket {
     fn poll_read(
@@ -417,9 +439,9 @@ impl AsyncRead for Socket {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         loop {
-            ready!(self.0.poll_read_ready(cx))?;
+            ready!(self.socket.poll_read_ready(cx))?;
             // A `WouldBlock` clears the readiness, so the next poll waits for the socket.
-            match self.0.try_read_buf(buf) {
+            match self.socket.try_read_buf(buf) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 result => return Poll::Ready(result.map(drop)),
             }
@@ -434,8 +456,8 @@ impl AsyncWrite for Socket {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         loop {
-            ready!(self.0.poll_write_ready(cx))?;
-            match self.0.try_write(buf) {
+            ready!(self.socket.poll_write_ready(cx))?;
+            match self.socket.try_write(buf) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 result => return Poll::Ready(result),
             }
@@ -448,8 +470,8 @@ impl AsyncWrite for Socket {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         loop {
-            ready!(self.0.poll_write_ready(cx))?;
-            match self.0.try_write_vectored(bufs) {
+            ready!(self.socket.poll_write_ready(cx))?;
+            match self.socket.try_write_vectored(bufs) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 result => return Poll::Ready(result),
             }
@@ -460,12 +482,15 @@ impl AsyncWrite for Socket {
         true
     }
 
+    /// hyper flushes only once every byte it buffered is on the socket, so the answer in the
+    /// slot, if any, is written: delivered, as far as the server can know.
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.conn.slot.written();
         Poll::Ready(Ok(()))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let shut = rustix::net::shutdown(&*self.0, rustix::net::Shutdown::Write);
+        let shut = rustix::net::shutdown(&*self.socket, rustix::net::Shutdown::Write);
         Poll::Ready(shut.map_err(io::Error::from))
     }
 }
@@ -554,6 +579,18 @@ struct Conn {
     /// Eviction requested; the connection no longer counts against the bound.
     evicting: AtomicBool,
     evicted: Notify,
+    /// The answer that hands something out and is not written yet ([`delivery::until_written`]).
+    slot: Slot,
+}
+
+impl delivery::Connection for Conn {
+    fn slot(&self) -> &Slot {
+        &self.slot
+    }
+
+    fn served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
+    }
 }
 
 /// Marks a connection busy for as long as a request is in the service.
@@ -654,6 +691,7 @@ impl Table {
             served: AtomicU64::new(0),
             evicting: AtomicBool::new(false),
             evicted: Notify::new(),
+            slot: Slot::default(),
         });
         inner.live.insert(conn.id, conn.clone());
         self.metrics.open.inc();

@@ -16,6 +16,8 @@
 //!   costs no timer.
 //! - **An exact count** in `http_requests_total{route, method, status}`, and the latency in
 //!   `http_request_duration_seconds{route, method, status}` (the clock read once per answer).
+//!   An answer whose route called [`crate::delivery::until_written`] is counted and logged
+//!   once hyper has written it, and never if its connection ends first.
 //! - **No ERROR for an expected 503**: an answer marked [`Expected503`] (`/readyz` while
 //!   draining) has only its INFO line, with the `reason`.
 //! - **`Connection: close` from SIGTERM on**: a load balancer's pooled connections end cleanly
@@ -45,6 +47,7 @@ use tower::{Layer, Service};
 use tracing::Span;
 
 use crate::{
+    delivery::{self, Answered, Line, Record},
     metrics::{HttpMetrics, method_label},
     shutdown::Draining,
 };
@@ -214,17 +217,47 @@ where
         let status = response.status();
         let latency = this.start.elapsed();
         let (route, method) = this.labels.take().expect("polled after completion");
-        this.shared
-            .metrics
-            .count(route, method, status.as_u16(), latency);
-        let expected = response.extensions().get::<Expected503>().copied();
-        log_answer(status, latency, expected);
+        let expected = response.extensions().get::<Expected503>().map(|e| e.0);
+        let line = Line {
+            route,
+            method,
+            status,
+            latency,
+            expected,
+        };
+        if delivery::awaits_write() {
+            // An answer that hands something out counts once it is written (or never).
+            let answered = Answered {
+                by: this.shared.clone(),
+                span: this.span.clone(),
+                line,
+            };
+            if let Some(now) = delivery::when_written(answered) {
+                now.count_and_log();
+            }
+        } else {
+            this.shared.count_and_log(line);
+        }
         if this.shared.draining.is_draining() {
             response
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         Poll::Ready(Ok(response))
+    }
+}
+
+impl Record for Shared {
+    fn count_and_log(&self, line: Line) {
+        let Line {
+            route,
+            method,
+            status,
+            latency,
+            expected,
+        } = line;
+        self.metrics.count(route, method, status.as_u16(), latency);
+        log_answer(status, latency, expected);
     }
 }
 
@@ -235,8 +268,8 @@ where
 pub struct Expected503(pub &'static str);
 
 /// The answer's lines, in the request's span.
-fn log_answer(status: StatusCode, latency: Duration, expected: Option<Expected503>) {
-    if let Some(Expected503(reason)) = expected {
+fn log_answer(status: StatusCode, latency: Duration, expected: Option<&'static str>) {
+    if let Some(reason) = expected {
         tracing::info!(
             target: "service_kit::http",
             status = status.as_u16(),

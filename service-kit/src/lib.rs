@@ -16,6 +16,9 @@
 //!   serving with graceful shutdown (SPEC §6).
 //! - [`connections`]: the accept loop: header timeout, the connection bound with eviction,
 //!   accept errors, request size limits, and the drain.
+//! - [`delivery`]: an answer that hands something out (pingpong's number), from when it is
+//!   made until it is written: reported undelivered if its connection ends first, and counted
+//!   and logged only once written.
 //! - [`shutdown`]: SIGTERM and SIGINT as one future, and the draining flag `/readyz` reads.
 //! - [`single_flight`]: at most one blocking check of the volume in flight, however many
 //!   probes and reads ask for it.
@@ -23,6 +26,7 @@
 pub mod cli;
 pub mod config;
 pub mod connections;
+pub mod delivery;
 mod every_request;
 pub mod http;
 pub mod metrics;

@@ -151,7 +151,8 @@ struct Queued {
     /// Increments not yet taken by the writer, by id, in arrival order (ids only grow).
     increments: Vec<(u64, Waiter)>,
     next_id: u64,
-    /// Numbers that reached their caller's channel after the caller had stopped listening.
+    /// Numbers that reached their caller's channel after the caller had stopped listening, or
+    /// whose answers could not be delivered ([`Returns`]).
     gone: Vec<u64>,
     /// Readiness asks whether durable writes work again after a failure (see
     /// [`Counter::check`]).
@@ -357,6 +358,20 @@ impl Drop for Pending<'_> {
             self.inbox
                 .send(|queued| queued.gone.extend(first..first.saturating_add(n)));
         }
+    }
+}
+
+/// Gives back numbers handed out whose answers never reached their callers (see
+/// [`Counter::returns`]). Keeps the writer running while it exists.
+#[derive(Debug, Clone)]
+pub struct Returns(Sender);
+
+impl Returns {
+    /// `number` was handed out but its answer could not be delivered: the writer reports it
+    /// abandoned and logs it, as it does for a caller that gave up after its number was
+    /// written. It is never handed out again either way.
+    pub fn undelivered(&self, number: u64) {
+        self.0.0.send(|queued| queued.gone.push(number));
     }
 }
 
@@ -594,6 +609,11 @@ impl Counter {
             .send(|queued| queued.checks.push(reply))
             .ok_or_else(|| self.stopped_error())?;
         answer.await.map_err(|_| self.stopped_error())?
+    }
+
+    /// A handle to give back a number whose answer could not be delivered.
+    pub fn returns(&self) -> Returns {
+        Returns(self.queue.clone())
     }
 
     /// A gauge of the increments waiting in the writer's queue, which does not keep the

@@ -451,11 +451,13 @@ class Run:
 
     def verdict(self):
         a = self.args
+        # After the count settles: a number whose answer could not be written is counted
+        # abandoned as its connection ends, a moment after its client has gone.
+        counts = self.final_count()
         abandoned = []
         for r in self.replicas:
             status, body = Http(r["port"], timeout=5).get("/metrics")
             abandoned.append(metric(body, "pingpong_abandoned_total") if status == 200 else None)
-        counts = self.final_count()
         readable = [c for c in counts if isinstance(c, int)]
         final = readable[0] if readable else None
         ok = [x for x in self.answers if x[2] == 200]
