@@ -48,6 +48,11 @@ SERVERS = {
     "bare": ("examples/bare", "/pingpong", None),
     "ceiling": ("examples/ceiling", "/pingpong", None),
     "pingpong": ("pingpong", "/pingpong", None),
+    # One replica in leader mode (SPEC §2 ADVERTISE_ADDR), as deploy/rwx runs it: it leads, with
+    # nobody to forward to; its heartbeats and courtesy turns are what it costs.
+    "pingpong-leader": ("pingpong", "/pingpong", None),
+    # --before DIR: the pingpong binary of an earlier commit, side by side.
+    "pingpong-before": ("pingpong", "/pingpong", None),
     "one-write": ("examples/one_write_per_request", "/pingpong", None),
     "careless": ("examples/careless", "/pingpong", None),
     # One write per request with no batching: above one connection it measures nothing
@@ -56,7 +61,13 @@ SERVERS = {
     "reader": ("log-reader", "/", None),
 }
 # The servers that count, for which "ratio to careless" means something.
-COUNTERS = ("pingpong", "one-write", "careless", "durable-floor")
+COUNTERS = ("pingpong", "pingpong-leader", "pingpong-before", "one-write", "careless",
+            "durable-floor")
+# The environment of a server beyond PORT, DATA_DIR and RUST_LOG.
+SERVER_ENV = {
+    "pingpong-leader": {"ADVERTISE_ADDR": "127.0.0.1", "INTERNAL_PORT": "0",
+                        "LISTEN_ADDRESS": "127.0.0.1"},
+}
 # What a measurement keeps of wrk's answer.
 WRK_FIELDS = ("rps", "p50_ms", "p99_ms", "requests", "errors")
 
@@ -129,7 +140,9 @@ def measure(args, connection_counts, bin_dir):
             ports[name] = free_port()
             own = name not in ("pingpong", "reader")
             d = os.path.join(data, name) if own else data
-            procs[name] = start(os.path.join(bin_dir, binary), ports[name], d)
+            where = args.before if name == "pingpong-before" else bin_dir
+            procs[name] = start(os.path.join(where, binary), ports[name], d,
+                                env=SERVER_ENV.get(name))
         if "reader" in args.servers:
             procs["log-writer"] = start(os.path.join(bin_dir, "log-writer"), 0, data,
                                         env={"LOG_INTERVAL": "1s"})
@@ -280,9 +293,12 @@ def main():
                         help="comma-separated connection counts (default 1,64)")
     parser.add_argument("--sweep", action="store_true",
                         help=f"connection counts {','.join(map(str, SWEEP))}")
-    parser.add_argument("--servers", default=",".join(SERVERS),
+    parser.add_argument("--servers", default=",".join(s for s in SERVERS if s != "pingpong-before"),
                         help="comma-separated subset of the servers, in this order")
     parser.add_argument("--bin-dir", help="where the binaries are (default: the release dir)")
+    parser.add_argument("--before", metavar="DIR",
+                        help="the directory of an earlier build's pingpong, measured as "
+                             "pingpong-before (add it to --servers)")
     record_arguments(parser, "http")
     args = parser.parse_args()
 

@@ -262,6 +262,13 @@ impl Writer {
             leader: target.address.to_string(),
             reason,
         };
+        // Until the answer comes, the leader counts as unreached since now: one frozen with its
+        // lock (SIGSTOP, a volume that hangs under it) takes connections and never answers, and
+        // readiness must say so within UNREADY_AFTER_WAITING, not after the forward's timeout.
+        leadership.reach.failed(format!(
+            "the leader at {} has not answered yet",
+            target.address
+        ));
         match leadership.mode.forward.forward(target, n) {
             Forwarded::Durable { first } => {
                 leadership.reach.reached();
@@ -296,7 +303,7 @@ impl Writer {
                 leadership.suspect = Some((target.epoch, target.heartbeat));
                 leadership.target = None;
                 leadership.reach.failed(format!(
-                    "the leader at {} refused: {reason}",
+                    "the leader at {} did not take the batch: {reason}",
                     target.address
                 ));
                 return None;
