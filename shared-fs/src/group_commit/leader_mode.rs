@@ -70,27 +70,39 @@ impl Writer {
                 }
                 self.keep_leading(lease);
             }
-            None => self.look_for_leader(file, gone),
+            None => self.look_for_leader(file, lease, gone),
         }
     }
 
     /// A follower that found nobody to forward to looks again while idle, so that readiness
-    /// turns back to 200 without a request (an unready replica receives none).
-    fn look_for_leader(&mut self, file: &CounterFile, _gone: &mut Vec<u64>) {
-        let block = self.read_block(file);
-        let leadership = self.leadership.as_mut().expect("leader mode");
-        let Ok(Some(block)) = block else {
-            return;
-        };
-        if block.stepped_down || block.address == leadership.mode.address {
-            return;
+    /// turns back to 200 without a request (an unready replica receives none, so it would
+    /// never find out otherwise): a leader whose block moved and who takes connections again,
+    /// or else the lock, free once the filesystem has given away the one a cut-off leader held.
+    fn look_for_leader<'f>(
+        &mut self,
+        file: &'f CounterFile,
+        lease: &mut Option<Lease<'f>>,
+        gone: &mut Vec<u64>,
+    ) {
+        if let Ok(Some(block)) = self.read_block(file) {
+            let leadership = self.leadership.as_mut().expect("leader mode");
+            if leadership.worth_forwarding_to(&block) && leadership.mode.forward.reachable(&block) {
+                leadership.suspect = None;
+                leadership.reach.reached();
+                leadership.target = Some(block);
+                return;
+            }
         }
-        if leadership.suspect != Some((block.epoch, block.heartbeat))
-            && leadership.mode.forward.reachable(&block)
-        {
-            leadership.suspect = None;
-            leadership.reach.reached();
-            leadership.target = Some(block);
+        match self.try_lease(file, lease) {
+            Ok(true) => {
+                if let Err(error) = self.take_over(lease, gone) {
+                    *lease = None;
+                    self.lock = None;
+                    self.unreached(error.to_string());
+                }
+            }
+            Ok(false) => {}
+            Err(error) => self.unreached(error.to_string()),
         }
     }
 
