@@ -16,7 +16,8 @@
 # Leader mode (LEADER-DESIGN.md; multinode.py --leader), CephFS at Ceph's default MDS tick:
 #   L1. 1, 2 and 4 replicas over the two mounts (and on a local directory): requests/s;
 #   L2. kill -9 of the leader under load: answers again within 1 s, no number twice;
-#   L3. SIGTERM of the leader, SHUTDOWN_DELAY 1s, HAProxy checking /readyz: 0 failed;
+#   L3. SIGTERM of the leader (SHUTDOWN_DELAY RWX_TERM_DELAY, 3s), HAProxy checking /readyz:
+#       0 failed;
 #   L4. the leader stopped (SIGSTOP) 3 s: no number twice, the followers unready meanwhile;
 #   L5. a follower cut off from the leader's internal port 5 s (nftables): it turns unready
 #       with a reason, failures within the requests it had in flight;
@@ -36,8 +37,9 @@
 # (`glusterfs.sh up` options for a-c and L), RWX_ONLY (glusterfs, cephfs or local), RWX_MODES
 # (`turns`, `leader` or both, the default), RWX_CEPH_TICK (mds_tick_interval of the turns'
 # CephFS, default 1), RWX_CEPH_LEADER_TICK (the leader scenarios' CephFS: Ceph's default
-# unless set), RWX_ROLLING_FROM (the commit whose replicas L7 rolls from, default fe02056;
-# RWX_ROLLING_BIN: its pingpong's directory instead), RWX_FIGURES (a file each scenario's
+# unless set), RWX_TERM_DELAY (L3's SHUTDOWN_DELAY, default 3s), RWX_ROLLING_FROM (the commit
+# whose replicas L7 rolls from, default fe02056; RWX_ROLLING_BIN: its pingpong's directory
+# instead), RWX_FIGURES (a file each scenario's
 # figures are appended to, one JSON object a line: bench/rwx-bench.py).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -54,6 +56,12 @@ lseconds="${RWX_LEADER_SECONDS:-5}"
 modes="${RWX_MODES:-turns leader}"
 ceph_tick="${RWX_CEPH_TICK:-1}"
 ceph_leader_tick="${RWX_CEPH_LEADER_TICK:-}"
+# L3's SHUTDOWN_DELAY: HAProxy takes a replica out after 2 failed checks 1 s apart, up to 2 s
+# after its /readyz turned 503; a shorter delay ends with HAProxy still sending it requests,
+# refused once it drains (1s: 565 of 9 764 requests refused on a local directory, every one
+# `SC--` at the terminated leader, none at the followers). Kubernetes is the same with its
+# readinessProbe's periodSeconds x failureThreshold.
+term_delay="${RWX_TERM_DELAY:-3s}"
 port_base="${RWX_PORT_BASE:-19000}"
 only="${RWX_ONLY:-}"
 # a-c on GlusterFS: the options today's recipe needs (rwx-notes); client.strict-locks, without
@@ -149,7 +157,7 @@ leader_scenarios() {
   scenario "$fs-kill-leader" "${common[@]}" --replicas 3 --scenario kill-leader --fault-after 2 \
     --duration $((lseconds + 1))
   scenario "$fs-term-leader" "${common[@]}" --replicas 3 --scenario term-leader --fault-after 2 \
-    --shutdown-delay 1s --duration $((lseconds + 2))
+    --shutdown-delay "$term_delay" --duration $((lseconds + 3))
   scenario "$fs-freeze-leader" "${common[@]}" --replicas 3 --scenario freeze-leader --fault-after 2 \
     --fault-seconds 3 --duration $((lseconds + 3))
   scenario "$fs-cut-follower" "${common[@]}" --replicas 3 --scenario cut-follower --fault-after 2 \

@@ -491,7 +491,8 @@ class Run:
             return None
         m = {k: metric(body, k) for k in ("pingpong_leader", "pingpong_leader_epoch",
                                           "pingpong_abandoned_total", "pingpong_forwarded_total",
-                                          "pingpong_increments_total")}
+                                          "pingpong_increments_total",
+                                          "pingpong_forward_unknown_total")}
         with self.lock:
             r["metrics"] = m
             r["scraped_at"] = self.now() if self.t0 else 0.0
@@ -794,6 +795,13 @@ class Run:
         box["bytes_sent"] = sent
 
     def run_hostile(self):
+        # A replica leads once it has written: a few requests through HAProxy first, recorded.
+        h = Http(self.lb_port)
+        for _ in range(20):
+            t = self.now()
+            status, body = h.get("/pingpong")
+            self.answers.append((t, self.now(), status, body))
+        h.close()
         leader = self.find_leader()
         m = self.scrape(leader)
         epoch = m["pingpong_leader_epoch"]
@@ -1029,6 +1037,9 @@ class Run:
             f["fault_window_s"] = [round(s_, 2), round(c_, 2)]
         if self.fault_figures:
             f["fault"] = self.fault_figures
+        if a.leader:
+            f["replica_metrics"] = {r["n"]: {k.replace("pingpong_", ""): v for k, v in
+                                             (r.get("metrics") or {}).items()} for r in self.replicas}
         f["scenario"] = a.scenario
         f["leader_mode"] = bool(a.leader)
         f["no_server_503"] = sum(1 for x in failed if x[2] == 503 and "No server is available" in x[3])
@@ -1211,6 +1222,8 @@ def main():
     p.add_argument("--shutdown-delay", default="0s", help="SHUTDOWN_DELAY of every replica")
     p.add_argument("--old-bin", help="rolling: the directory of the previous release's pingpong")
     args = p.parse_args()
+    args.bin = os.path.abspath(args.bin)  # the replicas run in --work
+    args.old_bin = args.old_bin and os.path.abspath(args.old_bin)
     if args.scenario not in ("load", "rolling") and not args.leader:
         p.error("--scenario %s needs --leader" % args.scenario)
     if args.scenario == "rolling" and not (args.old_bin and args.leader):
