@@ -35,12 +35,14 @@
 # run, default 5), RWX_PORT_BASE (default 19000; HAProxy, the replicas and their internal ports
 # use the next 30 ports; CephFS takes 20 ports in 19100-19199), RWX_GLUSTER_OPTIONS
 # (`glusterfs.sh up` options for a-c and L), RWX_ONLY (glusterfs, cephfs or local), RWX_MODES
-# (`turns`, `leader` or both, the default), RWX_CEPH_TICK (mds_tick_interval of the turns'
-# CephFS, default 1), RWX_CEPH_LEADER_TICK (the leader scenarios' CephFS: Ceph's default
+# (words: `leader` L1-L8; `turns` a-d on the local directory and GlusterFS; `turns-cephfs` a-c
+# on CephFS; `all`; default `leader turns`: CephFS's turns need a tick users do not have, and
+# the whole script stays near 8 minutes), RWX_CEPH_TICK (mds_tick_interval of turns-cephfs,
+# default 1), RWX_CEPH_LEADER_TICK (the leader scenarios' CephFS: Ceph's default
 # unless set), RWX_TERM_DELAY (L3's SHUTDOWN_DELAY, default 3s), RWX_ROLLING_FROM (the commit
 # whose replicas L7 rolls from, default fe02056; RWX_ROLLING_BIN: its pingpong's directory
-# instead), RWX_FIGURES (a file each scenario's
-# figures are appended to, one JSON object a line: bench/rwx-bench.py).
+# instead), RWX_FIGURES (a file each scenario's figures are appended to, one JSON object a line:
+# bench/rwx-bench.py), RWX_KEEP_FAILED (a directory a failed scenario's logs are copied to).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo="$PWD"
@@ -53,7 +55,8 @@ repo="$PWD"
 
 seconds="${RWX_SECONDS:-6}"
 lseconds="${RWX_LEADER_SECONDS:-5}"
-modes="${RWX_MODES:-turns leader}"
+modes="${RWX_MODES:-leader turns}"
+[[ " $modes " == *" all "* ]] && modes="leader turns turns-cephfs"
 ceph_tick="${RWX_CEPH_TICK:-1}"
 ceph_leader_tick="${RWX_CEPH_LEADER_TICK:-}"
 # L3's SHUTDOWN_DELAY: HAProxy takes a replica out after 2 failed checks 1 s apart, up to 2 s
@@ -127,7 +130,11 @@ PY
     pass "$name"
   else
     fail "$name (exit $status; output $work/$name.out)"
-    tail -n 25 "$work/$name.out" | sed 's/^/      /'
+    grep -v '^figure ' "$work/$name.out" | tail -n 25 | sed 's/^/      /'
+    if [[ -n "${RWX_KEEP_FAILED:-}" ]]; then
+      mkdir -p "$RWX_KEEP_FAILED"
+      cp -r "$work/$name" "$work/$name.out" "$RWX_KEEP_FAILED/" 2>/dev/null || true
+    fi
   fi
 }
 
@@ -284,7 +291,7 @@ if [[ -z "$only" || "$only" == cephfs ]] && has_mode leader; then
   teardown
 fi
 
-if [[ -z "$only" || "$only" == cephfs ]] && has_mode turns; then
+if [[ -z "$only" || "$only" == cephfs ]] && has_mode turns-cephfs; then
   # mds_tick_interval 1: replicas on two mounts hand the lock and the published file's
   # capabilities back and forth, and the MDS grants what a client gives back at its tick (5 s
   # by default: renames and flocks then waited 5 s, a request's whole timeout); FACTS.md §8-9.
