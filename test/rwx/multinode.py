@@ -558,7 +558,9 @@ class Run:
         replica, the (time, status, body) of every change."""
         seen = {r["n"]: [] for r in rs}
         conns = {r["n"]: Http(r["port"], timeout=1) for r in rs}
-        while not until.is_set() and not self.stop.is_set():
+        # Not bounded by the load's end: the fault ends the watch once the replicas are ready
+        # again (or after its own deadline).
+        while not until.is_set():
             for r in rs:
                 status, body = conns[r["n"]].get("/readyz")
                 log = seen[r["n"]]
