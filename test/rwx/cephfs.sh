@@ -19,6 +19,9 @@
 #                         client after max(S, 30) s (fs session_timeout and session_autoclose,
 #                         defaults 60 and 300; 30 is their minimum)
 #   --fs-set KEY VALUE    any `ceph fs set` setting
+#   --mds-tick S          mds_tick_interval (Ceph's default 5): how often the MDS completes
+#                         what waits on a capability another client gave back (FACTS.md, 8-9);
+#                         unset: the default, as a user's cluster has it
 #   --conf KEY VALUE      a [global] line of ceph.conf (e.g. --conf client_reconnect_stale true)
 #   --port-base N         the first of the 20 ports (default: the first free block)
 # Root only.
@@ -77,6 +80,15 @@ wait_for() {
   done
 }
 
+# A setting of the running MDS, through its admin socket: `mds_config DIR KEY` prints the value.
+mds_config() {
+  local asok
+  asok="$(find "$1/ceph/run" -maxdepth 1 -name 'mds.a.*.asok' -print -quit)"
+  [[ -n "$asok" ]] || return 0
+  timeout 10 ceph --admin-daemon "$asok" config get "$2" 2>/dev/null |
+    sed -n 's/.*"'"$2"'": "\(.*\)".*/\1/p'
+}
+
 mds_active() { ceph_cli "$1" mds stat 2>/dev/null | grep -q 'up:active'; }
 osd_up() { ceph_cli "$1" osd stat 2>/dev/null | grep -q '1 up'; }
 
@@ -89,6 +101,7 @@ up() {
       --evict-after) evict_after="$2"; shift 2 ;;
       --fs-set) fs_sets+=("$2" "$3"); shift 3 ;;
       --conf) confs+=("$2" "$3"); shift 3 ;;
+      --mds-tick) confs+=(mds_tick_interval "$2"); shift 2 ;;
       --port-base) base="$2"; shift 2 ;;
       *) die "unknown option $1" ;;
     esac
@@ -172,6 +185,8 @@ CONF
   ceph-mds -c "$c/ceph.conf" -i a >>"$c/log/start.log" 2>&1 || die "ceph-mds did not start (log: $c/log/mds.a.log)"
   wait_for "MDS active" 60 mds_active "$dir"
   state_set "$dir" MDS_ACTIVE_MS $(($(now_ms) - up_t_installed))
+  # What the MDS runs with, asked of it (its admin socket), not what the config file says.
+  state_set "$dir" MDS_TICK_INTERVAL "$(mds_config "$dir" mds_tick_interval)"
   if [[ -n "$evict_after" ]]; then
     local floor=$((evict_after < 30 ? 30 : evict_after))
     fs_sets+=(session_timeout "$floor" session_autoclose "$floor")
