@@ -13,7 +13,7 @@
 #      also without client.strict-locks (nothing fences the resumed replica's descriptor);
 #   d. the hazard: GlusterFS with default options and the previous release's pingpong (rename
 #      recipe): passes when it shows duplicates or 5xx.
-# Leader mode (LEADER-DESIGN.md; multinode.py --leader), CephFS at Ceph's default MDS tick:
+# Leader mode (SPEC §3 "The leader"; multinode.py --leader), CephFS at Ceph's default MDS tick:
 #   L1. 1, 2 and 4 replicas over the two mounts (and on a local directory): requests/s;
 #   L2. kill -9 of the leader under load: answers again within 1 s, no number twice;
 #   L3. SIGTERM of the leader (SHUTDOWN_DELAY RWX_TERM_DELAY, 3s), HAProxy checking /readyz:

@@ -22,7 +22,7 @@ figures, one `figure NAME VALUE` line each, then `ok`/`FAILED` per check, and ex
 check fails. With --expect-hazard the verdict is inverted: the run passes when it shows
 duplicates or 5xx (a negative test: the hazard a design must remove is there).
 
-Leader mode (--leader, LEADER-DESIGN.md): every replica of this release gets ADVERTISE_ADDR (its
+Leader mode (--leader, SPEC §3 "The leader"): every replica of this release gets ADVERTISE_ADDR (its
 own 127.0.0.x, 127.0.0.(1+n) for replica n, or 127.0.0.1 with --advertise same: addresses of
 lo, none added) and INTERNAL_PORT (port base + 20 + n); the leader is the replica whose
 /metrics says `pingpong_leader 1`. A thread scrapes every replica's /metrics every 0.25 s, so a
@@ -42,7 +42,7 @@ under the load (default `load`: nothing):
   and failed requests stay within the load's connections (the requests it had in flight);
 - hostile: no load; garbage, a wrong token, n=0, n=1025, a huge Content-Length, an old epoch,
   other paths and methods, and a slowloris, sent to the leader's internal port: each refused
-  with LEADER-DESIGN.md's status, and /pings of every replica the same before and after;
+  with the status SPEC §4 gives it, and /pings of every replica the same before and after;
 - rolling: --replicas replicas of --old-bin (a previous release, turns at the lock) serve,
   then one by one a leader-mode replica of --bin starts beside an old one on its mount,
   HAProxy takes it in, and the old one is taken out (disabled in HAProxy, then SIGTERM):
