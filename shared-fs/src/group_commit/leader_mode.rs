@@ -274,13 +274,10 @@ impl Writer {
             leader: target.address.to_string(),
             reason,
         };
-        // Until the answer comes, the leader counts as unreached since now: one frozen with its
-        // lock (SIGSTOP, a volume that hangs under it) takes connections and never answers, and
-        // readiness must say so within UNREADY_AFTER_WAITING, not after the forward's timeout.
-        leadership.reach.failed(format!(
-            "the leader at {} has not answered yet",
-            target.address
-        ));
+        // A forward waiting for its answer does not make this replica unready: a leader that is
+        // slow (a write waiting for CephFS's MDS tick during a rollout) or frozen with its lock
+        // is every replica's outage, and all of them unready would turn waits into refusals.
+        // Only a forward that failed counts (after FORWARD_TIMEOUT for one with no answer).
         match leadership.mode.forward.forward(target, n) {
             Forwarded::Durable { first } => {
                 leadership.reach.reached();
