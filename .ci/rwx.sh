@@ -195,6 +195,7 @@ else
   bin="${CARGO_TARGET_DIR:-$repo/target}/debug"
 fi
 # d is about the previous release's recipe (rename under the flock): its binary, unless given.
+# shellcheck disable=SC2119 # no COMMIT: test_support::PREVIOUS_RELEASE
 hazard_bin="${RWX_HAZARD_BIN:-$(previous_release_bin_dir)}"
 # L7 rolls from this release's predecessor in leader terms: replicas taking turns at the lock.
 rolling_bin=""
