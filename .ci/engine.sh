@@ -251,9 +251,9 @@ step "6. ./test-persistent.sh --engine podman"
 run_persistent "test-persistent.sh --engine podman" ./test-persistent.sh --engine podman
 
 step "7. ./test-persistent.sh --engine local (the same static binaries)"
+# shellcheck disable=SC2119 # no COMMIT: test_support::PREVIOUS_RELEASE
 run_persistent "test-persistent.sh --engine local" \
   env BIN_DIR="$PWD/target/x86_64-unknown-linux-gnu/release" \
-    # shellcheck disable=SC2119 # no COMMIT: test_support::PREVIOUS_RELEASE
     PREVIOUS_BIN_DIR="$(previous_release_bin_dir)" ./test-persistent.sh --engine local
 
 step "8. the workflow's k3d job (.ci/k3d-e2e.sh) against the stub cluster (test/k3d-stub)"
