@@ -25,7 +25,8 @@
 #       with a reason, failures within twice the load's connections;
 #   L6. hostile requests to the leader's internal port: each refused, the count unmoved;
 #   L7. rolling update from RWX_ROLLING_FROM's replicas to leader-mode ones under load: every
-#       number once, 0 failed;
+#       number once, 0 failed (CephFS: at mds_tick_interval 1 for this one, the tick the
+#       turns of the release rolled from need);
 #   L8. c, the partition, with the leader's mount stopped.
 # Installs what is missing, builds the binaries (cargo; debug, or release with
 # RWX_PROFILE=release) unless RWX_BIN names them,
@@ -172,8 +173,13 @@ leader_scenarios() {
   scenario "$fs-cut-follower" "${common[@]}" --replicas 3 --scenario cut-follower --fault-after 2 \
     --fault-seconds 5 --duration $((lseconds + 5))
   scenario "$fs-hostile" "${common[@]}" --replicas 2 --scenario hostile
+  # The release rolled from takes turns at the lock, which on CephFS needs mds_tick_interval 1
+  # (its README): a cluster that ran it has that tick while its replicas are about.
+  [[ "$fs" == cephfs ]] && bash test/rwx/cephfs.sh tick "$(dirname "$m1")" 1
   scenario "$fs-rolling" "${common[@]}" --old-bin "$rolling_bin" --replicas 2 --scenario rolling \
     --fault-after 2 --fault-seconds 2 --shutdown-delay 1s --duration 2
+  [[ "$fs" == cephfs ]] && bash test/rwx/cephfs.sh tick "$(dirname "$m1")" "${ceph_leader_tick:-5}"
+  return 0
 }
 
 step "1. packages (haproxy, glusterfs, ceph, nftables, python3, procps, iproute2)"

@@ -11,6 +11,7 @@
 #   cephfs.sh cut DIR m1|m2   drop every packet of that mount's client (a partition)
 #   cephfs.sh heal DIR m1|m2  and let them through again
 #   cephfs.sh info DIR           what `up` made (KEY=value lines)
+#   cephfs.sh tick DIR S         set the running MDS's mds_tick_interval to S seconds
 #
 # Options of `up`:
 #   --evict-after S       the MDS evicts (and blocklists) a client that has not given back a
@@ -225,4 +226,15 @@ down() {
   down_end "$dir" "cephfs instance in $dir is down"
 }
 
+# `tick DIR S`: the running MDS's mds_tick_interval, through its admin socket (taken at its
+# next tick).
+if [[ "${1:-}" == tick ]]; then
+  (($# == 3)) || die "usage: cephfs.sh tick DIR S"
+  asok="$(find "$(realpath -m "$2")/ceph/run" -maxdepth 1 -name 'mds.a.*.asok' -print -quit)"
+  [[ -n "$asok" ]] || die "no MDS admin socket in $2/ceph/run"
+  timeout 10 ceph --admin-daemon "$asok" config set mds_tick_interval "$3" >/dev/null
+  [[ "$(mds_config "$(realpath -m "$2")" mds_tick_interval)" == "$3"* ]] ||
+    die "mds_tick_interval is $(mds_config "$(realpath -m "$2")" mds_tick_interval), not $3"
+  exit 0
+fi
 instance_command cephfs.sh "[options]" "$@"
