@@ -993,10 +993,20 @@ class Run:
         time.sleep(2)
         counts = []
         for d in self.dirs:
-            r = subprocess.run([os.path.join(self.args.bin, "pingpong"), "counter", "get"],
-                               env={**os.environ, "DATA_DIR": d, "RUST_LOG": "error"},
-                               capture_output=True, text=True, timeout=60)
-            counts.append(int(r.stdout.strip()) if r.returncode == 0 else "error: " + r.stderr.strip()[-200:])
+            p = subprocess.Popen([os.path.join(self.args.bin, "pingpong"), "counter", "get"],
+                                 env={**os.environ, "DATA_DIR": d, "RUST_LOG": "error"},
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            try:
+                out, err = p.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                # A mount whose client was evicted (CephFS after a partition) can leave a
+                # lookup hanging in the kernel for good: the child cannot even be killed, so
+                # it is left behind (the teardown's unmount ends it), never waited for.
+                p.kill()
+                counts.append("error: counter get did not return within 60 s (the mount does "
+                              "not answer)")
+                continue
+            counts.append(int(out.strip()) if p.returncode == 0 else "error: " + err.strip()[-200:])
         return counts
 
     def verdict(self):
