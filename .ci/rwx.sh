@@ -41,8 +41,8 @@
 # (words: `leader` L1-L8; `turns` a-d on the local directory and GlusterFS; `turns-cephfs` a-c
 # on CephFS; `all`; default `leader turns`: CephFS's turns need a tick users do not have, and
 # the whole script stays near 8 minutes), RWX_CEPH_TICK (mds_tick_interval of turns-cephfs,
-# default 1), RWX_CEPH_LEADER_TICK (the leader scenarios' CephFS: Ceph's default
-# unless set), RWX_TERM_DELAY (L3's SHUTDOWN_DELAY, default 3s), RWX_ROLLING_FROM (the commit
+# default 1), RWX_CEPH_LEADER_TICK (the leader scenarios' CephFS: 1 unless set; `default`
+# for Ceph's default, 5 s), RWX_TERM_DELAY (L3's SHUTDOWN_DELAY, default 3s), RWX_ROLLING_FROM (the commit
 # whose replicas L7 rolls from, default fe02056; RWX_ROLLING_BIN: its pingpong's directory
 # instead), RWX_FIGURES (a file each scenario's figures are appended to, one JSON object a line:
 # bench/rwx-bench.py), RWX_KEEP_FAILED (a directory a failed scenario's logs are copied to).
@@ -61,7 +61,12 @@ lseconds="${RWX_LEADER_SECONDS:-5}"
 modes="${RWX_MODES:-leader turns}"
 [[ " $modes " == *" all "* ]] && modes="leader turns turns-cephfs"
 ceph_tick="${RWX_CEPH_TICK:-1}"
-ceph_leader_tick="${RWX_CEPH_LEADER_TICK:-}"
+# 1 by default: at Ceph's default (5 s) a leader's publication of the count (a rename) waits
+# a tick whenever another mount reads the file, and a lone replica's requests then time out (8
+# of 5 456 once in about ten runs): the figures at the default tick are bench/rwx-bench.py's;
+# CI must not fail now and then. RWX_CEPH_LEADER_TICK=default runs Ceph's default.
+ceph_leader_tick="${RWX_CEPH_LEADER_TICK:-1}"
+[[ "$ceph_leader_tick" == default ]] && ceph_leader_tick=""
 # L3's SHUTDOWN_DELAY: HAProxy takes a replica out after 2 failed checks 1 s apart, up to 2 s
 # after its /readyz turned 503; a shorter delay ends with HAProxy still sending it requests,
 # refused once it drains (1s: 565 of 9 764 requests refused on a local directory, every one

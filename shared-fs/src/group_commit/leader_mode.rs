@@ -238,16 +238,17 @@ impl Writer {
                 return Followed::Done;
             }
             thread::sleep(poll);
-            // Backing off, unless the block names this replica: it leads, and someone that
-            // knows only `flock` took the lock during its courtesy turn; that one takes it
-            // back every `MAX_HOLD` within `HANDOVER`, a gap only a short poll hits.
-            let ours = self.leadership.as_ref().is_some_and(|leadership| {
-                leadership
-                    .target
-                    .as_ref()
-                    .is_some_and(|block| block.address == leadership.mode.address)
+            // Backing off only while a leader is named that may come back. Without one (no
+            // block, a stepped-down one, or one naming this replica, which lost the lock at a
+            // courtesy turn), whoever holds the lock knows only `flock` (a replica of a previous
+            // release, `counter set`): it takes the lock back every `MAX_HOLD` within
+            // `HANDOVER`, a gap only a short poll hits.
+            let flock_only = self.leadership.as_ref().is_some_and(|leadership| {
+                leadership.target.as_ref().is_none_or(|block| {
+                    block.stepped_down || block.address == leadership.mode.address
+                })
             });
-            poll = if ours {
+            poll = if flock_only {
                 POLL_MIN
             } else {
                 (poll * 2).min(POLL_MAX)
