@@ -13,7 +13,8 @@
 #      also without client.strict-locks (nothing fences the resumed replica's descriptor);
 #   d. the hazard: GlusterFS with default options and the previous release's pingpong (rename
 #      recipe): passes when it shows duplicates or 5xx.
-# Leader mode (SPEC §3 "The leader"; multinode.py --leader), CephFS at Ceph's default MDS tick:
+# Leader mode (SPEC §3 "The leader"; multinode.py --leader), CephFS at mds_tick_interval 1
+# (RWX_CEPH_LEADER_TICK below):
 #   L1. 1, 2 and 4 replicas over the two mounts (and on a local directory): requests/s;
 #   L2. kill -9 of the leader under load: no number twice, answers again (the gap is a figure
 #       against the 1 s target; the check is 5 s, a request's timeout);
