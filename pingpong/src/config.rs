@@ -3,7 +3,8 @@
 use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use service_kit::config::{
-    ConfigError, ListenAddress, data_dir, listen_address, parse_var, port, shutdown_delay,
+    ConfigError, ListenAddress, data_dir, ip_address, listen_address, parse_var, port, port_number,
+    shutdown_delay,
 };
 use shared_fs::volume::VolumeKind;
 
@@ -56,16 +57,7 @@ pub fn advertise_addr(
         lookup,
         "ADVERTISE_ADDR",
         "this pod's IP address, such as 10.42.1.7 or fd00::7 (the downward API's status.podIP)",
-        |v| {
-            let bare = v
-                .strip_prefix('[')
-                .and_then(|v| v.strip_suffix(']'))
-                .filter(|inner| inner.contains(':'))
-                .unwrap_or(v);
-            bare.parse::<IpAddr>()
-                .ok()
-                .filter(|ip| !ip.is_unspecified() && !ip.is_multicast())
-        },
+        |v| ip_address(v).filter(|ip| !ip.is_unspecified() && !ip.is_multicast()),
     )
 }
 
@@ -76,12 +68,7 @@ pub fn internal_port(lookup: &impl Fn(&str) -> Option<String>) -> Result<u16, Co
         lookup,
         "INTERNAL_PORT",
         "a TCP port number from 0 to 65535",
-        |v| {
-            v.bytes()
-                .all(|b| b.is_ascii_digit())
-                .then(|| v.parse().ok())
-                .flatten()
-        },
+        port_number,
     )?
     .unwrap_or(DEFAULT_INTERNAL_PORT))
 }

@@ -95,15 +95,13 @@ pub fn fixed_env(
 
 /// `PORT`: a TCP port, digits only (`u16::from_str` alone would accept `+3000`).
 pub fn port(lookup: &impl Fn(&str) -> Option<String>, default: u16) -> Result<u16, ConfigError> {
-    Ok(
-        parse_var(lookup, "PORT", "a TCP port number from 0 to 65535", |v| {
-            v.bytes()
-                .all(|b| b.is_ascii_digit())
-                .then(|| v.parse().ok())
-                .flatten()
-        })?
-        .unwrap_or(default),
-    )
+    Ok(parse_var(
+        lookup,
+        "PORT",
+        "a TCP port number from 0 to 65535",
+        port_number,
+    )?
+    .unwrap_or(default))
 }
 
 /// `LISTEN_ADDRESS`: where an HTTP server listens.
@@ -127,6 +125,24 @@ impl fmt::Display for ListenAddress {
     }
 }
 
+/// A TCP port as a variable holds it: digits only (`u16::from_str` alone would accept `+3000`).
+pub fn port_number(v: &str) -> Option<u16> {
+    v.bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| v.parse().ok())
+        .flatten()
+}
+
+/// An IPv4 or IPv6 address as a variable holds it, IPv6 optionally in brackets (`[::1]`).
+pub fn ip_address(v: &str) -> Option<IpAddr> {
+    let bare = v
+        .strip_prefix('[')
+        .and_then(|v| v.strip_suffix(']'))
+        .filter(|inner| inner.contains(':'))
+        .unwrap_or(v);
+    bare.parse().ok()
+}
+
 /// `LISTEN_ADDRESS`: an IPv4 or IPv6 address, IPv6 optionally in brackets (`[::1]`); no host
 /// names (a name can resolve to several addresses, or to none at start).
 pub fn listen_address(
@@ -136,14 +152,7 @@ pub fn listen_address(
         lookup,
         "LISTEN_ADDRESS",
         "an IP address such as ::, 0.0.0.0, ::1 or 127.0.0.1",
-        |v| {
-            let bare = v
-                .strip_prefix('[')
-                .and_then(|v| v.strip_suffix(']'))
-                .filter(|inner| inner.contains(':'))
-                .unwrap_or(v);
-            bare.parse().ok().map(ListenAddress::Ip)
-        },
+        |v| ip_address(v).map(ListenAddress::Ip),
     )?
     .unwrap_or_default())
 }
