@@ -951,16 +951,7 @@ impl Writer {
             *lease = None;
         }
         if lease.is_none() {
-            let lock = match &self.lock {
-                Some(lock) => lock.clone(),
-                None => self
-                    .lock
-                    .insert(Arc::new(RecordFile::open(
-                        file.paths(),
-                        file.volume_kind(),
-                    )?))
-                    .clone(),
-            };
+            let lock = self.record_file(file)?;
             let (taken, contended) = Lease::acquire(file.lock_site(), lock).inspect_err(|_| {
                 // Opened again next time: the descriptor may be what failed (fenced, or the
                 // volume was remounted).
@@ -1096,15 +1087,10 @@ fn refuse_what_does_not_fit(file: &CounterFile, lease: &Lease<'_>, batch: &mut V
 /// Refuses, with nothing written, the forwarded batches `refuse` says this replica does not
 /// lead the epoch of: their follower asks again (SPEC §4: 421).
 fn refuse_forwarded(batch: &mut Vec<Waiter>, refuse: impl Fn(u64) -> bool) {
-    batch.retain_mut(|waiter| match waiter.epoch {
-        Some(epoch) if refuse(epoch) => {
-            let (dropped, _) = oneshot::channel();
-            let reply = std::mem::replace(&mut waiter.reply, dropped);
-            let _ = reply.send(Err(Error::NotLeader { epoch }));
-            false
-        }
-        _ => true,
-    });
+    for waiter in batch.extract_if(.., |waiter| waiter.epoch.is_some_and(&refuse)) {
+        let epoch = waiter.epoch.expect("a forwarded batch");
+        let _ = waiter.reply.send(Err(Error::NotLeader { epoch }));
+    }
 }
 
 /// Hands each waiter of the batch its numbers, in order, from `first`: a caller gone meanwhile

@@ -116,7 +116,8 @@ impl Writer {
         read
     }
 
-    fn record_file(&mut self, file: &CounterFile) -> crate::Result<Arc<RecordFile>> {
+    /// The lock file kept open (see [`RecordFile`]), opened if it is not.
+    pub(super) fn record_file(&mut self, file: &CounterFile) -> crate::Result<Arc<RecordFile>> {
         if let Some(lock) = &self.lock {
             return Ok(lock.clone());
         }
