@@ -1,12 +1,13 @@
 //! Faults a test can switch on in a mounted crashfs, for what a power cut is not: a volume that
 //! stops answering (a hung NFS server, a stopped FUSE daemon), one whose flushes fail (a
-//! failing disk: `fsync` answering EIO) and one whose flushes are slow (an HDD, a cloud disk out
-//! of burst credits, writeback contention).
+//! failing disk: `fsync` answering EIO), one whose flushes are slow (an HDD, a cloud disk out
+//! of burst credits, writeback contention) and one whose renames are slow (CephFS's metadata
+//! server completing a rename at its next tick while another client reads the directory).
 
 use std::{
     sync::{
         Condvar, Mutex,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -19,6 +20,9 @@ pub(crate) struct Faults {
     fail_file_syncs: AtomicBool,
     fail_dir_syncs: AtomicBool,
     sync_delay: Mutex<Duration>,
+    rename_delay: Mutex<Duration>,
+    /// Slow renames not yet done.
+    pub(crate) renames_in_flight: AtomicUsize,
 }
 
 impl Faults {
@@ -44,6 +48,15 @@ impl Faults {
 
     pub(crate) fn delay_syncs(&self, delay: Duration) {
         *self.sync_delay.lock().unwrap_or_else(|e| e.into_inner()) = delay;
+    }
+
+    pub(crate) fn delay_renames(&self, delay: Duration) {
+        *self.rename_delay.lock().unwrap_or_else(|e| e.into_inner()) = delay;
+    }
+
+    /// How long a rename must take now before it is done and answered.
+    pub(crate) fn rename_delay(&self) -> Duration {
+        *self.rename_delay.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// How long an fsync must take now before it is answered.

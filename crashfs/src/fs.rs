@@ -255,11 +255,32 @@ impl Filesystem for Adapter {
             return reply.error(Errno::EINVAL);
         }
         let noreplace = flags.contains(RenameFlags::RENAME_NOREPLACE);
-        empty(
-            reply,
-            self.tree()
-                .rename(parent.0, name, newparent.0, newname, noreplace),
-        );
+        let delay = self.faults.rename_delay();
+        if delay.is_zero() {
+            return empty(
+                reply,
+                self.tree()
+                    .rename(parent.0, name, newparent.0, newname, noreplace),
+            );
+        }
+        // A slow rename ([`crate::CrashFs::delay_renames`]), answered from a thread of its own
+        // as a slow flush is: done when it is answered, and nothing else waits for it.
+        let tree = self.tree.clone();
+        let faults = self.faults.clone();
+        let (name, newname) = (name.to_owned(), newname.to_owned());
+        faults.renames_in_flight.fetch_add(1, Ordering::SeqCst);
+        std::thread::spawn(move || {
+            std::thread::sleep(delay);
+            let renamed = tree.lock().unwrap_or_else(|e| e.into_inner()).rename(
+                parent.0,
+                &name,
+                newparent.0,
+                &newname,
+                noreplace,
+            );
+            faults.renames_in_flight.fetch_sub(1, Ordering::SeqCst);
+            empty(reply, renamed);
+        });
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {

@@ -195,6 +195,21 @@ impl CrashFs {
         self.faults.delay_syncs(delay);
     }
 
+    /// From now on, every rename is done and answered `delay` after it arrives, as on CephFS
+    /// when its metadata server waits for its tick; everything else keeps answering meanwhile.
+    /// `Duration::ZERO` makes renames fast again.
+    pub fn delay_renames(&self, delay: Duration) {
+        self.faults.delay_renames(delay);
+    }
+
+    /// How many slow renames have arrived and are not done yet. The kernel holds the
+    /// directory's lock across a rename, so a listing cannot show one in flight; this can.
+    pub fn renames_in_flight(&self) -> usize {
+        self.faults
+            .renames_in_flight
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// A handle other threads (load clients) can ask whether the power has failed yet.
     pub fn probe(&self) -> Probe {
         Probe {

@@ -362,3 +362,42 @@ fn a_hung_volume_blocks_every_request_until_it_resumes_and_failing_syncs_answer_
     fs.fail_syncs(false, false);
     fsync_dir(fs.path());
 }
+
+#[test]
+fn a_slow_rename_is_done_when_answered_and_descriptors_work_meanwhile() {
+    let Some(fs) = mount_or_skip("slow_rename") else {
+        return;
+    };
+    let dir = fs.path().to_path_buf();
+    write_synced(&dir.join("new"), b"2\n", true);
+    write_synced(&dir.join("target"), b"1\n", true);
+    write_synced(&dir.join("other"), b"1\n", true);
+    let open = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dir.join("other"))
+        .unwrap();
+    fs.delay_renames(std::time::Duration::from_secs(2));
+    let started = std::time::Instant::now();
+    let renaming = {
+        let dir = dir.clone();
+        std::thread::spawn(move || fs::rename(dir.join("new"), dir.join("target")).unwrap())
+    };
+    while fs.renames_in_flight() == 0 {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    // The kernel holds the directory's and both files' locks across the rename (a listing, a
+    // new name or a write to `target` waits for it, as on any FUSE filesystem); a descriptor
+    // of another file does not.
+    let mut content = [0; 2];
+    open.read_exact_at(&mut content, 0).unwrap();
+    assert_eq!(&content, b"1\n");
+    open.write_all_at(b"1\n", 0).unwrap();
+    open.sync_all().unwrap();
+    assert_eq!(fs.renames_in_flight(), 1);
+    renaming.join().unwrap();
+    assert!(started.elapsed() >= std::time::Duration::from_secs(2));
+    assert_eq!(fs.renames_in_flight(), 0);
+    assert_eq!(names(&dir), ["other", "target"]);
+    assert_eq!(fs::read(dir.join("target")).unwrap(), b"2\n");
+}

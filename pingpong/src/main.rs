@@ -139,6 +139,17 @@ fn serve(config: Config) -> anyhow::Result<()> {
         // the process exits, so that followers go for the lock instead of finding a connection
         // refused or cut (SPEC §6). It has its own drain, started once the writer has ended.
         let internal_draining = Draining::default();
+        // A leader hands over once SHUTDOWN_DELAY is over; it publishes no more from SIGTERM on,
+        // so that no publication (a rename that can wait for CephFS's tick) holds the
+        // hand-over back: the successor publishes.
+        tokio::spawn({
+            let draining = draining.started();
+            let door = door.clone();
+            async move {
+                draining.await;
+                door.hand_over_soon();
+            }
+        });
         let internal_server = internal.map(|(listener, _)| {
             tokio::spawn(http::serve(
                 listener,

@@ -3,15 +3,19 @@
 //! volume does; a failing disk makes `/readyz` 503 with the reason until a write succeeds again;
 //! every number a failed write used is counted abandoned, never handed out and never lost track
 //! of; a slow local disk answers slowly, not with errors; on a network volume a lease that
-//! stalled longer than the trust window hands nothing out from it; and readiness held up behind
-//! the lock says so.
+//! stalled longer than the trust window hands nothing out from it; readiness held up behind
+//! the lock says so; and a leader on a network volume whose renames are slow (CephFS at its
+//! default tick) answers at once, and never gives the lock back with a publication in flight.
 //!
 //! These tests need root and `/dev/fuse`; without them they print why and pass, unless
 //! `CRASHFS_REQUIRED=1` (CI) makes that a failure.
 
 mod support;
 
-use std::{fs, thread, time::Duration};
+use std::{
+    fs, thread,
+    time::{Duration, Instant},
+};
 
 use crashfs::env::mount_or_skip;
 use shared_fs::{CounterFile, lease::TRUST};
@@ -251,6 +255,89 @@ fn readiness_stuck_behind_the_lock_after_a_failed_write_says_it_waits_for_the_lo
         Duration::from_secs(10),
         "readiness once the lock is had",
         || (server.get("/readyz") == (200, "ready".to_owned())).then_some(()),
+    );
+    assert_eq!(server.get("/pingpong"), (200, "pong 2".to_owned()));
+}
+
+/// A replica in leader mode (SPEC §3 "The leader") on a volume taken for a network one, as
+/// CephFS is.
+const LEADER_ON_A_NETWORK_VOLUME: &[(&str, &str)] = &[
+    ("VOLUME_KIND", "network"),
+    ("ADVERTISE_ADDR", "127.0.0.1"),
+    ("INTERNAL_PORT", "0"),
+    ("LISTEN_ADDRESS", "127.0.0.1"),
+];
+
+/// How long a slow rename takes here: CephFS at its default MDS tick completes a rename in the
+/// directory another mount reads in at its next tick, up to 5 s later (test/rwx/FACTS.md §9);
+/// longer than a request's timeout (5 s), so that a request that waited for one would fail.
+const SLOW_RENAME: Duration = Duration::from_secs(6);
+
+#[test]
+fn a_leaders_slow_publication_on_a_network_volume_delays_no_increment() {
+    let Some(fs) = mount_or_skip("a leader whose renames are slow") else {
+        return;
+    };
+    let dir = fs.path();
+    let server = Server::start_with(dir, LEADER_ON_A_NETWORK_VOLUME);
+    assert_eq!(server.get("/pingpong"), (200, "pong 0".to_owned()));
+    test_support::assert_published_within(&dir.join(COUNTER), "1\n", Duration::from_secs(20));
+
+    // Requests one at a time with pauses: the leader goes idle between them (where it used to
+    // publish on its writer thread) and reaches its courtesy turns (every second, where it
+    // published before giving the lock back).
+    fs.delay_renames(SLOW_RENAME);
+    let started = Instant::now();
+    let mut n = 1;
+    while started.elapsed() < Duration::from_secs(3) {
+        assert_eq!(server.get("/pingpong"), (200, format!("pong {n}")));
+        n += 1;
+        thread::sleep(Duration::from_millis(50));
+    }
+    fs.delay_renames(Duration::ZERO);
+    // Published once the slow rename is done, by the next publication.
+    test_support::assert_published_within(&dir.join(COUNTER), &format!("{n}\n"), SLOW_RENAME * 3);
+    assert_eq!(abandoned(&server), 0);
+}
+
+#[test]
+fn a_leader_on_a_network_volume_never_gives_the_lock_back_while_a_publication_is_in_flight() {
+    let Some(fs) = mount_or_skip("a leader's courtesy turn during a slow rename") else {
+        return;
+    };
+    let dir = fs.path();
+    let server = Server::start_with(dir, LEADER_ON_A_NETWORK_VOLUME);
+    assert_eq!(server.get("/pingpong"), (200, "pong 0".to_owned()));
+    test_support::assert_published_within(&dir.join(COUNTER), "1\n", Duration::from_secs(20));
+
+    fs.delay_renames(Duration::from_secs(3));
+    assert_eq!(server.get("/pingpong"), (200, "pong 1".to_owned()));
+    eventually(
+        Duration::from_secs(10),
+        "the publication of 2 to be in flight",
+        || (fs.renames_in_flight() == 1).then_some(()),
+    );
+    // The leader gives the lock back for a moment every second (its courtesy turn, for
+    // `counter set` and replicas that know only flock); whoever takes it then may publish. The
+    // lock is taken here at the first such moment: the rename in flight must have landed
+    // before, or it could land after that publication and take the published count back.
+    let lock = fs::File::open(dir.join(format!("{COUNTER}.lock"))).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match lock.try_lock() {
+            Ok(()) => break,
+            Err(fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                thread::sleep(Duration::from_micros(50));
+            }
+            Err(e) => panic!("the leader's courtesy turn never came: {e:?}"),
+        }
+    }
+    let published = fs::read_to_string(dir.join(COUNTER)).unwrap();
+    lock.unlock().unwrap();
+    fs.delay_renames(Duration::ZERO);
+    assert_eq!(
+        published, "2\n",
+        "the lock was given back while the publication of 2 was in flight"
     );
     assert_eq!(server.get("/pingpong"), (200, "pong 2".to_owned()));
 }

@@ -62,6 +62,7 @@ use crate::{
     error::{Error, Result},
     leadership::{LeaderMode, Leadership, Reach, Role},
     lease::{Advance, Lease},
+    publisher::Publication,
     record_file::RecordFile,
 };
 
@@ -474,6 +475,8 @@ pub struct Counter {
     /// Leader mode's state, for the internal endpoint, metrics and readiness.
     role: Arc<Role>,
     reach: Arc<Reach>,
+    /// Leader mode's publisher ([`crate::publisher`]).
+    publication: Option<Arc<Publication>>,
 }
 
 impl Counter {
@@ -498,6 +501,10 @@ impl Counter {
         let role = Arc::new(Role::default());
         let reach = Arc::new(Reach::default());
         let leadership = leader.map(|mode| Leadership::new(mode, role.clone(), reach.clone()));
+        // Used only where the volume turns out not to be local (crate::publisher).
+        let publication = leadership
+            .as_ref()
+            .map(|_| Publication::spawn(file.path().to_owned()));
         let inbox = Arc::new(Inbox::default());
         inbox.senders.store(1, Ordering::SeqCst);
         let queue = Sender(inbox.clone());
@@ -510,13 +517,18 @@ impl Counter {
             lock: None,
             leadership,
             published_idle: true,
+            publication: publication.clone(),
         };
         let writer_ended = ended.clone();
         thread::Builder::new()
             .name("counter-writer".into())
             .spawn(move || {
                 let inbox = CloseOnExit(inbox);
+                let publication = writer.publication.clone();
                 writer.run(&inbox.0, observer);
+                if let Some(publication) = publication {
+                    publication.stop();
+                }
                 drop(inbox);
                 *writer_ended.0.lock().unwrap_or_else(|e| e.into_inner()) = true;
                 writer_ended.1.notify_all();
@@ -529,6 +541,7 @@ impl Counter {
             ended,
             role,
             reach,
+            publication,
         }
     }
 
@@ -562,6 +575,7 @@ impl Counter {
             inbox: self.queue.0.clone(),
             role: self.role.clone(),
             path: self.file.path().to_owned(),
+            publication: self.publication.clone(),
         }
     }
 
@@ -676,9 +690,19 @@ pub struct FollowersDoor {
     inbox: Arc<Inbox>,
     role: Arc<Role>,
     path: std::path::PathBuf,
+    publication: Option<Arc<Publication>>,
 }
 
 impl FollowersDoor {
+    /// The drain began (SIGTERM): a leader on a network volume publishes no more, so that no
+    /// publication is in flight when it hands over, after `SHUTDOWN_DELAY`; its successor
+    /// publishes (see [`crate::publisher`]).
+    pub fn hand_over_soon(&self) {
+        if let Some(publication) = &self.publication {
+            publication.pause();
+        }
+    }
+
     /// Whether this replica leads, and what an internal request is checked against.
     pub fn role(&self) -> &Role {
         &self.role
@@ -719,6 +743,8 @@ struct Writer {
     /// Whether the count was published since the last batch (a leader keeps the lock while
     /// idle, and publishes once).
     published_idle: bool,
+    /// Leader mode's publisher, for leases on a network volume ([`crate::publisher`]).
+    publication: Option<Arc<Publication>>,
 }
 
 /// What [`Writer::follow`] came to.
@@ -800,6 +826,7 @@ impl Writer {
             batch.retain(Waiter::claim);
             let led = self.leading_epoch();
             refuse_forwarded(&mut batch, |epoch| led != Some(epoch));
+            self.note_forwarded(&batch);
             refuse_what_does_not_fit(&file, held, &mut batch);
             if batch.is_empty() {
                 last = Last::default();
@@ -817,7 +844,7 @@ impl Writer {
         }
         // Every handle is gone and the queue is empty: publish, give the lock back, end.
         self.hand_over(&mut lease);
-        give_back(&mut lease);
+        self.let_go(&mut lease);
         report_abandoned(&file, &mut gone, &mut observer);
     }
 

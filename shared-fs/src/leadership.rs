@@ -226,6 +226,8 @@ pub(crate) struct Leadership {
     pub mixed_until: Option<Instant>,
     /// The epoch last forwarded to with success, to log a new leader once.
     pub followed: Option<u64>,
+    /// When this replica, leading, last wrote a batch a follower forwarded.
+    pub forwarded_at: Option<Instant>,
 }
 
 #[derive(Debug, Clone)]
@@ -261,6 +263,7 @@ impl Leadership {
             last_seq: None,
             mixed_until: None,
             followed: None,
+            forwarded_at: None,
         }
     }
 

@@ -45,6 +45,7 @@ use crate::{
     error::{Error, Result},
     leader_block::LeaderBlock,
     published::{self, read_counter},
+    publisher::{Posted, Publication},
     record::{self, Record},
     record_file::RecordFile,
     rollout,
@@ -205,10 +206,16 @@ pub struct Lease<'a> {
     /// durable write was answered in time. The lease is trusted for [`TRUST`] from here on a
     /// network filesystem (see the module docs).
     known_held: Instant,
+    /// A leader's publisher on a network volume ([`crate::publisher`]): it publishes, this
+    /// lease does not, and the lock is not given back while a publication is in flight.
+    publication: Option<Arc<Publication>>,
 }
 
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
+        if let Some(publication) = self.publication.take() {
+            publication.close();
+        }
         // On a descriptor the filesystem fenced this fails too; the lock is gone anyway.
         let _ = self.lock.file.unlock();
     }
@@ -418,6 +425,7 @@ impl<'a> Lease<'a> {
             publish_first_batch: false,
             taken: locked_at,
             known_held: locked_at,
+            publication: None,
         }
     }
 
@@ -515,7 +523,10 @@ impl<'a> Lease<'a> {
                     // this process dies before it gives the lock back; then checked once more,
                     // right before the numbers are handed out.
                     match self.publish_for_rollout().map(|()| self.distrusted()) {
-                        Ok(None) => return Advance::Durable { first },
+                        Ok(None) => {
+                            self.post_publication();
+                            return Advance::Durable { first };
+                        }
                         Ok(Some(since)) => self.distrust(since),
                         Err(error) => error,
                     }
@@ -569,13 +580,52 @@ impl<'a> Lease<'a> {
             return Err(self.distrust(since));
         }
         self.known_held = answered;
+        // The lease is trusted for longer now: a count whose publication waited past the
+        // last post's trust is posted again (the publisher skips one already published).
+        self.post_publication();
         Ok(())
+    }
+
+    /// From now on the count is published by `publication`'s thread, not by this lease (see
+    /// [`crate::publisher`]): a leader's, on a network volume.
+    pub fn publish_in_background(&mut self, publication: Arc<Publication>) {
+        self.publication = Some(publication);
+    }
+
+    /// Whether the lock may be given back now without waiting: false while the publisher has
+    /// a publication in flight. When true, nothing more is published under this lease.
+    pub fn may_let_go(&self) -> bool {
+        self.publication
+            .as_ref()
+            .is_none_or(|publication| publication.try_close())
+    }
+
+    /// Back to publishing on giving the lock back ([`Lease::release`]), once the publication
+    /// in flight, if any, has ended.
+    pub fn publish_in_foreground(&mut self) {
+        if let Some(publication) = self.publication.take() {
+            publication.close();
+        }
+    }
+
+    /// The count as durable now, to the publisher if there is one.
+    fn post_publication(&self) {
+        if let Some(publication) = &self.publication {
+            publication.post(Posted {
+                record: Record {
+                    seq: self.seq,
+                    value: self.value,
+                },
+                trusted_until: self.known_held + TRUST,
+                lock: self.lock.clone(),
+            });
+        }
     }
 
     /// A leader that keeps the lock while idle brings the published file up to the count, as
     /// [`Lease::release`] does before giving the lock back.
     pub fn publish_idle(&mut self) -> Result<()> {
-        if self.stale() {
+        if self.stale() || self.publication.is_some() {
             return Ok(());
         }
         let read_first = self.lock.local;
@@ -647,9 +697,11 @@ impl<'a> Lease<'a> {
     }
 
     /// Gives the lock back, publishing first (see the module docs); a lease that is not
-    /// trusted any more is given back without publishing, since its count may be old.
+    /// trusted any more is given back without publishing, since its count may be old, and one
+    /// that publishes in the background ([`Lease::publish_in_background`]) leaves it to its
+    /// publisher, whose publication in flight ends first.
     pub fn release(mut self) -> Result<()> {
-        if self.stale() {
+        if self.stale() || self.publication.is_some() {
             return Ok(());
         }
         let read_first = self.lock.local;

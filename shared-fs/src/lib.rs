@@ -20,6 +20,9 @@
 //!   the descriptor the lock is taken on and the record written through, and reading the
 //!   record past the caches a network filesystem's client keeps.
 //! - [`published`]: the published file's format (`N\n`, strict) and reading it.
+//! - [`publisher`]: a leader's publisher thread on a network volume, so that a slow rename
+//!   delays the published file, never an increment; the lock is never given back while a
+//!   publication is in flight.
 //! - [`rollout`]: replicas of the previous release beside this one, seen and remembered, so
 //!   that every batch is published before it is handed out while they may be about.
 //! - [`repair`]: the operator's `counter set` getting past what is not a regular file where
@@ -52,6 +55,7 @@ pub mod leadership;
 pub mod lease;
 pub mod mounts;
 pub mod published;
+pub mod publisher;
 pub mod read;
 pub mod record;
 pub mod record_file;

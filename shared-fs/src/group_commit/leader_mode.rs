@@ -137,8 +137,9 @@ impl Writer {
         }
         let lock = self.record_file(file)?;
         match Lease::try_acquire(file.lock_site(), lock) {
-            Ok(Some(taken)) => {
+            Ok(Some(mut taken)) => {
                 self.lock = Some(taken.lock_file().clone());
+                self.publish_from(&mut taken);
                 *lease = Some(taken);
                 Ok(true)
             }
@@ -414,16 +415,57 @@ impl Writer {
         }
     }
 
+    /// A lease taken in leader mode on a network volume publishes through the publisher
+    /// thread ([`crate::publisher`]).
+    fn publish_from(&self, taken: &mut Lease<'_>) {
+        if let Some(publication) = &self.publication
+            && !taken.lock_file().local
+        {
+            taken.publish_in_background(publication.clone());
+        }
+    }
+
+    /// Notes when a batch carries followers' increments (see [`Writer::let_go`]).
+    pub(super) fn note_forwarded(&mut self, batch: &[Waiter]) {
+        if let Some(leadership) = self.leadership.as_mut()
+            && batch.iter().any(|waiter| waiter.epoch.is_some())
+        {
+            leadership.forwarded_at = Some(Instant::now());
+        }
+    }
+
+    /// At the end, the lock given back. A leader whose followers forwarded within the last
+    /// [`HEARTBEAT`] leaves publishing to its successor: a rename can wait for CephFS's tick,
+    /// and they wait for the lock (see [`crate::publisher`]). One alone publishes first, as
+    /// without leader mode, so that a volume left without replicas shows the count.
+    pub(super) fn let_go(&mut self, lease: &mut Option<Lease<'_>>) {
+        let followed = self.leadership.as_ref().is_some_and(|leadership| {
+            leadership
+                .forwarded_at
+                .is_some_and(|at| at.elapsed() < HEARTBEAT)
+        });
+        if !followed && let Some(held) = lease.as_mut() {
+            held.publish_in_foreground();
+        }
+        give_back(lease);
+    }
+
     /// Gives the lock back for a moment, for whatever knows only `flock`, and takes it again
     /// without waiting; if someone else has it now, this writer follows until it can lead again.
+    /// Not while the publisher has a publication in flight: the turn comes after a later batch.
     fn courtesy<'f>(&mut self, lease: &mut Option<Lease<'f>>) {
+        if !lease.as_ref().expect("leading").may_let_go() {
+            return;
+        }
         let site = lease.as_ref().expect("leading").lock_file().clone();
         let file_site = lease.as_ref().map(|held| held.site()).expect("leading");
         give_back(lease);
         thread::sleep(HANDOVER);
         let leadership = self.leadership.as_mut().expect("leader mode");
         match Lease::try_acquire(file_site, site) {
-            Ok(Some(taken)) => {
+            Ok(Some(mut taken)) => {
+                self.publish_from(&mut taken);
+                let leadership = self.leadership.as_mut().expect("leader mode");
                 if leadership.last_seq.is_some_and(|seq| seq != taken.seq()) || taken.in_rollout() {
                     note_mixed(leadership);
                 }
