@@ -1,7 +1,10 @@
 //! `rm pingpong_counter.txt.lock` (what an operator does to "reset" the count) or a restore
 //! with `mv` over it, while replicas run under load, and a replica started after it: a running
 //! replica must not go on locking the file that left the path while another locks the one at
-//! the path. Every number answered is handed out once, and the count is exact.
+//! the path. Every number answered is handed out once, and the count is exact. The same with
+//! the replicas in leader mode (SPEC §3 "The leader"), on a volume taken for a local one and
+//! for a network one: there a leader's courtesy turn asks the locked file whether it still has
+//! a name, and its publisher thread looks the name up.
 
 mod support;
 
@@ -29,10 +32,36 @@ fn restore_over(lock: &Path) {
 
 #[test]
 fn a_lock_file_deleted_or_replaced_under_load_hands_out_every_number_once() {
+    deleted_and_replaced_under_load(&[]);
+}
+
+#[test]
+fn in_leader_mode_a_lock_file_deleted_or_replaced_under_load_hands_out_every_number_once() {
+    deleted_and_replaced_under_load(&[
+        ("ADVERTISE_ADDR", "127.0.0.1"),
+        ("INTERNAL_PORT", "0"),
+        ("LISTEN_ADDRESS", "127.0.0.1"),
+    ]);
+}
+
+#[test]
+fn in_leader_mode_on_a_network_volume_a_lock_file_deleted_or_replaced_hands_out_every_number_once()
+{
+    deleted_and_replaced_under_load(&[
+        ("ADVERTISE_ADDR", "127.0.0.1"),
+        ("INTERNAL_PORT", "0"),
+        ("LISTEN_ADDRESS", "127.0.0.1"),
+        ("VOLUME_KIND", "network"),
+    ]);
+}
+
+/// Two replicas with the variables `env`, the second started after the lock file was
+/// deleted, then the lock file replaced and deleted again under both.
+fn deleted_and_replaced_under_load(env: &[(&str, &str)]) {
     let dir = tempfile::tempdir().unwrap();
     let lock = dir.path().join(LOCK);
     let stop = Arc::new(AtomicBool::new(false));
-    let a = Server::start(dir.path());
+    let a = Server::start_with(dir.path(), env);
     let mut clients = load_until(a.port, 3, &stop);
     eventually(Duration::from_secs(20), "answers from a", || {
         (support::get(a.port, "/pings").1 != "0").then_some(())
@@ -40,7 +69,7 @@ fn a_lock_file_deleted_or_replaced_under_load_hands_out_every_number_once() {
 
     // The reset, then a replica started after it, which creates the lock file again.
     fs::remove_file(&lock).unwrap();
-    let b = Server::start(dir.path());
+    let b = Server::start_with(dir.path(), env);
     clients.extend(load_until(b.port, 3, &stop));
     thread::sleep(Duration::from_secs(3));
     // Replaced under both, then deleted under both.

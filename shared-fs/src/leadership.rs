@@ -228,6 +228,11 @@ pub(crate) struct Leadership {
     pub followed: Option<u64>,
     /// When this replica, leading, last wrote a batch a follower forwarded.
     pub forwarded_at: Option<Instant>,
+    /// When the leader last asked its lock file whether it is still at the path.
+    pub identity_checked: Instant,
+    /// The count this replica reached as leader on a lock file that then left the path: the
+    /// next takeover starts from it at least (see `Lease::raise_to`).
+    pub floor: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -264,6 +269,8 @@ impl Leadership {
             mixed_until: None,
             followed: None,
             forwarded_at: None,
+            identity_checked: Instant::now(),
+            floor: None,
         }
     }
 

@@ -225,10 +225,13 @@ impl Drop for Lease<'_> {
 /// held), and makes sure it is held on the file at the lock file's path: when `lock` is no
 /// longer that file, it is given up and the file at the path opened and locked instead (see
 /// [`RecordFile`]). With whether another process held the lock, and when the lock was had.
+/// `by_name`: the path looked up ([`RecordFile::is_at_path`]); else the file asked whether it
+/// still has a name ([`RecordFile::is_unlinked`]), and what the publisher's own lookups found.
 fn lock_at_path(
     site: &LockSite,
     mut lock: Arc<RecordFile>,
     wait: bool,
+    mut by_name: bool,
 ) -> Result<Option<(Arc<RecordFile>, bool, Instant)>> {
     let path = site.lock_path();
     let mut contended = false;
@@ -246,7 +249,13 @@ fn lock_at_path(
         // The lock is known held from here: the lease's trust clock starts now, before the
         // path is looked up (on a network volume that lookup may stall too).
         let locked_at = Instant::now();
-        let at_path = lock.is_at_path();
+        // On a local volume a lookup costs nothing: always by name there.
+        let at_path = if by_name || lock.local {
+            lock.is_at_path()
+        } else {
+            lock.is_unlinked()
+                .map(|unlinked| !unlinked && !lock.left_path.load(Ordering::Relaxed))
+        };
         if let Ok(true) = at_path {
             return Ok(Some((lock, contended, locked_at)));
         }
@@ -260,6 +269,7 @@ fn lock_at_path(
         let replacing = site.open_record_file()?;
         replacing.replacing.store(true, Ordering::Relaxed);
         lock = Arc::new(replacing);
+        by_name = true;
     }
     Err(Error::io(
         "lock",
@@ -291,14 +301,29 @@ impl<'a> Lease<'a> {
     /// the path, the lease is on the one that is (see [`RecordFile`]): [`Lease::lock_file`].
     pub fn acquire(site: &'a LockSite, lock: Arc<RecordFile>) -> Result<(Lease<'a>, bool)> {
         let (lock, contended, locked_at) =
-            lock_at_path(site, lock, true)?.expect("waited for the lock");
+            lock_at_path(site, lock, true, true)?.expect("waited for the lock");
         Ok((Lease::read(site, lock, locked_at)?, contended))
     }
 
     /// Takes the lock on `lock` (or on the file at the path, as [`Lease::acquire`]) only if
     /// nobody holds it.
     pub fn try_acquire(site: &'a LockSite, lock: Arc<RecordFile>) -> Result<Option<Lease<'a>>> {
-        match lock_at_path(site, lock, false)? {
+        match lock_at_path(site, lock, false, true)? {
+            Some((lock, _, locked_at)) => Lease::read(site, lock, locked_at).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// [`Lease::try_acquire`] for a leader taking the lock back after its courtesy turn, on
+    /// the descriptor it held a moment ago: whether that file is still the lock file is asked
+    /// of the file, not of its name ([`RecordFile::is_unlinked`]), so that the writer never
+    /// waits for a lookup in the directory (CephFS's tick); the publisher looks the name up.
+    /// On a local volume, where a lookup costs nothing, the same as [`Lease::try_acquire`].
+    pub fn try_acquire_again(
+        site: &'a LockSite,
+        lock: Arc<RecordFile>,
+    ) -> Result<Option<Lease<'a>>> {
+        match lock_at_path(site, lock, false, false)? {
             Some((lock, _, locked_at)) => Lease::read(site, lock, locked_at).map(Some),
             None => Ok(None),
         }
@@ -385,7 +410,8 @@ impl<'a> Lease<'a> {
     /// a corrupt published file, two torn slots.
     pub fn acquire_for_repair(site: &'a LockSite) -> Result<Lease<'a>> {
         let lock = Arc::new(site.open_record_file()?);
-        let (lock, _, locked_at) = lock_at_path(site, lock, true)?.expect("waited for the lock");
+        let (lock, _, locked_at) =
+            lock_at_path(site, lock, true, true)?.expect("waited for the lock");
         // A new lock file (the first ever, or one replacing what was moved aside) gets its
         // 8 KiB and a durable name, as when a lease creates it (SPEC §3).
         if record::allocate(&lock.file).map_err(|e| Error::io("allocate", site.lock_path(), e))? {
@@ -427,6 +453,13 @@ impl<'a> Lease<'a> {
             known_held: locked_at,
             publication: None,
         }
+    }
+
+    /// Raises the count to `floor` (the next write makes it durable): for a leader that moved
+    /// from a lock file that left the path to the one there, whose record may be older than
+    /// the numbers it handed out from the old one.
+    pub fn raise_to(&mut self, floor: u64) {
+        self.value = self.value.max(floor);
     }
 
     /// The count: the first number the next increment hands out.
@@ -521,8 +554,16 @@ impl<'a> Lease<'a> {
                     self.next_slot = 1 - self.next_slot;
                     // During a rollout, an old replica must find these numbers used even if
                     // this process dies before it gives the lock back; then checked once more,
-                    // right before the numbers are handed out.
-                    match self.publish_for_rollout().map(|()| self.distrusted()) {
+                    // right before the numbers are handed out. A write of no numbers (a
+                    // leader's takeover, readiness's check) hands none out: it must not use up
+                    // the publication of a lease's first batch either, which would publish
+                    // nothing (the count did not move past a missing file's 0).
+                    let published = if n > 0 {
+                        self.publish_for_rollout()
+                    } else {
+                        Ok(())
+                    };
+                    match published.map(|()| self.distrusted()) {
                         Ok(None) => {
                             self.post_publication();
                             return Advance::Durable { first };

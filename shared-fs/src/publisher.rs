@@ -38,6 +38,12 @@ use crate::{atomic, record::Record, record_file::RecordFile};
 /// plus the rename's own time while busy.
 pub const PUBLISH_EVERY: Duration = Duration::from_millis(20);
 
+/// How often, while a lease publishes here, the lock file's name is looked up to see that the
+/// locked file is still the one at the path ([`RecordFile::is_at_path`]): the leader's
+/// courtesy turn asks only the file ([`RecordFile::is_unlinked`]), and finds the flag this
+/// sets on its next turn.
+pub const LOOK_UP_EVERY: Duration = Duration::from_secs(1);
+
 /// The latest durable count a lease asks to be published.
 #[derive(Debug, Clone)]
 pub(crate) struct Posted {
@@ -62,6 +68,8 @@ struct State {
     paused: bool,
     /// The writer ended: the thread ends too.
     stopped: bool,
+    /// The lock file of the last post: its name is looked up every [`LOOK_UP_EVERY`].
+    watched: Option<Arc<RecordFile>>,
 }
 
 /// The publisher thread's mailbox and gate (see the module docs).
@@ -95,6 +103,7 @@ impl Publication {
     pub(crate) fn post(&self, posted: Posted) {
         let mut state = self.lock();
         state.open = true;
+        state.watched = Some(posted.lock.clone());
         state.next = Some(posted);
         drop(state);
         self.changed.notify_all();
@@ -136,17 +145,40 @@ impl Publication {
 
     fn run(&self, path: &std::path::Path) {
         let mut failing = false;
+        let mut looked_up = Instant::now();
         loop {
+            if looked_up.elapsed() >= LOOK_UP_EVERY {
+                let watched = {
+                    let state = self.lock();
+                    state.open.then(|| state.watched.clone()).flatten()
+                };
+                if let Some(lock) = watched {
+                    look_up(&lock);
+                }
+                looked_up = Instant::now();
+            }
             let posted = {
                 let mut state = self.lock();
-                loop {
+                let publishable =
+                    |state: &State| state.open && !state.paused && state.next.is_some();
+                while !publishable(&state) {
                     if state.stopped {
                         return;
                     }
-                    if state.open && !state.paused && state.next.is_some() {
+                    let (waited, timeout) = self
+                        .changed
+                        .wait_timeout(state, LOOK_UP_EVERY)
+                        .unwrap_or_else(|e| e.into_inner());
+                    state = waited;
+                    if timeout.timed_out() {
                         break;
                     }
-                    state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+                }
+                if state.stopped {
+                    return;
+                }
+                if !publishable(&state) {
+                    continue;
                 }
                 let posted = state.next.take().expect("checked above");
                 if Instant::now() > posted.trusted_until {
@@ -178,6 +210,16 @@ impl Publication {
             self.changed.notify_all();
             thread::sleep(PUBLISH_EVERY);
         }
+    }
+}
+
+/// The lock file's name looked up: if the locked file left the path (deleted, replaced, moved
+/// away), the flag the leader's next courtesy turn finds ([`crate::Lease::try_acquire_again`]).
+/// An error says nothing: the writer's own writes find a volume that fails.
+fn look_up(lock: &RecordFile) {
+    if let Ok(false) = lock.is_at_path() {
+        lock.left_path
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -33,7 +33,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use rustix::fs::{FallocateFlags, fallocate};
+use rustix::fs::{AtFlags, FallocateFlags, StatxFlags, fallocate};
 
 use crate::{
     error::{Error, Result},
@@ -93,6 +93,8 @@ pub struct RecordFile {
     /// Opened because the lock file before it left the path: until a lease has read it, its
     /// record may be older than the count (a restore from an older copy).
     pub(crate) replacing: AtomicBool,
+    /// Found no longer at the path by a check off the writer's thread ([`crate::publisher`]).
+    pub(crate) left_path: AtomicBool,
 }
 
 impl RecordFile {
@@ -139,6 +141,7 @@ impl RecordFile {
             published: Mutex::new(None),
             checked: Mutex::new(Instant::now()),
             replacing: AtomicBool::new(false),
+            left_path: AtomicBool::new(false),
         })
     }
 
@@ -155,6 +158,24 @@ impl RecordFile {
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
             Err(e) => Err(Error::io("stat", path, e)),
         }
+    }
+
+    /// Whether the file this descriptor is open on has no name left (deleted, or another file
+    /// renamed over it): [`RecordFile::is_at_path`] without looking the name up, asked of the
+    /// file itself (its link count, fetched afresh past the kernel's attribute cache). On
+    /// CephFS a lookup by name in the directory another mount reads in can wait for the MDS's
+    /// tick (`test/rwx/FACTS.md` §8); a leader's courtesy turn, every second, asks this instead,
+    /// and the lookup runs on the publisher's thread ([`crate::publisher`]). What this misses,
+    /// a lock file renamed to another name, that lookup finds.
+    pub(crate) fn is_unlinked(&self) -> Result<bool> {
+        let stat = rustix::fs::statx(
+            &self.file,
+            "",
+            AtFlags::EMPTY_PATH | AtFlags::STATX_FORCE_SYNC,
+            StatxFlags::NLINK,
+        )
+        .map_err(|e| Error::io("stat", &self.path, e.into()))?;
+        Ok(stat.stx_nlink == 0)
     }
 
     /// For a reader that keeps this descriptor: whether to open the lock file again, checked

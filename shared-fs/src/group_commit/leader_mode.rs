@@ -3,7 +3,7 @@
 //! turns, handing over at the end). Without leader mode none of this runs.
 
 use std::{
-    sync::Arc,
+    sync::{Arc, atomic::Ordering},
     thread,
     time::{Duration, Instant},
 };
@@ -20,6 +20,7 @@ use crate::{
         Forwarded, HEARTBEAT, Led, MAX_FORWARDED, MIXED_FOR, POLL_MAX, POLL_MIN, ROUTE_WAIT,
     },
     lease::{Advance, Lease},
+    publisher::LOOK_UP_EVERY,
     record_file::RecordFile,
 };
 
@@ -143,7 +144,14 @@ impl Writer {
                 *lease = Some(taken);
                 Ok(true)
             }
-            Ok(None) => Ok(false),
+            Ok(None) => {
+                // The kept lock file left the path (lock_at_path went on to the one there):
+                // opened again, so that the next read of the block reads that one.
+                if self.lock.as_ref().is_some_and(|lock| left_path_file(lock)) {
+                    self.lock = None;
+                }
+                Ok(false)
+            }
             Err(error) => {
                 self.lock = None;
                 Err(error)
@@ -345,6 +353,9 @@ impl Writer {
         if leadership.last_seq.is_some_and(|seq| seq != held.seq()) || held.in_rollout() {
             note_mixed(leadership);
         }
+        if let Some(floor) = leadership.floor.take() {
+            held.raise_to(floor);
+        }
         let resume = match (&leadership.led, &block) {
             (Some(led), Some(block)) => {
                 block.epoch == led.epoch && block.address == leadership.mode.address
@@ -396,6 +407,12 @@ impl Writer {
         };
         let leadership = self.leadership.as_mut().expect("leader mode");
         leadership.last_seq = Some(held.seq());
+        if leadership.identity_checked.elapsed() >= LOOK_UP_EVERY {
+            leadership.identity_checked = Instant::now();
+            if left_path(held) {
+                return self.leave_lock_file(lease);
+            }
+        }
         let Some(led) = leadership.led.as_mut() else {
             return;
         };
@@ -413,6 +430,25 @@ impl Writer {
         if held.held() >= leadership.hold() {
             self.courtesy(lease);
         }
+    }
+
+    /// The lock file this leader holds left the path (deleted, or a file renamed over it: an
+    /// operator's reset or restore). Whoever opens the path now locks another file, and one
+    /// that finds it new or replaced waits [`crate::lease::REPLACED_LOCK_FILE_WAIT`] before it
+    /// reads the count, the published file's included (see [`RecordFile`]): so this leader
+    /// stops writing at once, publishes its count on this thread, gives the old lock back and
+    /// follows. Asked every [`LOOK_UP_EVERY`] of the file itself, which costs no lookup.
+    fn leave_lock_file(&mut self, lease: &mut Option<Lease<'_>>) {
+        tracing::warn!(
+            "the counter's lock file left its path (deleted, or another file renamed over it):              publishing the count and giving that file's lock back"
+        );
+        if let Some(held) = lease.as_mut() {
+            held.publish_in_foreground();
+            self.leadership.as_mut().expect("leader mode").floor = Some(held.value());
+        }
+        give_back(lease);
+        self.lock = None;
+        self.stepped_down("its lock file left the path");
     }
 
     /// A lease taken in leader mode on a network volume publishes through the publisher
@@ -457,12 +493,27 @@ impl Writer {
         if !lease.as_ref().expect("leading").may_let_go() {
             return;
         }
+        if left_path(lease.as_ref().expect("leading")) {
+            return self.leave_lock_file(lease);
+        }
         let site = lease.as_ref().expect("leading").lock_file().clone();
         let file_site = lease.as_ref().map(|held| held.site()).expect("leading");
+        let reached = lease.as_ref().map(Lease::value).expect("leading");
         give_back(lease);
         thread::sleep(HANDOVER);
         let leadership = self.leadership.as_mut().expect("leader mode");
-        match Lease::try_acquire(file_site, site) {
+        match Lease::try_acquire_again(file_site, site.clone()) {
+            Ok(Some(mut taken)) if !Arc::ptr_eq(taken.lock_file(), &site) => {
+                // The file left the path in that moment, its count maybe not all published:
+                // the one at the path starts from this leader's count at least, and this
+                // writer takes over anew (an epoch of that file's).
+                taken.raise_to(reached);
+                let mut moved = Some(taken);
+                give_back(&mut moved);
+                leadership.floor = Some(reached);
+                self.lock = None;
+                self.stepped_down("its lock file left the path");
+            }
             Ok(Some(mut taken)) => {
                 self.publish_from(&mut taken);
                 let leadership = self.leadership.as_mut().expect("leader mode");
@@ -526,6 +577,15 @@ impl Writer {
             );
         }
     }
+}
+
+/// Whether the lease's lock file left the path, asked of the file (no lookup by name).
+fn left_path(held: &Lease<'_>) -> bool {
+    left_path_file(held.lock_file())
+}
+
+fn left_path_file(lock: &RecordFile) -> bool {
+    lock.left_path.load(Ordering::Relaxed) || matches!(lock.is_unlinked(), Ok(true))
 }
 
 fn block_address(block: &Option<LeaderBlock>) -> String {
