@@ -131,7 +131,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
         };
         let leader_mode = internal.as_ref().map(|(_, address)| LeaderMode {
             address: *address,
-            forward: Box::new(HttpForward),
+            forward: Box::new(HttpForward::default()),
         });
         let (app, writer, door) =
             routes::service_with_leader_mode(file, draining.clone(), leader_mode);
