@@ -273,15 +273,22 @@ const LEADER_ON_A_NETWORK_VOLUME: &[(&str, &str)] = &[
 /// longer than a request's timeout (5 s), so that a request that waited for one would fail.
 const SLOW_RENAME: Duration = Duration::from_secs(6);
 
+/// A leader on `dir` taken for a network volume, once it has answered `pong 0` and its
+/// publisher has published 1.
+fn leader_that_published_once(dir: &std::path::Path) -> Server {
+    let server = Server::start_with(dir, LEADER_ON_A_NETWORK_VOLUME);
+    assert_eq!(server.get("/pingpong"), (200, "pong 0".to_owned()));
+    test_support::assert_published_within(&dir.join(COUNTER), "1\n", Duration::from_secs(20));
+    server
+}
+
 #[test]
 fn a_leaders_slow_publication_on_a_network_volume_delays_no_increment() {
     let Some(fs) = mount_or_skip("a leader whose renames are slow") else {
         return;
     };
     let dir = fs.path();
-    let server = Server::start_with(dir, LEADER_ON_A_NETWORK_VOLUME);
-    assert_eq!(server.get("/pingpong"), (200, "pong 0".to_owned()));
-    test_support::assert_published_within(&dir.join(COUNTER), "1\n", Duration::from_secs(20));
+    let server = leader_that_published_once(dir);
 
     // Requests one at a time with pauses: the leader goes idle between them (where it used to
     // publish on its writer thread) and reaches its courtesy turns (every second, where it
@@ -306,9 +313,7 @@ fn a_leader_on_a_network_volume_never_gives_the_lock_back_while_a_publication_is
         return;
     };
     let dir = fs.path();
-    let server = Server::start_with(dir, LEADER_ON_A_NETWORK_VOLUME);
-    assert_eq!(server.get("/pingpong"), (200, "pong 0".to_owned()));
-    test_support::assert_published_within(&dir.join(COUNTER), "1\n", Duration::from_secs(20));
+    let server = leader_that_published_once(dir);
 
     fs.delay_renames(Duration::from_secs(3));
     assert_eq!(server.get("/pingpong"), (200, "pong 1".to_owned()));
