@@ -37,7 +37,8 @@ under the load (default `load`: nothing):
 - freeze-leader: SIGSTOP of the leader for --fault-seconds, then SIGCONT; every follower's
   /readyz is polled directly and must turn 503 meanwhile; the outage is reported;
 - cut-follower: nftables drops a follower's packets to the leader's internal port for
-  --fault-seconds (matched by the follower's cgroup, and by the address pair in case the
+  --fault-seconds (matched by the follower's cgroup, one per replica from its start, so that
+  the connection it keeps to the leader is matched too; and by the address pair in case the
   follower's connection leaves from its ADVERTISE_ADDR: Linux sends from 127.0.0.1 to any
   127.0.0.x unless the socket is bound); that follower's /readyz must turn 503 with a reason,
   and failed requests stay within the load's connections (the requests it had in flight);
@@ -202,9 +203,18 @@ class Run:
             env["ADVERTISE_ADDR"] = self.advertise_addr(n)
             env["INTERNAL_PORT"] = str(self.internal_port(n))
         p = self.spawn("pingpong-%d" % n, [os.path.join(binary, "pingpong")], env)
+        cgroup = None
+        if self.args.scenario == "cut-follower":
+            # A cgroup of its own from the start: a socket belongs to the cgroup its process was
+            # in when it was made, and a follower keeps its connection to the leader from
+            # batch to batch, so a cgroup joined at the cut would not match that connection.
+            cgroup = os.path.join(cgroup2_mount(), "rwxcut%d-%d" % (os.getpid(), n))
+            os.makedirs(cgroup, exist_ok=True)
+            with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
+                f.write(str(p.pid))
         r = {"n": n, "port": self.port(n), "mount": mount, "proc": p, "leader_mode": leader,
              "addr": env.get("ADVERTISE_ADDR"), "internal": self.internal_port(n) if leader else None,
-             "dead": False}
+             "dead": False, "cgroup": cgroup}
         self.replicas.append(r)
         return r
 
@@ -306,6 +316,12 @@ class Run:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+        for r in getattr(self, "replicas", []):
+            if r.get("cgroup"):
+                try:
+                    os.rmdir(r["cgroup"])
+                except OSError:
+                    pass
 
     # --- load, pollers, readers --------------------------------------------------------------
 
@@ -669,11 +685,7 @@ class Run:
         # The follower on the other mount than the leader's if there is one: a node of its own.
         follower = next((r for r in others if r["mount"] != leader["mount"]), others[0])
         table = "rwxcut%d" % os.getpid()
-        cgroup = "rwxcut%d" % os.getpid()
-        cg_path = os.path.join(cgroup2_mount(), cgroup)
-        os.makedirs(cg_path, exist_ok=True)
-        with open(os.path.join(cg_path, "cgroup.procs"), "w") as f:
-            f.write(str(follower["proc"].pid))
+        cg_path = follower["cgroup"]
         rules = [
             "add table inet %s" % table,
             "add chain inet %s out { type filter hook output priority 0 ; policy accept ; }" % table,
@@ -701,9 +713,6 @@ class Run:
         finally:
             counters = self.shell_cmds.run("nft list table inet %s" % table)[1]
             self.shell_cmds.run("nft delete table inet %s" % table)
-            with open(os.path.join(cgroup2_mount(), "cgroup.procs"), "w") as f:
-                f.write(str(follower["proc"].pid))
-            os.rmdir(cg_path)
         t_heal = self.now()
         dropped = [int(x) for x in re.findall(r"counter packets (\d+)", counters)]
         say("fault: healed at %.2fs; packets dropped by rule: %s" % (t_heal, dropped))
