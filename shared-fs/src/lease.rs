@@ -253,8 +253,7 @@ fn lock_at_path(
         let at_path = if by_name || lock.local {
             lock.is_at_path()
         } else {
-            lock.is_unlinked()
-                .map(|unlinked| !unlinked && !lock.left_path.load(Ordering::Relaxed))
+            lock.left_path_unlooked().map(|left| !left)
         };
         if let Ok(true) = at_path {
             return Ok(Some((lock, contended, locked_at)));

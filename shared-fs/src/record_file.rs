@@ -178,6 +178,16 @@ impl RecordFile {
         Ok(stat.stx_nlink == 0)
     }
 
+    /// Whether this file is known to have left the path without a lookup on the caller's
+    /// thread: it has no name left ([`RecordFile::is_unlinked`]), or the publisher's lookup
+    /// found it moved away ([`RecordFile::left_path`]).
+    pub(crate) fn left_path_unlooked(&self) -> Result<bool> {
+        if self.left_path.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(true);
+        }
+        self.is_unlinked()
+    }
+
     /// For a reader that keeps this descriptor: whether to open the lock file again, checked
     /// at most once a [`READER_RECHECK`]. Yes when the file is no longer the one at the path,
     /// and when this descriptor is read-only but the volume takes a writable open again: a

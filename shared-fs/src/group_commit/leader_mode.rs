@@ -3,7 +3,7 @@
 //! turns, handing over at the end). Without leader mode none of this runs.
 
 use std::{
-    sync::{Arc, atomic::Ordering},
+    sync::Arc,
     thread,
     time::{Duration, Instant},
 };
@@ -147,7 +147,11 @@ impl Writer {
             Ok(None) => {
                 // The kept lock file left the path (lock_at_path went on to the one there):
                 // opened again, so that the next read of the block reads that one.
-                if self.lock.as_ref().is_some_and(|lock| left_path_file(lock)) {
+                if self
+                    .lock
+                    .as_ref()
+                    .is_some_and(|lock| matches!(lock.left_path_unlooked(), Ok(true)))
+                {
                     self.lock = None;
                 }
                 Ok(false)
@@ -409,7 +413,7 @@ impl Writer {
         leadership.last_seq = Some(held.seq());
         if leadership.identity_checked.elapsed() >= LOOK_UP_EVERY {
             leadership.identity_checked = Instant::now();
-            if left_path(held) {
+            if matches!(held.lock_file().left_path_unlooked(), Ok(true)) {
                 return self.leave_lock_file(lease);
             }
         }
@@ -440,7 +444,8 @@ impl Writer {
     /// follows. Asked every [`LOOK_UP_EVERY`] of the file itself, which costs no lookup.
     fn leave_lock_file(&mut self, lease: &mut Option<Lease<'_>>) {
         tracing::warn!(
-            "the counter's lock file left its path (deleted, or another file renamed over it):              publishing the count and giving that file's lock back"
+            "the counter's lock file left its path (deleted, or another file renamed over it): \
+             publishing the count and giving that file's lock back"
         );
         if let Some(held) = lease.as_mut() {
             held.publish_in_foreground();
@@ -493,7 +498,8 @@ impl Writer {
         if !lease.as_ref().expect("leading").may_let_go() {
             return;
         }
-        if left_path(lease.as_ref().expect("leading")) {
+        let held = lease.as_ref().expect("leading");
+        if matches!(held.lock_file().left_path_unlooked(), Ok(true)) {
             return self.leave_lock_file(lease);
         }
         let site = lease.as_ref().expect("leading").lock_file().clone();
@@ -577,15 +583,6 @@ impl Writer {
             );
         }
     }
-}
-
-/// Whether the lease's lock file left the path, asked of the file (no lookup by name).
-fn left_path(held: &Lease<'_>) -> bool {
-    left_path_file(held.lock_file())
-}
-
-fn left_path_file(lock: &RecordFile) -> bool {
-    lock.left_path.load(Ordering::Relaxed) || matches!(lock.is_unlinked(), Ok(true))
 }
 
 fn block_address(block: &Option<LeaderBlock>) -> String {
